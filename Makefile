@@ -1,0 +1,64 @@
+# Two commands a newcomer needs:  `make up`  (the whole system, locally)  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help up test smoke venv redis browser-deps lock lint bench clean
+
+help:
+	@echo "make up     install, migrate, seed demo data and run web+ws, worker, beat and Flower"
+	@echo "make test   install and run the whole test suite (unit, integration, browser)"
+	@echo "make bench  run the realtime benchmark (see docs/performance.md)"
+	@echo "make lock   re-resolve requirements/*.txt from requirements/*.in"
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed (python3.11, 3.12 or 3.13 on PATH)." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.synced: $(BIN)/python requirements/dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements/dev.txt
+	@touch $@
+
+venv: $(VENV)/.synced
+
+redis:
+	@scripts/ensure-redis
+
+up: venv redis
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	@echo
+	@echo "  App + API:   http://127.0.0.1:8000/        (API docs: http://127.0.0.1:8000/api/docs/)"
+	@echo "  WebSocket:   ws://127.0.0.1:8000/ws/updates/?token=<access>"
+	@echo "  Flower:      http://127.0.0.1:5555/        (user:password from FLOWER_BASIC_AUTH, default admin:flower-pass-2026)"
+	@echo "  Admin:       http://127.0.0.1:8000/admin/"
+	@echo
+	FLOWER_BASIC_AUTH="$${FLOWER_BASIC_AUTH:-admin:flower-pass-2026}" $(BIN)/honcho start -f Procfile
+
+browser-deps:
+	@scripts/ensure-browser
+
+test: venv redis browser-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# What a newcomer gets with no configuration: SQLite, demo data, the stack answering end to end.
+smoke: venv redis
+	DATABASE_URL= $(BIN)/pytest -m smoke -p no:randomly $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+lock: venv
+	$(BIN)/uv pip compile -q --python-version 3.11 requirements/base.in -o requirements/base.txt
+	$(BIN)/uv pip compile -q --python-version 3.11 requirements/dev.in -o requirements/dev.txt
+	$(BIN)/uv pip compile -q --python-version 3.11 requirements/prod.in -o requirements/prod.txt
+
+bench: venv redis
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var staticfiles test-artifacts

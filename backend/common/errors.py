@@ -1,0 +1,108 @@
+"""Domain errors and the API's one error shape: `{"code": "...", "message": "...", "details"?: ...}`.
+
+Services raise DomainError subclasses; the DRF exception handler below renders them (and DRF's own
+exceptions) with a stable machine-readable `code`. Tasks record the same code on a failed job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class DomainError(Exception):
+    code = "error"
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class ValidationFailed(DomainError):
+    code = "invalid"
+
+
+class NotFound(DomainError):
+    """Also what another unit's object looks like: never 403, never a hint that it exists."""
+
+    code = "not_found"
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class RoleRequired(DomainError):
+    code = "permission_denied"
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class StaleVersion(DomainError):
+    code = "stale_version"
+    status_code = status.HTTP_409_CONFLICT
+
+
+class InvalidTransition(DomainError):
+    code = "invalid_transition"
+    status_code = status.HTTP_409_CONFLICT
+
+
+class CrateUnavailable(DomainError):
+    code = "crate_unavailable"
+    status_code = status.HTTP_409_CONFLICT
+
+
+class ServiceUnavailable(DomainError):
+    code = "broker_unavailable"
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ParseError: "parse_error",
+    exceptions.ValidationError: "invalid",
+}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(exc.as_dict(), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, exceptions.ValidationError):
+        body = {"code": code, "message": "The request is invalid.", "details": response.data}
+    else:
+        detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
+        body = {"code": code, "message": str(detail)}
+        # simplejwt puts its reason (token_not_valid, ...) in the detail's code
+        if isinstance(exc.detail, dict) and "code" in exc.detail:
+            body["code"] = str(exc.detail["code"])
+        elif getattr(exc.detail, "code", None) and code == "authentication_failed":
+            body["code"] = str(exc.detail.code)
+    response.data = body
+    return response

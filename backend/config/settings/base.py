@@ -1,0 +1,291 @@
+"""Settings shared by every environment, read from the process environment.
+
+Every knob a deployment may turn is an environment variable; `.env.example` lists them.
+A `.env` file at the project root is read when present (never committed).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parents[3]
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789abcdef")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "backend.accounts",
+    "backend.events",
+    "backend.records",
+    "backend.jobs",
+    "realtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.config.urls"
+WSGI_APPLICATION = "backend.config.wsgi.application"
+ASGI_APPLICATION = "backend.config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# Default: a local SQLite file, tuned so that web, worker, beat and Flower can share it:
+# WAL lets readers run beside the single writer, BEGIN IMMEDIATE takes the write lock up front
+# (no deadlock-prone lock upgrades), and the busy timeout makes writers queue instead of failing.
+VAR_DIR.mkdir(exist_ok=True)
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+            ),
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve straight from the apps in development, no collectstatic needed
+
+# --- Redis ----------------------------------------------------------------------------------
+# One Redis, one database per role: 0 = Celery broker, 1 = channel layer (as in the seed),
+# 2 = short-lived keys (WebSocket tickets). Each can be pointed elsewhere on its own.
+REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379")
+
+
+def redis_db_url(base: str, db: int) -> str:
+    """`base` with its path replaced by `/db` (the database number in a redis:// URL)."""
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=redis_db_url(REDIS_URL, 0))
+CHANNEL_LAYER_URL = env("CHANNEL_LAYER_URL", default=redis_db_url(REDIS_URL, 1))
+KEYS_REDIS_URL = env("KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, 2))
+
+# --- Channels -------------------------------------------------------------------------------
+# redis-py 8 lowered the pool defaults (max_connections=100, socket_timeout=5 s). The channel layer
+# holds one blocking BZPOPMIN per receiving process and a burst of connects multiplies pool use,
+# so both are set explicitly: a generous pool, and no read timeout on the layer's sockets
+# (liveness is covered by TCP keepalive and health checks instead). tests/realtime prove both.
+CHANNEL_LAYER_BACKEND = env(
+    "CHANNEL_LAYER_BACKEND", default="channels_redis.core.RedisChannelLayer"
+)
+CHANNEL_LAYER_HOST = {
+    "address": CHANNEL_LAYER_URL,
+    "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=10_000),
+    "socket_timeout": None,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+    "retry_on_timeout": True,
+}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": CHANNEL_LAYER_BACKEND,
+        "CONFIG": {
+            "hosts": [CHANNEL_LAYER_HOST],
+            "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1500),
+            "expiry": 60,
+            "group_expiry": 86400,
+        },
+    }
+}
+if CHANNEL_LAYER_BACKEND.endswith("RedisPubSubChannelLayer"):
+    for key in ("capacity", "expiry", "group_expiry"):
+        CHANNEL_LAYERS["default"]["CONFIG"].pop(key)
+
+# --- REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.DefaultPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "backend.common.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"ws_ticket": "60/min"},
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
+    "TOKEN_OBTAIN_SERIALIZER": "backend.accounts.tokens.UnitTokenObtainPairSerializer",
+    "UPDATE_LAST_LOGIN": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Records realtime API",
+    "DESCRIPTION": (
+        "Withdrawal, destruction and transfer requests for archived document crates. "
+        "State changes run as jobs; every durable change is pushed on `/ws/updates/`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RequestStatusEnum": "backend.records.models.RequestStatus",
+        "CrateStatusEnum": "backend.records.models.CrateStatus",
+        "JobStatusEnum": "backend.jobs.models.JobStatus",
+        "RoleEnum": "backend.accounts.models.Role",
+    },
+}
+
+# --- Realtime -------------------------------------------------------------------------------
+WS_TICKET_TTL_SECONDS = 30
+# How far back `last_seq` can resume; older gaps get `resync_required` (refetch over REST).
+REALTIME_REPLAY_LIMIT = env.int("REALTIME_REPLAY_LIMIT", default=10_000)
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
+# A connection is re-validated (active? same unit?) this often, so 4003 never depends on
+# a single lost message.
+REALTIME_REVALIDATE_SECONDS = env.float("REALTIME_REVALIDATE_SECONDS", default=2.0)
+# Coalescing window for `batch=1` clients.
+REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
+
+# --- Celery ---------------------------------------------------------------------------------
+# One visibility timeout, read by the broker transport and the result backend alike: it must
+# exceed the longest task (hard time limit) or Redis redelivers a task that is still running.
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 300)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 30,
+}
+CELERY_RESULT_BACKEND = None  # job state lives in the Job table, not in a result backend
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SEND_SENT_EVENT = True  # Flower shows queued tasks, not only started ones
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "outbox-sweep": {
+        "task": "outbox.sweep",
+        "schedule": env.float("OUTBOX_SWEEP_SECONDS", default=2.0),
+        "options": {"queue": "default", "expires": 10},
+    },
+    "outbox-prune": {
+        "task": "outbox.prune",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 600},
+    },
+}
+# An unpublished event older than this is the sweeper's: the committing process had its chance.
+OUTBOX_SWEEP_GRACE_SECONDS = env.float("OUTBOX_SWEEP_GRACE_SECONDS", default=1.0)
+
+# --- Flower / metrics -----------------------------------------------------------------------
+FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="admin:flower-pass-2026")
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
+# --- Logging --------------------------------------------------------------------------------
+# Query strings of WebSocket handshakes carry credentials: the filter masks `token=` and
+# `ticket=` values in every record, whatever logger emits it (Daphne's access log included).
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_credentials": {"()": "backend.common.logging.RedactCredentialsFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_credentials"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": LOG_LEVEL},
+    },
+}
+
+DEMO_PASSWORD = env("DEMO_PASSWORD", default="demo-pass-2026")

@@ -1,0 +1,23 @@
+"""Test settings: the real engines (DATABASE_URL, Redis), on Redis databases of their own."""
+
+import os
+
+from .base import *  # noqa: F403
+from .base import REDIS_URL, env, redis_db_url
+
+# Tests use their own Redis databases so they never touch a running `make up` (0/1/2).
+_base_db = int(os.environ.get("TEST_REDIS_DB_BASE", "10"))
+CELERY_BROKER_URL = env("TEST_CELERY_BROKER_URL", default=redis_db_url(REDIS_URL, _base_db))
+CHANNEL_LAYER_URL = env("TEST_CHANNEL_LAYER_URL", default=redis_db_url(REDIS_URL, _base_db + 1))
+KEYS_REDIS_URL = env("TEST_KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, _base_db + 2))
+CHANNEL_LAYER_HOST["address"] = CHANNEL_LAYER_URL  # noqa: F405
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEBUG = False
+LOG_LEVEL = "WARNING"
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+
+# SQLite: a file (not :memory:) so the Daphne and Celery processes the integration tests start can
+# share the test database.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_base_db}.sqlite3")}  # noqa: F405

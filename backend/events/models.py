@@ -1,0 +1,53 @@
+from django.db import models
+from django.utils import timezone
+
+from backend.accounts.models import Unit
+
+
+class UnitSequence(models.Model):
+    """The per-unit counter behind `seq`.
+
+    Locked FOR UPDATE by the committing transaction, so seqs are handed out in commit order and
+    a rolled-back transaction gives its numbers back. An auto-increment id cannot do this: ids are
+    taken at INSERT time and rows commit out of id order, which would let a client see seq 7
+    before seq 6 exists and wrongly conclude that 6 was lost.
+    """
+
+    unit = models.OneToOneField(Unit, primary_key=True, on_delete=models.CASCADE, related_name="sequence")
+    last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.unit_id}@{self.last_seq}"
+
+
+class OutboxEvent(models.Model):
+    """One update a unit's clients can see, written in the transaction that made the change.
+
+    `frame` is the exact JSON text sent to WebSocket clients (serialized once, here).
+    `published_at` is set once the event has been handed to the channel layer; the sweeper
+    publishes whatever committed but stayed unpublished.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField()
+    entity = models.CharField(max_length=16)
+    action = models.CharField(max_length=16)
+    object_id = models.UUIDField()
+    frame = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["unit", "seq"], name="outbox_unit_seq_unique")]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="outbox_unpublished_idx",
+                condition=models.Q(published_at__isnull=True),
+            ),
+        ]
+        ordering = ["unit", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id}#{self.seq} {self.entity}.{self.action}"

@@ -1,0 +1,171 @@
+"""Every message that reaches a WebSocket client is built here, and only here.
+
+The JSON Schemas below are the single definition of each server→client message type
+(CONTRACT.md, "WebSocket"); tests validate every action's events against them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+ENTITIES = ("withdrawal", "destruction", "transfer", "sendback", "crate")
+ACTIONS = ("created", "updated", "deleted")
+
+
+def utc_timestamp(moment: datetime) -> str:
+    """`2026-01-15T10:30:00.000Z`, the seed's format (UTC, milliseconds, `Z`)."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def encode(message: dict[str, Any]) -> str:
+    """The one JSON encoding used for frames: compact, stable key order."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def data_update(*, entity: str, action: str, data: dict[str, Any], timestamp: datetime, seq: int) -> dict:
+    return {
+        "type": "data_update",
+        "entity": entity,
+        "action": action,
+        "data": data,
+        "timestamp": utc_timestamp(timestamp),
+        "seq": seq,
+    }
+
+
+def connection_established(*, unit_id: str, seq: int) -> dict:
+    return {
+        "type": "connection_established",
+        "message": f"Connected to unit {unit_id} updates",
+        "unit_id": unit_id,
+        "seq": seq,
+    }
+
+
+def pong(*, timestamp: datetime) -> dict:
+    return {"type": "pong", "timestamp": utc_timestamp(timestamp)}
+
+
+def resync_required(*, reason: str, seq: int) -> dict:
+    return {"type": "resync_required", "reason": reason, "seq": seq}
+
+
+def error(*, code: str, message: str) -> dict:
+    return {"type": "error", "code": code, "message": message}
+
+
+def job_update(*, job: dict[str, Any]) -> dict:
+    return {"type": "job_update", "job": job}
+
+
+def data_update_batch_frame(frames: list[str]) -> str:
+    """A `data_update_batch` built from already-encoded `data_update` frames, without re-encoding."""
+    return '{"type":"data_update_batch","updates":[' + ",".join(frames) + "]}"
+
+
+_TIMESTAMP = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"}
+_UUID = {"type": "string", "pattern": r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
+_SEQ = {"type": "integer", "minimum": 1}
+
+DATA_UPDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "entity", "action", "data", "timestamp", "seq"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "data_update"},
+        "entity": {"enum": list(ENTITIES)},
+        "action": {"enum": list(ACTIONS)},
+        "timestamp": _TIMESTAMP,
+        "seq": _SEQ,
+        # Identifiers and status only: never document contents.
+        "data": {
+            "type": "object",
+            "required": ["id"],
+            "additionalProperties": False,
+            "properties": {
+                "id": _UUID,
+                "status": {"type": "string"},
+                "request_number": {"type": "string"},
+                "crate_number": {"type": "string"},
+                "request_id": _UUID,
+                "request_entity": {"enum": ["withdrawal", "destruction", "transfer"]},
+            },
+        },
+    },
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "data_update": DATA_UPDATE_SCHEMA,
+    "data_update_batch": {
+        "type": "object",
+        "required": ["type", "updates"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "data_update_batch"},
+            "updates": {"type": "array", "minItems": 1, "items": DATA_UPDATE_SCHEMA},
+        },
+    },
+    "connection_established": {
+        "type": "object",
+        "required": ["type", "message", "unit_id", "seq"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "connection_established"},
+            "message": {"type": "string", "pattern": "^Connected to unit .+ updates$"},
+            "unit_id": _UUID,
+            "seq": {"type": "integer", "minimum": 0},
+        },
+    },
+    "pong": {
+        "type": "object",
+        "required": ["type", "timestamp"],
+        "additionalProperties": False,
+        "properties": {"type": {"const": "pong"}, "timestamp": _TIMESTAMP},
+    },
+    "resync_required": {
+        "type": "object",
+        "required": ["type", "reason", "seq"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "resync_required"},
+            "reason": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 0},
+        },
+    },
+    "error": {
+        "type": "object",
+        "required": ["type", "code", "message"],
+        "additionalProperties": False,
+        "properties": {"type": {"const": "error"}, "code": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "job_update": {
+        "type": "object",
+        "required": ["type", "job"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "job_update"},
+            "job": {
+                "type": "object",
+                "required": ["id", "status", "progress"],
+                "properties": {
+                    "id": _UUID,
+                    "kind": {"type": "string"},
+                    "status": {"enum": ["queued", "running", "succeeded", "failed"]},
+                    "progress": {
+                        "type": "object",
+                        "required": ["total", "done", "failed"],
+                        "properties": {
+                            "total": {"type": "integer"},
+                            "done": {"type": "integer"},
+                            "failed": {"type": "integer"},
+                        },
+                    },
+                    "error": {},
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,92 @@
+"""The only writer of outbox events. Called by domain services inside their transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import schema
+from .models import OutboxEvent, UnitSequence
+
+
+@dataclass(frozen=True)
+class Change:
+    """One update a unit's clients must see: becomes one `data_update` with that unit's next seq."""
+
+    unit_id: uuid.UUID
+    entity: str
+    action: str
+    data: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.entity not in schema.ENTITIES or self.action not in schema.ACTIONS:
+            raise ValueError(f"unknown event {self.entity}.{self.action}")
+
+
+def unit_sequence_ensure(unit_id: uuid.UUID) -> None:
+    UnitSequence.objects.bulk_create([UnitSequence(unit_id=unit_id)], ignore_conflicts=True)
+
+
+def _allocate(unit_id: uuid.UUID, count: int) -> int:
+    """Reserve `count` seqs for `unit_id`; returns the first. Holds the counter row until COMMIT."""
+    counter = UnitSequence.objects.select_for_update().filter(unit_id=unit_id).first()
+    if counter is None:
+        unit_sequence_ensure(unit_id)
+        counter = UnitSequence.objects.select_for_update().get(unit_id=unit_id)
+    first = counter.last_seq + 1
+    counter.last_seq += count
+    counter.save(update_fields=["last_seq"])
+    return first
+
+
+def outbox_write(changes: Iterable[Change]) -> list[OutboxEvent]:
+    """Write `changes` as outbox events in the caller's transaction; publish them after COMMIT.
+
+    Counters are locked in ascending unit-id order, so two transactions touching the same pair of
+    units (a transfer each way) always queue instead of deadlocking.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("outbox_write() must run inside the transaction that makes the change")
+    by_unit: dict[uuid.UUID, list[Change]] = defaultdict(list)
+    for change in changes:
+        by_unit[change.unit_id].append(change)
+    if not by_unit:
+        return []
+    now = timezone.now()
+    rows: list[OutboxEvent] = []
+    for unit_id in sorted(by_unit, key=str):
+        unit_changes = by_unit[unit_id]
+        first = _allocate(unit_id, len(unit_changes))
+        for offset, change in enumerate(unit_changes):
+            seq = first + offset
+            message = schema.data_update(
+                entity=change.entity, action=change.action, data=change.data, timestamp=now, seq=seq
+            )
+            rows.append(
+                OutboxEvent(
+                    unit_id=unit_id,
+                    seq=seq,
+                    entity=change.entity,
+                    action=change.action,
+                    object_id=change.data["id"],
+                    frame=schema.encode(message),
+                    created_at=now,
+                )
+            )
+    OutboxEvent.objects.bulk_create(rows)
+    ids = [row.id for row in rows]  # PostgreSQL and SQLite >= 3.35 return ids from bulk INSERT
+    transaction.on_commit(lambda: _publish(ids))
+    return rows
+
+
+def _publish(ids: list[int]) -> None:
+    from workers.outbox import outbox_publish
+
+    outbox_publish(ids)
+

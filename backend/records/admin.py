@@ -1,0 +1,40 @@
+from django.contrib import admin
+
+from .models import Crate, DestructionRequest, NumberCounter, SendBackRecord, TransferRequest, WithdrawalRequest
+
+
+@admin.register(Crate)
+class CrateAdmin(admin.ModelAdmin):
+    list_display = ["crate_number", "unit", "status", "location", "destruction_due", "version"]
+    list_filter = ["unit", "status"]
+    search_fields = ["crate_number", "location"]
+    # State changes go through services (and their events); the admin is for looking.
+    readonly_fields = [f.name for f in Crate._meta.fields]
+
+
+class RequestAdmin(admin.ModelAdmin):
+    list_display = ["request_number", "unit", "status", "created_by", "created_at", "version"]
+    list_filter = ["unit", "status"]
+    search_fields = ["request_number", "reason"]
+    filter_horizontal = ["crates"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields] + ["crates"]
+
+
+admin.site.register(WithdrawalRequest, RequestAdmin)
+admin.site.register(DestructionRequest, RequestAdmin)
+admin.site.register(TransferRequest, RequestAdmin)
+
+
+@admin.register(SendBackRecord)
+class SendBackRecordAdmin(admin.ModelAdmin):
+    list_display = ["entity", "request_id", "unit", "created_by", "created_at"]
+    list_filter = ["unit", "entity"]
+    readonly_fields = [f.name for f in SendBackRecord._meta.fields]
+
+
+@admin.register(NumberCounter)
+class NumberCounterAdmin(admin.ModelAdmin):
+    list_display = ["scope", "prefix", "year", "last"]
+    readonly_fields = ["scope", "prefix", "year", "last"]

@@ -1,0 +1,113 @@
+"""Demo data, idempotent: units, one user per role per unit, crates, and requests in every status.
+
+    manage.py seed_demo                       # north, south, east; 200+ crates each
+    manage.py seed_demo --units 10 --crates 2000 --users-per-unit 100   # benchmark scale
+
+Everything is written through the services, so numbers, versions and outbox events are exactly
+what the running system would have produced.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from backend.accounts.models import Role, Unit, User
+from backend.events.services import unit_sequence_ensure
+from backend.records import services
+from backend.records.models import Crate, CrateStatus, RequestStatus
+
+DEMO_UNITS = [("north", "North archive"), ("south", "South archive"), ("east", "East archive")]
+# The requests each unit gets per kind, by final status, and how to get there.
+STATUS_PATHS = {
+    RequestStatus.PENDING: [],
+    RequestStatus.APPROVED: ["approve"],
+    RequestStatus.REJECTED: ["reject"],
+    RequestStatus.SENT_BACK: ["send_back"],
+}
+
+
+class Command(BaseCommand):
+    help = "Create (or top up) demo units, users, crates and requests. Safe to run repeatedly."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--units", type=int, default=3, help="number of units (>= 3: north, south, east, unit-04, ...)")
+        parser.add_argument("--crates", type=int, default=240, help="crates in storage per unit")
+        parser.add_argument("--users-per-unit", type=int, default=0, help="extra requester users per unit (<unit>.user<n>)")
+        parser.add_argument("--requests", type=int, default=1, help="requests per kind and status per unit")
+        parser.add_argument("--password", default=None, help="default: $DEMO_PASSWORD or demo-pass-2026")
+        parser.add_argument("--quiet-logins", action="store_true", help="do not print the logins")
+
+    def handle(self, *args, **opts):
+        password = opts["password"] or settings.DEMO_PASSWORD
+        units = list(DEMO_UNITS)
+        units += [(f"unit-{i:02d}", f"Unit {i:02d}") for i in range(len(DEMO_UNITS) + 1, opts["units"] + 1)]
+        units = units[: max(opts["units"], 1)]
+        for code, name in units:
+            unit, _ = Unit.objects.get_or_create(code=code, defaults={"name": name})
+            unit_sequence_ensure(unit.id)
+            people = {role: self._user(f"{code}.{role}", unit, role, password) for role in Role.values}
+            for n in range(1, opts["users_per_unit"] + 1):
+                self._user(f"{code}.user{n}", unit, Role.REQUESTER, password)
+            self._crates(unit, people[Role.STORE], opts["crates"])
+            self._requests(unit, people, opts["requests"], units)
+            self._crates(unit, people[Role.STORE], opts["crates"])  # top up what approvals took
+        User.objects.filter(username="admin").exists() or User.objects.create_superuser(
+            "admin", email="", password=password
+        )
+        if not opts["quiet_logins"]:
+            self._print_logins(units, password)
+
+    def _user(self, username: str, unit: Unit, role: str, password: str) -> User:
+        user, created = User.objects.get_or_create(username=username, defaults={"unit": unit, "role": role})
+        if created or not user.check_password(password):
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        return user
+
+    def _crates(self, unit: Unit, store: User, wanted: int) -> None:
+        have = Crate.objects.filter(unit=unit, status=CrateStatus.IN_STORAGE).count()
+        missing = wanted - have
+        while missing > 0:
+            batch = min(missing, 2000)
+            services.crates_create_bulk(actor=store, unit=unit, count=batch)
+            missing -= batch
+
+    def _requests(self, unit: Unit, people: dict, per_status: int, units: list) -> None:
+        requester, approver = people[Role.REQUESTER], people[Role.APPROVER]
+        other = Unit.objects.exclude(id=unit.id).order_by("code").first()
+        for entity, kind in services.REQUEST_KINDS.items():
+            if entity == "transfer" and other is None:
+                continue
+            for status, path in STATUS_PATHS.items():
+                have = kind.model.objects.filter(unit=unit, status=status).count()
+                for _ in range(per_status - have):
+                    crate = (
+                        Crate.objects.filter(unit=unit, status=CrateStatus.IN_STORAGE)
+                        .exclude(id__in=services._open_request_crate_ids(
+                            Crate.objects.filter(unit=unit).values_list("id", flat=True)))
+                        .order_by("crate_number")
+                        .first()
+                    )
+                    if crate is None:
+                        return
+                    with transaction.atomic():
+                        request = services.request_create(
+                            entity=entity, actor=requester, crate_ids=[crate.id],
+                            reason=f"Demo {status.replace('_', ' ')} {entity} request",
+                            destination_unit_id=other.id if entity == "transfer" else None,
+                        )
+                        for action in path:
+                            services.request_transition(
+                                entity=entity, action=action, actor=approver, request_id=request.id,
+                                reason="Demo decision" if action != "approve" else "",
+                            )
+
+    def _print_logins(self, units: list, password: str) -> None:
+        self.stdout.write(self.style.SUCCESS("Demo logins (password for all: %s)" % password))
+        for code, _ in units[:3]:
+            self.stdout.write("  " + "  ".join(f"{code}.{role}" for role in Role.values))
+        if len(units) > 3:
+            self.stdout.write(f"  ... and the same for {len(units) - 3} more units")
+        self.stdout.write("  admin (Django superuser, all units) -> /admin/")

@@ -1,0 +1,128 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from backend.accounts.models import Unit
+
+
+class CrateStatus(models.TextChoices):
+    IN_STORAGE = "in_storage", "In storage"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+    IN_TRANSIT = "in_transit", "In transit"
+    DESTROYED = "destroyed", "Destroyed"
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    SENT_BACK = "sent_back", "Sent back"
+
+
+class NumberCounter(models.Model):
+    """Last number handed out per (scope, prefix, year). Locked FOR UPDATE; numbers are never reused.
+
+    Request numbers are scoped to their unit (`WR-2026-0001` exists once per unit); crate numbers
+    are scoped to the whole archive, so a crate keeps a unique number when it is transferred.
+    """
+
+    scope = models.CharField(max_length=40)  # a unit id, or "archive"
+    prefix = models.CharField(max_length=4)
+    year = models.PositiveSmallIntegerField()
+    last = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "prefix", "year"], name="number_counter_unique")
+        ]
+
+
+class Crate(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    crate_number = models.CharField(max_length=32)
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="crates")
+    status = models.CharField(max_length=16, choices=CrateStatus.choices, default=CrateStatus.IN_STORAGE)
+    location = models.CharField(max_length=120, blank=True)
+    destruction_due = models.DateField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        constraints = [
+            # Numbers are per unit of issue; a crate keeps its number when transferred.
+            models.UniqueConstraint(fields=["crate_number"], name="crate_number_unique"),
+        ]
+        indexes = [models.Index(fields=["unit", "status"])]
+
+    def __str__(self) -> str:
+        return self.crate_number
+
+
+class BaseRequest(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request_number = models.CharField(max_length=32)
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING)
+    reason = models.TextField(blank=True)
+    # Why it was rejected or sent back (send-backs also keep a SendBackRecord each).
+    decision_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.request_number
+
+
+def _unique_number(model_name: str) -> models.UniqueConstraint:
+    return models.UniqueConstraint(fields=["unit", "request_number"], name=f"{model_name.lower()}_number_unique")
+
+
+class WithdrawalRequest(BaseRequest):
+    crates = models.ManyToManyField(Crate, related_name="withdrawal_requests")
+
+    class Meta(BaseRequest.Meta):
+        indexes = [models.Index(fields=["unit", "status"])]
+        constraints = [_unique_number("WithdrawalRequest")]
+
+
+class DestructionRequest(BaseRequest):
+    crates = models.ManyToManyField(Crate, related_name="destruction_requests")
+
+    class Meta(BaseRequest.Meta):
+        indexes = [models.Index(fields=["unit", "status"])]
+        constraints = [_unique_number("DestructionRequest")]
+
+
+class TransferRequest(BaseRequest):
+    crates = models.ManyToManyField(Crate, related_name="transfer_requests")
+    destination_unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="+")
+
+    class Meta(BaseRequest.Meta):
+        indexes = [models.Index(fields=["unit", "status"]), models.Index(fields=["destination_unit"])]
+        constraints = [_unique_number("TransferRequest")]
+
+
+class SendBackRecord(models.Model):
+    """Why a request went back to its requester. Written by the send-back service, never edited."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="+")
+    entity = models.CharField(max_length=16)  # withdrawal | destruction | transfer
+    request_id = models.UUIDField()
+    reason = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["entity", "request_id"])]

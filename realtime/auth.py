@@ -1,0 +1,88 @@
+"""WebSocket handshake authentication: `?token=<JWT access>` or `?ticket=<single-use ticket>`.
+
+The middleware never refuses a connection itself: it records who the user is (or why not) in the
+scope, and the consumer accepts and then closes with 4001, so browsers can see the code.
+Credentials are never logged here; see backend.common.logging for the access-log side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import AccessToken
+
+from .tickets import ticket_consume
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    username: str
+    unit_id: str
+    expires_at: float  # unix time the access token (or the token behind a ticket) expires
+
+
+class AuthFailed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@database_sync_to_async
+def _active_user(user_id: str, unit_claim: str | None, check_claim: bool):
+    user = get_user_model().objects.filter(id=user_id).only("id", "username", "unit_id", "is_active").first()
+    if user is None or not user.is_active:
+        raise AuthFailed("user_inactive")
+    if user.unit_id is None:
+        raise AuthFailed("no_unit")
+    if check_claim and unit_claim != str(user.unit_id):
+        raise AuthFailed("unit_changed")
+    return user
+
+
+async def authenticate(query: dict[str, list[str]]) -> Identity:
+    token = (query.get("token") or [""])[0]
+    ticket = (query.get("ticket") or [""])[0]
+    if ticket:
+        consumed = await ticket_consume(ticket)
+        if consumed is None:
+            raise AuthFailed("ticket_invalid")
+        user_id, expires_at = consumed
+        user = await _active_user(user_id, None, check_claim=False)
+    elif token:
+        try:
+            # Full SimpleJWT validation: signature with the configured algorithm only (so
+            # `alg: none` fails), expiry, and token_type == "access" (a refresh token fails).
+            access = AccessToken(token)
+        except TokenError:
+            raise AuthFailed("token_invalid") from None
+        user = await _active_user(str(access["user_id"]), access.get("unit_id"), check_claim=True)
+        expires_at = float(access["exp"])
+    else:
+        raise AuthFailed("credentials_missing")
+    if expires_at <= time.time():
+        raise AuthFailed("token_expired")
+    return Identity(str(user.id), user.username, str(user.unit_id), expires_at)
+
+
+class WebSocketAuthMiddleware(BaseMiddleware):
+    """Puts `identity` (or `auth_error`) into the scope of `websocket` connections."""
+
+    async def __call__(self, scope, receive, send):
+        scope = dict(scope)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        try:
+            scope["identity"] = await authenticate(query)
+        except AuthFailed as failure:
+            scope["identity"] = None
+            scope["auth_error"] = failure.reason
+        return await super().__call__(scope, receive, send)

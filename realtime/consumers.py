@@ -1,0 +1,246 @@
+"""`/ws/updates/`: authenticate, join the unit (through the process hub), resume, then stay live.
+
+The consumer owns the connection's protocol: auth and close codes, the resume handshake (replay from
+the outbox, then live, de-duplicated by seq), client messages and the live rules (4002 / 4003).
+It never changes domain state and never blocks the event loop: database reads go through
+`database_sync_to_async` selectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from backend.events import schema
+
+from . import selectors
+from .frames import FrameWriter, Outgoing
+from .hub import hub
+
+logger = logging.getLogger(__name__)
+
+# Close codes (CONTRACT.md fixes 4001-4003; 4008 is ours, documented in docs/realtime.md).
+CLOSE_AUTH_FAILED = 4001
+CLOSE_TOKEN_EXPIRED = 4002
+CLOSE_ACCESS_REVOKED = 4003
+CLOSE_TOO_SLOW = 4008
+
+MAX_CLIENT_MESSAGE_BYTES = 4096
+REPLAY_PAGE = 1000
+BATCH_MAX_ITEMS = 500
+# A connection that stays paused (its socket buffer full) this long is closed with 4008; its next
+# resume with last_seq fills whatever it missed.
+SLOW_CLIENT_SECONDS = 10.0
+
+
+class _SlowReaderGuard:
+    """A Twisted push producer registered on the connection's transport: Twisted pauses it when
+    the client stops reading and the send buffer fills up, and resumes it once it drains."""
+
+    def __init__(self, consumer: UpdatesConsumer) -> None:
+        self.consumer = consumer
+        self.timer: asyncio.TimerHandle | None = None
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
+        if self.timer is None:
+            self.timer = asyncio.get_event_loop().call_later(SLOW_CLIENT_SECONDS, self.consumer.too_slow)
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.resumeProducing()
+
+
+class UpdatesConsumer(AsyncWebsocketConsumer):
+    # No channel-layer channel per connection: the process hub receives for all of them.
+    channel_layer_alias = None
+
+    identity = None
+    joined = False
+
+    # --- connect ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.accept()
+        identity = self.scope.get("identity")
+        if identity is None:
+            logger.info("websocket auth failed: %s", self.scope.get("auth_error"))
+            await self.close(code=CLOSE_AUTH_FAILED)
+            return
+        self.identity = identity
+        self.user_id = identity.user_id
+        self.unit_id = identity.unit_id
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.batch = (query.get("batch") or ["0"])[0] in ("1", "true")
+        requested = (query.get("last_seq") or [None])[0]
+
+        self.writer = FrameWriter(self.base_send)
+        self.closing = False
+        self.sent_seq = 0
+        self.buffer: list[Outgoing] | None = []  # events that arrive while we replay
+        self.pending: list[Outgoing] = []  # batch mode: waiting for the next flush
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self._guard_transport()
+
+        await hub.join(self)
+        self.joined = True
+        current = await selectors.unit_current_seq(self.unit_id)
+        self.send_message(schema.connection_established(unit_id=self.unit_id, seq=current))
+        await self._resume(requested, current)
+        # Live from here: whatever arrived during the replay, minus what the replay covered.
+        buffered, self.buffer = self.buffer, None
+        for event in buffered:
+            self.deliver(event)
+        loop = asyncio.get_running_loop()
+        self.expiry_handle = loop.call_at(
+            loop.time() + max(identity.expires_at - time.time(), 0), self._token_expired
+        )
+
+    async def _resume(self, requested: str | None, current: int) -> None:
+        if requested is None:
+            self.sent_seq = current
+            return
+        try:
+            last_seq = int(requested)
+            if last_seq < 0:
+                raise ValueError
+        except ValueError:
+            return self._resync("invalid_last_seq", current)
+        if last_seq > current:
+            # The client saw seqs this unit never had (a restored database?): start over.
+            return self._resync("last_seq_ahead", current)
+        if current - last_seq > settings.REALTIME_REPLAY_LIMIT:
+            return self._resync("history_limit", current)
+        self.sent_seq = last_seq
+        while self.sent_seq < current:
+            rows = await selectors.outbox_frames(self.unit_id, after=self.sent_seq, limit=REPLAY_PAGE)
+            if not rows or rows[0][0] != self.sent_seq + 1:
+                return self._resync("history_unavailable", current)
+            events = [Outgoing(seq, frame) for seq, frame in rows]
+            if self.batch:
+                for start in range(0, len(events), BATCH_MAX_ITEMS):
+                    self._write_batch(events[start : start + BATCH_MAX_ITEMS])
+            else:
+                for event in events:
+                    self.writer.write(event)
+            self.sent_seq = events[-1].seq
+
+    def _resync(self, reason: str, seq: int) -> None:
+        self.send_message(schema.resync_required(reason=reason, seq=seq))
+        self.sent_seq = seq
+
+    def _guard_transport(self) -> None:
+        protocol = self.writer.protocol
+        transport = getattr(protocol, "transport", None)
+        if transport is None or not hasattr(transport, "registerProducer"):
+            return
+        try:
+            transport.registerProducer(_SlowReaderGuard(self), True)
+        except RuntimeError:  # a producer is already registered
+            pass
+
+    # --- delivery (called by the hub, synchronously, in seq order) -----------------------------
+
+    def deliver(self, event: Outgoing) -> None:
+        if self.buffer is not None:
+            self.buffer.append(event)
+            return
+        if event.seq <= self.sent_seq:
+            return
+        if event.seq != self.sent_seq + 1:
+            # The hub delivers contiguously; a hole here means this connection fell out of step.
+            self._flush()
+            return self._resync("gap", event.seq - 1) or self.deliver(event)
+        self.sent_seq = event.seq
+        if self.batch:
+            self.pending.append(event)
+            if len(self.pending) >= BATCH_MAX_ITEMS:
+                self._flush()
+            elif self.flush_handle is None:
+                self.flush_handle = asyncio.get_running_loop().call_later(
+                    settings.REALTIME_BATCH_WINDOW_MS / 1000, self._flush
+                )
+        else:
+            self.writer.write(event)
+
+    def resync(self, reason: str, seq: int) -> None:
+        if self.buffer is None:
+            self._flush()
+            self._resync(reason, seq)
+
+    def _flush(self) -> None:
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+            self.flush_handle = None
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self._write_batch(pending)
+
+    def _write_batch(self, events: list[Outgoing]) -> None:
+        self.writer.write(schema.data_update_batch_frame([e.text for e in events]))
+
+    def send_message(self, message: dict) -> None:
+        self.writer.write(schema.encode(message))
+
+    async def user_message(self, message: dict) -> None:
+        if message["type"] == "job.update":
+            self.send_message(schema.job_update(job=message["job"]))
+        elif message["type"] == "user.close":
+            await self._close(message.get("code", CLOSE_ACCESS_REVOKED))
+
+    def too_slow(self) -> None:
+        logger.warning("closing a websocket of user %s: client too slow", getattr(self, "user_id", "?"))
+        asyncio.ensure_future(self._close(CLOSE_TOO_SLOW))
+
+    def _token_expired(self) -> None:
+        asyncio.ensure_future(self._close(CLOSE_TOKEN_EXPIRED))
+
+    async def _close(self, code: int) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._flush()
+        await self.close(code=code)
+
+    # --- client messages ----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.identity is None:
+            return
+        if text_data is None:
+            return self._error("binary_not_supported", "Only JSON text frames are accepted.")
+        if len(text_data) > MAX_CLIENT_MESSAGE_BYTES:
+            return self._error("message_too_large", f"Messages are limited to {MAX_CLIENT_MESSAGE_BYTES} bytes.")
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            return self._error("malformed_json", "The message is not valid JSON.")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return self._error("invalid_message", 'A message is a JSON object with a "type".')
+        if message["type"] == "ping":
+            return self.send_message(schema.pong(timestamp=timezone.now()))
+        return self._error("unknown_type", f"Unknown message type {message['type'][:40]!r}.")
+
+    def _error(self, code: str, text: str) -> None:
+        self.send_message(schema.error(code=code, message=text))
+
+    # --- disconnect ---------------------------------------------------------------------------
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        for handle in (getattr(self, "expiry_handle", None), getattr(self, "flush_handle", None)):
+            if handle is not None:
+                handle.cancel()
+        if self.joined:
+            self.joined = False
+            await hub.leave(self)

@@ -1,0 +1,266 @@
+"""The per-process fan-out hub.
+
+Standard Channels would give every WebSocket its own channel-layer channel and send every unit
+event once per connection: a Redis message, a consumer dispatch and a re-encode per client. The hub
+is the process's one channel-layer client instead. It joins `unit_<id>` (and `user_<id>`) groups on
+behalf of the connections in this process, receives each unit event once, and hands the frame —
+encoded once, by the publisher — to every local connection of that unit.
+
+It also makes delivery gap-free per unit, whatever the transport did:
+- it tracks the last seq it delivered per unit and drops anything at or below it (duplicates from
+  the sweeper or a re-publish);
+- when an event arrives ahead of the next expected seq (publishers race, a message was dropped at
+  channel-layer capacity, Redis restarted), it reads the missing events from the outbox first. They
+  are guaranteed to be there: a seq is taken under the unit's counter lock, so when seq n is
+  visible, every seq below n has committed;
+- every few seconds it compares each unit's committed seq with what it delivered and fills the
+  difference from the outbox (nothing is lost even if a publish never reaches this process);
+- the same tick re-validates the users behind the connections (deactivated / moved -> 4003).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import selectors
+from .frames import Outgoing
+from .groups import unit_group_name, user_group_name
+
+logger = logging.getLogger(__name__)
+
+# Group memberships expire in the channel layer (group_expiry); re-add them well before that.
+GROUP_REFRESH_SECONDS = 600
+
+
+class Listener(Protocol):
+    user_id: str
+    unit_id: str
+
+    def deliver(self, event: Outgoing) -> None: ...
+
+    def resync(self, reason: str, seq: int) -> None: ...
+
+    async def user_message(self, message: dict) -> None: ...
+
+
+class _Unit:
+    __slots__ = ("listeners", "delivered", "lock", "joined")
+
+    def __init__(self) -> None:
+        self.joined = False
+        self.listeners: set[Listener] = set()
+        self.delivered = 0  # last seq handed to listeners, contiguous from the baseline
+        self.lock = asyncio.Lock()  # held while joining and while filling from the outbox
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.layer = None
+        self.channel_name: str | None = None
+        self.units: dict[str, _Unit] = {}
+        self.users: dict[str, set[Listener]] = defaultdict(set)
+        self._tasks: list[asyncio.Task] = []
+        self._start_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def _ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self.channel_name is not None:
+            return
+        if self._start_lock is None or self._loop is not loop:
+            self._start_lock = asyncio.Lock()
+            self._loop = loop
+            self.channel_name = None
+            self.units.clear()
+            self.users.clear()
+        async with self._start_lock:
+            if self.channel_name is not None:
+                return
+            self.layer = get_channel_layer()
+            self.channel_name = await self.layer.new_channel("hub.")
+            self._tasks = [
+                loop.create_task(self._reader(), name="realtime-hub-reader"),
+                loop.create_task(self._maintenance(), name="realtime-hub-maintenance"),
+            ]
+
+    # --- membership (called by consumers) -------------------------------------------------
+
+    async def join(self, listener: Listener) -> None:
+        """Register a connection. Its unit's events reach `listener.deliver` from now on, in
+        seq order, starting after the unit's seq as of this call (the caller replays older ones)."""
+        await self._ensure_started()
+        while True:
+            unit = self.units.get(listener.unit_id)
+            if unit is None:
+                unit = self.units[listener.unit_id] = _Unit()
+            async with unit.lock:
+                if self.units.get(listener.unit_id) is not unit:
+                    continue  # the last listener left while we waited: start over
+                if not unit.joined:
+                    await self.layer.group_add(unit_group_name(listener.unit_id), self.channel_name)
+                    # Baseline read after the subscription: every later seq arrives by message
+                    # (or is filled from the outbox); every earlier one is the caller's replay.
+                    unit.delivered = await selectors.unit_current_seq(listener.unit_id)
+                    unit.joined = True
+                unit.listeners.add(listener)
+                break
+        users = self.users[listener.user_id]
+        if not users:
+            await self.layer.group_add(user_group_name(listener.user_id), self.channel_name)
+        users.add(listener)
+
+    async def leave(self, listener: Listener) -> None:
+        unit = self.units.get(listener.unit_id)
+        if unit is not None:
+            async with unit.lock:
+                unit.listeners.discard(listener)
+                if not unit.listeners and self.units.get(listener.unit_id) is unit:
+                    del self.units[listener.unit_id]
+                    await self._discard(unit_group_name(listener.unit_id))
+        users = self.users.get(listener.user_id)
+        if users is not None:
+            users.discard(listener)
+            if not users:
+                del self.users[listener.user_id]
+                await self._discard(user_group_name(listener.user_id))
+
+    async def _discard(self, group: str) -> None:
+        try:
+            await self.layer.group_discard(group, self.channel_name)
+        except Exception:  # noqa: BLE001 - membership expires by itself; never fail a disconnect
+            logger.warning("group_discard %s failed", group, exc_info=True)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis restarted or unreachable: wait, re-join
+                logger.warning("hub receive failed; retrying in %.1fs", backoff, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                await self._refresh_groups()
+                continue
+            try:
+                await self._dispatch(message)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the hub
+                logger.exception("hub failed to dispatch %s", message.get("type"))
+
+    async def _dispatch(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "unit.events":
+            await self._unit_events(message["unit_id"], message["events"])
+        elif kind in ("job.update", "user.close"):
+            for listener in list(self.users.get(message.get("user_id", ""), ())):
+                await listener.user_message(message)
+
+    async def _unit_events(self, unit_id: str, events: list) -> None:
+        unit = self.units.get(unit_id)
+        if unit is None:
+            return
+        fresh = [(seq, frame) for seq, frame in events if seq > unit.delivered]
+        if not fresh:
+            return
+        if fresh[0][0] != unit.delivered + 1:
+            async with unit.lock:
+                await self._fill(unit_id, unit, upto=fresh[0][0] - 1)
+            fresh = [(seq, frame) for seq, frame in fresh if seq > unit.delivered]
+        self._deliver(unit, fresh)
+
+    def _deliver(self, unit: _Unit, events: list[tuple[int, str]]) -> None:
+        listeners = tuple(unit.listeners)
+        for seq, frame in events:
+            if seq != unit.delivered + 1:
+                # Publishers send each unit's events in seq order, so this cannot happen; if it
+                # ever does, stop: the next outbox fill delivers the rest in order.
+                logger.error("hub got seq %s after %s; leaving it to the outbox fill", seq, unit.delivered)
+                return
+            event = Outgoing(seq, frame)  # encoded and framed once for every listener
+            for listener in listeners:
+                listener.deliver(event)
+            unit.delivered = seq
+
+    async def _fill(self, unit_id: str, unit: _Unit, upto: int | None) -> None:
+        """Deliver committed events after `unit.delivered` (up to `upto`) read from the outbox.
+        Called with `unit.lock` held."""
+        while upto is None or unit.delivered < upto:
+            after = unit.delivered
+            rows = await selectors.outbox_frames(unit_id, after=after, upto=upto, limit=1000)
+            if not rows:
+                return
+            if rows[0][0] != after + 1:
+                logger.error("outbox lacks seq %s of unit %s (pruned?)", after + 1, unit_id)
+                for listener in tuple(unit.listeners):
+                    listener.resync("history_unavailable", rows[0][0] - 1)
+                unit.delivered = rows[0][0] - 1
+            self._deliver(unit, rows)
+            if len(rows) < 1000:
+                return
+
+    # --- periodic checks ------------------------------------------------------------------
+
+    async def _maintenance(self) -> None:
+        interval = settings.REALTIME_REVALIDATE_SECONDS
+        since_refresh = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            since_refresh += interval
+            try:
+                await self._catch_up()
+                await self._revalidate_users()
+                if since_refresh >= GROUP_REFRESH_SECONDS:
+                    since_refresh = 0.0
+                    await self._refresh_groups()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - try again next tick
+                logger.warning("hub maintenance failed", exc_info=True)
+
+    async def _catch_up(self) -> None:
+        if not self.units:
+            return
+        committed = await selectors.units_current_seq(list(self.units))
+        for unit_id, seq in committed.items():
+            unit = self.units.get(unit_id)
+            if unit is not None and seq > unit.delivered:
+                async with unit.lock:
+                    await self._fill(unit_id, unit, upto=seq)
+
+    async def _revalidate_users(self) -> None:
+        if not self.users:
+            return
+        states = await selectors.users_access(list(self.users))
+        for user_id, listeners in list(self.users.items()):
+            active, unit_id = states.get(user_id, (False, None))
+            for listener in list(listeners):
+                if not active or unit_id != listener.unit_id:
+                    await listener.user_message(
+                        {"type": "user.close", "code": 4003, "reason": "access_revoked"}
+                    )
+
+    async def _refresh_groups(self) -> None:
+        if self.channel_name is None:
+            return
+        try:
+            for unit_id in list(self.units):
+                await self.layer.group_add(unit_group_name(unit_id), self.channel_name)
+            for user_id in list(self.users):
+                await self.layer.group_add(user_group_name(user_id), self.channel_name)
+        except Exception:  # noqa: BLE001
+            logger.warning("re-joining groups failed; will retry", exc_info=True)
+
+
+hub = Hub()

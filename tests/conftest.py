@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from backend.accounts.tokens import UnitTokenObtainPairSerializer
+from tests.support import processes
+
+
+def _database_url(settings_dict: dict) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{auth}{settings_dict.get('HOST') or ''}{port}/{settings_dict['NAME']}"
+
+
+def redis_urls() -> list[str]:
+    return [settings.CELERY_BROKER_URL, settings.CHANNEL_LAYER_URL, settings.KEYS_REDIS_URL]
+
+
+def flush_test_redis() -> None:
+    for url in redis_urls():
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
+    """Environment for processes that must see the test database and the test Redis databases."""
+    from django.db import connection
+
+    env = os.environ.copy()
+    env.update(
+        DJANGO_SETTINGS_MODULE="backend.config.settings.test",
+        DATABASE_URL=_database_url(connection.settings_dict),
+        PYTHONUNBUFFERED="1",
+        TEST_REDIS_DB_BASE=os.environ.get("TEST_REDIS_DB_BASE", "10"),
+        REALTIME_REVALIDATE_SECONDS="1",
+        OUTBOX_SWEEP_SECONDS="1",
+        OUTBOX_SWEEP_GRACE_SECONDS="1",
+    )
+    flush_test_redis()
+    return env
+
+
+@pytest.fixture(scope="session")
+def daphne(live_env):
+    """One Daphne for the session: yields its port."""
+    proc, port = processes.start_daphne(live_env)
+    yield port
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(live_env):
+    """One Celery worker (prefork, one child) for the session."""
+    proc = processes.start_worker(live_env, name="session")
+    yield proc
+    proc.stop()
+
+
+def access_token(user) -> str:
+    return str(UnitTokenObtainPairSerializer.get_token(user).access_token)
+
+
+@pytest.fixture
+def api():
+    """`api(user)` -> an APIClient authenticated with a real JWT for `user`."""
+
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(user)}")
+        return client
+
+    return make

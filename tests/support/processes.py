@@ -1,0 +1,119 @@
+"""Real processes for integration tests: Daphne, Celery workers and beat, on free ports, with their
+output kept under test-artifacts/logs/ for post-mortems."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+LOGS = ARTIFACTS / "logs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: LiveProcess | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.output()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+class LiveProcess:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]):
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = LOGS / f"{name}-{os.getpid()}-{int(time.time() * 1000)}.log"
+        self._log = open(self.log_path, "w")
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} never printed {text!r}:\n{self.output()[-3000:]}")
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a prefork worker's children too)."""
+        if self.alive:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive:
+            self.kill(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+
+
+def start_daphne(env: dict[str, str], port: int | None = None, extra: list[str] | None = None) -> tuple[LiveProcess, int]:
+    port = port or free_port()
+    args = [
+        sys.executable, "-m", "realtime.daphne",
+        "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
+        "--ping-interval", "20", "--ping-timeout", "30",
+        "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536",
+        "--application-close-timeout", "5", "-v", "1",
+        *(extra or []),
+        "backend.config.asgi:application",
+    ]
+    proc = LiveProcess(f"daphne-{port}", args, env)
+    wait_for_port(port, proc=proc)
+    return proc, port
+
+
+def start_worker(env: dict[str, str], name: str = "w1", concurrency: int = 1, pool: str = "prefork",
+                 queues: str = "default,bulk") -> LiveProcess:
+    args = [
+        sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-l", "info",
+        "-Q", queues, "-n", f"{name}@%h", "--concurrency", str(concurrency), "--pool", pool,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    proc = LiveProcess(f"worker-{name}", args, env)
+    proc.wait_for_output("ready.", timeout=40)
+    return proc
+
+
+def start_beat(env: dict[str, str]) -> LiveProcess:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    schedule = LOGS / f"beat-schedule-{os.getpid()}-{int(time.time() * 1000)}"
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery", "beat", "-l", "info", "--schedule", str(schedule)]
+    proc = LiveProcess("beat", args, env)
+    proc.wait_for_output("beat: Starting", timeout=30)
+    return proc
