@@ -64,3 +64,23 @@ def make_request(entity: str, requester: User, crates: list[Crate] | None = None
 def unit_staff(unit: Unit) -> dict[str, User]:
     """One user per role in `unit`."""
     return {role: UserFactory(unit=unit, role=role) for role in Role.values}
+
+
+def pending_requests_fast(entity: str, requester: User, count: int, destination=None) -> list:
+    """`count` pending requests with one crate each, inserted in bulk (no events): scene-setting for
+    bulk tests, where filing thousands through the service would only slow the suite down."""
+    kind = services.REQUEST_KINDS[entity]
+    crates = Crate.objects.bulk_create(
+        Crate(unit=requester.unit, crate_number=f"CR-BULK-{requester.unit.code}-{entity[0]}{i:05d}") for i in range(count)
+    )
+    extra = {"destination_unit": destination or UnitFactory()} if entity == "transfer" else {}
+    requests = kind.model.objects.bulk_create(
+        kind.model(
+            unit=requester.unit, created_by=requester, request_number=f"{kind.prefix}-BULK-{i:05d}", **extra
+        )
+        for i in range(count)
+    )
+    through = kind.model.crates.through
+    field = f"{kind.model._meta.model_name}_id"
+    through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests))
+    return requests

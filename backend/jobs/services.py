@@ -4,11 +4,14 @@ which is what makes a redelivered task a no-op instead of a second transition.""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from backend.accounts.models import User
@@ -49,15 +52,18 @@ def job_submit(
     targets: list[str],
     params: dict[str, Any] | None = None,
     description: str = "",
+    unit_id: uuid.UUID | None = None,
 ) -> Job:
     """Create a queued job and enqueue its task once the job row has committed.
 
+    The job belongs to `unit_id`, the unit of what it changes (default: the actor's unit; a
+    superuser has none, so its jobs must name the unit).
     If the broker cannot take the task, the job row is removed again and ServiceUnavailable is
     raised: the client gets a 503 and nothing is left half-created.
     """
     job = Job(
         kind=kind,
-        unit_id=actor.unit_id,
+        unit_id=unit_id or actor.unit_id,
         requested_by=actor,
         targets=[str(t) for t in targets],
         params=params or {},
@@ -148,7 +154,8 @@ def job_run(*, job_id: str) -> Job | None:
     Job.objects.filter(id=job.id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=timezone.now()
     )
-    Job.objects.filter(id=job.id).update(attempts=job.attempts + 1)
+    # F(): two deliveries of one job may both get here; each must count.
+    Job.objects.filter(id=job.id).update(attempts=F("attempts") + 1)
     job.refresh_from_db()
     _push(job)
 
@@ -162,6 +169,7 @@ def job_run(*, job_id: str) -> Job | None:
             if not actor.is_active:
                 raise RoleRequired("The user who started this job is no longer active.", code="actor_inactive")
             result = handler(job, actor)
+            _test_pause_before_commit(job)
             locked.status = JobStatus.SUCCEEDED
             locked.result = result
             locked.progress = {"total": len(job.targets), "done": len(job.targets), "failed": 0}
@@ -177,6 +185,16 @@ def job_run(*, job_id: str) -> Job | None:
     return job
 
 
+def _test_pause_before_commit(job: Job) -> None:
+    """Test hook: hold the transaction open after the change is written, so an integration test can
+    SIGKILL the worker "in the middle" deterministically. Only the test settings define
+    JOB_TEST_PAUSE_SECONDS (from the environment of the worker under test); elsewhere it is off."""
+    seconds = getattr(settings, "JOB_TEST_PAUSE_SECONDS", 0)
+    if seconds:
+        logger.warning("JOB_TEST_PAUSE_SECONDS: job %s written, pausing %ss before COMMIT", job.id, seconds)
+        time.sleep(seconds)
+
+
 def job_fail(*, job_id: uuid.UUID | str, error: dict[str, Any]) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(id=job_id)
@@ -184,7 +202,11 @@ def job_fail(*, job_id: uuid.UUID | str, error: dict[str, Any]) -> Job:
             return job
         job.status = JobStatus.FAILED
         job.error = error
-        job.progress = {**job.progress, "failed": job.progress.get("total", 0) - job.progress.get("done", 0)}
+        # `done` counts processed targets, `failed` the processed ones that failed (as in bulk jobs):
+        # a job that fails as a whole has processed everything, and failed all not yet succeeded.
+        total = job.progress.get("total", 0)
+        succeeded = job.progress.get("done", 0) - job.progress.get("failed", 0)
+        job.progress = {"total": total, "done": total, "failed": total - succeeded}
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "error", "progress", "finished_at"])
     _push(job)

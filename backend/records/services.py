@@ -7,16 +7,20 @@ Entry points (API views, Celery tasks, management commands) call exactly one of 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from itertools import groupby
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from backend.accounts.models import Role, Unit, User
 from backend.common.errors import (
     CrateUnavailable,
+    DomainError,
     InvalidTransition,
     NotFound,
     RoleRequired,
@@ -103,18 +107,24 @@ def _check_version(obj: Crate | BaseRequest, expected_version: int | None) -> No
         )
 
 
-def _next_number(scope: str, prefix: str) -> str:
-    """Next number for (scope, prefix, this year). The counter row lock serialises concurrent
-    creates; a rolled-back create gives nothing away that a later one could reuse wrongly, since
-    the row change rolls back with it and no number was ever visible."""
+def _reserve_numbers(scope: str, prefix: str, count: int = 1) -> tuple[int, int]:
+    """Reserve `count` numbers for (scope, prefix, this year); returns (year, first number).
+
+    The counter row lock serialises concurrent creates until COMMIT; a rolled-back create rolls the
+    counter back with it, so no number that was ever visible is handed out twice.
+    """
     year = timezone.now().year
-    NumberCounter.objects.bulk_create(
-        [NumberCounter(scope=scope, prefix=prefix, year=year)], ignore_conflicts=True
-    )
+    NumberCounter.objects.bulk_create([NumberCounter(scope=scope, prefix=prefix, year=year)], ignore_conflicts=True)
     counter = NumberCounter.objects.select_for_update().get(scope=scope, prefix=prefix, year=year)
-    counter.last += 1
+    first = counter.last + 1
+    counter.last += count
     counter.save(update_fields=["last"])
-    return f"{prefix}-{year}-{counter.last:04d}"
+    return year, first
+
+
+def _next_number(scope: str, prefix: str) -> str:
+    year, number = _reserve_numbers(scope, prefix)
+    return f"{prefix}-{year}-{number:04d}"
 
 
 def _bump(obj: Crate | BaseRequest, fields: Iterable[str]) -> None:
@@ -168,22 +178,9 @@ def crate_create(
     return crate
 
 
-@transaction.atomic
-def crates_create_bulk(*, actor: User, unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
-    """Create `count` crates in one transaction (demo and benchmark data): one number block, one
-    outbox write."""
-    require_role(actor, Role.STORE)
-    if not actor.is_superuser and actor.unit_id != unit.id:
-        raise NotFound("No such unit.")
-    year = timezone.now().year
-    NumberCounter.objects.bulk_create(
-        [NumberCounter(scope="archive", prefix="CR", year=year)], ignore_conflicts=True
-    )
-    counter = NumberCounter.objects.select_for_update().get(scope="archive", prefix="CR", year=year)
-    first = counter.last + 1
-    counter.last += count
-    counter.save(update_fields=["last"])
-    crates = Crate.objects.bulk_create(
+def _crates_bulk(unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
+    year, first = _reserve_numbers("archive", "CR", count)
+    return Crate.objects.bulk_create(
         Crate(
             crate_number=f"CR-{year}-{first + i:04d}",
             unit=unit,
@@ -191,6 +188,16 @@ def crates_create_bulk(*, actor: User, unit: Unit, count: int, location_prefix: 
         )
         for i in range(count)
     )
+
+
+@transaction.atomic
+def crates_create_bulk(*, actor: User, unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
+    """Create `count` crates in one transaction (demo and benchmark data): one number block, one
+    outbox write."""
+    require_role(actor, Role.STORE)
+    if not actor.is_superuser and actor.unit_id != unit.id:
+        raise NotFound("No such unit.")
+    crates = _crates_bulk(unit, count, location_prefix)
     outbox_write([crate_change(crate, "created") for crate in crates])
     return crates
 
@@ -277,10 +284,22 @@ def crate_delete(*, actor: User, crate_id: uuid.UUID, expected_version: int | No
 # --- requests ---------------------------------------------------------------------------------
 
 
+def _check_request_scope(kind: RequestKind, actor: User, request: BaseRequest) -> None:
+    """Only the requesting unit changes a request. A transfer's destination unit can read it, so it
+    is told no (403) rather than "not found", which would contradict what it can see; to every
+    other unit the request does not exist (404)."""
+    if _in_scope(actor, request.unit_id):
+        return
+    if isinstance(request, TransferRequest) and actor.unit_id == request.destination_unit_id:
+        raise RoleRequired("Only the unit that filed this transfer can change it.")
+    raise NotFound(f"No such {kind.entity} request.")
+
+
 def _request_for_update(kind: RequestKind, actor: User, request_id: uuid.UUID) -> BaseRequest:
     request = kind.model.objects.select_for_update().filter(id=request_id).first()
-    if request is None or not _in_scope(actor, request.unit_id):
+    if request is None:
         raise NotFound(f"No such {kind.entity} request.")
+    _check_request_scope(kind, actor, request)
     return request
 
 
@@ -306,13 +325,13 @@ def _check_crates_available(crates: list[Crate], exclude: BaseRequest | None = N
         )
 
 
-def _destination(kind: RequestKind, actor: User, destination_unit_id: uuid.UUID | None) -> Unit | None:
+def _destination(kind: RequestKind, source_unit_id: uuid.UUID, destination_unit_id: uuid.UUID | None) -> Unit | None:
     if kind.model is not TransferRequest:
         return None
     destination = Unit.objects.filter(id=destination_unit_id).first() if destination_unit_id else None
     if destination is None:
         raise ValidationFailed("A transfer needs an existing destination unit.", code="destination_required")
-    if destination.id == actor.unit_id:
+    if destination.id == source_unit_id:
         raise ValidationFailed("A transfer cannot go to its own unit.", code="destination_same_unit")
     return destination
 
@@ -332,7 +351,7 @@ def request_create(
         raise ValidationFailed("Only users of a unit can file requests.", code="unit_required")
     if not crate_ids:
         raise ValidationFailed("A request needs at least one crate.", code="crates_required")
-    destination = _destination(kind, actor, destination_unit_id)
+    destination = _destination(kind, actor.unit_id, destination_unit_id)
     crates = _lock_crates(actor.unit_id, crate_ids)
     _check_crates_available(crates)
     fields = {"destination_unit": destination} if destination else {}
@@ -346,6 +365,39 @@ def request_create(
     request.crates.set(crates)
     outbox_write(request_changes(kind, request, "created"))
     return request
+
+
+@transaction.atomic
+def requests_create_bulk(*, entity: str, actor: User, count: int, reason: str = "") -> list[BaseRequest]:
+    """File `count` pending requests, each for one new crate, in one transaction (demo and
+    benchmark data at scale): two number blocks, one outbox write."""
+    kind = request_kind(entity)
+    require_role(actor, Role.REQUESTER)
+    if actor.unit_id is None:
+        raise ValidationFailed("Only users of a unit can file requests.", code="unit_required")
+    destination = None
+    if kind.model is TransferRequest:
+        destination = Unit.objects.exclude(id=actor.unit_id).order_by("code").first()
+        if destination is None:
+            raise ValidationFailed("A transfer needs another unit.", code="destination_required")
+    crates = _crates_bulk(actor.unit, count)
+    year, first = _reserve_numbers(str(actor.unit_id), kind.prefix, count)
+    extra = {"destination_unit": destination} if destination else {}
+    requests = kind.model.objects.bulk_create(
+        kind.model(
+            request_number=f"{kind.prefix}-{year}-{first + i:04d}", unit_id=actor.unit_id,
+            reason=reason, created_by=actor, **extra,
+        )
+        for i in range(count)
+    )
+    through = kind.model.crates.through
+    field = f"{kind.model._meta.model_name}_id"
+    through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests, strict=True))
+    changes = [crate_change(crate, "created") for crate in crates]
+    for request in requests:
+        changes += request_changes(kind, request, "created")
+    outbox_write(changes)
+    return requests
 
 
 @transaction.atomic
@@ -371,7 +423,8 @@ def request_update(
         request.reason = reason
         changed.append("reason")
     if destination_unit_id is not None and isinstance(request, TransferRequest):
-        request.destination_unit = _destination(kind, actor, destination_unit_id)
+        # The request's own unit, not the actor's: a superuser has none.
+        request.destination_unit = _destination(kind, request.unit_id, destination_unit_id)
         changed.append("destination_unit")
     if crate_ids is not None:
         if not crate_ids:
@@ -380,7 +433,12 @@ def request_update(
         _check_crates_available(crates, exclude=request)
         request.crates.set(crates)
     _bump(request, changed)
-    after = request_changes(kind, request, "updated")
+    units_before = {c.unit_id for c in before}
+    after = [
+        # A new destination learns the request entered its view (as a transfer's crates do).
+        c if c.unit_id in units_before else Change(c.unit_id, c.entity, "created", c.data)
+        for c in request_changes(kind, request, "updated")
+    ]
     units_after = {c.unit_id for c in after}
     # A destination that was dropped learns the request left its view.
     gone = [Change(c.unit_id, c.entity, "deleted", c.data) for c in before if c.unit_id not in units_after]
@@ -411,8 +469,7 @@ def request_transition_check(
     transition = kind.transitions.get(action)
     if transition is None:
         raise ValidationFailed(f"Unknown action {action!r}.", code="unknown_action")
-    if not _in_scope(actor, request.unit_id):
-        raise NotFound(f"No such {kind.entity} request.")
+    _check_request_scope(kind, actor, request)
     require_role(actor, *transition.roles)
     if transition.needs_reason and not (reason or "").strip():
         raise ValidationFailed(f"A reason is required to {action.replace('_', ' ')}.", code="reason_required")
@@ -437,55 +494,146 @@ def request_transition(
     expected_version: int | None = None,
 ) -> BaseRequest:
     """approve / reject / send_back / resubmit one request, with all its effects, atomically."""
+    outcome = requests_transition(
+        entity=entity, action=action, actor=actor, request_ids=[request_id], reason=reason,
+        expected_versions={request_id: expected_version},
+    )[request_id]
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+@transaction.atomic
+def requests_transition(
+    *,
+    entity: str,
+    action: str,
+    actor: User,
+    request_ids: Iterable[uuid.UUID],
+    reason: str = "",
+    expected_versions: dict[uuid.UUID, int | None] | None = None,
+) -> dict[uuid.UUID, BaseRequest | DomainError]:
+    """Apply one transition to many requests in one transaction, set-based.
+
+    Every request is checked under lock exactly as a single transition would be; a refused one gets
+    its DomainError in the result and nothing written. The accepted ones are changed with a handful
+    of statements whatever their number (one UPDATE for the requests, one per crate effect, one
+    INSERT of send-back records, one outbox write), which is what makes a 10,000-item bulk cheap.
+    Locks are taken requests first, then crates, each in id order, then the unit counters: the same
+    order everywhere, so concurrent transitions queue instead of deadlocking.
+    """
     kind = request_kind(entity)
-    request = _request_for_update(kind, actor, request_id)
-    transition = request_transition_check(
-        entity=entity, action=action, actor=actor, request=request, reason=reason,
-        expected_version=expected_version,
-    )
-    changes: list[Change] = []
-    if action == "approve":
-        changes += _apply_approval(kind, request)
-    if action in ("reject", "send_back"):
-        request.decision_reason = reason.strip()
-    request.status = transition.target
-    _bump(request, ["status", "decision_reason"])
-    changes = request_changes(kind, request, "updated") + changes
-    if action == "send_back":
-        record = SendBackRecord.objects.create(
-            unit_id=request.unit_id, entity=kind.entity, request_id=request.id,
-            reason=reason.strip(), created_by=actor,
-        )
-        data = {
-            "id": str(record.id), "status": request.status, "request_id": str(request.id),
-            "request_number": request.request_number, "request_entity": kind.entity,
-        }
-        changes.append(Change(request.unit_id, "sendback", "created", data))
-    outbox_write(changes)
-    return request
-
-
-def _apply_approval(kind: RequestKind, request: BaseRequest) -> list[Change]:
-    crates = _lock_crates(request.unit_id, request.crates.values_list("id", flat=True))
-    unavailable = [c.crate_number for c in crates if c.status != CrateStatus.IN_STORAGE]
-    if unavailable:
-        raise CrateUnavailable(
-            f"{request} cannot be approved: not in storage: {', '.join(unavailable)}.",
-            details={"crates": unavailable},
-        )
-    changes: list[Change] = []
-    for crate in crates:
-        if isinstance(request, TransferRequest):
-            source = crate.unit_id
-            crate.unit_id = request.destination_unit_id
-            _bump(crate, ["unit"])
-            # The crate leaves the source unit's view and enters the destination's.
-            changes.append(crate_change(crate, "deleted", unit_id=source))
-            changes.append(crate_change(crate, "created"))
-        else:
-            crate.status = (
-                CrateStatus.WITHDRAWN if isinstance(request, WithdrawalRequest) else CrateStatus.DESTROYED
+    transition = kind.transitions.get(action)
+    if transition is None:
+        raise ValidationFailed(f"Unknown action {action!r}.", code="unknown_action")
+    ids = sorted(set(request_ids), key=str)
+    expected_versions = expected_versions or {}
+    locked = {r.id: r for r in kind.model.objects.select_for_update().filter(id__in=ids).order_by("id")}
+    outcomes: dict[uuid.UUID, BaseRequest | DomainError] = {}
+    accepted: list[BaseRequest] = []
+    for request_id in ids:
+        request = locked.get(request_id)
+        try:
+            if request is None:
+                raise NotFound(f"No such {kind.entity} request.")
+            request_transition_check(
+                entity=entity, action=action, actor=actor, request=request, reason=reason,
+                expected_version=expected_versions.get(request_id),
             )
-            _bump(crate, ["status"])
-            changes.append(crate_change(crate, "updated"))
-    return changes
+            accepted.append(request)
+        except DomainError as exc:
+            outcomes[request_id] = exc
+
+    crate_changes: dict[uuid.UUID, list[Change]] = {}
+    if action == "approve" and accepted:
+        accepted, crate_changes = _approve_crates(kind, accepted, outcomes)
+    if not accepted:
+        return outcomes
+
+    now = timezone.now()
+    decision = reason.strip() if action in ("reject", "send_back") else None
+    fields = {"status": transition.target, "version": F("version") + 1, "updated_at": now}
+    if decision is not None:
+        fields["decision_reason"] = decision
+    kind.model.objects.filter(id__in=[r.id for r in accepted]).update(**fields)
+
+    changes: list[Change] = []
+    records: list[SendBackRecord] = []
+    for request in accepted:
+        request.status, request.version, request.updated_at = transition.target, request.version + 1, now
+        if decision is not None:
+            request.decision_reason = decision
+        changes += request_changes(kind, request, "updated")
+        changes += crate_changes.get(request.id, [])
+        if action == "send_back":
+            record = SendBackRecord(
+                unit_id=request.unit_id, entity=kind.entity, request_id=request.id, reason=decision,
+                created_by=actor, created_at=now,
+            )
+            records.append(record)
+            data = {
+                "id": str(record.id), "status": request.status, "request_id": str(request.id),
+                "request_number": request.request_number, "request_entity": kind.entity,
+            }
+            changes.append(Change(request.unit_id, "sendback", "created", data))
+        outcomes[request.id] = request
+    SendBackRecord.objects.bulk_create(records)
+    outbox_write(changes)
+    return outcomes
+
+
+def _approve_crates(
+    kind: RequestKind, accepted: list[BaseRequest], outcomes: dict
+) -> tuple[list[BaseRequest], dict[uuid.UUID, list[Change]]]:
+    """Lock the crates of the requests being approved; refuse a request whose crates are not all in
+    storage in its unit (CrateUnavailable, nothing applied); apply the effect to the others:
+    withdrawn, destroyed, or moved to the transfer's destination unit."""
+    through = kind.model.crates.through
+    link = f"{kind.model._meta.model_name}_id"
+    by_request: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for request_id, crate_id in through.objects.filter(**{f"{link}__in": [r.id for r in accepted]}).values_list(
+        link, "crate_id"
+    ):
+        by_request[request_id].append(crate_id)
+    all_ids = sorted({c for ids in by_request.values() for c in ids}, key=str)
+    crates = {c.id: c for c in Crate.objects.select_for_update().filter(id__in=all_ids).order_by("id")}
+
+    approved: list[BaseRequest] = []
+    for request in accepted:
+        mine = [crates[c] for c in by_request[request.id] if c in crates]
+        unavailable = sorted(
+            c.crate_number for c in mine if c.status != CrateStatus.IN_STORAGE or c.unit_id != request.unit_id
+        )
+        if unavailable or len(mine) != len(by_request[request.id]):
+            outcomes[request.id] = CrateUnavailable(
+                f"{request} cannot be approved: not in storage: {', '.join(unavailable)}.",
+                details={"crates": unavailable},
+            )
+        else:
+            approved.append(request)
+
+    now = timezone.now()
+    changes: dict[uuid.UUID, list[Change]] = defaultdict(list)
+    moved = [crates[c] for r in approved for c in sorted(by_request[r.id], key=str)]
+    if kind.model is TransferRequest:
+        for destination, group in groupby(
+            sorted(approved, key=lambda r: str(r.destination_unit_id)), key=lambda r: r.destination_unit_id
+        ):
+            group_ids = [c for r in group for c in by_request[r.id]]
+            Crate.objects.filter(id__in=group_ids).update(unit_id=destination, version=F("version") + 1, updated_at=now)
+        for request in approved:
+            for crate_id in sorted(by_request[request.id], key=str):
+                crate = crates[crate_id]
+                source = crate.unit_id
+                crate.unit_id, crate.version, crate.updated_at = request.destination_unit_id, crate.version + 1, now
+                # The crate leaves the source unit's view and enters the destination's.
+                changes[request.id] += [crate_change(crate, "deleted", unit_id=source), crate_change(crate, "created")]
+    else:
+        status = CrateStatus.WITHDRAWN if kind.model is WithdrawalRequest else CrateStatus.DESTROYED
+        Crate.objects.filter(id__in=[c.id for c in moved]).update(status=status, version=F("version") + 1, updated_at=now)
+        for request in approved:
+            for crate_id in sorted(by_request[request.id], key=str):
+                crate = crates[crate_id]
+                crate.status, crate.version, crate.updated_at = status, crate.version + 1, now
+                changes[request.id].append(crate_change(crate, "updated"))
+    return approved, changes

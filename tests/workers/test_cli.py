@@ -1,0 +1,73 @@
+"""The batch CLI end to end against a running stack (real Daphne, real worker)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from backend.accounts.models import Role
+from backend.records.models import WithdrawalRequest
+from tests.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
+from workers.cli import read_ids
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def run_cli(port: int, user, *args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {"RECORDS_URL": f"http://127.0.0.1:{port}", "RECORDS_USERNAME": user.username, "RECORDS_PASSWORD": PASSWORD,
+           "PATH": "/usr/bin:/bin", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args, "--quiet", "--poll", "0.2"],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+def test_partial_failure_exits_2_and_lists_the_failed_ids(daphne, worker, tmp_path):
+    # given three pending requests and one id nobody has
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 3)]
+    unknown = str(uuid.uuid4())
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("# nightly approvals\n" + "\n".join(ids) + f"\n{unknown}  # typo\n")
+
+    # when the batch host runs the CLI with a file of ids
+    result = run_cli(daphne, approver, "approve", "--entity", "withdrawal", "--ids-file", str(ids_file))
+
+    # then it waited for the job, says what happened, and exits 2 for the partial failure
+    assert result.returncode == 2, result.stderr
+    assert "succeeded: 3 succeeded, 1 not_found" in result.stdout
+    assert f"  {unknown}: not_found:" in result.stdout
+    assert set(WithdrawalRequest.objects.filter(id__in=ids).values_list("status", flat=True)) == {"approved"}
+
+
+def test_all_ids_succeed_from_stdin_exits_0(daphne, worker):
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 4)]
+    result = run_cli(daphne, approver, "reject", "--entity", "withdrawal", "--reason", "expired", stdin=",".join(ids))
+    assert result.returncode == 0, result.stderr
+    assert "succeeded: 4 succeeded" in result.stdout
+    assert set(WithdrawalRequest.objects.filter(id__in=ids).values_list("status", flat=True)) == {"rejected"}
+
+
+def test_no_wait_exits_0_with_the_job_url_and_refusals_exit_1(daphne, worker, tmp_path):
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 1)]
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    queued = run_cli(daphne, approver, "approve", "--entity", "withdrawal", "--no-wait", stdin=ids[0],
+                     env={"RECORDS_PASSWORD": "", "RECORDS_PASSWORD_FILE": str(secret)})
+    refused = run_cli(daphne, requester, "approve", "--entity", "withdrawal", stdin=ids[0])  # wrong role
+    no_reason = run_cli(daphne, approver, "reject", "--entity", "withdrawal", stdin=ids[0])
+    assert queued.returncode == 0 and "/api/jobs/" in queued.stdout
+    assert refused.returncode == 1 and "403" in refused.stderr
+    assert no_reason.returncode == 1 and "reason_required" in no_reason.stderr
+
+
+def test_read_ids_accepts_lines_commas_and_comments():
+    assert read_ids(["a, b", "# skip", "c # trailing", "", "  d  "]) == ["a", "b", "c", "d"]

@@ -1,0 +1,119 @@
+"""`records-bulk`: submit a bulk status change from a batch host and follow it to the end.
+
+    RECORDS_URL=https://records.example.com RECORDS_USERNAME=north.approver RECORDS_PASSWORD=... \\
+        python -m workers.cli approve --entity withdrawal --ids-file ids.txt
+
+Reads ids (one per line, `#` comments allowed) from --ids-file or stdin, authenticates against the
+REST API (RECORDS_TOKEN, or RECORDS_USERNAME + RECORDS_PASSWORD or RECORDS_PASSWORD_FILE), submits POST /api/bulk-actions/,
+shows a progress bar until the job ends (unless --no-wait) and prints a summary.
+
+Exit codes: 0 every id succeeded (or --no-wait and the job was accepted); 2 the job finished but
+some ids failed (their outcomes are printed); 1 the job could not be submitted or failed as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+import httpx
+from tqdm import tqdm
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2
+
+
+def read_ids(lines: Iterable[str]) -> list[str]:
+    ids = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            ids.extend(part for part in line.replace(",", " ").split() if part)
+    return ids
+
+
+def _token(client: httpx.Client) -> str:
+    token = os.environ.get("RECORDS_TOKEN")
+    if token:
+        return token
+    username, password = os.environ.get("RECORDS_USERNAME"), os.environ.get("RECORDS_PASSWORD")
+    if not password and os.environ.get("RECORDS_PASSWORD_FILE"):  # keeps the secret out of crontabs
+        with open(os.environ["RECORDS_PASSWORD_FILE"]) as secret:
+            password = secret.read().strip()
+    if not (username and password):
+        raise SystemExit("set RECORDS_TOKEN, or RECORDS_USERNAME and RECORDS_PASSWORD (or RECORDS_PASSWORD_FILE)")
+    answer = client.post("/api/auth/token/", json={"username": username, "password": password})
+    if answer.status_code != 200:
+        raise SystemExit(f"sign-in failed ({answer.status_code}): {answer.text[:200]}")
+    return answer.json()["access"]
+
+
+def _follow(client: httpx.Client, location: str, total: int, poll: float, quiet: bool) -> dict:
+    bar = tqdm(total=total, unit="id", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    try:
+        while True:
+            job = client.get(location).raise_for_status().json()
+            progress = job["progress"]
+            bar.update(progress["done"] - bar.n)
+            bar.set_postfix(failed=progress["failed"], status=job["status"])
+            if job["status"] in ("succeeded", "failed"):
+                return job
+            time.sleep(poll)
+    finally:
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="records-bulk", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["approve", "reject", "send-back", "resubmit"])
+    parser.add_argument("--entity", required=True, choices=["withdrawal", "destruction", "transfer"])
+    parser.add_argument("--ids-file", type=argparse.FileType("r"), default=None, help="default: stdin")
+    parser.add_argument("--reason", default="", help="required for reject and send-back")
+    parser.add_argument("--no-wait", action="store_true", help="submit and exit; print the job URL")
+    parser.add_argument("--url", default=os.environ.get("RECORDS_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress checks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the final job as JSON")
+    args = parser.parse_args(argv)
+
+    ids = read_ids(args.ids_file or sys.stdin)
+    if not ids:
+        print("no ids given", file=sys.stderr)
+        return EXIT_ERROR
+    with httpx.Client(base_url=args.url, timeout=30) as client:
+        client.headers["Authorization"] = f"Bearer {_token(client)}"
+        answer = client.post(
+            "/api/bulk-actions/",
+            json={"entity": args.entity, "action": args.action, "ids": ids, "reason": args.reason},
+        )
+        if answer.status_code != 202:
+            print(f"bulk action refused ({answer.status_code}): {answer.text[:500]}", file=sys.stderr)
+            return EXIT_ERROR
+        location = answer.headers["Location"]
+        job = answer.json()["job"]
+        if args.no_wait:
+            print(f"queued job {job['id']}: {args.url.rstrip('/')}{location}")
+            return EXIT_OK
+        job = _follow(client, location, job["progress"]["total"], args.poll, args.quiet)
+
+    outcomes = (job.get("result") or {}).get("outcomes", {})
+    if args.json:
+        print(json.dumps(job, indent=2))
+    counts = Counter(o["status"] if o["status"] == "succeeded" else o["code"] for o in outcomes.values())
+    ordered = sorted(counts.items(), key=lambda item: (item[0] != "succeeded", -item[1], item[0]))
+    print(f"job {job['id']} {job['status']}: " + ", ".join(f"{n} {what}" for what, n in ordered))
+    for target, outcome in sorted(outcomes.items()):
+        if outcome["status"] != "succeeded":
+            print(f"  {target}: {outcome['code']}: {outcome.get('message', '')}")
+    if job["status"] != "succeeded":
+        print(f"job failed: {job.get('error')}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_PARTIAL if job["progress"]["failed"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
