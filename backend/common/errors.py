@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -106,3 +107,17 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             body["code"] = str(exc.detail.code)
     response.data = body
     return response
+
+
+# Django's own error pages (a URL no view matches, an unhandled exception) bypass DRF; under /api/
+# they answer in the same JSON shape, the rest of the site keeps its HTML pages.
+def page_not_found(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "not_found", "message": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "server_error", "message": "Internal server error."}, status=500)
+    return defaults.server_error(request)

@@ -6,8 +6,9 @@ import json
 import logging
 import re
 
-# token=..., ticket=..., access/refresh values, Authorization: Bearer ...
-_SECRET = re.compile(r"((?:token|ticket|access|refresh|password)=)[^&\s\"']+|(Bearer\s+)[\w\-.]+", re.I)
+# token=..., ticket=..., access/refresh values, Authorization: Bearer ... (a credential is long: every
+# token and ticket issued here is, while "the bearer of ..." in plain prose must stay readable)
+_SECRET = re.compile(r"((?:token|ticket|access|refresh|password)=)[^&\s\"']+|(Bearer\s+)[\w\-.~+/]{16,}=*", re.I)
 
 
 def redact(text: str) -> str:

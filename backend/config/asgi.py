@@ -11,16 +11,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings.base")
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from realtime.auth import WebSocketAuthMiddleware  # noqa: E402
+from realtime.auth import WebSocketAuthMiddleware, origin_validator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": origin_validator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

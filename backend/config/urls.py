@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from backend.accounts.api import MeView, UnitViewSet, WsTicketView
-from backend.jobs.api import JobViewSet
+from backend.common.metrics import metrics_view
+from backend.jobs.api import BulkActionView, JobViewSet
 from backend.records.api import (
     CrateViewSet,
     DestructionRequestViewSet,
@@ -14,6 +15,7 @@ from backend.records.api import (
     TransferRequestViewSet,
     WithdrawalRequestViewSet,
 )
+from realtime.views import ConsoleView
 
 router = SimpleRouter()
 router.register("crates", CrateViewSet, basename="crate")
@@ -34,10 +36,15 @@ urlpatterns = [
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/auth/ws-ticket/", WsTicketView.as_view(), name="ws_ticket"),
     path("api/me/", MeView.as_view(), name="me"),
+    path("api/bulk-actions/", BulkActionView.as_view(), name="bulk_actions"),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
     path("healthz", healthz),
+    path("", ConsoleView.as_view(), name="console"),
+    path("metrics", metrics_view, name="metrics"),
 ]
+
+handler404 = "backend.common.errors.page_not_found"
+handler500 = "backend.common.errors.server_error"

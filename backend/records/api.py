@@ -121,6 +121,7 @@ class CrateViewSet(viewsets.ModelViewSet):
             targets=[crate.id],
             params={"location": data.validated_data["location"], "expected_version": version},
             description=f"relocate {crate.crate_number} to {data.validated_data['location']} by {request.user.username}",
+            unit_id=crate.unit_id,
         )
         return job_accepted(job)
 
@@ -243,6 +244,7 @@ class RequestViewSet(viewsets.ModelViewSet):
             targets=[obj.id],
             params={"reason": reason, "expected_version": version},
             description=f"{action_name.replace('_', ' ')} {obj.request_number} by {request.user.username}",
+            unit_id=obj.unit_id,
         )
         return job_accepted(job)
 

@@ -38,6 +38,9 @@ class NumberCounter(models.Model):
             models.UniqueConstraint(fields=["scope", "prefix", "year"], name="number_counter_unique")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.scope}/{self.prefix}-{self.year}: {self.last}"
+
 
 class Crate(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -126,3 +129,6 @@ class SendBackRecord(models.Model):
     class Meta:
         ordering = ["-created_at", "id"]
         indexes = [models.Index(fields=["entity", "request_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.entity} {self.request_id} sent back"

@@ -10,9 +10,14 @@ from .models import BaseRequest, Crate, SendBackRecord, TransferRequest
 from .services import request_kind
 
 
+def _unit_id(user: User):
+    """The user's unit; none for an anonymous user (e.g. drf-spectacular's schema generation): sees nothing."""
+    return getattr(user, "unit_id", None)
+
+
 def crates_visible_to(user: User) -> QuerySet[Crate]:
     crates = Crate.objects.all()
-    return crates if user.is_superuser else crates.filter(unit_id=user.unit_id)
+    return crates if user.is_superuser else crates.filter(unit_id=_unit_id(user))
 
 
 def requests_visible_to(user: User, entity: str) -> QuerySet[BaseRequest]:
@@ -21,12 +26,12 @@ def requests_visible_to(user: User, entity: str) -> QuerySet[BaseRequest]:
     requests = model.objects.prefetch_related("crates")
     if user.is_superuser:
         return requests
-    scope = Q(unit_id=user.unit_id)
+    scope = Q(unit_id=_unit_id(user))
     if model is TransferRequest:
-        scope |= Q(destination_unit_id=user.unit_id)
+        scope |= Q(destination_unit_id=_unit_id(user))
     return requests.filter(scope)
 
 
 def sendback_records_visible_to(user: User) -> QuerySet[SendBackRecord]:
     records = SendBackRecord.objects.all()
-    return records if user.is_superuser else records.filter(unit_id=user.unit_id)
+    return records if user.is_superuser else records.filter(unit_id=_unit_id(user))

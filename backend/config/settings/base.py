@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import environ
 
+from backend.common.redis import channel_layer_host, parse_sentinel_nodes, sentinel_url
+
 BASE_DIR = Path(__file__).resolve().parents[3]
 VAR_DIR = BASE_DIR / "var"
 
@@ -109,7 +111,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic target (production images)
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing root even when it serves from finders
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -121,6 +124,17 @@ WHITENOISE_USE_FINDERS = True  # serve straight from the apps in development, no
 # 2 = short-lived keys (WebSocket tickets). Each can be pointed elsewhere on its own.
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379")
 
+# High availability: with REDIS_SENTINELS ("host1:26379,host2:26379") every role finds the current
+# master through the sentinels instead of REDIS_URL, and follows a failover. The role URLs below then
+# default to kombu's `sentinel://host:port/db;...` form (docs/deployment.md, "Redis Sentinel").
+REDIS_SENTINELS = parse_sentinel_nodes(env.list("REDIS_SENTINELS", default=[]))
+REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", default="mymaster")
+REDIS_PASSWORD = env("REDIS_PASSWORD", default="")  # the master's, with sentinels (else it is in REDIS_URL)
+# How we talk to the sentinels themselves: a dead sentinel must not hang master discovery.
+REDIS_SENTINEL_KWARGS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+if env("REDIS_SENTINEL_PASSWORD", default=""):
+    REDIS_SENTINEL_KWARGS["password"] = env("REDIS_SENTINEL_PASSWORD")
+
 
 def redis_db_url(base: str, db: int) -> str:
     """`base` with its path replaced by `/db` (the database number in a redis:// URL)."""
@@ -128,9 +142,16 @@ def redis_db_url(base: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=redis_db_url(REDIS_URL, 0))
-CHANNEL_LAYER_URL = env("CHANNEL_LAYER_URL", default=redis_db_url(REDIS_URL, 1))
-KEYS_REDIS_URL = env("KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, 2))
+def redis_role_url(db: int) -> str:
+    """The default URL of one Redis role (database `db`): REDIS_URL's server, or the sentinels'."""
+    if REDIS_SENTINELS:
+        return sentinel_url(REDIS_SENTINELS, db, REDIS_PASSWORD)
+    return redis_db_url(REDIS_URL, db)
+
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=redis_role_url(0))
+CHANNEL_LAYER_URL = env("CHANNEL_LAYER_URL", default=redis_role_url(1))
+KEYS_REDIS_URL = env("KEYS_REDIS_URL", default=redis_role_url(2))
 
 # --- Channels -------------------------------------------------------------------------------
 # redis-py 8 lowered the pool defaults (max_connections=100, socket_timeout=5 s). The channel layer
@@ -140,15 +161,19 @@ KEYS_REDIS_URL = env("KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, 2))
 CHANNEL_LAYER_BACKEND = env(
     "CHANNEL_LAYER_BACKEND", default="channels_redis.core.RedisChannelLayer"
 )
-CHANNEL_LAYER_HOST = {
-    "address": CHANNEL_LAYER_URL,
-    "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=10_000),
-    "socket_timeout": None,
-    "socket_connect_timeout": 5,
-    "socket_keepalive": True,
-    "health_check_interval": 30,
-    "retry_on_timeout": True,
-}
+# With sentinels the host entry names them and the master instead of an address (same options).
+CHANNEL_LAYER_HOST = channel_layer_host(
+    CHANNEL_LAYER_URL,
+    master_name=REDIS_SENTINEL_MASTER,
+    sentinel_kwargs=REDIS_SENTINEL_KWARGS,
+    max_connections=env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=10_000),
+    # Only tests set this (to prove the guard in tests/realtime/test_resilience.py): leave it unset.
+    socket_timeout=env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=None),
+    socket_connect_timeout=5,
+    socket_keepalive=True,
+    health_check_interval=30,
+    retry_on_timeout=True,
+)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": CHANNEL_LAYER_BACKEND,
@@ -184,7 +209,9 @@ REST_FRAMEWORK = {
 }
 
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    # JWT_ACCESS_SECONDS, when set, wins: token-expiry tests (tests/browser) need lifetimes of seconds.
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env.int("JWT_ACCESS_SECONDS", default=0))
+    or timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
     "TOKEN_OBTAIN_SERIALIZER": "backend.accounts.tokens.UnitTokenObtainPairSerializer",
     "UPDATE_LAST_LOGIN": False,
@@ -211,7 +238,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Realtime -------------------------------------------------------------------------------
-WS_TICKET_TTL_SECONDS = 30
+WS_TICKET_TTL_SECONDS = env.int("WS_TICKET_TTL_SECONDS", default=30)
+# Browser origins allowed on /ws/updates/. Empty: any scheme and port of an ALLOWED_HOSTS name (the
+# seed's behaviour: a dev SPA on :3000 talks to Daphne on :8000). Set exact origins
+# (`https://records.example.com`) to pin scheme and port too.
+WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=[])
 # How far back `last_seq` can resume; older gaps get `resync_required` (refetch over REST).
 REALTIME_REPLAY_LIMIT = env.int("REALTIME_REPLAY_LIMIT", default=10_000)
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
@@ -220,19 +251,33 @@ OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 REALTIME_REVALIDATE_SECONDS = env.float("REALTIME_REVALIDATE_SECONDS", default=2.0)
 # Coalescing window for `batch=1` clients.
 REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
+# A connection whose socket stays full (the client stopped reading) this long is closed with 4008;
+# its next resume with `last_seq` fills whatever it missed.
+REALTIME_SLOW_CLIENT_SECONDS = env.float("REALTIME_SLOW_CLIENT_SECONDS", default=10.0)
 
 # --- Celery ---------------------------------------------------------------------------------
 # One visibility timeout, read by the broker transport and the result backend alike: it must
 # exceed the longest task (hard time limit) or Redis redelivers a task that is still running.
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=600)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+# The soft limit leaves the task a moment to clean up; it must stay positive and below the hard
+# limit even when the hard limit is short (tests run workers with a few seconds).
+CELERY_TASK_SOFT_TIME_LIMIT = env.int(
+    "CELERY_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_TIME_LIMIT - max(1, min(30, CELERY_TASK_TIME_LIMIT // 10))
+)
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 300)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
     "socket_timeout": 30,
     "socket_connect_timeout": 5,
     "health_check_interval": 30,
+    # A task whose worker died unacknowledged goes back to the queue once it is older than the
+    # visibility timeout, when a live worker next sweeps for such tasks. kombu sweeps every 10 s
+    # but scans only every 10th sweep (100 s); every sweep scans here (one ZRANGE per worker).
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=10),
+    "unacked_restore_throttle": 1,
 }
+if CELERY_BROKER_URL.startswith("sentinel://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=REDIS_SENTINEL_KWARGS)
 CELERY_RESULT_BACKEND = None  # job state lives in the Job table, not in a result backend
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -258,6 +303,15 @@ CELERY_BEAT_SCHEDULE = {
 }
 # An unpublished event older than this is the sweeper's: the committing process had its chance.
 OUTBOX_SWEEP_GRACE_SECONDS = env.float("OUTBOX_SWEEP_GRACE_SECONDS", default=1.0)
+
+# --- Bulk actions ---------------------------------------------------------------------------
+BULK_MAX_IDS = env.int("BULK_MAX_IDS", default=20_000)
+# Ids per transaction: bigger chunks mean fewer commits and fewer, larger broadcasts.
+BULK_CHUNK_SIZE = env.int("BULK_CHUNK_SIZE", default=500)
+# job_update pushes to the initiating user at most this often (the job row is always current).
+BULK_PROGRESS_INTERVAL_SECONDS = env.float("BULK_PROGRESS_INTERVAL_SECONDS", default=0.5)
+# Test hook (fault drills only, 0 everywhere else): pause after each committed chunk.
+BULK_TEST_PAUSE_SECONDS = env.float("BULK_TEST_PAUSE_SECONDS", default=0.0)
 
 # --- Flower / metrics -----------------------------------------------------------------------
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="admin:flower-pass-2026")

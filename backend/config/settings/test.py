@@ -21,3 +21,9 @@ LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # share the test database.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_base_db}.sqlite3")}  # noqa: F405
+
+# Test hooks (tests/workers, docs/pipeline.md): defined only here, off unless the environment of the
+# worker under test turns them on. A worker holds its job transaction open after writing the change,
+# or waits between COMMIT and publishing the outbox, so a test can SIGKILL it at exactly that point.
+JOB_TEST_PAUSE_SECONDS = env.float("JOB_TEST_PAUSE_SECONDS", default=0.0)
+OUTBOX_TEST_PUBLISH_PAUSE_SECONDS = env.float("OUTBOX_TEST_PUBLISH_PAUSE_SECONDS", default=0.0)

@@ -16,7 +16,7 @@ from django.db import transaction
 from backend.accounts.models import Role, Unit, User
 from backend.events.services import unit_sequence_ensure
 from backend.records import services
-from backend.records.models import Crate, CrateStatus, RequestStatus
+from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
 
 DEMO_UNITS = [("north", "North archive"), ("south", "South archive"), ("east", "East archive")]
 # The requests each unit gets per kind, by final status, and how to get there.
@@ -36,6 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--crates", type=int, default=240, help="crates in storage per unit")
         parser.add_argument("--users-per-unit", type=int, default=0, help="extra requester users per unit (<unit>.user<n>)")
         parser.add_argument("--requests", type=int, default=1, help="requests per kind and status per unit")
+        parser.add_argument(
+            "--pending", type=int, default=0, help="extra pending withdrawal requests per unit (benchmarks)"
+        )
         parser.add_argument("--password", default=None, help="default: $DEMO_PASSWORD or demo-pass-2026")
         parser.add_argument("--quiet-logins", action="store_true", help="do not print the logins")
 
@@ -44,8 +47,10 @@ class Command(BaseCommand):
         units = list(DEMO_UNITS)
         units += [(f"unit-{i:02d}", f"Unit {i:02d}") for i in range(len(DEMO_UNITS) + 1, opts["units"] + 1)]
         units = units[: max(opts["units"], 1)]
-        for code, name in units:
-            unit, _ = Unit.objects.get_or_create(code=code, defaults={"name": name})
+        # Every unit exists before any is filled: transfers go to another unit, so the first unit
+        # would otherwise get none on the first run and its transfers only on the second.
+        demo_units = {code: Unit.objects.get_or_create(code=code, defaults={"name": name})[0] for code, name in units}
+        for code, unit in demo_units.items():
             unit_sequence_ensure(unit.id)
             people = {role: self._user(f"{code}.{role}", unit, role, password) for role in Role.values}
             for n in range(1, opts["users_per_unit"] + 1):
@@ -53,6 +58,7 @@ class Command(BaseCommand):
             self._crates(unit, people[Role.STORE], opts["crates"])
             self._requests(unit, people, opts["requests"], units)
             self._crates(unit, people[Role.STORE], opts["crates"])  # top up what approvals took
+            self._pending(people[Role.REQUESTER], opts["pending"])
         User.objects.filter(username="admin").exists() or User.objects.create_superuser(
             "admin", email="", password=password
         )
@@ -104,8 +110,16 @@ class Command(BaseCommand):
                                 reason="Demo decision" if action != "approve" else "",
                             )
 
+    def _pending(self, requester: User, wanted: int) -> None:
+        have = WithdrawalRequest.objects.filter(unit=requester.unit, status=RequestStatus.PENDING).count()
+        missing = wanted - have
+        while missing > 0:
+            batch = min(missing, 2000)
+            services.requests_create_bulk(entity="withdrawal", actor=requester, count=batch, reason="Bulk demo")
+            missing -= batch
+
     def _print_logins(self, units: list, password: str) -> None:
-        self.stdout.write(self.style.SUCCESS("Demo logins (password for all: %s)" % password))
+        self.stdout.write(self.style.SUCCESS(f"Demo logins (password for all: {password})"))
         for code, _ in units[:3]:
             self.stdout.write("  " + "  ".join(f"{code}.{role}" for role in Role.values))
         if len(units) > 3:

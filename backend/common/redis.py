@@ -1,0 +1,94 @@
+"""Redis connection strings, plain or through Sentinel.
+
+Every Redis role (Celery broker, channel layer, WebSocket tickets) is named by one URL setting.
+With Sentinel those URLs take kombu's form, `sentinel://[:password@]host:port/db;sentinel://...`
+(one entry per sentinel, all with the same db), so Celery reads its broker URL as it is and the
+other roles go through the helpers here. The master's name comes from REDIS_SENTINEL_MASTER.
+
+This module is imported by the settings: it must not import Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+SENTINEL_SCHEME = "sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    sentinels: list[tuple[str, int]]
+    db: int
+    password: str | None
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(f"{SENTINEL_SCHEME}://")
+
+
+def parse_sentinel_nodes(nodes: list[str]) -> list[tuple[str, int]]:
+    """["host1:26379", "host2"] -> [("host1", 26379), ("host2", 26379)]"""
+    parsed = []
+    for node in (n.strip() for n in nodes if n.strip()):
+        host, _, port = node.partition(":")
+        parsed.append((host, int(port or 26379)))
+    return parsed
+
+
+def sentinel_url(sentinels: list[tuple[str, int]], db: int, password: str = "") -> str:
+    """kombu's multi-sentinel URL for `db`; `password` is the master's (sent to the master only)."""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return ";".join(f"{SENTINEL_SCHEME}://{auth}{host}:{port}/{db}" for host, port in sentinels)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    sentinels: list[tuple[str, int]] = []
+    db, password = 0, None
+    for index, part in enumerate(p for p in url.split(";") if p.strip()):
+        parts = urlsplit(part.strip())
+        if parts.scheme != SENTINEL_SCHEME or not parts.hostname:
+            raise ValueError(f"not a sentinel:// URL: {part!r}")
+        sentinels.append((parts.hostname, parts.port or 26379))
+        if index == 0:  # like kombu: the first entry carries the db and the password
+            db = int(parts.path.strip("/") or 0)
+            password = unquote(parts.password) if parts.password else None
+    return SentinelTarget(sentinels=sentinels, db=db, password=password)
+
+
+def channel_layer_host(url: str, *, master_name: str, sentinel_kwargs: dict | None, **options: Any) -> dict:
+    """The channels-redis `hosts` entry for `url`: an address, or the sentinels and master name
+    (channels_redis.utils.create_pool builds a SentinelConnectionPool from those)."""
+    if not is_sentinel_url(url):
+        return {"address": url, **options}
+    target = parse_sentinel_url(url)
+    host = {
+        "sentinels": target.sentinels,
+        "master_name": master_name,
+        "sentinel_kwargs": sentinel_kwargs,
+        "db": target.db,
+        **options,
+    }
+    if target.password:
+        host["password"] = target.password
+    return host
+
+
+def redis_from_url(url: str, *, asyncio: bool = False, **kwargs: Any):
+    """`redis.Redis.from_url(url, **kwargs)`, also for a sentinel:// URL: the client then talks to
+    whichever server the sentinels currently name master, and follows a failover."""
+    if asyncio:
+        import redis.asyncio as client_module
+        from redis.asyncio.sentinel import Sentinel
+    else:
+        import redis as client_module
+        from redis.sentinel import Sentinel
+    if not is_sentinel_url(url):
+        return client_module.Redis.from_url(url, **kwargs)
+
+    from django.conf import settings
+
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=settings.REDIS_SENTINEL_KWARGS, **kwargs)
+    return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, db=target.db, password=target.password)

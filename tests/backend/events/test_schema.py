@@ -1,0 +1,123 @@
+"""Every frame any action writes is valid against the one schema of its message type (schema.py), and
+carries identifiers and status only."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import jsonschema
+import pytest
+
+from backend.events import schema
+from backend.events.models import OutboxEvent
+from backend.records import services
+from tests.backend.helpers import make_superuser
+from tests.factories import CrateFactory, UnitFactory, unit_staff
+
+pytestmark = pytest.mark.django_db
+
+# What a data_update's `data` may hold: ids, numbers, status. Nothing a user typed.
+ALLOWED_DATA_KEYS = {"id", "status", "request_number", "crate_number", "request_id", "request_entity"}
+SECRET = "CONFIDENTIAL-dossier-4711"
+
+
+def _file(entity: str, requester, **extra):
+    crate = CrateFactory(unit=requester.unit)
+    return services.request_create(entity=entity, actor=requester, crate_ids=[crate.id], reason=SECRET, **extra)
+
+
+def _every_action() -> None:
+    """Run every service that writes events at least once, with free text full of SECRET."""
+    unit, destination, third = UnitFactory(), UnitFactory(), UnitFactory()
+    staff = unit_staff(unit)
+    root = make_superuser()
+
+    crate = services.crate_create(actor=staff["store"], location=SECRET)
+    services.crates_create_bulk(actor=staff["store"], unit=unit, count=2, location_prefix=SECRET)
+    services.crate_update(actor=staff["store"], crate_id=crate.id, expected_version=1, location=f"{SECRET} 2")
+    services.crate_relocate(actor=staff["store"], crate_id=crate.id, location=f"{SECRET} 3")
+    services.crate_delete(actor=staff["store"], crate_id=services.crate_create(actor=root, unit=unit).id, expected_version=1)
+
+    for entity in services.REQUEST_KINDS:
+        extra = {"destination_unit_id": destination.id} if entity == "transfer" else {}
+        edited = _file(entity, staff["requester"], **extra)
+        update = {"destination_unit_id": third.id} if entity == "transfer" else {}
+        services.request_update(
+            entity=entity, actor=staff["requester"], request_id=edited.id, expected_version=1, reason=SECRET,
+            crate_ids=[CrateFactory(unit=unit).id], **update,
+        )
+        services.request_delete(entity=entity, actor=staff["requester"], request_id=edited.id, expected_version=2)
+        for path in (["approve"], ["reject"], ["send_back", "resubmit"]):
+            request = _file(entity, staff["requester"], **extra)
+            for action in path:
+                actor = staff["requester"] if action == "resubmit" else staff["approver"]
+                services.request_transition(entity=entity, action=action, actor=actor, request_id=request.id, reason=SECRET)
+
+
+def test_every_frame_every_action_writes_is_a_valid_data_update():
+    # given every action run once
+    _every_action()
+    rows = list(OutboxEvent.objects.order_by("unit_id", "seq"))
+    validator = jsonschema.Draft202012Validator(schema.SCHEMAS["data_update"])
+    seen = set()
+
+    for row in rows:
+        message = json.loads(row.frame)
+        # then every frame is valid against the data_update schema,
+        errors = [e.message for e in validator.iter_errors(message)]
+        assert errors == [], (row.frame, errors)
+        # agrees with its row,
+        assert (message["seq"], message["entity"], message["action"], message["data"]["id"]) == (
+            row.seq, row.entity, row.action, str(row.object_id),
+        )
+        # carries identifiers and status only, and never the free text of the change
+        assert set(message["data"]) <= ALLOWED_DATA_KEYS
+        assert all(isinstance(v, str) and len(v) <= 40 for v in message["data"].values())
+        assert SECRET not in row.frame
+        # and is encoded once, compactly, as schema.encode does
+        assert row.frame == schema.encode(message)
+        seen.add((row.entity, row.action))
+
+    # and the run covered every entity and every action
+    assert {e for e, _ in seen} == set(schema.ENTITIES)
+    assert {a for _, a in seen} == set(schema.ACTIONS)
+
+
+def test_the_schema_rejects_what_it_must():
+    # a frame carrying document contents, a bad timestamp or seq 0 is invalid: the check above can fail
+    validator = jsonschema.Draft202012Validator(schema.SCHEMAS["data_update"])
+    good = schema.data_update(
+        entity="crate", action="updated", data={"id": "0" * 8 + "-0000-0000-0000-" + "0" * 12, "status": "withdrawn"},
+        timestamp=datetime(2026, 1, 15, 10, 30, tzinfo=UTC), seq=1,
+    )
+    assert validator.is_valid(good)
+    assert not validator.is_valid({**good, "data": {**good["data"], "reason": "text"}})
+    assert not validator.is_valid({**good, "timestamp": "2026-01-15 10:30"})
+    assert not validator.is_valid({**good, "seq": 0})
+    assert not validator.is_valid({**good, "entity": "document"})
+
+
+def test_every_other_message_builder_matches_its_schema():
+    now = datetime(2026, 1, 15, 10, 30, 0, 123456, tzinfo=UTC)
+    unit_id = "6f1c2a52-8d5e-4a57-9b0e-2f1d3c4b5a69"
+    update = schema.data_update(entity="withdrawal", action="created", data={"id": unit_id}, timestamp=now, seq=3)
+    messages = {
+        "connection_established": schema.connection_established(unit_id=unit_id, seq=0),
+        "pong": schema.pong(timestamp=now),
+        "resync_required": schema.resync_required(reason="gap too old", seq=900),
+        "error": schema.error(code="bad_message", message="Unknown message type."),
+        "job_update": schema.job_update(
+            job={
+                "id": unit_id, "kind": "withdrawal.approve", "status": "running",
+                "progress": {"total": 1, "done": 0, "failed": 0},
+            }
+        ),
+        "data_update_batch": json.loads(schema.data_update_batch_frame([schema.encode(update), schema.encode(update)])),
+    }
+    assert set(messages) | {"data_update"} == set(schema.SCHEMAS)
+    for kind, message in messages.items():
+        assert message["type"] == kind
+        jsonschema.validate(message, schema.SCHEMAS[kind], cls=jsonschema.Draft202012Validator)
+    assert messages["pong"]["timestamp"] == "2026-01-15T10:30:00.123Z"
+    assert messages["connection_established"]["message"] == f"Connected to unit {unit_id} updates"
