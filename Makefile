@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help up test smoke venv redis browser-deps lock lint bench clean
+.PHONY: help up test smoke venv redis browser-deps deploy-tools lock lint bench clean
 
 help:
 	@echo "make up     install, migrate, seed demo data and run web+ws, worker, beat and Flower"
@@ -42,7 +42,11 @@ up: venv redis
 browser-deps:
 	@scripts/ensure-browser
 
-test: venv redis browser-deps
+# tests/deploy check compose/ with Debian's docker-compose and nginx (no Docker engine needed).
+deploy-tools:
+	@scripts/ensure-deploy-tools
+
+test: venv redis browser-deps deploy-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # What a newcomer gets with no configuration: SQLite, demo data, the stack answering end to end.

@@ -1,0 +1,523 @@
+/**
+ * Reference client for `/ws/updates/` — a dependency-free ES module any SPA can import:
+ *
+ *   import { UpdatesClient, invalidationKeys } from '/static/realtime/updates-client.js';
+ *
+ * It speaks the protocol of docs/realtime.md (CONTRACT.md, "WebSocket"): ticket handshake with a
+ * `?token=` fallback, per-unit `seq` with resume (`last_seq`), de-duplication and gap detection,
+ * `resync_required`, the close codes 4001/4002 (refresh the token, reconnect) and 4003 (sign out),
+ * reconnection with exponential backoff and full jitter, and a ping/pong heartbeat that notices a
+ * dead connection. docs/client.md is the user guide.
+ *
+ * The pure logic (backoff, seq bookkeeping, message unpacking, close-code policy, invalidation map)
+ * is exported on its own so it can be unit tested without a socket (tests/js/).
+ */
+
+export const STATUS = Object.freeze({ LIVE: 'live', SYNCING: 'syncing', OFFLINE: 'offline' });
+
+export const CLOSE_CODES = Object.freeze({
+  NORMAL: 1000,
+  CLIENT_RECONNECT: 4000, // ours: the client drops a socket itself (heartbeat timeout, gap, reconnect())
+  AUTH_FAILED: 4001,
+  TOKEN_EXPIRED: 4002,
+  ACCESS_REVOKED: 4003,
+  TOO_SLOW: 4008,
+});
+
+export const DEFAULTS = Object.freeze({
+  maxAttempts: 10, // the seed: "up to 10 attempts with exponential backoff"
+  baseDelayMs: 1000,
+  maxDelayMs: 30000,
+  heartbeatMs: 30000, // the seed's 30 s ping
+  heartbeatTimeoutMs: 10000, // no message at all this long after a ping: the connection is dead
+  connectTimeoutMs: 15000, // no `connection_established` this long after opening: try again
+  batch: false,
+  useTicket: true,
+  apiBase: '',
+  ticketPath: '/api/auth/ws-ticket/',
+  wsPath: '/ws/updates/',
+});
+
+// --- pure logic ---------------------------------------------------------------------------------
+
+/** The upper bound of the delay before reconnect attempt `attempt` (0-based): base·2^attempt, capped. */
+export function backoffCeiling(attempt, { baseDelayMs = DEFAULTS.baseDelayMs, maxDelayMs = DEFAULTS.maxDelayMs } = {}) {
+  return Math.min(maxDelayMs, baseDelayMs * 2 ** Math.max(0, attempt));
+}
+
+/**
+ * "Full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"): a uniform delay in
+ * [0, ceiling), so a thousand clients dropped by one server restart do not come back in lockstep.
+ */
+export function backoffDelay(attempt, { random = Math.random, ...bounds } = {}) {
+  return Math.floor(random() * backoffCeiling(attempt, bounds));
+}
+
+/**
+ * Per-unit sequence bookkeeping. `lastSeq` is the last seq this client has seen (delivered or
+ * skipped by a resync); it survives reconnects and is sent back as `last_seq`.
+ */
+export class SeqTracker {
+  constructor(lastSeq = null) {
+    this.lastSeq = Number.isInteger(lastSeq) ? lastSeq : null;
+  }
+
+  /** `connection_established`: a fresh client starts at the unit's current seq. A resuming client
+   *  keeps its own: the server replays from there (or says `resync_required`). */
+  established(seq) {
+    if (this.lastSeq === null && Number.isInteger(seq)) this.lastSeq = seq;
+  }
+
+  /** The verdict for an update's seq: 'deliver' (the next one), 'duplicate' (seen before; replays
+   *  overlap live delivery by design) or 'gap' (something in between was missed). */
+  accept(seq) {
+    if (!Number.isInteger(seq)) return 'deliver'; // a seed-era server without seq: nothing to track
+    if (this.lastSeq === null || seq === this.lastSeq + 1) {
+      this.lastSeq = seq;
+      return 'deliver';
+    }
+    return seq <= this.lastSeq ? 'duplicate' : 'gap';
+  }
+
+  /** `resync_required`: the client refetches everything over REST and continues from `seq`. */
+  resync(seq) {
+    if (Number.isInteger(seq)) this.lastSeq = seq;
+  }
+}
+
+/** The `data_update`s a message carries, in order (`data_update_batch` unpacked). */
+export function unpackUpdates(message) {
+  if (!message || typeof message !== 'object') return [];
+  if (message.type === 'data_update') return [message];
+  if (message.type === 'data_update_batch' && Array.isArray(message.updates)) return message.updates;
+  return [];
+}
+
+/** What a close code asks of the client: 'refresh' the token, 'signout', or plain 'reconnect'. */
+export function closeAction(code) {
+  if (code === CLOSE_CODES.AUTH_FAILED || code === CLOSE_CODES.TOKEN_EXPIRED) return 'refresh';
+  if (code === CLOSE_CODES.ACCESS_REVOKED) return 'signout';
+  return 'reconnect';
+}
+
+/** The WebSocket URL: credentials (ticket preferred), `last_seq` when resuming, `batch=1` on request. */
+export function buildSocketUrl(base, { ticket, token, lastSeq, batch } = {}) {
+  const url = new URL(base);
+  for (const name of ['ticket', 'token', 'last_seq', 'batch']) url.searchParams.delete(name);
+  if (ticket) url.searchParams.set('ticket', ticket);
+  else if (token) url.searchParams.set('token', token);
+  if (Number.isInteger(lastSeq)) url.searchParams.set('last_seq', String(lastSeq));
+  if (batch) url.searchParams.set('batch', '1');
+  return url.toString();
+}
+
+// The seed's React Query keys ("Cache Invalidation"), per entity.
+const COMMON_KEYS = ['dashboard', 'summary'];
+const REQUEST_KEYS = {
+  withdrawal: ['withdrawal-requests', 'withdrawal-request'],
+  destruction: ['destruction-requests', 'destruction-request'],
+  transfer: ['transfer-requests', 'transfer-request'],
+};
+
+export const ALL_QUERY_KEYS = Object.freeze([
+  ...REQUEST_KEYS.withdrawal, ...REQUEST_KEYS.destruction, ...REQUEST_KEYS.transfer,
+  'sendback-records', 'crates', 'crate', ...COMMON_KEYS,
+]);
+
+/**
+ * The React Query keys (first key element) an update makes stale. A send-back also touches its
+ * request's lists (`data.request_entity`); an unknown entity invalidates everything, which is
+ * always safe.
+ */
+export function invalidationKeys(update) {
+  const entity = update && update.entity;
+  if (REQUEST_KEYS[entity]) return [...REQUEST_KEYS[entity], ...COMMON_KEYS];
+  if (entity === 'sendback') {
+    const request = REQUEST_KEYS[update.data && update.data.request_entity] || [];
+    return ['sendback-records', ...request, ...COMMON_KEYS];
+  }
+  if (entity === 'crate') return ['crates', 'crate', ...COMMON_KEYS];
+  return [...ALL_QUERY_KEYS];
+}
+
+// --- the client ---------------------------------------------------------------------------------
+
+const HOOKS = {
+  status: 'onStatus',
+  update: 'onUpdate',
+  job: 'onJobUpdate',
+  resync: 'onResync',
+  signout: 'onSignOut',
+  close: 'onClose',
+  gap: 'onGap',
+  giveup: 'onGiveUp',
+  servererror: 'onServerError',
+  message: 'onMessage',
+};
+
+function makeEvent(name, detail) {
+  if (typeof CustomEvent === 'function') return new CustomEvent(name, { detail });
+  const event = new Event(name);
+  event.detail = detail;
+  return event;
+}
+
+function defaultSocketBase(wsPath) {
+  const { protocol, host } = globalThis.location;
+  return `${protocol === 'https:' ? 'wss:' : 'ws:'}//${host}${wsPath}`;
+}
+
+/**
+ * One connection to `/ws/updates/`, kept alive for as long as the page wants it.
+ *
+ * Events (an EventTarget; each also calls the matching `on…` option): `status` {status, previous},
+ * `update` (a data_update), `job` (job_update's job), `resync` (resync_required), `signout`
+ * {code, reason}, `close` {code, reason}, `gap` {expected, got}, `giveup` {attempts},
+ * `servererror` (an `error` message), `message` (every parsed message).
+ */
+export class UpdatesClient extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.options = { ...DEFAULTS, ...options };
+    const o = this.options;
+    this._WebSocket = o.WebSocket || globalThis.WebSocket;
+    this._fetch = o.fetch || (globalThis.fetch ? globalThis.fetch.bind(globalThis) : null);
+    this._random = o.random || Math.random;
+    this._timers = o.timers || {
+      setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+      clearTimeout: (handle) => globalThis.clearTimeout(handle),
+      setInterval: (fn, ms) => globalThis.setInterval(fn, ms),
+      clearInterval: (handle) => globalThis.clearInterval(handle),
+    };
+    this._token = typeof o.token === 'string' ? o.token : null;
+    this._useRefreshed = false;
+    this.tracker = new SeqTracker(o.lastSeq);
+    this.status = STATUS.OFFLINE;
+    this.attempt = 0; // reconnect attempts since the last live connection
+    this._stopped = true;
+    this._generation = 0; // bumped whenever a socket is abandoned; stale callbacks check it
+    this._socket = null;
+    this._live = false; // the current socket got `connection_established`
+    this._gapStreak = 0; // gaps since the last delivered update
+    this._timer = { reconnect: null, heartbeat: null, dead: null, connect: null };
+  }
+
+  get lastSeq() {
+    return this.tracker.lastSeq;
+  }
+
+  /** Connect (status `syncing` until the server greets us, then `live`). */
+  start() {
+    if (!this._stopped) return this;
+    this._stopped = false;
+    this.attempt = 0;
+    this._setStatus(STATUS.SYNCING);
+    this._open();
+    return this;
+  }
+
+  /** Close for good (sign-out, page teardown): status `offline`, no reconnection. */
+  stop() {
+    this._stopped = true;
+    this._abandon(CLOSE_CODES.NORMAL, 'client stopped');
+    this._setStatus(STATUS.OFFLINE);
+  }
+
+  /** Try again now with a fresh attempt budget (a "Reconnect" button, the browser's `online` event). */
+  reconnect() {
+    this._stopped = false;
+    this.attempt = 0;
+    this._abandon(CLOSE_CODES.CLIENT_RECONNECT, 'reconnect');
+    this._setStatus(STATUS.SYNCING);
+    this._open();
+  }
+
+  // --- connecting ---------------------------------------------------------------------------------
+
+  async _open() {
+    const generation = ++this._generation;
+    const url = await this._socketUrl();
+    if (generation !== this._generation || this._stopped) return; // stopped or superseded meanwhile
+    let socket;
+    try {
+      socket = new this._WebSocket(url);
+    } catch (error) {
+      this._dropped(generation, 1006, String(error));
+      return;
+    }
+    this._socket = socket;
+    this._live = false;
+    socket.onopen = () => this._opened(generation);
+    socket.onmessage = (event) => this._received(generation, event.data);
+    socket.onclose = (event) => this._dropped(generation, event.code, event.reason);
+    socket.onerror = () => {}; // a close event always follows
+    this._timer.connect = this._timers.setTimeout(
+      () => this._deadConnection(generation, 'connect timeout'),
+      this.options.connectTimeoutMs,
+    );
+  }
+
+  async _socketUrl() {
+    const o = this.options;
+    let token = await this._currentToken();
+    let credentials = token ? { token } : {};
+    if (o.useTicket && token && this._fetch) {
+      let answer = await this._fetchTicket(token);
+      if (answer.status === 401) {
+        // The access token ran out (a tab that slept): refresh it now rather than let the
+        // handshake fail with 4001.
+        const fresh = await this._refreshedToken();
+        if (fresh) {
+          token = fresh;
+          credentials = { token };
+          answer = await this._fetchTicket(fresh);
+        }
+      }
+      if (answer.ticket) credentials = { ticket: answer.ticket }; // otherwise the seed's ?token= still works
+    }
+    const base = o.url || defaultSocketBase(o.wsPath);
+    return buildSocketUrl(base, { ...credentials, lastSeq: this.tracker.lastSeq, batch: o.batch });
+  }
+
+  async _currentToken() {
+    if (this._useRefreshed) {
+      this._useRefreshed = false;
+      return this._token;
+    }
+    if (typeof this.options.getToken === 'function') {
+      try {
+        const token = await this.options.getToken();
+        if (token) this._token = token;
+      } catch (error) {
+        // keep the last token we had: the handshake will tell (4001) if it is no good
+      }
+    }
+    return this._token;
+  }
+
+  /** `{ticket, status}`: the ticket, or null and the HTTP status (null for a network error). */
+  async _fetchTicket(token) {
+    const o = this.options;
+    try {
+      const init = { method: 'POST', headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' } };
+      if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) init.signal = AbortSignal.timeout(o.connectTimeoutMs);
+      const response = await this._fetch(`${o.apiBase}${o.ticketPath}`, init);
+      if (!response.ok) return { ticket: null, status: response.status };
+      const body = await response.json();
+      return { ticket: typeof body.ticket === 'string' ? body.ticket : null, status: response.status };
+    } catch (error) {
+      return { ticket: null, status: null };
+    }
+  }
+
+  /** The new access token from the `refreshToken` hook, or null if there is none. */
+  async _refreshedToken() {
+    if (typeof this.options.refreshToken !== 'function') return null;
+    try {
+      const token = await this.options.refreshToken();
+      if (!token) return null;
+      this._token = token;
+      return token;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  _opened(generation) {
+    if (generation !== this._generation) return;
+    this._timer.heartbeat = this._timers.setInterval(() => this._ping(generation), this.options.heartbeatMs);
+  }
+
+  // --- receiving ----------------------------------------------------------------------------------
+
+  _received(generation, raw) {
+    if (generation !== this._generation) return;
+    this._clear('dead'); // any message at all proves the connection alive
+    let message;
+    try {
+      message = JSON.parse(raw);
+    } catch (error) {
+      return;
+    }
+    this._emit('message', message);
+    switch (message.type) {
+      case 'connection_established':
+        this._clear('connect');
+        this.tracker.established(message.seq);
+        this._live = true;
+        this.attempt = 0;
+        this._setStatus(STATUS.LIVE);
+        break;
+      case 'data_update':
+      case 'data_update_batch':
+        for (const update of unpackUpdates(message)) {
+          const verdict = this.tracker.accept(update.seq);
+          if (verdict === 'deliver') {
+            this._gapStreak = 0;
+            this._emit('update', update);
+          } else if (verdict === 'gap') {
+            return this._gap(update.seq);
+          }
+        }
+        break;
+      case 'resync_required':
+        this.tracker.resync(message.seq);
+        this._emit('resync', message);
+        break;
+      case 'job_update':
+        this._emit('job', message.job);
+        break;
+      case 'error':
+        this._emit('servererror', message);
+        break;
+      default:
+        break; // pong, and whatever a newer server adds
+    }
+    return undefined;
+  }
+
+  /** A seq jumped: drop this socket and resume from the last seq we have; the server replays.
+   *  The first gap reconnects at once; a second one before anything was delivered backs off. */
+  _gap(got) {
+    this._emit('gap', { expected: this.tracker.lastSeq + 1, got });
+    this._abandon(CLOSE_CODES.CLIENT_RECONNECT, 'seq gap');
+    if (this._stopped) return;
+    this._setStatus(STATUS.SYNCING);
+    this._gapStreak += 1;
+    if (this._gapStreak > 1) this._scheduleReconnect();
+    else this._open();
+  }
+
+  // --- heartbeat ----------------------------------------------------------------------------------
+
+  _ping(generation) {
+    if (generation !== this._generation || !this._socket) return;
+    try {
+      this._socket.send(JSON.stringify({ type: 'ping', timestamp: new Date().toISOString() }));
+    } catch (error) {
+      // a socket that cannot send is about to close; the close event handles it
+    }
+    if (this._timer.dead === null) {
+      this._timer.dead = this._timers.setTimeout(
+        () => this._deadConnection(generation, 'heartbeat timeout'),
+        this.options.heartbeatTimeoutMs,
+      );
+    }
+  }
+
+  /** No answer: a half-open TCP connection may never deliver a close event, so do not wait for one. */
+  _deadConnection(generation, reason) {
+    if (generation !== this._generation) return;
+    this._abandon(CLOSE_CODES.CLIENT_RECONNECT, reason);
+    this._emit('close', { code: CLOSE_CODES.CLIENT_RECONNECT, reason });
+    if (this._stopped) return;
+    this._setStatus(STATUS.SYNCING);
+    this._scheduleReconnect();
+  }
+
+  // --- closing ------------------------------------------------------------------------------------
+
+  _dropped(generation, code, reason) {
+    if (generation !== this._generation) return;
+    const wasLive = this._live;
+    this._abandon();
+    this._emit('close', { code, reason });
+    if (this._stopped) return;
+    const action = closeAction(code);
+    if (action === 'signout') {
+      this._signOut({ code, reason });
+      return;
+    }
+    this._setStatus(STATUS.SYNCING);
+    if (action === 'refresh') {
+      this._refreshThenReconnect(code, reason, wasLive);
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  async _refreshThenReconnect(code, reason, wasLive) {
+    const generation = this._generation;
+    const token = await this._refreshedToken();
+    if (generation !== this._generation || this._stopped) return;
+    if (!token) {
+      this._signOut({ code, reason: 'token refresh failed' });
+      return;
+    }
+    this._useRefreshed = true;
+    // A live connection whose token ran out (4002) comes straight back; a handshake refused even
+    // so (4001 again) goes through the backoff, so a token the server keeps refusing cannot spin.
+    if (wasLive) this._open();
+    else this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    const o = this.options;
+    if (this.attempt >= o.maxAttempts) {
+      this._stopped = true;
+      this._setStatus(STATUS.OFFLINE);
+      this._emit('giveup', { attempts: this.attempt });
+      return;
+    }
+    const delay = backoffDelay(this.attempt, { random: this._random, baseDelayMs: o.baseDelayMs, maxDelayMs: o.maxDelayMs });
+    this.attempt += 1;
+    this._timer.reconnect = this._timers.setTimeout(() => {
+      this._timer.reconnect = null;
+      if (!this._stopped) this._open();
+    }, delay);
+  }
+
+  _signOut(detail) {
+    this._stopped = true;
+    this._abandon();
+    this._setStatus(STATUS.OFFLINE);
+    this._emit('signout', detail);
+  }
+
+  /** Forget the current socket (closing it if still open) and every timer. */
+  _abandon(code, reason) {
+    this._generation += 1;
+    for (const name of Object.keys(this._timer)) this._clear(name);
+    const socket = this._socket;
+    this._socket = null;
+    this._live = false;
+    if (!socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+    if (code !== undefined && socket.readyState !== undefined && socket.readyState < 2) {
+      try {
+        socket.close(code, reason);
+      } catch (error) {
+        // already closing
+      }
+    }
+  }
+
+  _clear(name) {
+    const handle = this._timer[name];
+    if (handle === null) return;
+    if (name === 'heartbeat') this._timers.clearInterval(handle);
+    else this._timers.clearTimeout(handle);
+    this._timer[name] = null;
+  }
+
+  // --- events -------------------------------------------------------------------------------------
+
+  _setStatus(status) {
+    if (status === this.status) return;
+    const previous = this.status;
+    this.status = status;
+    this._emit('status', { status, previous });
+  }
+
+  _emit(name, detail) {
+    const hook = this.options[HOOKS[name]];
+    if (typeof hook === 'function') {
+      try {
+        hook(detail);
+      } catch (error) {
+        console.error(`updates-client: ${HOOKS[name]} threw`, error);
+      }
+    }
+    this.dispatchEvent(makeEvent(name, detail));
+  }
+}
