@@ -82,5 +82,5 @@ def pending_requests_fast(entity: str, requester: User, count: int, destination=
     )
     through = kind.model.crates.through
     field = f"{kind.model._meta.model_name}_id"
-    through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests))
+    through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests, strict=True))
     return requests

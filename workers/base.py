@@ -7,7 +7,10 @@ the change and the job's completion commit together (backend.jobs.services.job_r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,7 +20,27 @@ from .celery import app
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
-def records_task(name: str, *, queue: str = "default", time_limit: int | None = None, max_retries: int = 5):
+class RecordsTask(Task):
+    """Base of every records task. A job task that fails for good (retries exhausted, soft time
+    limit, a bug) marks its job `failed`, so no job stays `running` with no task left to end it.
+    Refused changes never get here: job_run records those as the job's outcome itself."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict[str, Any], einfo: Any) -> None:
+        job_id = (kwargs or {}).get("job_id")
+        if job_id is None:
+            return
+        from backend.jobs.services import job_fail
+
+        if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+            error = {"code": "time_limit_exceeded", "message": "The job ran past its time limit and was stopped."}
+        else:
+            error = {"code": "internal_error", "message": f"The job stopped on an unexpected error ({type(exc).__name__})."}
+        job_fail(job_id=job_id, error=error)
+
+
+def records_task(
+    name: str, *, queue: str = "default", time_limit: int | None = None, max_retries: int = 5, bind: bool = False
+):
     """`@records_task("requests.approve")`: a named, late-acked, retrying task on `queue`."""
     limits = {}
     if time_limit is not None:
@@ -25,6 +48,7 @@ def records_task(name: str, *, queue: str = "default", time_limit: int | None = 
 
     def decorate(fn: Callable) -> Callable:
         return app.task(
+            base=RecordsTask,
             name=name,
             queue=queue,
             acks_late=True,
@@ -34,6 +58,7 @@ def records_task(name: str, *, queue: str = "default", time_limit: int | None = 
             retry_backoff_max=60,
             retry_jitter=True,
             max_retries=max_retries,
+            bind=bind,
             **limits,
         )(fn)
 

@@ -7,6 +7,7 @@ racing the committing process); receivers de-duplicate by (unit, seq).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from itertools import groupby
 
@@ -32,6 +33,7 @@ def _publish_rows(rows: list[dict]) -> None:
 
 def outbox_publish(ids: list[int]) -> int:
     """Publish these just-committed events. Never raises: if Redis is down the sweeper retries."""
+    _test_pause_before_publish(ids)
     try:
         rows = list(
             OutboxEvent.objects.filter(id__in=ids, published_at__isnull=True).values(
@@ -46,6 +48,16 @@ def outbox_publish(ids: list[int]) -> int:
     except Exception:  # noqa: BLE001 - the change is committed; publishing is retried by the sweeper
         logger.warning("publishing %d outbox events failed; the sweeper will retry", len(ids), exc_info=True)
         return 0
+
+
+def _test_pause_before_publish(ids: list[int]) -> None:
+    """Test hook: wait between COMMIT and publish, so an integration test can SIGKILL the worker
+    exactly there and watch the sweeper recover. Only the test settings define
+    OUTBOX_TEST_PUBLISH_PAUSE_SECONDS (from the environment of the process under test)."""
+    seconds = getattr(settings, "OUTBOX_TEST_PUBLISH_PAUSE_SECONDS", 0)
+    if seconds:
+        logger.warning("OUTBOX_TEST_PUBLISH_PAUSE_SECONDS: %d events committed, pausing %ss", len(ids), seconds)
+        time.sleep(seconds)
 
 
 def outbox_sweep() -> int:

@@ -1,5 +1,6 @@
 """Task entry points: look up ids, call one service. Names are what operators see in Flower."""
 
+from backend.jobs.bulk import bulk_run
 from backend.jobs.services import job_run
 
 from .base import records_task
@@ -15,6 +16,12 @@ request_reject = records_task("requests.reject")(_run)
 request_send_back = records_task("requests.send_back")(_run)
 request_resubmit = records_task("requests.resubmit")(_run)
 crate_relocate = records_task("crates.relocate")(_run)
+
+
+@records_task("bulk.apply", queue="bulk", bind=True)
+def bulk_apply(self, job_id: str, **_display) -> None:
+    # Progress as a custom task event: Flower shows it as the task's PROGRESS state.
+    bulk_run(job_id=job_id, on_progress=lambda progress: self.send_event("task-progress", **progress))
 
 
 @records_task("outbox.sweep", time_limit=60, max_retries=0)

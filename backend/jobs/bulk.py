@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from backend.accounts.models import User
@@ -94,7 +95,7 @@ def bulk_run(*, job_id: str, on_progress: Callable[[dict[str, Any]], None] | Non
     if job is None or job.status in TERMINAL_STATUSES:
         return job
     Job.objects.filter(id=job.id, status=JobStatus.QUEUED).update(status=JobStatus.RUNNING, started_at=timezone.now())
-    Job.objects.filter(id=job.id).update(attempts=job.attempts + 1)
+    Job.objects.filter(id=job.id).update(attempts=F("attempts") + 1)
     _, entity, action = job.kind.split(".", 2)
     actor, reason = job.requested_by, job.params.get("reason", "")
     chunk_size = settings.BULK_CHUNK_SIZE

@@ -19,6 +19,7 @@ from backend.records import services
 from backend.records.models import RequestStatus, WithdrawalRequest
 from tests.factories import UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support import processes
+from tests.support.queues import enqueue_on
 
 
 def _queued(actor, ids, action="approve", **kwargs) -> Job:
@@ -156,9 +157,11 @@ def test_worker_killed_mid_bulk_completes_after_redelivery_exactly_once(api, liv
     requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
     ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 60)]
     env = {**live_env, "BULK_CHUNK_SIZE": "10", "BULK_TEST_PAUSE_SECONDS": "0.4", "CELERY_VISIBILITY_TIMEOUT": "3"}
-    worker = processes.start_worker(env, name="bulk-victim")
+    queue = f"bulk-drill-{uuid.uuid4().hex[:8]}"  # not the session worker's queue: only ours may take it
+    worker = processes.start_worker(env, name="bulk-victim", queues=queue)
     try:
-        answer = api(approver).post("/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids})
+        with enqueue_on(queue):
+            answer = api(approver).post("/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids})
         job_id = answer.json()["job"]["id"]
         # when the worker is SIGKILLed after some chunks committed
         _wait(lambda: Job.objects.get(id=job_id).progress["done"] >= 20, "two chunks")
@@ -167,7 +170,7 @@ def test_worker_killed_mid_bulk_completes_after_redelivery_exactly_once(api, liv
         done_at_kill = Job.objects.get(id=job_id).progress["done"]
         assert done_at_kill < 60
         # and a new worker comes up, the task is redelivered and finishes
-        worker = processes.start_worker({**env, "BULK_TEST_PAUSE_SECONDS": "0"}, name="bulk-rescuer")
+        worker = processes.start_worker({**env, "BULK_TEST_PAUSE_SECONDS": "0"}, name="bulk-rescuer", queues=queue)
         _wait(lambda: Job.objects.get(id=job_id).status == JobStatus.SUCCEEDED, "redelivered job", timeout=60)
     finally:
         worker.stop()

@@ -1,0 +1,106 @@
+"""What clients and operators see around the queue, on real processes: a 503 when the broker is down
+(and nothing left behind), and Flower behind basic auth showing our named, described tasks."""
+
+from __future__ import annotations
+
+import ast
+import sys
+
+import httpx
+import pytest
+
+from backend.accounts.models import Role
+from backend.jobs.models import Job
+from backend.records.models import RequestStatus, WithdrawalRequest
+from tests.conftest import access_token
+from tests.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support import processes
+from workers.celery import app as celery_app
+
+from .helpers import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def withdrawal_scene():
+    unit = UnitFactory()
+    requester = UserFactory(unit=unit, role=Role.REQUESTER)
+    approver = UserFactory(unit=unit, role=Role.APPROVER)
+    request = make_request("withdrawal", requester, [CrateFactory(unit=unit)])
+    return unit, approver, request
+
+
+def test_an_approval_while_the_broker_is_unreachable_answers_503_and_leaves_no_job(live_env, own_processes):
+    # given a Daphne whose Celery broker is a port nothing listens on
+    closed_port = processes.free_port()
+    proc, port = processes.start_daphne({**live_env, "TEST_CELERY_BROKER_URL": f"redis://127.0.0.1:{closed_port}/0"})
+    own_processes.append(proc)
+    unit, approver, request = withdrawal_scene()
+
+    # when the approver approves (the client gives up after 15 s, so a hang fails the test)
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/api/withdrawal-requests/{request.id}/approve/",
+        json={},
+        headers={"Authorization": f"Bearer {access_token(approver)}"},
+        timeout=15,
+    )
+
+    # then 503 with the stable code, no job row remains and the request is untouched
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "broker_unavailable"
+    assert answer.json()["message"]
+    assert not Job.objects.filter(unit=unit).exists()
+    assert WithdrawalRequest.objects.get(id=request.id).status == RequestStatus.PENDING
+
+
+@pytest.fixture
+def flower(live_env, own_processes) -> str:
+    """A real Flower on a free port, basic auth from FLOWER_BASIC_AUTH (as `make up` runs it)."""
+    port = processes.free_port()
+    proc = processes.LiveProcess(
+        "flower",
+        [sys.executable, "-m", "celery", "-A", "workers.celery", "flower", "--address=127.0.0.1", f"--port={port}"],
+        {**live_env, "FLOWER_BASIC_AUTH": "ops:s3cret-flower"},
+    )
+    own_processes.append(proc)
+    processes.wait_for_port(port, timeout=30, proc=proc)
+    return f"http://127.0.0.1:{port}"
+
+
+def test_flower_requires_basic_auth_and_shows_the_job_task_by_name_and_description(flower, worker, api):
+    auth = ("ops", "s3cret-flower")
+
+    # given Flower: without credentials it answers 401, with them 200
+    assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
+    assert httpx.get(f"{flower}/", timeout=10).status_code == 401
+    assert httpx.get(f"{flower}/api/workers", auth=("ops", "wrong"), timeout=10).status_code == 401
+    assert httpx.get(f"{flower}/api/workers", auth=auth, timeout=10).status_code == 200
+    assert httpx.get(f"{flower}/", auth=auth, timeout=10).status_code == 200
+
+    # and its event receiver is connected (it sees a task the session worker runs)
+    def flower_saw_a_sweep() -> bool:
+        celery_app.send_task("outbox.sweep")
+        tasks = httpx.get(f"{flower}/api/tasks", params={"taskname": "outbox.sweep"}, auth=auth, timeout=10).json()
+        return bool(tasks)
+
+    wait_until(flower_saw_a_sweep, 30, "Flower to receive task events")
+
+    # when an approval is submitted through the API and the worker runs it
+    unit, approver, request = withdrawal_scene()
+    job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
+
+    def flower_task() -> dict | None:
+        info = httpx.get(f"{flower}/api/task/info/{job_id}", auth=auth, timeout=10)
+        return info.status_code == 200 and info.json().get("state") == "SUCCESS" and info.json()
+
+    task = wait_until(flower_task, 30, "Flower to show the finished job task")
+
+    # then Flower names the task and shows what it did, to what, by whom (our kwargsrepr)
+    assert task["name"] == "requests.approve"
+    assert task["uuid"] == job_id
+    assert ast.literal_eval(task["kwargs"]) == {
+        "job_id": job_id,
+        "what": f"approve {request.request_number} by {approver.username}",
+    }
+    listed = httpx.get(f"{flower}/api/tasks", params={"taskname": "requests.approve"}, auth=auth, timeout=10).json()
+    assert listed[job_id]["name"] == "requests.approve"
