@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
+from backend.common.redis import redis_from_url
 from backend.events.models import OutboxEvent, UnitSequence
 from backend.jobs.models import Job
 
@@ -68,7 +69,7 @@ class RecordsCollector:
         delivered = CounterMetricFamily(
             "records_ws_messages_delivered", "Frames written to WebSocket clients", labels=["process"]
         )
-        client = redis.Redis.from_url(settings.KEYS_REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        client = redis_from_url(settings.KEYS_REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         try:
             for key in client.scan_iter(f"{REALTIME_KEY_PREFIX}*", count=500):
                 snapshot = client.hgetall(key)

@@ -40,3 +40,5 @@ LOGGING["formatters"]["json"] = {  # noqa: F405
     "()": "backend.common.logging.JsonFormatter",
 }
 LOGGING["handlers"]["console"]["formatter"] = "json"  # noqa: F405
+# Workers and beat keep these handlers too (Celery would swap in its own plain-text ones).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
