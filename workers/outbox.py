@@ -31,32 +31,28 @@ def _publish_rows(rows: list[dict]) -> None:
     unit_events_send(by_unit)
 
 
-def outbox_publish(ids: list[int]) -> int:
-    """Publish these just-committed events. Never raises: if Redis is down the sweeper retries."""
-    _test_pause_before_publish(ids)
+def outbox_publish(rows: list[dict]) -> int:
+    """Publish just-committed events ({id, unit_id, seq, frame}, as written). Never raises: if
+    Redis is down the rows stay unpublished and the sweeper retries them."""
+    _test_pause_before_publish(rows)
     try:
-        rows = list(
-            OutboxEvent.objects.filter(id__in=ids, published_at__isnull=True).values(
-                "id", "unit_id", "seq", "frame"
-            )
+        _publish_rows(list(rows))
+        OutboxEvent.objects.filter(id__in=[r["id"] for r in rows], published_at__isnull=True).update(
+            published_at=timezone.now()
         )
-        if not rows:
-            return 0
-        _publish_rows(rows)
-        OutboxEvent.objects.filter(id__in=[r["id"] for r in rows]).update(published_at=timezone.now())
         return len(rows)
     except Exception:  # noqa: BLE001 - the change is committed; publishing is retried by the sweeper
-        logger.warning("publishing %d outbox events failed; the sweeper will retry", len(ids), exc_info=True)
+        logger.warning("publishing %d outbox events failed; the sweeper will retry", len(rows), exc_info=True)
         return 0
 
 
-def _test_pause_before_publish(ids: list[int]) -> None:
+def _test_pause_before_publish(rows: list[dict]) -> None:
     """Test hook: wait between COMMIT and publish, so an integration test can SIGKILL the worker
     exactly there and watch the sweeper recover. Only the test settings define
     OUTBOX_TEST_PUBLISH_PAUSE_SECONDS (from the environment of the process under test)."""
     seconds = getattr(settings, "OUTBOX_TEST_PUBLISH_PAUSE_SECONDS", 0)
     if seconds:
-        logger.warning("OUTBOX_TEST_PUBLISH_PAUSE_SECONDS: %d events committed, pausing %ss", len(ids), seconds)
+        logger.warning("OUTBOX_TEST_PUBLISH_PAUSE_SECONDS: %d events committed, pausing %ss", len(rows), seconds)
         time.sleep(seconds)
 
 
