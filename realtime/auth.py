@@ -14,6 +14,8 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
+from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
@@ -86,3 +88,11 @@ class WebSocketAuthMiddleware(BaseMiddleware):
             scope["identity"] = None
             scope["auth_error"] = failure.reason
         return await super().__call__(scope, receive, send)
+
+
+def origin_validator(application):
+    """Refuse (HTTP 403) handshakes from browser origins we do not serve: by host name against
+    ALLOWED_HOSTS, or exactly (scheme, host and port) against WS_ALLOWED_ORIGINS when that is set."""
+    if settings.WS_ALLOWED_ORIGINS:
+        return OriginValidator(application, settings.WS_ALLOWED_ORIGINS)
+    return AllowedHostsOriginValidator(application)

@@ -31,7 +31,14 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine, timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # The layer's sockets have no read timeout: a send stuck on a dead Redis would stay
+            # pending on this loop for good, holding its connection. The caller gave up; so do we.
+            future.cancel()
+            raise
 
 
 _runner: _LoopThread | None = None
@@ -83,4 +90,5 @@ def job_update_send(user_id: Any, job: dict[str, Any]) -> None:
 def user_close_send(user_id: Any, code: int, reason: str) -> None:
     """Ask every connection of a user to close (4003 when deactivated or moved)."""
     layer = get_channel_layer()
-    _run(layer.group_send(user_group_name(user_id), {"type": "user.close", "user_id": str(user_id), "code": code, "reason": reason}))
+    message = {"type": "user.close", "user_id": str(user_id), "code": code, "reason": reason}
+    _run(layer.group_send(user_group_name(user_id), message))

@@ -35,14 +35,16 @@ CLOSE_TOO_SLOW = 4008
 MAX_CLIENT_MESSAGE_BYTES = 4096
 REPLAY_PAGE = 1000
 BATCH_MAX_ITEMS = 500
-# A connection that stays paused (its socket buffer full) this long is closed with 4008; its next
-# resume with last_seq fills whatever it missed.
-SLOW_CLIENT_SECONDS = 10.0
+# Outgoing frames must stay under Daphne's --websocket-max-message-size (65536), which autobahn
+# enforces on sends too: a batch is split before it would cross this many bytes.
+BATCH_MAX_BYTES = 60_000
 
 
 class _SlowReaderGuard:
     """A Twisted push producer registered on the connection's transport: Twisted pauses it when
-    the client stops reading and the send buffer fills up, and resumes it once it drains."""
+    the client stops reading and the send buffer fills up, and resumes it once it drains. A
+    connection that stays paused REALTIME_SLOW_CLIENT_SECONDS is closed with 4008; its next resume
+    with last_seq fills whatever it missed."""
 
     def __init__(self, consumer: UpdatesConsumer) -> None:
         self.consumer = consumer
@@ -50,7 +52,9 @@ class _SlowReaderGuard:
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
         if self.timer is None:
-            self.timer = asyncio.get_event_loop().call_later(SLOW_CLIENT_SECONDS, self.consumer.too_slow)
+            self.timer = asyncio.get_event_loop().call_later(
+                settings.REALTIME_SLOW_CLIENT_SECONDS, self.consumer.too_slow
+            )
 
     def resumeProducing(self) -> None:  # noqa: N802
         if self.timer is not None:
@@ -128,8 +132,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
                 return self._resync("history_unavailable", current)
             events = [Outgoing(seq, frame) for seq, frame in rows]
             if self.batch:
-                for start in range(0, len(events), BATCH_MAX_ITEMS):
-                    self._write_batch(events[start : start + BATCH_MAX_ITEMS])
+                self._write_batch(events)
             else:
                 for event in events:
                     self.writer.write(event)
@@ -144,10 +147,14 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         transport = getattr(protocol, "transport", None)
         if transport is None or not hasattr(transport, "registerProducer"):
             return
+        guard = _SlowReaderGuard(self)
         try:
-            transport.registerProducer(_SlowReaderGuard(self), True)
-        except RuntimeError:  # a producer is already registered
-            pass
+            transport.registerProducer(guard, True)
+        except RuntimeError:
+            # Twisted's HTTPChannel registered itself before Daphne upgraded the connection and is
+            # never unregistered; it has nothing left to produce, so the guard takes its place.
+            transport.unregisterProducer()
+            transport.registerProducer(guard, True)
 
     # --- delivery (called by the hub, synchronously, in seq order) -----------------------------
 
@@ -187,7 +194,17 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             self._write_batch(pending)
 
     def _write_batch(self, events: list[Outgoing]) -> None:
-        self.writer.write(schema.data_update_batch_frame([e.text for e in events]))
+        """`data_update_batch` frames of at most BATCH_MAX_ITEMS items and BATCH_MAX_BYTES each."""
+        frames: list[str] = []
+        size = 0
+        for event in events:
+            if frames and (len(frames) >= BATCH_MAX_ITEMS or size + len(event.text) > BATCH_MAX_BYTES):
+                self.writer.write(schema.data_update_batch_frame(frames))
+                frames, size = [], 0
+            frames.append(event.text)
+            size += len(event.text) + 1
+        if frames:
+            self.writer.write(schema.data_update_batch_frame(frames))
 
     def send_message(self, message: dict) -> None:
         self.writer.write(schema.encode(message))
@@ -197,6 +214,10 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             self.send_message(schema.job_update(job=message["job"]))
         elif message["type"] == "user.close":
             await self._close(message.get("code", CLOSE_ACCESS_REVOKED))
+
+    def broken(self) -> None:
+        """Delivery to this connection failed: close it (1011); its resume fills the gap."""
+        asyncio.ensure_future(self._close(1011))
 
     def too_slow(self) -> None:
         logger.warning("closing a websocket of user %s: client too slow", getattr(self, "user_id", "?"))
@@ -219,7 +240,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             return
         if text_data is None:
             return self._error("binary_not_supported", "Only JSON text frames are accepted.")
-        if len(text_data) > MAX_CLIENT_MESSAGE_BYTES:
+        # Counted in UTF-8 bytes, as on the wire (a character is 1 to 4 of them).
+        if len(text_data) > MAX_CLIENT_MESSAGE_BYTES // 4 and len(text_data.encode()) > MAX_CLIENT_MESSAGE_BYTES:
             return self._error("message_too_large", f"Messages are limited to {MAX_CLIENT_MESSAGE_BYTES} bytes.")
         try:
             message = json.loads(text_data)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections import defaultdict
 from typing import Protocol
 
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 # Group memberships expire in the channel layer (group_expiry); re-add them well before that.
 GROUP_REFRESH_SECONDS = 600
+# group_add / group_discard calls in flight at once: each holds a Redis connection, and a burst of
+# (dis)connects by distinct users must not need hundreds of them.
+GROUP_OPS_CONCURRENCY = 32
 
 
 class Listener(Protocol):
@@ -45,6 +50,8 @@ class Listener(Protocol):
     def deliver(self, event: Outgoing) -> None: ...
 
     def resync(self, reason: str, seq: int) -> None: ...
+
+    def broken(self) -> None: ...
 
     async def user_message(self, message: dict) -> None: ...
 
@@ -68,6 +75,8 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._group_ops: asyncio.Semaphore | None = None
+        self.delivered_total = 0  # frames handed to connections, for /metrics
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -77,6 +86,7 @@ class Hub:
             return
         if self._start_lock is None or self._loop is not loop:
             self._start_lock = asyncio.Lock()
+            self._group_ops = asyncio.Semaphore(GROUP_OPS_CONCURRENCY)
             self._loop = loop
             self.channel_name = None
             self.units.clear()
@@ -105,7 +115,7 @@ class Hub:
                 if self.units.get(listener.unit_id) is not unit:
                     continue  # the last listener left while we waited: start over
                 if not unit.joined:
-                    await self.layer.group_add(unit_group_name(listener.unit_id), self.channel_name)
+                    await self._group_add(unit_group_name(listener.unit_id))
                     # Baseline read after the subscription: every later seq arrives by message
                     # (or is filled from the outbox); every earlier one is the caller's replay.
                     unit.delivered = await selectors.unit_current_seq(listener.unit_id)
@@ -113,9 +123,12 @@ class Hub:
                 unit.listeners.add(listener)
                 break
         users = self.users[listener.user_id]
-        if not users:
-            await self.layer.group_add(user_group_name(listener.user_id), self.channel_name)
+        first = not users
+        # Registered before the await, so a concurrent leave of this user's other connection
+        # never sees an empty set and drops the entry (and the group) from under this one.
         users.add(listener)
+        if first:
+            await self._group_add(user_group_name(listener.user_id))
 
     async def leave(self, listener: Listener) -> None:
         unit = self.units.get(listener.unit_id)
@@ -124,17 +137,25 @@ class Hub:
                 unit.listeners.discard(listener)
                 if not unit.listeners and self.units.get(listener.unit_id) is unit:
                     del self.units[listener.unit_id]
-                    await self._discard(unit_group_name(listener.unit_id))
+                    await self._discard(unit_group_name(listener.unit_id), lambda: listener.unit_id in self.units)
         users = self.users.get(listener.user_id)
         if users is not None:
             users.discard(listener)
             if not users:
                 del self.users[listener.user_id]
-                await self._discard(user_group_name(listener.user_id))
+                await self._discard(user_group_name(listener.user_id), lambda: listener.user_id in self.users)
 
-    async def _discard(self, group: str) -> None:
+    async def _group_add(self, group: str) -> None:
+        async with self._group_ops:
+            await self.layer.group_add(group, self.channel_name)
+
+    async def _discard(self, group: str, wanted_again) -> None:
+        """Leave `group`, unless a new connection wanted it again while this waited its turn (its
+        join has sent, or is about to send, the group_add that this discard would undo)."""
         try:
-            await self.layer.group_discard(group, self.channel_name)
+            async with self._group_ops:
+                if not wanted_again():
+                    await self.layer.group_discard(group, self.channel_name)
         except Exception:  # noqa: BLE001 - membership expires by itself; never fail a disconnect
             logger.warning("group_discard %s failed", group, exc_info=True)
 
@@ -190,8 +211,13 @@ class Hub:
                 return
             event = Outgoing(seq, frame)  # encoded and framed once for every listener
             for listener in listeners:
-                listener.deliver(event)
+                try:
+                    listener.deliver(event)
+                except Exception:  # noqa: BLE001 - one broken connection must not starve the others
+                    logger.exception("delivering seq %s to a connection failed; closing it", seq)
+                    listener.broken()
             unit.delivered = seq
+            self.delivered_total += len(listeners)
 
     async def _fill(self, unit_id: str, unit: _Unit, upto: int | None) -> None:
         """Deliver committed events after `unit.delivered` (up to `upto`) read from the outbox.
@@ -221,6 +247,7 @@ class Hub:
             try:
                 await self._catch_up()
                 await self._revalidate_users()
+                await self._report_metrics(ttl=max(interval * 5, 10))
                 if since_refresh >= GROUP_REFRESH_SECONDS:
                     since_refresh = 0.0
                     await self._refresh_groups()
@@ -242,23 +269,38 @@ class Hub:
     async def _revalidate_users(self) -> None:
         if not self.users:
             return
-        states = await selectors.users_access(list(self.users))
-        for user_id, listeners in list(self.users.items()):
+        # Judge only the users whose state was read: a user who connected while the read waited
+        # (behind a burst of handshakes, say) has just been authenticated, and is checked next tick.
+        user_ids = list(self.users)
+        states = await selectors.users_access(user_ids)
+        for user_id in user_ids:
             active, unit_id = states.get(user_id, (False, None))
-            for listener in list(listeners):
+            for listener in list(self.users.get(user_id, ())):
                 if not active or unit_id != listener.unit_id:
                     await listener.user_message(
                         {"type": "user.close", "code": 4003, "reason": "access_revoked"}
                     )
+
+    async def _report_metrics(self, ttl: float) -> None:
+        """This process's WebSocket numbers, for backend.common.metrics (summed across processes)."""
+        from backend.common.metrics import REALTIME_KEY_PREFIX
+
+        from .tickets import keys_client
+
+        key = f"{REALTIME_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        connections = sum(len(unit.listeners) for unit in self.units.values())
+        client = keys_client()
+        await client.hset(key, mapping={"connections": connections, "delivered": self.delivered_total})
+        await client.expire(key, int(ttl))
 
     async def _refresh_groups(self) -> None:
         if self.channel_name is None:
             return
         try:
             for unit_id in list(self.units):
-                await self.layer.group_add(unit_group_name(unit_id), self.channel_name)
+                await self._group_add(unit_group_name(unit_id))
             for user_id in list(self.users):
-                await self.layer.group_add(user_group_name(user_id), self.channel_name)
+                await self._group_add(user_group_name(user_id))
         except Exception:  # noqa: BLE001
             logger.warning("re-joining groups failed; will retry", exc_info=True)
 

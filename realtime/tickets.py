@@ -16,6 +16,8 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from backend.common.redis import redis_from_url
+
 PREFIX = "wsticket:"
 
 _sync_client: redis.Redis | None = None
@@ -27,15 +29,16 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Re
 def _client() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.KEYS_REDIS_URL, socket_timeout=5, socket_connect_timeout=3)
+        _sync_client = redis_from_url(settings.KEYS_REDIS_URL, socket_timeout=5, socket_connect_timeout=3)
     return _sync_client
 
 
-def _async_client() -> aioredis.Redis:
+def keys_client() -> aioredis.Redis:
+    """The short-lived-keys Redis (db 2), for the running event loop."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.KEYS_REDIS_URL, socket_timeout=5, socket_connect_timeout=3)
+        client = redis_from_url(settings.KEYS_REDIS_URL, asyncio=True, socket_timeout=5, socket_connect_timeout=3)
         _async_clients[loop] = client
     return client
 
@@ -50,7 +53,7 @@ async def ticket_consume(ticket: str) -> tuple[str, int] | None:
     """(user_id, access_exp) for a valid, unused ticket; None otherwise. Never usable twice."""
     if not ticket or len(ticket) > 128:
         return None
-    value = await _async_client().getdel(PREFIX + ticket)
+    value = await keys_client().getdel(PREFIX + ticket)
     if value is None:
         return None
     user_id, _, exp = value.decode().partition("|")

@@ -1,0 +1,3 @@
+from .realtime import main
+
+main()

@@ -1,0 +1,645 @@
+"""`make bench`: the realtime path measured end to end on this machine.
+
+Starts the real stack (Daphne with the production flags, Celery workers) on a database and Redis
+databases of its own, seeds units and users at scale, opens WebSocket clients from this one Python
+process, and reports (JSON in bench-results/ and a table):
+
+- connect rate and server memory per idle connection (at --connections and at --big-connections);
+- single approvals: commit-to-client and API-request-to-client latency p50/p99 (every client of the
+  unit, every approval);
+- burst client deliveries per second (a bulk approval in every unit at once, plain clients);
+- a --bulk-item bulk approval: submit -> job succeeded, and submit -> last client receipt, with
+  --bulk-clients clients of that unit connected (batch=1: one Python client process could not parse
+  two million single frames fast enough to measure the server);
+- the machine and the versions it ran on.
+
+Usage: make bench [BENCH_ARGS="--connections 1000 --units 10 --big-connections 10000"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench-results"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--connections", type=int, default=1000)
+    p.add_argument("--units", type=int, default=10)
+    p.add_argument("--big-connections", type=int, default=10_000, help="0 skips the large idle phase")
+    p.add_argument("--approvals", type=int, default=100, help="single approvals measured one by one")
+    p.add_argument("--burst", type=int, default=50, help="requests approved per unit in the burst")
+    p.add_argument("--bulk", type=int, default=10_000, help="items in the big bulk approval (0 skips)")
+    p.add_argument("--bulk-clients", type=int, default=100)
+    p.add_argument("--daphnes", type=int, default=1, help="Daphne processes (clients spread round robin)")
+    p.add_argument("--workers", type=int, default=2, help="Celery worker concurrency")
+    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    p.add_argument("--redis-db-base", type=int, default=int(os.environ.get("BENCH_REDIS_DB_BASE", "7")))
+    p.add_argument("--channel-layer", default=os.environ.get("CHANNEL_LAYER_BACKEND", "channels_redis.core.RedisChannelLayer"))
+    p.add_argument("--fanout-seconds", type=float, default=8.0, help="sustained fan-out phase (0 skips)")
+    p.add_argument("--profile", action="store_true", help="py-spy the Daphne process during the fan-out phase")
+    p.add_argument("--label", default="", help="a note stored with the results")
+    return p.parse_args(argv)
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def _postgres_available() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def prepare_environment(args) -> dict[str, str]:
+    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    base = args.redis_db_base
+    db_url = args.database_url
+    if not db_url:
+        db_url = (
+            "postgres://postgres@127.0.0.1:5432/records_bench"
+            if _postgres_available()
+            else f"sqlite:///{ROOT / 'var' / 'bench.sqlite3'}"
+        )
+    env = {
+        "DJANGO_SETTINGS_MODULE": "backend.config.settings.base",
+        "DATABASE_URL": db_url,
+        "CELERY_BROKER_URL": f"{redis}/{base}",
+        "CHANNEL_LAYER_URL": f"{redis}/{base + 1}",
+        "KEYS_REDIS_URL": f"{redis}/{base + 2}",
+        "CHANNEL_LAYER_BACKEND": args.channel_layer,
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "JWT_ACCESS_MINUTES": "240",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    return {**os.environ, **env}
+
+
+def reset_stores(env: dict[str, str]) -> None:
+    import redis
+
+    for key in ("CELERY_BROKER_URL", "CHANNEL_LAYER_URL", "KEYS_REDIS_URL"):
+        redis.Redis.from_url(env[key]).flushdb()
+    url = env["DATABASE_URL"]
+    if url.startswith("postgres"):
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    else:
+        path = Path(url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def seed(args) -> dict:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from backend.accounts.models import Role, Unit, User
+    from backend.accounts.tokens import UnitTokenObtainPairSerializer
+    from backend.records import services
+    from backend.records.models import RequestStatus, WithdrawalRequest
+
+    call_command("migrate", verbosity=0)
+    per_unit = args.approvals // args.units + 2 + args.burst
+    started = time.monotonic()
+    call_command("seed_demo", units=args.units, crates=10, requests=0, pending=per_unit, quiet_logins=True)
+    units = list(Unit.objects.order_by("code"))[: args.units]
+    bulk_unit = units[0]
+    if args.bulk:
+        requester = User.objects.get(username=f"{bulk_unit.code}.requester")
+        for start in range(0, args.bulk, 2000):
+            services.requests_create_bulk(entity="withdrawal", actor=requester, count=min(2000, args.bulk - start))
+    tokens, pending, crates = {}, {}, {}
+    from backend.records.models import Crate
+
+    for unit in units:
+        in_storage = Crate.objects.filter(unit=unit, status="in_storage").order_by("id")
+        crates[str(unit.id)] = str(in_storage.values_list("id", flat=True)[0])
+        approver = User.objects.get(username=f"{unit.code}.{Role.APPROVER}")
+        tokens[str(unit.id)] = str(UnitTokenObtainPairSerializer.get_token(approver).access_token)
+        ids = list(
+            WithdrawalRequest.objects.filter(unit=unit, status=RequestStatus.PENDING)
+            .order_by("created_at", "request_number")
+            .values_list("id", flat=True)
+        )
+        pending[str(unit.id)] = [str(i) for i in ids]
+    return {"units": [str(u.id) for u in units], "tokens": tokens, "pending": pending, "crates": crates,
+            "bulk_unit": str(bulk_unit.id), "seconds": time.monotonic() - started}
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def start_stack(args, env):
+    from tests.support.processes import LOGS, LiveProcess, free_port, wait_for_port
+
+    LOGS.mkdir(parents=True, exist_ok=True)
+    daphnes = []
+    for _ in range(args.daphnes):
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "realtime.daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
+            "--proxy-headers", "--ping-interval", "20", "--ping-timeout", "30",
+            "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536",
+            "--application-close-timeout", "10", "-v", "0", "backend.config.asgi:application",
+        ]
+        proc = LiveProcess(f"bench-daphne-{port}", cmd, env)
+        wait_for_port(port, proc=proc)
+        daphnes.append((proc, port))
+    worker = LiveProcess(
+        "bench-worker",
+        [sys.executable, "-m", "celery", "-A", "workers.celery", "worker", "-l", "warning", "-Q", "default,bulk",
+         "--concurrency", str(args.workers), "-n", "bench@%h", "--without-gossip", "--without-mingle"],
+        env,
+    )
+    deadline = time.monotonic() + 60
+    while "ready" not in worker.output() and time.monotonic() < deadline:
+        if not worker.alive:
+            raise RuntimeError(worker.output())
+        time.sleep(0.2)
+    return daphnes, worker
+
+
+def cpu_seconds(processes) -> float:
+    import psutil
+
+    total = 0.0
+    for proc, _ in processes:
+        times = psutil.Process(proc.popen.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def rss(processes) -> int:
+    import psutil
+
+    total = 0
+    for proc, _ in processes:
+        total += psutil.Process(proc.popen.pid).memory_info().rss
+    return total
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+class Fleet:
+    """Many WebSocket clients in this process, each reading in its own task."""
+
+    def __init__(self) -> None:
+        self.clients: list[dict] = []
+        self.by_unit: dict[str, list[dict]] = defaultdict(list)
+        self.watch: dict[str, Watch] = {}
+        self.counters: dict[str, Counter] = {}
+
+    async def open(self, ports, units, tokens, count, batch=False, concurrency=200) -> float:
+        import websockets
+
+        gate = asyncio.Semaphore(concurrency)
+        started = time.perf_counter()
+
+        async def one(i):
+            unit = units[i % len(units)]
+            port = ports[i % len(ports)]
+            url = f"ws://127.0.0.1:{port}/ws/updates/?token={tokens[unit]}" + ("&batch=1" if batch else "")
+            async with gate:
+                for attempt in range(5):
+                    try:
+                        ws = await websockets.connect(
+                            url, origin="http://127.0.0.1", max_size=None, ping_interval=None,
+                            compression=None, open_timeout=60, close_timeout=2,
+                        )
+                        break
+                    except (TimeoutError, OSError):
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                hello = json.loads(await ws.recv())
+            client = {"ws": ws, "unit": unit, "seq": hello["seq"]}
+            client["task"] = asyncio.create_task(self._read(client))
+            self.clients.append(client)
+            self.by_unit[unit].append(client)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - started
+
+    async def _read(self, client) -> None:
+        unit = client["unit"]
+        try:
+            async for raw in client["ws"]:
+                now = time.time()
+                message = json.loads(raw)
+                kind = message["type"]
+                if kind == "data_update":
+                    self._update(client, unit, message, now)
+                elif kind == "data_update_batch":
+                    for update in message["updates"]:
+                        self._update(client, unit, update, now)
+        except Exception:  # noqa: BLE001 - closed at the end of a phase
+            pass
+
+    def _update(self, client, unit, update, now) -> None:
+        client["seq"] = update["seq"]
+        watch = self.watch.get(update["data"]["id"])
+        if watch is not None:
+            watch.hit(now, update)
+        counter = self.counters.get(unit)
+        if counter is not None:
+            counter.hit(client, update["seq"], now)
+
+    async def close(self, clients=None) -> None:
+        clients = self.clients if clients is None else clients
+        await asyncio.gather(*(c["ws"].close() for c in clients), return_exceptions=True)
+        for c in clients:
+            c["task"].cancel()
+            self.by_unit[c["unit"]].remove(c)
+        self.clients = [c for c in self.clients if c not in clients]
+
+
+class Watch:
+    """Every client of a unit receiving one particular update."""
+
+    def __init__(self, expected: int, api_started: float) -> None:
+        self.expected, self.api_started = expected, api_started
+        self.commit_latency: list[float] = []
+        self.api_latency: list[float] = []
+        self.done = asyncio.Event()
+
+    def hit(self, now: float, update: dict) -> None:
+        committed = datetime.fromisoformat(update["timestamp"].replace("Z", "+00:00")).timestamp()
+        self.commit_latency.append(now - committed)
+        self.api_latency.append(now - self.api_started)
+        if len(self.api_latency) >= self.expected:
+            self.done.set()
+
+
+class Counter:
+    """Deliveries to a unit's clients until each reaches `target` seq."""
+
+    def __init__(self, clients: list[dict], target: int) -> None:
+        self.pending = {id(c) for c in clients if c["seq"] < target}
+        self.target = target
+        self.deliveries = 0
+        self.first = self.last = None
+        self.done = asyncio.Event()
+        if not self.pending:
+            self.done.set()
+
+    def hit(self, client, seq, now) -> None:
+        self.deliveries += 1
+        self.first = self.first or now
+        self.last = now
+        if seq >= self.target and id(client) in self.pending:
+            self.pending.discard(id(client))
+            if not self.pending:
+                self.done.set()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# --- phases ---------------------------------------------------------------------------------
+
+
+async def phase_connect(fleet, ports, world, count, daphnes) -> dict:
+    before = rss(daphnes)
+    seconds = await fleet.open(ports, world["units"], world["tokens"], count)
+    await asyncio.sleep(3)  # idle: let allocations settle
+    after = rss(daphnes)
+    return {
+        "connections": count,
+        "connect_seconds": round(seconds, 3),
+        "connects_per_second": round(count / seconds, 1),
+        "server_rss_mb": round(after / 2**20, 1),
+        "memory_per_connection_kb": round((after - before) / count / 1024, 2),
+    }
+
+
+async def phase_approvals(fleet, http, world, count) -> dict:
+    commit, api = [], []
+    units = world["units"]
+    for i in range(count):
+        unit = units[i % len(units)]
+        request_id = world["pending"][unit].pop(0)
+        watch = Watch(len(fleet.by_unit[unit]), time.time())
+        fleet.watch[request_id] = watch
+        answer = await http.post(
+            f"/api/withdrawal-requests/{request_id}/approve/", json={},
+            headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
+        )
+        assert answer.status_code == 202, answer.text
+        await asyncio.wait_for(watch.done.wait(), 30)
+        del fleet.watch[request_id]
+        commit += watch.commit_latency
+        api += watch.api_latency
+        await asyncio.sleep(0.02)
+    ms = lambda v: round(v * 1000, 1)  # noqa: E731
+    return {
+        "approvals": count,
+        "receipts": len(api),
+        "commit_to_client_ms": {"p50": ms(pct(commit, 0.5)), "p99": ms(pct(commit, 0.99)), "max": ms(max(commit))},
+        "api_to_client_ms": {"p50": ms(pct(api, 0.5)), "p99": ms(pct(api, 0.99)), "max": ms(max(api))},
+    }
+
+
+async def phase_burst(fleet, http, world, per_unit, daphnes) -> dict:
+    # every unit approves `per_unit` requests in one bulk; each change = request + crate event
+    counters = {}
+    cpu_before = cpu_seconds(daphnes)
+    submitted = time.time()
+    for unit in world["units"]:
+        ids = [world["pending"][unit].pop(0) for _ in range(per_unit)]
+        clients = fleet.by_unit[unit]
+        start_seq = max(c["seq"] for c in clients)
+        counters[unit] = fleet.counters[unit] = Counter(clients, start_seq + 2 * per_unit)
+        answer = await http.post(
+            "/api/bulk-actions/", json={"entity": "withdrawal", "action": "approve", "ids": ids},
+            headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
+        )
+        assert answer.status_code == 202, answer.text
+    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in counters.values())), 120)
+    cpu = cpu_seconds(daphnes) - cpu_before
+    fleet.counters.clear()
+    deliveries = sum(c.deliveries for c in counters.values())
+    first = min(c.first for c in counters.values())
+    last = max(c.last for c in counters.values())
+    return {
+        "events": 2 * per_unit * len(counters),
+        "deliveries": deliveries,
+        "seconds_first_to_last_receipt": round(last - first, 3),
+        "deliveries_per_second": round(deliveries / (last - first), 1),
+        "submit_to_last_receipt_seconds": round(last - submitted, 3),
+        # all Daphne CPU during the phase (HTTP requests included) divided by deliveries
+        "server_cpu_us_per_delivery": round(cpu / deliveries * 1e6, 1),
+    }
+
+
+async def phase_bulk(fleet, http, world, ports, items, clients_count) -> dict:
+    unit = world["bulk_unit"]
+    await fleet.close(list(fleet.by_unit[unit]))
+    await fleet.open(ports, [unit], world["tokens"], clients_count, batch=True)
+    clients = fleet.by_unit[unit]
+    ids = world["pending"][unit][-items:]
+    start_seq = max(c["seq"] for c in clients)
+    counter = fleet.counters[unit] = Counter(clients, start_seq + 2 * items)
+    submitted = time.time()
+    answer = await http.post(
+        "/api/bulk-actions/", json={"entity": "withdrawal", "action": "approve", "ids": ids},
+        headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
+    )
+    assert answer.status_code == 202, answer.text
+    location = answer.headers["Location"]
+    job_done = None
+    while job_done is None:
+        job = (await http.get(location, headers={"Authorization": f"Bearer {world['tokens'][unit]}"})).json()
+        if job["status"] in ("succeeded", "failed"):
+            job_done = time.time()
+            assert job["status"] == "succeeded" and job["progress"]["failed"] == 0, job["progress"]
+        else:
+            await asyncio.sleep(0.1)
+    await asyncio.wait_for(counter.done.wait(), 300)
+    fleet.counters.clear()
+    return {
+        "items": items,
+        "events": 2 * items,
+        "clients": clients_count,
+        "client_mode": "batch=1",
+        "submit_to_job_succeeded_seconds": round(job_done - submitted, 2),
+        "submit_to_last_client_receipt_seconds": round(counter.last - submitted, 2),
+    }
+
+
+async def phase_fanout(fleet, world, daphnes, seconds: float, profile: bool) -> dict:
+    """Sustained fan-out: committed crate relocations round-robin over the units, written by this
+    process through the service (so the publish path is the real one), as fast as it can for
+    `seconds`; then wait until every client has everything. Reports the sustained delivery rate and
+    the Daphne CPU spent per delivery, optionally with a py-spy profile of the Daphne process."""
+    import shutil
+    import subprocess
+
+    from asgiref.sync import sync_to_async
+    from django.db import close_old_connections
+
+    from backend.accounts.models import User
+    from backend.records import services
+
+    units = world["units"]
+    stores = {}
+    for unit in units:
+        stores[unit] = await sync_to_async(lambda u=unit: User.objects.get(unit_id=u, role="store"))()
+    start_seq = {u: max(c["seq"] for c in fleet.by_unit[u]) for u in units}
+    fleet.counters.clear()
+    counters = {u: Counter(fleet.by_unit[u], 10**12) for u in units}  # count only
+    fleet.counters.update(counters)
+    spy = None
+    out = RESULTS / f"profile-{datetime.now():%Y%m%d-%H%M%S}.txt"
+    spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if profile and spy_bin:
+        RESULTS.mkdir(exist_ok=True)
+        spy = subprocess.Popen(
+            [spy_bin, "record", "--pid", str(daphnes[0][0].popen.pid), "--duration", str(int(seconds) + 2),
+             "--format", "raw", "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    cpu_before = cpu_seconds(daphnes)
+    started = time.time()
+    changes = 0
+
+    def relocate(unit, n):
+        services.crate_update(actor=stores[unit], crate_id=world["crates"][unit], expected_version=None, location=f"F{n}")
+
+    while time.time() - started < seconds:
+        unit = units[changes % len(units)]
+        await sync_to_async(relocate)(unit, changes)
+        changes += 1
+    await sync_to_async(close_old_connections)()
+    targets = {u: start_seq[u] + sum(1 for i in range(changes) if units[i % len(units)] == u) for u in units}
+    for unit, counter in counters.items():
+        counter.target = targets[unit]
+        counter.pending = {id(c) for c in fleet.by_unit[unit] if c["seq"] < targets[unit]}
+        if not counter.pending:
+            counter.done.set()
+    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in counters.values())), 120)
+    cpu = cpu_seconds(daphnes) - cpu_before
+    fleet.counters.clear()
+    deliveries = sum(c.deliveries for c in counters.values())
+    first = min(c.first for c in counters.values())
+    last = max(c.last for c in counters.values())
+    result = {
+        "seconds": seconds,
+        "changes": changes,
+        "deliveries": deliveries,
+        "deliveries_per_second": round(deliveries / (last - first), 1),
+        "server_cpu_us_per_delivery": round(cpu / deliveries * 1e6, 1),
+    }
+    if spy is not None:
+        spy.wait(seconds + 30)
+        result["profile"] = str(out.relative_to(ROOT))
+        result["profile_top"] = top_frames(out)
+    return result
+
+
+def top_frames(path: Path, limit: int = 15) -> list[str]:
+    """Self time per function from py-spy's collapsed stacks (idle event-loop waits removed)."""
+    self_time: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        leaf = stack.split(";")[-1]
+        if "select (selectors.py" in leaf or "poll (" in leaf or "_run_once" in leaf and "select" in stack[-80:]:
+            continue
+        self_time[leaf] += int(count)
+        total += int(count)
+    ranked = sorted(self_time.items(), key=lambda item: -item[1])[:limit]
+    return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in ranked]
+
+
+def machine_info(env) -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    packages = ["django", "channels", "channels-redis", "daphne", "twisted", "autobahn", "redis", "celery",
+                "kombu", "psycopg", "websockets"]
+    import redis as redis_lib
+
+    info = {
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "database": env["DATABASE_URL"].split("://")[0],
+        "redis_server": redis_lib.Redis.from_url(env["KEYS_REDIS_URL"]).info("server")["redis_version"],
+        "channel_layer": env["CHANNEL_LAYER_BACKEND"],
+        "versions": {p: metadata.version(p) for p in packages},
+    }
+    return info
+
+
+async def run(args, env, world, daphnes) -> dict:
+    import httpx
+
+    ports = [port for _, port in daphnes]
+    fleet = Fleet()
+    results: dict = {}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as http:
+        # warm the server (imports, first DB connections) so memory deltas measure connections
+        await fleet.open(ports, world["units"], world["tokens"], len(world["units"]))
+        await fleet.close()
+        results["connect"] = await phase_connect(fleet, ports, world, args.connections, daphnes)
+        results["single_approvals"] = await phase_approvals(fleet, http, world, args.approvals)
+        if args.burst:
+            results["burst"] = await phase_burst(fleet, http, world, args.burst, daphnes)
+        if args.fanout_seconds:
+            results["fanout"] = await phase_fanout(fleet, world, daphnes, args.fanout_seconds, args.profile)
+        if args.bulk:
+            results["bulk"] = await phase_bulk(fleet, http, world, ports, args.bulk, args.bulk_clients)
+        await fleet.close()
+        if args.big_connections:
+            await asyncio.sleep(2)
+            big = await phase_connect(fleet, ports, world, args.big_connections, daphnes)
+            big["single_approvals"] = await phase_approvals(fleet, http, world, min(20, args.approvals))
+            results["big"] = big
+            await fleet.close()
+    return results
+
+
+def print_table(results: dict) -> None:
+    c, s = results["connect"], results["single_approvals"]
+    rows = [
+        ("connect rate", f"{c['connects_per_second']}/s ({c['connections']} clients)"),
+        ("memory per idle connection", f"{c['memory_per_connection_kb']} KB (server RSS {c['server_rss_mb']} MB)"),
+        ("commit -> client p50 / p99", f"{s['commit_to_client_ms']['p50']} / {s['commit_to_client_ms']['p99']} ms"),
+        ("API request -> client p50 / p99", f"{s['api_to_client_ms']['p50']} / {s['api_to_client_ms']['p99']} ms"),
+    ]
+    if "burst" in results:
+        b = results["burst"]
+        burst = f"{b['deliveries_per_second']}/s ({b['deliveries']} in {b['seconds_first_to_last_receipt']} s)"
+        rows.append(("burst deliveries", burst))
+        rows.append(("server CPU per delivery (burst)", f"{b['server_cpu_us_per_delivery']} µs"))
+    if "fanout" in results:
+        f = results["fanout"]
+        sustained = f"{f['deliveries_per_second']}/s ({f['changes']} changes, {f['deliveries']} deliveries)"
+        rows.append(("sustained fan-out", sustained))
+        rows.append(("server CPU per delivery (sustained)", f"{f['server_cpu_us_per_delivery']} µs"))
+    if "bulk" in results:
+        k = results["bulk"]
+        rows.append((f"{k['items']}-item bulk: job succeeded", f"{k['submit_to_job_succeeded_seconds']} s"))
+        rows.append((f"{k['items']}-item bulk: last client receipt", f"{k['submit_to_last_client_receipt_seconds']} s"))
+    if "big" in results:
+        g = results["big"]
+        rows.append((f"at {g['connections']}: connect rate", f"{g['connects_per_second']}/s"))
+        rows.append((f"at {g['connections']}: memory per connection", f"{g['memory_per_connection_kb']} KB"))
+        gs = g["single_approvals"]
+        rows.append((f"at {g['connections']}: commit -> client p50/p99",
+                     f"{gs['commit_to_client_ms']['p50']} / {gs['commit_to_client_ms']['p99']} ms"))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"  {name.ljust(width)}  {value}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    _raise_nofile()
+    sys.path.insert(0, str(ROOT))
+    env = prepare_environment(args)
+    reset_stores(env)
+    print(f"bench: seeding {args.units} units ({env['DATABASE_URL'].split('://')[0]}) ...", flush=True)
+    world = seed(args)
+    daphnes, worker = start_stack(args, env)
+    try:
+        print("bench: measuring ...", flush=True)
+        results = asyncio.run(run(args, env, world, daphnes))
+    finally:
+        for proc, _ in daphnes:
+            proc.stop()
+        worker.stop()
+    report = {"machine": machine_info(env), "args": vars(args), "seed_seconds": round(world["seconds"], 1),
+              "results": results}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"\n{platform.node()} · {report['machine']['cpu']} · {report['machine']['cores']} cores · "
+          f"Python {report['machine']['python']} · {report['machine']['database']}")
+    print_table(results)
+    print(f"\nresults: {out.relative_to(ROOT)}")
+

@@ -1,0 +1,59 @@
+"""Fixtures for the realtime tier's integration tests (helpers live in tests/realtime/support.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import processes
+
+from .support import PUBSUB_LAYER, RedisServer, make_world
+
+
+@pytest.fixture
+def unit_a():
+    return make_world("a")
+
+
+@pytest.fixture
+def unit_b():
+    return make_world("b")
+
+
+@pytest.fixture
+def spawn_daphne(live_env):
+    """`spawn_daphne(port=None, extra=None, **env) -> (LiveProcess, port)`: a Daphne of the test's own,
+    with extra settings in its environment; stopped when the test ends."""
+    started: list[processes.LiveProcess] = []
+
+    def start(port: int | None = None, extra: list[str] | None = None, **env: str):
+        proc, port = processes.start_daphne({**live_env, **env}, port=port, extra=extra)
+        started.append(proc)
+        return proc, port
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def channel_layer_at(settings):
+    """`channel_layer_at(url, backend=None)`: this process (the publisher) sends through that layer."""
+
+    def point(url: str, backend: str | None = None) -> None:
+        default = settings.CHANNEL_LAYERS["default"]
+        backend = backend or default["BACKEND"]
+        config = {**default["CONFIG"], "hosts": [{**default["CONFIG"]["hosts"][0], "address": url}]}
+        if backend == PUBSUB_LAYER:  # the pub/sub layer takes none of the core layer's queue options
+            for key in ("capacity", "expiry", "group_expiry"):
+                config.pop(key, None)
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": config}}  # channels resets its layers
+
+    return point

@@ -1,0 +1,149 @@
+"""The rules of a live connection: 4002 when the token expires, 4003 when the user is deactivated or
+moved, errors (and an open socket) for anything malformed, 1009 for a frame over Daphne's limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+
+import pytest
+import websockets
+from rest_framework_simplejwt.tokens import AccessToken
+
+from backend.accounts.models import User
+from realtime.tickets import ticket_issue
+from tests.conftest import access_token
+from tests.support.ws import connect, recv_json
+
+from .support import SeqClient, make_users, raise_open_files_limit, relocate_async
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+async def _close_code(ws, timeout: float = 15.0) -> tuple[list[dict], int | None]:
+    """(messages until the server closed the socket, close code)."""
+    messages = []
+    try:
+        while True:
+            messages.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+    except websockets.ConnectionClosed:
+        return messages, ws.close_code
+
+
+def test_the_connection_closes_4002_when_its_token_expires(daphne, unit_a):
+    # given an access token that expires in 3 s, and a ticket bought with a token expiring then too
+    user = unit_a.approver
+    token = AccessToken.for_user(user)
+    token["unit_id"] = unit_a.id
+    token.set_exp(lifetime=timedelta(seconds=3))
+    ticket = ticket_issue(user_id=str(user.id), access_exp=int(time.time()) + 3)
+
+    async def scenario():
+        # when a client connects with each and waits
+        with_token = await connect(daphne, token=str(token))
+        with_ticket = await connect(daphne, ticket=ticket)
+        return await asyncio.gather(_close_code(with_token), _close_code(with_ticket))
+
+    by_token, by_ticket = asyncio.run(scenario())
+
+    # then both were connected, and closed with 4002 when the token expired
+    for messages, code in (by_token, by_ticket):
+        assert [m["type"] for m in messages] == ["connection_established"]
+        assert code == 4002
+
+
+@pytest.mark.parametrize("change", ["deactivated", "moved"])
+def test_the_connection_closes_4003_when_the_user_loses_access(daphne, unit_a, unit_b, change):
+    # given a connected user
+    user = unit_a.approver
+
+    async def scenario():
+        ws = await connect(daphne, token=unit_a.token(user))
+        hello = await recv_json(ws)
+        # when the user is deactivated, or moved to another unit, in the database (no message sent)
+        if change == "deactivated":
+            await asyncio.to_thread(User.objects.filter(id=user.id).update, is_active=False)
+        else:
+            await asyncio.to_thread(User.objects.filter(id=user.id).update, unit=unit_b.unit)
+        return hello, await _close_code(ws)
+
+    hello, (messages, code) = asyncio.run(scenario())
+
+    # then the server's periodic re-validation closes the connection with 4003
+    assert hello["type"] == "connection_established"
+    assert (messages, code) == ([], 4003)
+
+
+def test_users_connecting_while_access_is_being_revalidated_stay_connected(daphne, unit_a):
+    # given 600 users of a unit, who connect in a steady stream (10 handshakes at a time) lasting
+    # several of the server's 1 s re-validation ticks, so that ticks land among the handshakes
+    raise_open_files_limit()
+    clients = [SeqClient(daphne, access_token(user)) for user in make_users(unit_a, 600)]
+
+    async def scenario():
+        gate = asyncio.Semaphore(10)
+
+        async def connect_one(client):
+            async with gate:
+                await client.open(retry_for=0)
+
+        await asyncio.gather(*(connect_one(client) for client in clients))
+        # when a change then happens in the unit
+        await relocate_async(unit_a, 1)
+        await asyncio.gather(*(client.follow(until=1, timeout=60, reconnect=False) for client in clients))
+        await asyncio.gather(*(client.close() for client in clients))
+
+    asyncio.run(scenario())
+
+    # then every one of them is still connected and got it: none was taken for a user who lost
+    # access (4003) because it connected while the re-validation was reading the database
+    assert all(client.seqs == [1] and client.closes == [] for client in clients)
+
+
+def test_bad_client_messages_get_an_error_and_the_connection_stays_open(daphne, unit_a):
+    frames = {
+        "malformed_json": "{not json",
+        "invalid_message (array)": "[1, 2]",
+        "invalid_message (string)": '"ping"',
+        "invalid_message (no type)": '{"kind": "ping"}',
+        "unknown_type": '{"type": "subscribe", "unit": "other"}',
+        "binary_not_supported": b"\x00\x01binary",
+        "message_too_large (ascii)": json.dumps({"type": "ping", "pad": "x" * 4100}),
+        "message_too_large (utf-8 bytes)": json.dumps({"type": "ping", "pad": "é" * 2100}, ensure_ascii=False),
+    }
+
+    async def scenario():
+        ws = await connect(daphne, token=unit_a.token())
+        await recv_json(ws)
+        answers = {}
+        for name, frame in frames.items():
+            # when the client sends each bad frame, then a ping
+            await ws.send(frame)
+            error = await recv_json(ws)
+            await ws.send(json.dumps({"type": "ping", "timestamp": "2026-01-15T10:30:00.000Z"}))
+            answers[name] = (error["type"], error["code"], bool(error["message"]), (await recv_json(ws))["type"])
+        # and a ping just under the limit is still a ping
+        await ws.send(json.dumps({"type": "ping", "pad": "é" * 2000}, ensure_ascii=False))
+        near_limit = await recv_json(ws)
+        await ws.close()
+        return answers, near_limit
+
+    answers, near_limit = asyncio.run(scenario())
+
+    # then each got an error with its code and a message, and the ping after it its pong
+    assert answers == {name: ("error", name.split(" ")[0], True, "pong") for name in frames}
+    assert near_limit["type"] == "pong"
+
+
+def test_a_frame_over_daphnes_message_limit_closes_the_socket_1009(daphne, unit_a):
+    async def scenario():
+        ws = await connect(daphne, token=unit_a.token())
+        await recv_json(ws)
+        # when the client sends a 70,000-byte text frame (Daphne's --websocket-max-message-size is 65536)
+        await ws.send(json.dumps({"type": "ping", "pad": "x" * 70_000}))
+        return await _close_code(ws)
+
+    # then the protocol layer closes the connection with 1009 (message too big), before any answer
+    assert asyncio.run(scenario()) == ([], 1009)
