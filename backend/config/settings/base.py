@@ -81,7 +81,8 @@ TEMPLATES = [
 # WAL lets readers run beside the single writer, BEGIN IMMEDIATE takes the write lock up front
 # (no deadlock-prone lock upgrades), and the busy timeout makes writers queue instead of failing.
 VAR_DIR.mkdir(exist_ok=True)
-DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# An empty DATABASE_URL counts as unset (so `DATABASE_URL= make up` means the default).
+DATABASES = {"default": env.db_url_config(env("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
