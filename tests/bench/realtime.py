@@ -48,7 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=2, help="Celery worker concurrency")
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     p.add_argument("--redis-db-base", type=int, default=int(os.environ.get("BENCH_REDIS_DB_BASE", "7")))
-    p.add_argument("--channel-layer", default=os.environ.get("CHANNEL_LAYER_BACKEND", "channels_redis.core.RedisChannelLayer"))
+    p.add_argument("--channel-layer", default=os.environ.get("CHANNEL_LAYER_BACKEND"),
+                   help="channel layer backend (default: the settings default, the pub/sub layer)")
     p.add_argument("--fanout-seconds", type=float, default=8.0, help="sustained fan-out phase (0 skips)")
     p.add_argument("--profile", action="store_true", help="py-spy the Daphne process during the fan-out phase")
     p.add_argument("--label", default="", help="a note stored with the results")
@@ -84,12 +85,13 @@ def prepare_environment(args) -> dict[str, str]:
         "CELERY_BROKER_URL": f"{redis}/{base}",
         "CHANNEL_LAYER_URL": f"{redis}/{base + 1}",
         "KEYS_REDIS_URL": f"{redis}/{base + 2}",
-        "CHANNEL_LAYER_BACKEND": args.channel_layer,
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
         "JWT_ACCESS_MINUTES": "240",
         "PYTHONUNBUFFERED": "1",
     }
+    if args.channel_layer:
+        env["CHANNEL_LAYER_BACKEND"] = args.channel_layer
     os.environ.update(env)
     return {**os.environ, **env}
 
@@ -529,6 +531,12 @@ def top_frames(path: Path, limit: int = 15) -> list[str]:
     return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in ranked]
 
 
+def _channel_layer_backend() -> str:
+    from django.conf import settings
+
+    return settings.CHANNEL_LAYERS["default"]["BACKEND"]
+
+
 def machine_info(env) -> dict:
     cpu = ""
     try:
@@ -548,7 +556,7 @@ def machine_info(env) -> dict:
         "python": platform.python_version(),
         "database": env["DATABASE_URL"].split("://")[0],
         "redis_server": redis_lib.Redis.from_url(env["KEYS_REDIS_URL"]).info("server")["redis_version"],
-        "channel_layer": env["CHANNEL_LAYER_BACKEND"],
+        "channel_layer": _channel_layer_backend(),
         "versions": {p: metadata.version(p) for p in packages},
     }
     return info
