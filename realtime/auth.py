@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from django.conf import settings
@@ -20,6 +19,7 @@ from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from .db import realtime_db
 from .tickets import ticket_consume
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class AuthFailed(Exception):
         self.reason = reason
 
 
-@database_sync_to_async
+@realtime_db
 def _active_user(user_id: str, unit_claim: str | None, check_claim: bool):
     user = get_user_model().objects.filter(id=user_id).only("id", "username", "unit_id", "is_active").first()
     if user is None or not user.is_active:

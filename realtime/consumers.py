@@ -3,7 +3,7 @@
 The consumer owns the connection's protocol: auth and close codes, the resume handshake (replay from
 the outbox, then live, de-duplicated by seq), client messages and the live rules (4002 / 4003).
 It never changes domain state and never blocks the event loop: database reads go through
-`database_sync_to_async` selectors.
+selectors run on a thread pool (realtime/db.py).
 """
 
 from __future__ import annotations
