@@ -19,9 +19,18 @@ crate_relocate = records_task("crates.relocate")(_run)
 
 
 @records_task("bulk.apply", queue="bulk", bind=True)
-def bulk_apply(self, job_id: str, **_display) -> None:
-    # Progress as a custom task event: Flower shows it as the task's PROGRESS state.
-    bulk_run(job_id=job_id, on_progress=lambda progress: self.send_event("task-progress", **progress))
+def bulk_apply(self, job_id: str, **_display) -> str:
+    # Progress as a custom task event: Flower shows the task in state PROGRESS with the counts in
+    # its result column while it runs, and the final counts once it succeeds.
+    def progress(counts: dict) -> None:
+        self.send_event("task-progress", result=progress_text(counts), **counts)
+
+    job = bulk_run(job_id=job_id, on_progress=progress)
+    return progress_text(job.progress) if job is not None else "no such job"
+
+
+def progress_text(counts: dict) -> str:
+    return f"{counts['done']}/{counts['total']} done, {counts['failed']} failed"
 
 
 @records_task("outbox.sweep", time_limit=60, max_retries=0)

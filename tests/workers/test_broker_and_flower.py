@@ -104,3 +104,36 @@ def test_flower_requires_basic_auth_and_shows_the_job_task_by_name_and_descripti
     }
     listed = httpx.get(f"{flower}/api/tasks", params={"taskname": "requests.approve"}, auth=auth, timeout=10).json()
     assert listed[job_id]["name"] == "requests.approve"
+
+
+def test_flower_shows_a_bulk_job_s_progress_while_it_runs(flower, live_env, own_processes, private_queue, api):
+    """Bulk progress reaches operators through the task state: PROGRESS with the counts while it
+    runs, and the final counts once it succeeds."""
+    from tests.factories import pending_requests_fast
+    from tests.support.queues import enqueue_on
+
+    auth = ("ops", "s3cret-flower")
+    env = {**live_env, "BULK_CHUNK_SIZE": "2", "BULK_TEST_PAUSE_SECONDS": "1.5"}
+    own_processes.append(processes.start_worker(env, name="bulk-progress", queues=private_queue))
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 6)]
+
+    # when an operator's bulk approval of 6 ids runs, 2 per chunk
+    with enqueue_on(private_queue):
+        job_id = api(approver).post(
+            "/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids}
+        ).json()["job"]["id"]
+
+    def info() -> dict:
+        answer = httpx.get(f"{flower}/api/task/info/{job_id}", auth=auth, timeout=10)
+        return answer.json() if answer.status_code == 200 else {}
+
+    # then Flower shows it in state PROGRESS with the counts so far
+    running = wait_until(lambda: (i := info()).get("state") == "PROGRESS" and i, 40, "a PROGRESS state in Flower")
+    assert running["name"] == "bulk.apply"
+    assert running["result"] in {"2/6 done, 0 failed", "4/6 done, 0 failed"}
+    # and the final counts once it has succeeded
+    done = wait_until(lambda: (i := info()).get("state") == "SUCCESS" and i, 40, "SUCCESS in Flower")
+    assert "6/6 done, 0 failed" in done["result"]
+    assert Job.objects.get(id=job_id).progress == {"total": 6, "done": 6, "failed": 0}
