@@ -21,7 +21,7 @@ from django.utils import timezone
 from backend.events import schema
 
 from . import selectors
-from .frames import FrameWriter, Outgoing
+from .frames import FrameWriter, Outgoing, release_handshake_state
 from .hub import hub
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,10 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.pending: list[Outgoing] = []  # batch mode: waiting for the next flush
         self.flush_handle: asyncio.TimerHandle | None = None
         self._guard_transport()
+        release_handshake_state(self.writer.protocol)
+        # The scope's header list is one list shared by every middleware's copy of the scope (and
+        # Daphne's protocol); nothing reads it after the handshake, so it is emptied in place.
+        self.scope["headers"][:] = []
 
         await hub.join(self)
         self.joined = True

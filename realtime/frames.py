@@ -70,3 +70,34 @@ class FrameWriter:
         if previous is not None and not previous.done():
             await previous
         await self.send({"type": "websocket.send", "text": text})
+
+
+class _RequestPath:
+    """What Daphne still reads of the handshake request after it: the path, for its access log."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+# Handshake state Daphne and autobahn keep on the protocol for the connection's whole life,
+# although nothing reads it after the upgrade.
+_HANDSHAKE_ATTRIBUTES = ("clean_headers", "http_request_data", "http_request_params", "http_request_uri")
+
+
+def release_handshake_state(protocol) -> None:
+    """Drop the handshake's headers, raw request and query parameters from a Daphne connection.
+
+    They cost a few KB per idle connection (docs/performance.md) and hold the credentials of the
+    URL (`?token=` / `?ticket=`) in memory for as long as the socket is open."""
+    if protocol is None:
+        return
+    request = getattr(protocol, "request", None)
+    if request is not None and not isinstance(request, _RequestPath):
+        protocol.request = _RequestPath(request.path)
+    for attribute in _HANDSHAKE_ATTRIBUTES:
+        if getattr(protocol, attribute, None) is not None:
+            setattr(protocol, attribute, None)
+    if getattr(protocol, "http_headers", None):
+        protocol.http_headers = {}
