@@ -20,7 +20,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from backend.accounts.models import User
@@ -36,7 +35,7 @@ from backend.common.errors import (
 from backend.records import services as records
 
 from .models import TERMINAL_STATUSES, Job, JobStatus
-from .services import _push, job_submit
+from .services import _push, job_start, job_submit
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +90,9 @@ def _outcome(exc: DomainError) -> dict[str, str]:
 
 def bulk_run(*, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None) -> Job | None:
     """Apply a bulk job chunk by chunk; resumable after a crash at any point."""
-    job = Job.objects.select_related("requested_by").filter(id=job_id).first()
+    job = job_start(job_id=job_id)
     if job is None or job.status in TERMINAL_STATUSES:
         return job
-    Job.objects.filter(id=job.id, status=JobStatus.QUEUED).update(status=JobStatus.RUNNING, started_at=timezone.now())
-    Job.objects.filter(id=job.id).update(attempts=F("attempts") + 1)
     _, entity, action = job.kind.split(".", 2)
     actor, reason = job.requested_by, job.params.get("reason", "")
     chunk_size = settings.BULK_CHUNK_SIZE

@@ -11,7 +11,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.accounts.models import User
@@ -138,12 +139,11 @@ def job_handler(kind: str) -> Callable[[Job, User], dict[str, Any]]:
     raise ValueError(f"no handler for job kind {kind!r}")
 
 
-def job_run(*, job_id: str) -> Job | None:
-    """Carry out a job exactly once, however many times its task is delivered.
+def job_start(*, job_id: str) -> Job | None:
+    """A delivery of a job's task begins: count the attempt and mark the job running (once).
 
-    The job row is locked and re-checked in the transaction that applies the change; the change,
-    its outbox events and the job's terminal status commit together.
-    """
+    Returns None for a job that does not exist (its enqueue was compensated) and the job as it is
+    for one already finished (a duplicate delivery: the caller does nothing)."""
     job = Job.objects.select_related("requested_by").filter(id=job_id).first()
     if job is None:
         logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
@@ -151,12 +151,25 @@ def job_run(*, job_id: str) -> Job | None:
     if job.status in TERMINAL_STATUSES:
         logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
         return job
-    Job.objects.filter(id=job.id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now()
+    # One statement; F(): two deliveries of one job may both get here and each must count.
+    Job.objects.filter(id=job.id).update(
+        status=Case(When(status=JobStatus.QUEUED, then=Value(JobStatus.RUNNING)), default=F("status")),
+        started_at=Coalesce(F("started_at"), Value(timezone.now())),
+        attempts=F("attempts") + 1,
     )
-    # F(): two deliveries of one job may both get here; each must count.
-    Job.objects.filter(id=job.id).update(attempts=F("attempts") + 1)
-    job.refresh_from_db()
+    job.refresh_from_db(fields=["status", "started_at", "attempts"])
+    return job
+
+
+def job_run(*, job_id: str) -> Job | None:
+    """Carry out a job exactly once, however many times its task is delivered.
+
+    The job row is locked and re-checked in the transaction that applies the change; the change,
+    its outbox events and the job's terminal status commit together.
+    """
+    job = job_start(job_id=job_id)
+    if job is None or job.status in TERMINAL_STATUSES:
+        return job
     _push(job)
 
     handler = job_handler(job.kind)
