@@ -85,10 +85,3 @@ def job_update_send(user_id: Any, job: dict[str, Any]) -> None:
         import logging
 
         logging.getLogger(__name__).warning("job_update for %s not sent", job.get("id"), exc_info=True)
-
-
-def user_close_send(user_id: Any, code: int, reason: str) -> None:
-    """Ask every connection of a user to close (4003 when deactivated or moved)."""
-    layer = get_channel_layer()
-    message = {"type": "user.close", "user_id": str(user_id), "code": code, "reason": reason}
-    _run(layer.group_send(user_group_name(user_id), message))

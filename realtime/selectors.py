@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.db.models import Min
 
 from backend.events.models import OutboxEvent, UnitSequence
 
@@ -28,11 +27,6 @@ def outbox_frames(unit_id: str, *, after: int, upto: int | None = None, limit: i
     if upto is not None:
         rows = rows.filter(seq__lte=upto)
     return list(rows.order_by("seq").values_list("seq", "frame")[:limit])
-
-
-@realtime_db
-def oldest_retained_seq(unit_id: str) -> int | None:
-    return OutboxEvent.objects.filter(unit_id=unit_id).aggregate(m=Min("seq"))["m"]
 
 
 @realtime_db
