@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from urllib.parse import parse_qs
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import Error as DatabaseError
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from backend.common.faults import afault_point
 from backend.events import schema
 
 from . import selectors
@@ -26,11 +31,19 @@ from .hub import hub
 
 logger = logging.getLogger(__name__)
 
-# Close codes (CONTRACT.md fixes 4001-4003; 4008 is ours, documented in docs/realtime.md).
+# Close codes: 4001-4003 are the public contract's; 4008 and the standard 1011/1013 are ours, all
+# documented in docs/realtime.md.
 CLOSE_AUTH_FAILED = 4001
 CLOSE_TOKEN_EXPIRED = 4002
 CLOSE_ACCESS_REVOKED = 4003
 CLOSE_TOO_SLOW = 4008
+CLOSE_SERVER_ERROR = 1011  # a bug: the server could not serve this connection
+CLOSE_TRY_AGAIN_LATER = 1013  # Redis or the database was unavailable while joining: reconnect
+
+# Errors that mean "a backing service is briefly away", not "a bug".
+TRANSIENT_ERRORS = (RedisError, DatabaseError, OSError, asyncio.TimeoutError)
+# A client's `type` is echoed in an error only when it looks like a message type.
+_PRINTABLE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 
 MAX_CLIENT_MESSAGE_BYTES = 4096
 REPLAY_PAGE = 1000
@@ -66,13 +79,52 @@ class _SlowReaderGuard:
 
 
 class UpdatesConsumer(AsyncWebsocketConsumer):
+    """One WebSocket connection.
+
+    Its lifecycle cannot leak: whatever raises in a handler, `__call__`'s `finally` unregisters the
+    connection from the hub (which leaves its groups) and cancels its timers, even when Daphne
+    never delivers `websocket.disconnect` because the application instance died. A failing
+    connect closes with 1013 (a backing service is away) or 1011 (a bug); a client message the
+    consumer cannot handle gets an `error` frame and the connection stays open.
+    """
+
     # No channel-layer channel per connection: the process hub receives for all of them.
     channel_layer_alias = None
 
     identity = None
     joined = False
+    closing = False
+    released = False
+    expiry_handle: asyncio.TimerHandle | None = None
+    flush_handle: asyncio.TimerHandle | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels' dispatch runs close_old_connections() on Django's one thread-sensitive executor
+        # for every message, so every client ping would queue behind HTTP views. This consumer
+        # never touches the event loop thread's database connection (its reads run on
+        # realtime.db's pool, which cleans up around each call), so it dispatches directly.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- connect ------------------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict) -> None:
+        try:
+            await self.connect()
+        except Exception as exc:  # noqa: BLE001 - every failure ends in a defined close, never a leak
+            transient = isinstance(exc, TRANSIENT_ERRORS)
+            code = CLOSE_TRY_AGAIN_LATER if transient else CLOSE_SERVER_ERROR
+            logger.warning("websocket connect failed (%s); closing %s", type(exc).__name__, code, exc_info=not transient)
+            await self._close(code)
+            await self._release()
 
     async def connect(self) -> None:
         await self.accept()
@@ -89,19 +141,18 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         requested = (query.get("last_seq") or [None])[0]
 
         self.writer = FrameWriter(self.base_send)
-        self.closing = False
         self.sent_seq = 0
         self.buffer: list[Outgoing] | None = []  # events that arrive while we replay
         self.pending: list[Outgoing] = []  # batch mode: waiting for the next flush
-        self.flush_handle: asyncio.TimerHandle | None = None
         self._guard_transport()
         release_handshake_state(self.writer.protocol)
         # The scope's header list is one list shared by every middleware's copy of the scope (and
         # Daphne's protocol); nothing reads it after the handshake, so it is emptied in place.
         self.scope["headers"][:] = []
 
-        await hub.join(self)
+        # Marked before the await: a join that fails half-way is undone by _release().
         self.joined = True
+        await hub.join(self)
         current = await selectors.unit_current_seq(self.unit_id)
         self.send_message(schema.connection_established(unit_id=self.unit_id, seq=current))
         await self._resume(requested, current)
@@ -230,18 +281,39 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     def _token_expired(self) -> None:
         asyncio.ensure_future(self._close(CLOSE_TOKEN_EXPIRED))
 
+    def is_open(self) -> bool:
+        """Whether frames can still reach the client (the hub reaps connections that cannot)."""
+        if self.closing:
+            return False
+        protocol = getattr(getattr(self, "writer", None), "protocol", None)
+        return protocol is None or protocol.state == protocol.STATE_OPEN
+
     async def _close(self, code: int) -> None:
         if self.closing:
             return
         self.closing = True
-        self._flush()
-        await self.close(code=code)
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            self._flush()
+        try:
+            if code >= 3000 or writer is None or not writer.close_standard(code):
+                await self.close(code=code)
+        except Exception:  # noqa: BLE001 - the transport is already gone; nothing left to tell
+            logger.debug("close(%s) failed: connection already gone", code, exc_info=True)
 
     # --- client messages ----------------------------------------------------------------------
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.identity is None:
+    async def websocket_receive(self, message: dict) -> None:
+        if self.identity is None or self.closing:
             return
+        try:
+            await afault_point("consumer.receive", user=self.user_id)
+            await self.receive(text_data=message.get("text"), bytes_data=message.get("bytes"))
+        except Exception:  # noqa: BLE001 - a bug in handling one message must not kill the connection
+            logger.exception("handling a client message failed")
+            self._error("internal_error", "The server could not handle this message.")
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
             return self._error("binary_not_supported", "Only JSON text frames are accepted.")
         # Counted in UTF-8 bytes, as on the wire (a character is 1 to 4 of them).
@@ -249,24 +321,37 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             return self._error("message_too_large", f"Messages are limited to {MAX_CLIENT_MESSAGE_BYTES} bytes.")
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: deep nesting ("[[[[..."), which json raises instead of a ValueError.
             return self._error("malformed_json", "The message is not valid JSON.")
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return self._error("invalid_message", 'A message is a JSON object with a "type".')
         if message["type"] == "ping":
             return self.send_message(schema.pong(timestamp=timezone.now()))
-        return self._error("unknown_type", f"Unknown message type {message['type'][:40]!r}.")
+        shown = f" {message['type']!r}" if _PRINTABLE_TYPE.match(message["type"]) else ""
+        return self._error("unknown_type", f"Unknown message type{shown}.")
 
     def _error(self, code: str, text: str) -> None:
         self.send_message(schema.error(code=code, message=text))
 
     # --- disconnect ---------------------------------------------------------------------------
 
-    async def disconnect(self, code: int) -> None:
+    async def websocket_disconnect(self, message: dict) -> None:
+        await self._release()
+        raise StopConsumer()
+
+    async def _release(self) -> None:
+        """Stop timers and leave the hub (and with it the groups). Idempotent; never raises."""
+        if self.released:
+            return
+        self.released = True
         self.closing = True
-        for handle in (getattr(self, "expiry_handle", None), getattr(self, "flush_handle", None)):
+        for handle in (self.expiry_handle, self.flush_handle):
             if handle is not None:
                 handle.cancel()
         if self.joined:
             self.joined = False
-            await hub.leave(self)
+            try:
+                await hub.leave(self)
+            except Exception:  # noqa: BLE001 - hub.leave forgets the connection before any I/O
+                logger.warning("leaving the hub failed", exc_info=True)

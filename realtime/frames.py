@@ -66,6 +66,18 @@ class FrameWriter:
         previous = self._pending
         self._pending = asyncio.ensure_future(self._send_after(previous, text))
 
+    def close_standard(self, code: int) -> bool:
+        """Close with a standard code (1011, 1013, ...) under Daphne; False when not possible here.
+
+        autobahn's public sendClose accepts only 1000 and 3000-4999 (it raises for the rest), so a
+        standard code goes straight to sendCloseFrame, as Daphne itself does for its 1011."""
+        protocol = self.protocol
+        if protocol is None:
+            return False
+        if protocol.state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code=code, isReply=False)
+        return True
+
     async def _send_after(self, previous: asyncio.Future | None, text: str) -> None:
         if previous is not None and not previous.done():
             await previous

@@ -30,6 +30,8 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from backend.common.faults import afault_point
+
 from . import selectors
 from .frames import Outgoing
 from .groups import unit_group_name, user_group_name
@@ -52,6 +54,8 @@ class Listener(Protocol):
     def resync(self, reason: str, seq: int) -> None: ...
 
     def broken(self) -> None: ...
+
+    def is_open(self) -> bool: ...
 
     async def user_message(self, message: dict) -> None: ...
 
@@ -77,6 +81,8 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._group_ops: asyncio.Semaphore | None = None
         self.delivered_total = 0  # frames handed to connections, for /metrics
+        self.reaped_total = 0  # connections dropped because their transport had closed under us
+        self._closed_seen: set[Listener] = set()  # closed at the last tick, still registered
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -91,6 +97,7 @@ class Hub:
             self.channel_name = None
             self.units.clear()
             self.users.clear()
+            self._closed_seen.clear()
         async with self._start_lock:
             if self.channel_name is not None:
                 return
@@ -115,10 +122,17 @@ class Hub:
                 if self.units.get(listener.unit_id) is not unit:
                     continue  # the last listener left while we waited: start over
                 if not unit.joined:
-                    await self._group_add(unit_group_name(listener.unit_id))
-                    # Baseline read after the subscription: every later seq arrives by message
-                    # (or is filled from the outbox); every earlier one is the caller's replay.
-                    unit.delivered = await selectors.unit_current_seq(listener.unit_id)
+                    try:
+                        await self._group_add(unit_group_name(listener.unit_id))
+                        # Baseline read after the subscription: every later seq arrives by message
+                        # (or is filled from the outbox); every earlier one is the caller's replay.
+                        unit.delivered = await selectors.unit_current_seq(listener.unit_id)
+                    except BaseException:
+                        # Nobody is registered on a unit that never joined: forget it, so the
+                        # next connection of the unit starts over instead of finding a husk.
+                        if not unit.listeners and self.units.get(listener.unit_id) is unit:
+                            del self.units[listener.unit_id]
+                        raise
                     unit.joined = True
                 unit.listeners.add(listener)
                 break
@@ -131,22 +145,31 @@ class Hub:
             await self._group_add(user_group_name(listener.user_id))
 
     async def leave(self, listener: Listener) -> None:
+        """Unregister a connection. Safe to call for one that never (fully) joined, and twice.
+
+        The connection is forgotten before the first await, so a leave that is cancelled or whose
+        group_discard fails never leaves it registered (delivering to a dead socket, counted in
+        /metrics); only the group clean-up is awaited."""
+        self._closed_seen.discard(listener)
         unit = self.units.get(listener.unit_id)
-        if unit is not None:
-            async with unit.lock:
-                unit.listeners.discard(listener)
-                if not unit.listeners and self.units.get(listener.unit_id) is unit:
-                    del self.units[listener.unit_id]
-                    await self._discard(unit_group_name(listener.unit_id), lambda: listener.unit_id in self.units)
         users = self.users.get(listener.user_id)
+        if unit is not None:
+            unit.listeners.discard(listener)
         if users is not None:
             users.discard(listener)
             if not users:
                 del self.users[listener.user_id]
-                await self._discard(user_group_name(listener.user_id), lambda: listener.user_id in self.users)
+        if unit is not None and not unit.listeners:
+            async with unit.lock:  # not while a join of this unit is half-way
+                if not unit.listeners and self.units.get(listener.unit_id) is unit:
+                    del self.units[listener.unit_id]
+                    await self._discard(unit_group_name(listener.unit_id), lambda: listener.unit_id in self.units)
+        if users is not None and not users:
+            await self._discard(user_group_name(listener.user_id), lambda: listener.user_id in self.users)
 
     async def _group_add(self, group: str) -> None:
         async with self._group_ops:
+            await afault_point("hub.group_add", group=group)
             await self.layer.group_add(group, self.channel_name)
 
     async def _discard(self, group: str, wanted_again) -> None:
@@ -245,6 +268,7 @@ class Hub:
             await asyncio.sleep(interval)
             since_refresh += interval
             try:
+                await self._reap_closed()
                 await self._catch_up()
                 await self._revalidate_users()
                 await self._report_metrics(ttl=max(interval * 5, 10))
@@ -255,6 +279,23 @@ class Hub:
                 raise
             except Exception:  # noqa: BLE001 - try again next tick
                 logger.warning("hub maintenance failed", exc_info=True)
+
+    async def _reap_closed(self) -> None:
+        """Drop connections whose transport has closed but which are still registered.
+
+        Daphne tells a consumer its socket closed, and the consumer leaves; this is the net under
+        that: a connection seen closed at two ticks in a row is unregistered here."""
+        closed = {
+            listener
+            for listeners in (*(unit.listeners for unit in self.units.values()), *self.users.values())
+            for listener in listeners
+            if not listener.is_open()
+        }
+        stale, self._closed_seen = closed & self._closed_seen, closed
+        for listener in stale:
+            logger.warning("unregistering a closed connection of user %s the consumer did not release", listener.user_id)
+            self.reaped_total += 1
+            await self.leave(listener)
 
     async def _catch_up(self) -> None:
         if not self.units:

@@ -8,7 +8,9 @@ from rest_framework.request import Request
 
 from .errors import ValidationFailed
 
-_ETAG_VERSION = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+_ETAG_VERSION = re.compile(r'^\s*(?:W/)?"?([0-9]{1,10})"?\s*$')
+# Versions are PositiveIntegerFields: anything larger cannot be a version a client saw.
+MAX_VERSION = 2**31 - 1
 
 
 def expected_version(request: Request, body_version: int | None = None) -> int | None:
@@ -19,6 +21,6 @@ def expected_version(request: Request, body_version: int | None = None) -> int |
     if not header:
         return None
     match = _ETAG_VERSION.match(header)
-    if match is None:
+    if match is None or not 1 <= int(match.group(1)) <= MAX_VERSION:
         raise ValidationFailed('If-Match must be a version number, e.g. If-Match: "3".', code="invalid_if_match")
     return int(match.group(1))

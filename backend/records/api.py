@@ -13,7 +13,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backend.common.api import expected_version
+from backend.common.api import MAX_VERSION, expected_version
 from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
 
@@ -49,12 +49,12 @@ class CrateSerializer(serializers.ModelSerializer):
 class CrateWriteSerializer(serializers.Serializer):
     location = serializers.CharField(max_length=120, required=False, allow_blank=True)
     destruction_due = serializers.DateField(required=False, allow_null=True)
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Optimistic concurrency")
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION, help_text="Optimistic concurrency")
 
 
 class RelocateSerializer(serializers.Serializer):
     location = serializers.CharField(max_length=120)
-    version = serializers.IntegerField(required=False, min_value=1)
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
 
 
 class CrateFilter(django_filters.FilterSet):
@@ -158,7 +158,7 @@ class TransferRequestSerializer(RequestSerializer):
 class RequestWriteSerializer(serializers.Serializer):
     crates = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=1000)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Optimistic concurrency")
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION, help_text="Optimistic concurrency")
 
 
 class TransferRequestWriteSerializer(RequestWriteSerializer):
@@ -167,7 +167,7 @@ class TransferRequestWriteSerializer(RequestWriteSerializer):
 
 class DecisionSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-    version = serializers.IntegerField(required=False, min_value=1)
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
 
 
 class RequestFilter(django_filters.FilterSet):

@@ -110,10 +110,16 @@ def test_a_body_version_wins_over_if_match(api, staff):
 
 
 @pytest.mark.parametrize("method", ["patch", "delete"])
-def test_a_garbage_if_match_is_400(api, staff, method):
+@pytest.mark.parametrize(
+    "if_match",
+    # words, Python's int-string limit (4,301 digits), beyond a PositiveIntegerField, 0, non-ASCII digits
+    ["yesterday", "9" * 4301, '"' + "9" * 5000 + '"', str(2**31), "0", "\u0663"],
+    ids=["words", "4301-digits", "5000-digits-quoted", "2^31", "zero", "arabic-digit"],
+)
+def test_a_garbage_if_match_is_400(api, staff, method, if_match):
     crate = CrateFactory(unit=staff["store"].unit)
     client = api(staff["store"])
-    response = getattr(client, method)(f"/api/crates/{crate.id}/", {"location": "A"}, format="json", HTTP_IF_MATCH="yesterday")
+    response = getattr(client, method)(f"/api/crates/{crate.id}/", {"location": "A"}, format="json", HTTP_IF_MATCH=if_match)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_if_match"
     assert Crate.objects.get(id=crate.id).version == 1
@@ -192,6 +198,31 @@ def test_malformed_json_is_400_parse_error(api, staff):
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
     assert response.json()["message"].startswith("JSON parse error")
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000, '{"crates": ' + "[" * 5000 + "]" * 5000 + "}", '{"reason": "\xff"}'.encode("latin-1"), b"\xff\xfe"],
+    ids=["deep-array", "deep-crates", "latin-1", "not-utf-8"],
+)
+def test_deeply_nested_or_undecodable_json_is_400_parse_error(api, staff, body):
+    response = api(staff["requester"]).generic("POST", "/api/withdrawal-requests/", body, content_type="application/json")
+    assert (response.status_code, response.json()["code"]) == (400, "parse_error")
+
+
+def test_a_body_over_the_size_limit_is_413_and_creates_nothing(api, staff, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = '{"crates": [], "reason": "' + "x" * 10_000 + '"}'
+    response = api(staff["requester"]).generic("POST", "/api/withdrawal-requests/", body, content_type="application/json")
+    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+    assert not WithdrawalRequest.objects.exists()
+
+
+def test_a_body_that_is_not_json_is_415(api, staff):
+    response = api(staff["requester"]).generic(
+        "POST", "/api/withdrawal-requests/", "crates=1", content_type="application/x-www-form-urlencoded"
+    )
+    assert (response.status_code, response.json()["code"]) == (415, "unsupported_media_type")
 
 
 def test_a_crate_in_an_open_request_is_409_crate_unavailable(api, staff):

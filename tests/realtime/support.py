@@ -278,3 +278,29 @@ class SeqClient:
             f"{sorted(set(range(first, last + 1)) - set(self.seqs))[:10]}, "
             f"duplicates {sorted({s for s in self.seqs if self.seqs.count(s) > 1})[:10]}"
         )
+
+
+# --- what a Daphne's hub reports ------------------------------------------------------------------
+
+
+def hub_snapshot(proc: processes.LiveProcess) -> dict[str, int] | None:
+    """The numbers a Daphne process's hub last wrote for /metrics (None before its first tick)."""
+    client = redis.Redis.from_url(settings.KEYS_REDIS_URL)
+    try:
+        for key in client.scan_iter("metrics:realtime:*"):
+            if key.decode().rsplit(":", 1)[-1] == str(proc.popen.pid):
+                return {k.decode(): int(float(v)) for k, v in client.hgetall(key).items()}
+        return None
+    finally:
+        client.close()
+
+
+def wait_for_hub_connections(proc: processes.LiveProcess, expected: int, timeout: float = 10.0) -> int | None:
+    """The hub's reported connection count, once it equals `expected` or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = hub_snapshot(proc)
+        count = None if snapshot is None else snapshot.get("connections")
+        if count == expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.2)

@@ -97,6 +97,9 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The largest request body the API reads (bytes): 413 payload_too_large beyond. Django's own
+# default (2.5 MiB) fits a bulk action of BULK_MAX_IDS ids with their versions.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
@@ -208,6 +211,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backend.common.errors.exception_handler",
+    # JSON only, bounded by DATA_UPLOAD_MAX_MEMORY_SIZE and nesting depth (backend/common/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["backend.common.parsers.JSONParser"],
     "DEFAULT_THROTTLE_RATES": {"ws_ticket": "60/min"},
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -347,3 +352,6 @@ LOGGING = {
 }
 
 DEMO_PASSWORD = env("DEMO_PASSWORD", default="demo-pass-2026")
+
+# Fault points (backend/common/faults.py): empty everywhere but in the test settings.
+FAULT_POINTS: dict = {}

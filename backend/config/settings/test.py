@@ -2,6 +2,8 @@
 
 import os
 
+from backend.common.faults import parse_fault_points
+
 from .base import *  # noqa: F403
 from .base import REDIS_URL, env, redis_db_url
 
@@ -21,6 +23,10 @@ LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # share the test database.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_base_db}.sqlite3")}  # noqa: F405
+
+# Fault points (backend/common/faults.py): armed only here, from the environment of the process
+# under test, so a fault drill can pause or fail a real Daphne or worker at a named point.
+FAULT_POINTS = parse_fault_points(env("FAULT_POINTS", default=""))
 
 # Test hooks (tests/workers, docs/pipeline.md): defined only here, off unless the environment of the
 # worker under test turns them on. A worker holds its job transaction open after writing the change,
