@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help up test smoke venv redis browser-deps deploy-tools lock lint bench clean
+.PHONY: help up test smoke venv redis browser-deps node-deps deploy-tools lock lint bench clean
 
 help:
 	@echo "make up     install, migrate, seed demo data and run web+ws, worker, beat and Flower"
@@ -42,11 +42,15 @@ up: venv redis
 browser-deps:
 	@scripts/ensure-browser
 
-# tests/deploy check compose/ with Debian's docker-compose and nginx (no Docker engine needed).
+node-deps:
+	@scripts/ensure-node
+
+# tests/compose check compose/ with Debian's docker-compose and nginx (no Docker engine needed).
 deploy-tools:
 	@scripts/ensure-deploy-tools
 
-test: venv redis browser-deps deploy-tools
+test: venv redis browser-deps node-deps deploy-tools
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # What a newcomer gets with no configuration: a fresh SQLite file migrated and seeded as `make up`
@@ -59,6 +63,7 @@ smoke: venv redis
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 lock: venv
 	$(BIN)/uv pip compile -q --python-version 3.11 requirements/base.in -o requirements/base.txt

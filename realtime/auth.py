@@ -15,12 +15,12 @@ from urllib.parse import parse_qs
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from .db import realtime_db
-from .tickets import ticket_consume
+from backend.accounts.tickets import ticket_consume
+
+from .selectors import user_for_socket
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,8 @@ class AuthFailed(Exception):
         self.reason = reason
 
 
-@realtime_db
-def _active_user(user_id: str, unit_claim: str | None, check_claim: bool):
-    user = get_user_model().objects.filter(id=user_id).only("id", "username", "unit_id", "is_active").first()
+async def _active_user(user_id: str, unit_claim: str | None, check_claim: bool):
+    user = await user_for_socket(user_id)
     if user is None or not user.is_active:
         raise AuthFailed("user_inactive")
     if user.unit_id is None:

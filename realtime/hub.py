@@ -31,10 +31,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from backend.common.faults import afault_point
+from backend.events.groups import unit_group_name, user_group_name
+from backend.events.metrics import realtime_snapshot_save
 
 from . import selectors
 from .frames import Outgoing
-from .groups import unit_group_name, user_group_name
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class Hub:
         self._group_ops: asyncio.Semaphore | None = None
         self.delivered_total = 0  # frames handed to connections, for /metrics
         self.reaped_total = 0  # connections dropped because their transport had closed under us
+        # Events delivered from the outbox rather than by the channel layer's push (a gap, a missed
+        # message, the catch-up tick): near zero while the push path is healthy.
+        self.filled_total = 0
         self._closed_seen: set[Listener] = set()  # closed at the last tick, still registered
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -106,6 +110,7 @@ class Hub:
             self._tasks = [
                 loop.create_task(self._reader(), name="realtime-hub-reader"),
                 loop.create_task(self._maintenance(), name="realtime-hub-maintenance"),
+                loop.create_task(self._housekeeping(), name="realtime-hub-housekeeping"),
             ]
 
     # --- membership (called by consumers) -------------------------------------------------
@@ -255,6 +260,7 @@ class Hub:
                 for listener in tuple(unit.listeners):
                     listener.resync("history_unavailable", rows[0][0] - 1)
                 unit.delivered = rows[0][0] - 1
+            self.filled_total += len(rows)
             self._deliver(unit, rows)
             if len(rows) < 1000:
                 return
@@ -262,16 +268,15 @@ class Hub:
     # --- periodic checks ------------------------------------------------------------------
 
     async def _maintenance(self) -> None:
+        """Every REALTIME_REVALIDATE_SECONDS: fill what the push missed, re-validate users."""
         interval = settings.REALTIME_REVALIDATE_SECONDS
         since_refresh = 0.0
         while True:
             await asyncio.sleep(interval)
             since_refresh += interval
             try:
-                await self._reap_closed()
                 await self._catch_up()
                 await self._revalidate_users()
-                await self._report_metrics(ttl=max(interval * 5, 10))
                 if since_refresh >= GROUP_REFRESH_SECONDS:
                     since_refresh = 0.0
                     await self._refresh_groups()
@@ -280,11 +285,24 @@ class Hub:
             except Exception:  # noqa: BLE001 - try again next tick
                 logger.warning("hub maintenance failed", exc_info=True)
 
+    async def _housekeeping(self) -> None:
+        """Every REALTIME_REPORT_SECONDS: unregister closed connections, report this process's numbers."""
+        interval = settings.REALTIME_REPORT_SECONDS
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._reap_closed()
+                await self._report_metrics(ttl=max(interval * 5, 10))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - try again next tick
+                logger.warning("hub housekeeping failed", exc_info=True)
+
     async def _reap_closed(self) -> None:
         """Drop connections whose transport has closed but which are still registered.
 
         Daphne tells a consumer its socket closed, and the consumer leaves; this is the net under
-        that: a connection seen closed at two ticks in a row is unregistered here."""
+        that: a connection seen closed at two housekeeping ticks in a row is unregistered here."""
         closed = {
             listener
             for listeners in (*(unit.listeners for unit in self.units.values()), *self.users.values())
@@ -323,16 +341,18 @@ class Hub:
                     )
 
     async def _report_metrics(self, ttl: float) -> None:
-        """This process's WebSocket numbers, for backend.common.metrics (summed across processes)."""
-        from backend.common.metrics import REALTIME_KEY_PREFIX
-
-        from .tickets import keys_client
-
-        key = f"{REALTIME_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        """This process's WebSocket numbers, for /metrics (summed across processes there)."""
         connections = sum(len(unit.listeners) for unit in self.units.values())
-        client = keys_client()
-        await client.hset(key, mapping={"connections": connections, "delivered": self.delivered_total})
-        await client.expire(key, int(ttl))
+        await realtime_snapshot_save(
+            f"{socket.gethostname()}:{os.getpid()}",
+            {
+                "connections": connections,
+                "delivered": self.delivered_total,
+                "filled": self.filled_total,
+                "reaped": self.reaped_total,
+            },
+            ttl=ttl,
+        )
 
     async def _refresh_groups(self) -> None:
         if self.channel_name is None:

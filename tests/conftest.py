@@ -7,8 +7,8 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from backend.accounts.tokens import UnitTokenObtainPairSerializer
 from tests.support import processes
+from tests.support.auth import access_token
 
 
 def _database_url(settings_dict: dict) -> str:
@@ -19,6 +19,9 @@ def _database_url(settings_dict: dict) -> str:
     auth = f"{user}{password}@" if user else ""
     port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
     return f"postgres://{auth}{settings_dict.get('HOST') or ''}{port}/{settings_dict['NAME']}"
+
+
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
 
 
 def redis_urls() -> list[str]:
@@ -43,7 +46,12 @@ def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
         DATABASE_URL=_database_url(connection.settings_dict),
         PYTHONUNBUFFERED="1",
         TEST_REDIS_DB_BASE=os.environ.get("TEST_REDIS_DB_BASE", "10"),
-        REALTIME_REVALIDATE_SECONDS="1",
+        # The hub's tick (re-validation and catch-up from the outbox) every minute: within a test, a
+        # live update must then come by the channel-layer push, not by the tick's outbox fill, so a
+        # broken push path fails the delivery tests. Tests about the tick start a Daphne with 1 s.
+        REALTIME_REVALIDATE_SECONDS="60",
+        REALTIME_REPORT_SECONDS="1",
+        METRICS_TOKEN=METRICS_TOKEN,
         OUTBOX_SWEEP_SECONDS="1",
         OUTBOX_SWEEP_GRACE_SECONDS="1",
     )
@@ -67,10 +75,6 @@ def worker(live_env):
     proc.stop()
 
 
-def access_token(user) -> str:
-    return str(UnitTokenObtainPairSerializer.get_token(user).access_token)
-
-
 @pytest.fixture
 def api():
     """`api(user)` -> an APIClient authenticated with a real JWT for `user`."""
@@ -82,3 +86,12 @@ def api():
         return client
 
     return make
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of the test's own (free port, no persistence), stopped after the test."""
+    server = processes.RedisServer()
+    server.start()
+    yield server
+    server.stop()

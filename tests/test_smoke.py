@@ -10,7 +10,7 @@ import pytest
 
 from backend.accounts.models import Role
 from backend.records.models import CrateStatus, RequestStatus, WithdrawalRequest
-from tests.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.ws import connect, recv_json, recv_until
 
 pytestmark = [pytest.mark.smoke, pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -1,7 +1,7 @@
 """The one task decorator: name, queue, limits, late acks and a retry policy for transient errors.
 
 Transient = the database or Redis went away for a moment. Every job task is safe to retry because
-the change and the job's completion commit together (backend.jobs.services.job_run).
+the change and the job's completion commit together (backend.jobs.services.job_execute).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from backend.jobs.services import job_fail
+
 from .celery import app
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
@@ -23,14 +25,12 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, Redi
 class RecordsTask(Task):
     """Base of every records task. A job task that fails for good (retries exhausted, soft time
     limit, a bug) marks its job `failed`, so no job stays `running` with no task left to end it.
-    Refused changes never get here: job_run records those as the job's outcome itself."""
+    Refused changes never get here: job_execute records those as the job's outcome itself."""
 
     def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict[str, Any], einfo: Any) -> None:
         job_id = (kwargs or {}).get("job_id")
         if job_id is None:
             return
-        from backend.jobs.services import job_fail
-
         if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
             error = {"code": "time_limit_exceeded", "message": "The job ran past its time limit and was stopped."}
         else:

@@ -1,18 +1,16 @@
-"""The Celery app, configured from Django settings (CELERY_* names)."""
+"""The Celery worker and beat entry point: `celery -A workers.celery worker|beat`.
+
+The app itself is the domain's (`backend.jobs.celery_app.app`: configured from Django settings,
+routed by the job-kind registry), so the web process can enqueue without importing this package. Here it
+gets its tasks: `workers/tasks.py`, one per job kind plus the outbox sweeper and pruner.
+"""
 
 import os
 
-from celery import Celery
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings.base")
 
-app = Celery("records")
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.update(
-    # Result backends read the visibility timeout from their own options: keep them equal.
-    result_backend_transport_options=app.conf.broker_transport_options,
-    task_routes={"outbox.*": {"queue": "default"}, "bulk.*": {"queue": "bulk"}},
-    task_queues=None,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
-)
+from backend.jobs.celery_app import app  # noqa: E402
+
 app.autodiscover_tasks(["workers"], related_name="tasks")
+
+__all__ = ["app"]

@@ -1,36 +1,39 @@
-"""Task entry points: look up ids, call one service. Names are what operators see in Flower."""
+"""Task entry points: look up ids, call one service. Names are what operators see in Flower.
 
-from backend.jobs.bulk import bulk_run
-from backend.jobs.services import job_run
+One task per job kind, named after it (`withdrawal.approve`, `bulk.withdrawal.approve`,
+`crate.relocate`, ...), on its kind's queue: the registry (backend/jobs/registry.py) is the list.
+Django is set up before Celery imports this module (Celery's Django fix-up), so the registry is full.
+"""
+
+from backend.events.relay import outbox_prune, outbox_sweep
+from backend.jobs import registry
+from backend.jobs.registry import JobKind
+from backend.jobs.services import job_execute
 
 from .base import records_task
-from .outbox import outbox_prune, outbox_sweep
-
-
-def _run(job_id: str, **_display) -> None:
-    job_run(job_id=job_id)
-
-
-request_approve = records_task("requests.approve")(_run)
-request_reject = records_task("requests.reject")(_run)
-request_send_back = records_task("requests.send_back")(_run)
-request_resubmit = records_task("requests.resubmit")(_run)
-crate_relocate = records_task("crates.relocate")(_run)
-
-
-@records_task("bulk.apply", queue="bulk", bind=True)
-def bulk_apply(self, job_id: str, **_display) -> str:
-    # Progress as a custom task event: Flower shows the task in state PROGRESS with the counts in
-    # its result column while it runs, and the final counts once it succeeds.
-    def progress(counts: dict) -> None:
-        self.send_event("task-progress", result=progress_text(counts), **counts)
-
-    job = bulk_run(job_id=job_id, on_progress=progress)
-    return progress_text(job.progress) if job is not None else "no such job"
 
 
 def progress_text(counts: dict) -> str:
     return f"{counts['done']}/{counts['total']} done, {counts['failed']} failed"
+
+
+def _job_task(kind: JobKind):
+    def run(self, job_id: str, **_display) -> str:
+        on_progress = None
+        if kind.bulk:
+            # Progress as a custom task event: Flower shows the task in state PROGRESS with the
+            # counts in its result column while it runs, and the final counts once it succeeds.
+            def on_progress(counts: dict) -> None:
+                self.send_event("task-progress", result=progress_text(counts), **counts)
+
+        job = job_execute(job_id=job_id, on_progress=on_progress)
+        return "no such job" if job is None else f"{job.status}: {progress_text(job.progress)}"
+
+    run.__name__ = run.__qualname__ = kind.name.replace(".", "_")
+    return records_task(kind.name, queue=kind.queue, bind=True)(run)
+
+
+JOB_TASKS = {kind.name: _job_task(kind) for kind in registry.kinds()}
 
 
 @records_task("outbox.sweep", time_limit=60, max_retries=0)

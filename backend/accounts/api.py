@@ -7,9 +7,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from realtime.tickets import ticket_issue
-
 from .models import Unit, User
+from .tickets import ticket_issue
 
 
 class UnitSerializer(serializers.ModelSerializer):

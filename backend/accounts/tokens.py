@@ -2,7 +2,7 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
 
 class UnitTokenObtainPairSerializer(TokenObtainPairSerializer):
-    """Access tokens carry the user's `unit_id` and `role` (CONTRACT: Auth)."""
+    """Access tokens carry the user's `unit_id` and `role` (docs/api.md, "Auth")."""
 
     @classmethod
     def get_token(cls, user):

@@ -5,11 +5,16 @@ With Sentinel those URLs take kombu's form, `sentinel://[:password@]host:port/db
 (one entry per sentinel, all with the same db), so Celery reads its broker URL as it is and the
 other roles go through the helpers here. The master's name comes from REDIS_SENTINEL_MASTER.
 
-This module is imported by the settings: it must not import Django.
+This module is imported by the settings: it must not import Django at import time.
+
+It also holds the clients of the short-lived-keys Redis (KEYS_REDIS_URL: WebSocket tickets,
+throttles, per-process metric snapshots), one per process (sync) and one per event loop (async).
 """
 
 from __future__ import annotations
 
+import asyncio as _asyncio
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -92,3 +97,29 @@ def redis_from_url(url: str, *, asyncio: bool = False, **kwargs: Any):
     target = parse_sentinel_url(url)
     sentinel = Sentinel(target.sentinels, sentinel_kwargs=settings.REDIS_SENTINEL_KWARGS, **kwargs)
     return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, db=target.db, password=target.password)
+
+
+_keys_sync = None
+_keys_async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def keys_client():
+    """The short-lived-keys Redis (KEYS_REDIS_URL), synchronous: one client per process."""
+    global _keys_sync
+    if _keys_sync is None:
+        from django.conf import settings
+
+        _keys_sync = redis_from_url(settings.KEYS_REDIS_URL, socket_timeout=5, socket_connect_timeout=3)
+    return _keys_sync
+
+
+def keys_client_async():
+    """The short-lived-keys Redis, for the running event loop (redis.asyncio clients are per loop)."""
+    from django.conf import settings
+
+    loop = _asyncio.get_running_loop()
+    client = _keys_async.get(loop)
+    if client is None:
+        client = redis_from_url(settings.KEYS_REDIS_URL, asyncio=True, socket_timeout=5, socket_connect_timeout=3)
+        _keys_async[loop] = client
+    return client

@@ -6,7 +6,6 @@ from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from backend.accounts.api import MeView, UnitViewSet, WsTicketView
-from backend.common.metrics import metrics_view
 from backend.jobs.api import BulkActionView, JobViewSet
 from backend.records.api import (
     CrateViewSet,
@@ -16,6 +15,8 @@ from backend.records.api import (
     WithdrawalRequestViewSet,
 )
 from realtime.views import ConsoleView
+
+from .metrics import metrics_view
 
 router = SimpleRouter()
 router.register("crates", CrateViewSet, basename="crate")

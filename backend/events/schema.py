@@ -1,7 +1,7 @@
 """Every message that reaches a WebSocket client is built here, and only here.
 
 The JSON Schemas below are the single definition of each server→client message type
-(CONTRACT.md, "WebSocket"); tests validate every action's events against them.
+(docs/realtime.md lists them); tests validate every action's events against them.
 """
 
 from __future__ import annotations

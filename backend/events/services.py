@@ -1,4 +1,9 @@
-"""The only writer of outbox events. Called by domain services inside their transaction."""
+"""The only writer of outbox events, and the one seam that publishes them.
+
+Domain services call `outbox_write` inside their transaction; it takes the unit's next seqs and,
+once that transaction commits, hands the events to the relay (`relay.outbox_publish`), as Zulip's
+`send_event_on_commit` does. Nothing else in the domain talks to the channel layer.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from django.utils import timezone
 
 from . import schema
 from .models import OutboxEvent, UnitSequence
+from .relay import outbox_publish
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,6 @@ def outbox_write(changes: Iterable[Change]) -> list[OutboxEvent]:
     # Publish what was just written, from memory (ids come back from the bulk INSERT on PostgreSQL
     # and SQLite >= 3.35): no second read of the outbox on the hot path.
     committed = [{"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame} for r in rows]
-    transaction.on_commit(lambda: _publish(committed))
+    transaction.on_commit(lambda: outbox_publish(committed))
     return rows
-
-
-def _publish(rows: list[dict]) -> None:
-    from workers.outbox import outbox_publish
-
-    outbox_publish(rows)
 

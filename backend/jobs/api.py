@@ -5,7 +5,9 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import registry
 from .models import Job
+from .services import bulk_submit
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -29,7 +31,7 @@ class JobEnvelopeSerializer(serializers.Serializer):
 
 
 def job_accepted(job: Job) -> Response:
-    """202 Accepted with the job and where to follow it (CONTRACT: State changes run as jobs)."""
+    """202 Accepted with the job and where to follow it."""
     return Response(
         {"job": JobSerializer(job).data},
         status=status.HTTP_202_ACCEPTED,
@@ -53,10 +55,15 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
 
 class BulkActionSerializer(serializers.Serializer):
-    entity = serializers.ChoiceField(choices=["withdrawal", "destruction", "transfer"])
-    action = serializers.ChoiceField(choices=["approve", "reject", "send_back", "send-back", "resubmit"])
+    entity = serializers.ChoiceField(choices=[])
+    action = serializers.ChoiceField(choices=[])
     ids = serializers.ListField(child=serializers.UUIDField(), allow_empty=False)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # From the registry, which domain apps fill when Django starts.
+        self.fields["entity"].choices, self.fields["action"].choices = registry.bulk_choices()
 
 
 class BulkActionView(APIView):
@@ -75,9 +82,15 @@ class BulkActionView(APIView):
         },
     )
     def post(self, request):
-        from .bulk import bulk_submit
-
         data = BulkActionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = bulk_submit(actor=request.user, **data.validated_data)
+        entity, action, ids = data.validated_data["entity"], data.validated_data["action"], data.validated_data["ids"]
+        kind = registry.bulk_kind(entity, action)
+        if kind is None:
+            raise serializers.ValidationError({"action": [f"No bulk {action} for {entity} requests."]})
+        reason = data.validated_data["reason"].strip()
+        job = bulk_submit(
+            actor=request.user, kind=kind, ids=ids, params={"reason": reason},
+            description=f"bulk {kind.action.replace('_', ' ')} of {len(set(ids))} {entity} requests by {request.user.username}",
+        )
         return job_accepted(job)

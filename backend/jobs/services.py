@@ -1,5 +1,11 @@
-"""Jobs: submit (HTTP side) and run (worker side). A job's change and its completion commit together,
-which is what makes a redelivered task a no-op instead of a second transition."""
+"""Jobs: submit (HTTP side) and run (worker side), one lifecycle for every kind.
+
+A job's change and its bookkeeping commit together, which is what makes a redelivered task a no-op
+instead of a second transition: the job row is locked in the transaction that applies the change,
+and a job found finished is left alone. A bulk job runs as a series of such transactions (chunks);
+its row is the ledger of which targets have an outcome, so a redelivery resumes where the last
+committed chunk ended.
+"""
 
 from __future__ import annotations
 
@@ -16,40 +22,38 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.accounts.models import User
-from backend.common.errors import DomainError, RoleRequired, ServiceUnavailable
-from backend.records import services as records
+from backend.common.errors import DomainError, RoleRequired, ValidationFailed
+from backend.common.faults import fault_point
+from backend.events.broadcast import job_update_send
 
+from . import registry
 from .models import TERMINAL_STATUSES, Job, JobStatus
+from .queue import enqueue
+from .registry import JobKind, Outcome
 
 logger = logging.getLogger(__name__)
 
 
-def job_task_name(kind: str) -> str:
-    """The Celery task that runs a job kind: `requests.approve`, `crates.relocate`, `bulk.apply`."""
-    if kind.startswith("bulk."):
-        return "bulk.apply"
-    entity, action = kind.split(".", 1)
-    return f"crates.{action}" if entity == "crate" else f"requests.{action}"
-
-
 def job_as_message(job: Job) -> dict[str, Any]:
-    """The `job` object of a `job_update` message (CONTRACT: WebSocket)."""
+    """The `job` object of a `job_update` message."""
     body = {"id": str(job.id), "kind": job.kind, "status": job.status, "progress": job.progress}
     if job.error:
         body["error"] = job.error
     return body
 
 
-def _push(job: Job) -> None:
-    from realtime.broadcast import job_update_send
-
+def job_push(job: Job) -> None:
+    """Tell the connections of the job's user how it stands (best effort: the row is the truth)."""
     job_update_send(job.requested_by_id, job_as_message(job))
+
+
+# --- HTTP side --------------------------------------------------------------------------------
 
 
 def job_submit(
     *,
     actor: User,
-    kind: str,
+    kind: JobKind,
     targets: list[str],
     params: dict[str, Any] | None = None,
     description: str = "",
@@ -58,12 +62,11 @@ def job_submit(
     """Create a queued job and enqueue its task once the job row has committed.
 
     The job belongs to `unit_id`, the unit of what it changes (default: the actor's unit; a
-    superuser has none, so its jobs must name the unit).
-    If the broker cannot take the task, the job row is removed again and ServiceUnavailable is
-    raised: the client gets a 503 and nothing is left half-created.
+    superuser has none, so its jobs must name the unit). If the broker cannot take the task, the
+    job row is removed again and the caller gets ServiceUnavailable (503).
     """
     job = Job(
-        kind=kind,
+        kind=kind.name,
         unit_id=unit_id or actor.unit_id,
         requested_by=actor,
         targets=[str(t) for t in targets],
@@ -72,71 +75,26 @@ def job_submit(
     )
     with transaction.atomic():
         job.save()
-        transaction.on_commit(lambda: _enqueue(job, description))
+        transaction.on_commit(lambda: enqueue(job, description))
     return job
 
 
-def _enqueue(job: Job, description: str) -> None:
-    from kombu.exceptions import OperationalError
-
-    from workers.celery import app
-
-    try:
-        app.send_task(
-            job_task_name(job.kind),
-            kwargs={"job_id": str(job.id)},
-            task_id=str(job.id),
-            # Flower shows this instead of a bare uuid: what is being done to what, by whom.
-            kwargsrepr=repr({"job_id": str(job.id), "what": description or job.kind}),
-            retry=True,
-            retry_policy={
-                "max_retries": 2,
-                "interval_start": 0,
-                "interval_step": 0.2,
-                "interval_max": 0.5,
-            },
-        )
-    except (OperationalError, OSError, TimeoutError) as exc:
-        logger.error("job %s not enqueued, broker unavailable: %s", job.id, exc)
-        Job.objects.filter(id=job.id, status=JobStatus.QUEUED).delete()
-        raise ServiceUnavailable(
-            "The job queue is unavailable; nothing was changed. Try again shortly."
-        ) from exc
+def bulk_submit(*, actor: User, kind: JobKind, ids: list[Any], params: dict[str, Any], description: str) -> Job:
+    """Validate what can be known now and queue a bulk job. Duplicated ids are collapsed; ids that
+    do not exist or belong to another unit are not an error here (that would reveal which ids exist
+    elsewhere): they get a `not_found` outcome."""
+    if actor.unit_id is None:
+        raise ValidationFailed("Bulk actions run within a unit; use a unit account.", code="unit_required")
+    kind.precheck(actor, params)
+    unique = sorted({str(i) for i in ids})
+    if not unique:
+        raise ValidationFailed("No ids given.", code="ids_required")
+    if len(unique) > settings.BULK_MAX_IDS:
+        raise ValidationFailed(f"At most {settings.BULK_MAX_IDS} ids per bulk action.", code="too_many_ids")
+    return job_submit(actor=actor, kind=kind, targets=unique, params=params, description=description)
 
 
 # --- worker side ------------------------------------------------------------------------------
-
-
-def _run_request_transition(job: Job, actor: User) -> dict[str, Any]:
-    entity, action = job.kind.split(".", 1)
-    request = records.request_transition(
-        entity=entity,
-        action=action,
-        actor=actor,
-        request_id=uuid.UUID(job.targets[0]),
-        reason=job.params.get("reason", ""),
-        expected_version=job.params.get("expected_version"),
-    )
-    return {"id": str(request.id), "status": request.status, "version": request.version}
-
-
-def _run_crate_relocate(job: Job, actor: User) -> dict[str, Any]:
-    crate = records.crate_relocate(
-        actor=actor,
-        crate_id=uuid.UUID(job.targets[0]),
-        location=job.params.get("location", ""),
-        expected_version=job.params.get("expected_version"),
-    )
-    return {"id": str(crate.id), "location": crate.location, "version": crate.version}
-
-
-def job_handler(kind: str) -> Callable[[Job, User], dict[str, Any]]:
-    entity, _, action = kind.partition(".")
-    if entity == "crate" and action == "relocate":
-        return _run_crate_relocate
-    if entity in records.REQUEST_KINDS and action in records.REQUEST_ACTIONS:
-        return _run_request_transition
-    raise ValueError(f"no handler for job kind {kind!r}")
 
 
 def job_start(*, job_id: str) -> Job | None:
@@ -161,54 +119,87 @@ def job_start(*, job_id: str) -> Job | None:
     return job
 
 
-def job_run(*, job_id: str) -> Job | None:
+def job_execute(*, job_id: str, on_progress: Callable[[dict[str, int]], None] | None = None) -> Job | None:
     """Carry out a job exactly once, however many times its task is delivered.
 
-    The job row is locked and re-checked in the transaction that applies the change; the change,
-    its outbox events and the job's terminal status commit together.
+    Each round locks the job row, takes the targets without an outcome yet (all of a single job's,
+    a chunk of a bulk job's), applies its kind to them and records their outcomes and the progress
+    in the same transaction; the round that records the last outcome also ends the job.
     """
     job = job_start(job_id=job_id)
     if job is None or job.status in TERMINAL_STATUSES:
         return job
-    _push(job)
-
-    handler = job_handler(job.kind)
-    try:
+    kind = registry.get(job.kind)
+    job_push(job)
+    chunk_size = settings.BULK_CHUNK_SIZE if kind.bulk else len(job.targets)
+    last_push = time.monotonic()
+    while True:
         with transaction.atomic():
             locked = Job.objects.select_for_update().get(id=job.id)
             if locked.status in TERMINAL_STATUSES:
                 return locked
-            actor = job.requested_by
-            if not actor.is_active:
-                raise RoleRequired("The user who started this job is no longer active.", code="actor_inactive")
-            result = handler(job, actor)
-            _test_pause_before_commit(job)
-            locked.status = JobStatus.SUCCEEDED
-            locked.result = result
-            locked.progress = {"total": len(job.targets), "done": len(job.targets), "failed": 0}
-            locked.finished_at = timezone.now()
-            locked.save(update_fields=["status", "result", "progress", "finished_at"])
+            outcomes: dict[str, dict] = (locked.result or {}).get("outcomes", {}) if kind.bulk else {}
+            todo = [t for t in locked.targets if t not in outcomes][:chunk_size]
+            applied = _apply(kind, job.requested_by, todo, locked.params)
+            _record(kind, locked, outcomes, applied)
+            fault_point("job.before_commit", job=job.id)
+            locked.save(update_fields=["status", "result", "error", "progress", "finished_at"])
             job = locked
-    except DomainError as exc:
-        # A refused change is an outcome, not a crash: nothing was applied (the transaction
-        # rolled back); the job says why.
-        job = job_fail(job_id=job.id, error=exc.as_dict())
-        return job
-    transaction.on_commit(lambda: _push(job))  # runs at once outside an atomic block
+        if job.status in TERMINAL_STATUSES:
+            break
+        if on_progress is not None:
+            on_progress(job.progress)
+        fault_point("job.after_chunk", job=job.id, done=job.progress["done"])
+        if time.monotonic() - last_push >= settings.BULK_PROGRESS_INTERVAL_SECONDS:
+            last_push = time.monotonic()
+            job_push(job)
+    if kind.bulk and on_progress is not None:
+        on_progress(job.progress)
+    transaction.on_commit(lambda: job_push(job))  # runs at once outside an atomic block
     return job
 
 
-def _test_pause_before_commit(job: Job) -> None:
-    """Test hook: hold the transaction open after the change is written, so an integration test can
-    SIGKILL the worker "in the middle" deterministically. Only the test settings define
-    JOB_TEST_PAUSE_SECONDS (from the environment of the worker under test); elsewhere it is off."""
-    seconds = getattr(settings, "JOB_TEST_PAUSE_SECONDS", 0)
-    if seconds:
-        logger.warning("JOB_TEST_PAUSE_SECONDS: job %s written, pausing %ss before COMMIT", job.id, seconds)
-        time.sleep(seconds)
+def _apply(kind: JobKind, actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
+    if not actor.is_active:
+        refused = RoleRequired("The user who started this job is no longer active.", code="actor_inactive")
+        return {target: refused for target in targets}
+    return kind.apply(actor, targets, params)
+
+
+def _record(kind: JobKind, job: Job, outcomes: dict[str, dict], applied: dict[str, Outcome]) -> None:
+    """Write the outcomes of one round on the (locked) job row; end the job after its last target.
+
+    A single job ends with its target's outcome: `succeeded` with the result, or `failed` with the
+    DomainError's code and message. A bulk job records every target's outcome, with the same codes,
+    and ends `succeeded` once every target has one."""
+    now = timezone.now()
+    if kind.bulk:
+        for target, outcome in applied.items():
+            outcomes[target] = (
+                {"status": "failed", "code": outcome.code, "message": outcome.message}
+                if isinstance(outcome, DomainError)
+                else {"status": "succeeded"}
+            )
+        failed = sum(1 for o in outcomes.values() if o["status"] == "failed")
+        job.result = {"outcomes": outcomes}
+        job.progress = {"total": len(job.targets), "done": len(outcomes), "failed": failed}
+        if len(outcomes) == len(job.targets):
+            job.status, job.finished_at = JobStatus.SUCCEEDED, now
+        return
+    (outcome,) = applied.values()
+    if isinstance(outcome, DomainError):
+        # A refused change is an outcome, not a crash: nothing of it was written.
+        job.status, job.error = JobStatus.FAILED, outcome.as_dict()
+        job.progress = {"total": 1, "done": 1, "failed": 1}
+    else:
+        job.status, job.result = JobStatus.SUCCEEDED, outcome
+        job.progress = {"total": 1, "done": 1, "failed": 0}
+    job.finished_at = now
 
 
 def job_fail(*, job_id: uuid.UUID | str, error: dict[str, Any]) -> Job:
+    """End a job `failed` from outside its run (its task failed for good: retries exhausted, time
+    limit, a bug). A finished job is left as it is."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(id=job_id)
         if job.status in TERMINAL_STATUSES:
@@ -222,5 +213,5 @@ def job_fail(*, job_id: uuid.UUID | str, error: dict[str, Any]) -> Job:
         job.progress = {"total": total, "done": total, "failed": total - succeeded}
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "error", "progress", "finished_at"])
-    _push(job)
+    job_push(job)
     return job

@@ -2,7 +2,7 @@
 
 Views are entry points: they validate input with a serializer, call one service or selector, and
 render. Create/edit/delete are synchronous; state changes (approve, reject, send back, resubmit,
-relocate) are queued as jobs and answered with 202 + Location (CONTRACT: "State changes run as jobs").
+relocate) are queued as jobs (their kinds are declared in jobs.py) and answered with 202 + Location.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
 
 from . import selectors, services
+from .jobs import RELOCATE, TRANSITION_KINDS
 from .models import (
     Crate,
     CrateStatus,
@@ -117,7 +118,7 @@ class CrateViewSet(viewsets.ModelViewSet):
         )
         job = job_submit(
             actor=request.user,
-            kind="crate.relocate",
+            kind=RELOCATE,
             targets=[crate.id],
             params={"location": data.validated_data["location"], "expected_version": version},
             description=f"relocate {crate.crate_number} to {data.validated_data['location']} by {request.user.username}",
@@ -240,7 +241,7 @@ class RequestViewSet(viewsets.ModelViewSet):
         )
         job = job_submit(
             actor=request.user,
-            kind=f"{self.entity}.{action_name}",
+            kind=TRANSITION_KINDS[self.entity, action_name],
             targets=[obj.id],
             params={"reason": reason, "expected_version": version},
             description=f"{action_name.replace('_', ' ')} {obj.request_number} by {request.user.username}",

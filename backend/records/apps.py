@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class RecordsConfig(AppConfig):
     name = "backend.records"
     label = "records"
+
+    def ready(self) -> None:
+        from backend.jobs import registry
+
+        from .jobs import KINDS
+
+        registry.register(*KINDS)

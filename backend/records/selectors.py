@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+
 from django.db.models import Q, QuerySet
 
 from backend.accounts.models import User
 
-from .models import BaseRequest, Crate, SendBackRecord, TransferRequest
-from .services import request_kind
+from .lifecycle import EDITABLE_STATUSES, REQUEST_KINDS, request_kind
+from .models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest
 
 
 def _unit_id(user: User):
@@ -35,3 +38,26 @@ def requests_visible_to(user: User, entity: str) -> QuerySet[BaseRequest]:
 def sendback_records_visible_to(user: User) -> QuerySet[SendBackRecord]:
     records = SendBackRecord.objects.all()
     return records if user.is_superuser else records.filter(unit_id=_unit_id(user))
+
+
+def open_request_crate_ids(crate_ids: Iterable[uuid.UUID], exclude: BaseRequest | None = None) -> set:
+    """Which of these crates are in a request that is still open (pending or sent back), other than
+    `exclude`: a crate can be in one open request at a time."""
+    busy: set = set()
+    for kind in REQUEST_KINDS.values():
+        through = kind.model.crates.through
+        rows = through.objects.filter(
+            crate_id__in=list(crate_ids),
+            **{f"{kind.model._meta.model_name}__status__in": list(EDITABLE_STATUSES)},
+        )
+        if exclude is not None and isinstance(exclude, kind.model):
+            rows = rows.exclude(**{f"{kind.model._meta.model_name}_id": exclude.id})
+        busy.update(rows.values_list("crate_id", flat=True))
+    return busy
+
+
+def free_crates_in_storage(unit_id) -> QuerySet[Crate]:
+    """A unit's crates in storage that no open request holds, by number."""
+    crates = Crate.objects.filter(unit_id=unit_id, status=CrateStatus.IN_STORAGE)
+    busy = open_request_crate_ids(crates.values_list("id", flat=True))
+    return crates.exclude(id__in=busy).order_by("crate_number")

@@ -1,12 +1,11 @@
-"""Fixtures for the realtime tier's integration tests (helpers live in tests/realtime/support.py)."""
+"""Fixtures for the realtime tier's integration tests (helpers live in tests/support/realtime.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.support import processes
-
-from .support import PUBSUB_LAYER, RedisServer, make_world
+from tests.support.realtime import PUBSUB_LAYER, make_world
 
 
 @pytest.fixture
@@ -33,14 +32,6 @@ def spawn_daphne(live_env):
     yield start
     for proc in started:
         proc.stop()
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The handshake's credentials (CONTRACT: "Bad, expired or missing credentials: the socket is
+"""The handshake's credentials (the public protocol, docs/realtime.md: "Bad, expired or missing credentials: the socket is
 accepted and closed with code 4001"), against a real Daphne: every way in that must fail does,
 before any message and before any channel-layer group is joined; a ticket works exactly once."""
 
@@ -17,10 +17,9 @@ from django.conf import settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from backend.accounts.models import User
-from realtime.tickets import PREFIX, ticket_issue
+from backend.accounts.tickets import PREFIX, ticket_issue
+from tests.support.realtime import failed_connection, joined_groups, relocate_async
 from tests.support.ws import connect, recv_json
-
-from .support import failed_connection, joined_groups, relocate_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -151,7 +150,7 @@ def test_an_expired_ticket_is_refused(daphne, unit_a, settings):
     settings.WS_TICKET_TTL_SECONDS = 1
     ticket = ticket_issue(user_id=str(unit_a.approver.id), access_exp=int(time.time()) + 600)
     keys = redis.Redis.from_url(settings.KEYS_REDIS_URL)
-    assert keys.ttl(PREFIX + ticket) == 1
+    assert keys.pttl(PREFIX + ticket) <= 1000  # (-2 if a slow machine already let it expire)
     deadline = time.monotonic() + 10
     while keys.exists(PREFIX + ticket) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -9,9 +9,8 @@ import json
 import pytest
 
 from backend.records import services
+from tests.support.realtime import in_thread, relocate, relocate_async, unit_seq
 from tests.support.ws import assert_silent, collect_updates, connect, recv_json
-
-from .support import in_thread, relocate, relocate_async, unit_seq
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -25,8 +24,8 @@ def test_a_unit_never_receives_another_units_updates(daphne, unit_a, unit_b):
         seqs_a = await relocate_async(unit_a, 3)
         seqs_b = await relocate_async(unit_b, 2)
         got_a, got_b = await collect_updates(a, 3, timeout=15), await collect_updates(b, 2, timeout=15)
-        await assert_silent(a, 1.0)
-        await assert_silent(b, 0.2)
+        await assert_silent(a)
+        await assert_silent(b)
         await a.close()
         await b.close()
         return hellos, seqs_a, seqs_b, got_a, got_b
@@ -63,8 +62,8 @@ def test_a_transfer_reaches_both_units_each_with_its_own_seq(daphne, unit_a, uni
             request_id=request.id,
         )
         got_a, got_b = await collect_updates(a, 4, timeout=15), await collect_updates(b, 4, timeout=15)
-        await assert_silent(a, 1.0)
-        await assert_silent(b, 0.2)
+        await assert_silent(a)
+        await assert_silent(b)
         await a.close()
         await b.close()
         return request, got_a, got_b
@@ -103,8 +102,8 @@ def test_batch_clients_get_updates_that_land_together_in_one_frame(daphne, unit_
         while sum(len(f.get("updates", [f])) for f in frames) < 30:
             frames.append(json.loads(await asyncio.wait_for(batched.recv(), 15)))
         singles = [json.loads(await asyncio.wait_for(plain.recv(), 15)) for _ in range(30)]
-        await assert_silent(batched, 0.5)
-        await assert_silent(plain, 0.2)
+        await assert_silent(batched)
+        await assert_silent(plain)
         await batched.close()
         await plain.close()
         return frames, singles

@@ -13,9 +13,8 @@ import json
 import pytest
 import websockets
 
+from tests.support.realtime import SeqClient, failed_connection, relocate_async, wait_for_hub_connections
 from tests.support.ws import connect, recv_json
-
-from .support import SeqClient, failed_connection, relocate_async, wait_for_hub_connections
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

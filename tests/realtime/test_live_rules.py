@@ -13,11 +13,10 @@ import websockets
 from rest_framework_simplejwt.tokens import AccessToken
 
 from backend.accounts.models import User
-from realtime.tickets import ticket_issue
-from tests.conftest import access_token
+from backend.accounts.tickets import ticket_issue
+from tests.support.auth import access_token
+from tests.support.realtime import SeqClient, make_users, raise_open_files_limit, relocate_async
 from tests.support.ws import connect, recv_json
-
-from .support import SeqClient, make_users, raise_open_files_limit, relocate_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -33,30 +32,38 @@ async def _close_code(ws, timeout: float = 15.0) -> tuple[list[dict], int | None
 
 
 def test_the_connection_closes_4002_when_its_token_expires(daphne, unit_a):
-    # given an access token that expires in 3 s, and a ticket bought with a token expiring then too
+    # given an access token that expires in 6 s, and a ticket bought with a token expiring then too
     user = unit_a.approver
     token = AccessToken.for_user(user)
     token["unit_id"] = unit_a.id
-    token.set_exp(lifetime=timedelta(seconds=3))
-    ticket = ticket_issue(user_id=str(user.id), access_exp=int(time.time()) + 3)
+    token.set_exp(lifetime=timedelta(seconds=6))
+    expires_at = float(token["exp"])
+    ticket = ticket_issue(user_id=str(user.id), access_exp=int(expires_at))
+
+    async def closed(ws):
+        result = await _close_code(ws)
+        return (*result, time.time())
 
     async def scenario():
         # when a client connects with each and waits
         with_token = await connect(daphne, token=str(token))
         with_ticket = await connect(daphne, ticket=ticket)
-        return await asyncio.gather(_close_code(with_token), _close_code(with_ticket))
+        return await asyncio.gather(closed(with_token), closed(with_ticket))
 
     by_token, by_ticket = asyncio.run(scenario())
 
-    # then both were connected, and closed with 4002 when the token expired
-    for messages, code in (by_token, by_ticket):
+    # then both were connected, and closed with 4002 when the token expired (not before; JWT
+    # expiry has whole-second resolution, hence the second of slack on each side)
+    for messages, code, closed_at in (by_token, by_ticket):
         assert [m["type"] for m in messages] == ["connection_established"]
         assert code == 4002
+        assert expires_at - 1.0 <= closed_at <= expires_at + 5.0, (closed_at, expires_at)
 
 
 @pytest.mark.parametrize("change", ["deactivated", "moved"])
-def test_the_connection_closes_4003_when_the_user_loses_access(daphne, unit_a, unit_b, change):
-    # given a connected user
+def test_the_connection_closes_4003_when_the_user_loses_access(spawn_daphne, unit_a, unit_b, change):
+    # given a connected user, on a Daphne that re-validates every second
+    _, daphne = spawn_daphne(REALTIME_REVALIDATE_SECONDS="1")
     user = unit_a.approver
 
     async def scenario():
@@ -76,9 +83,10 @@ def test_the_connection_closes_4003_when_the_user_loses_access(daphne, unit_a, u
     assert (messages, code) == ([], 4003)
 
 
-def test_users_connecting_while_access_is_being_revalidated_stay_connected(daphne, unit_a):
+def test_users_connecting_while_access_is_being_revalidated_stay_connected(spawn_daphne, unit_a):
     # given 600 users of a unit, who connect in a steady stream (10 handshakes at a time) lasting
     # several of the server's 1 s re-validation ticks, so that ticks land among the handshakes
+    _, daphne = spawn_daphne(REALTIME_REVALIDATE_SECONDS="1")
     raise_open_files_limit()
     clients = [SeqClient(daphne, access_token(user)) for user in make_users(unit_a, 600)]
 

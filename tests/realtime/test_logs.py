@@ -8,10 +8,9 @@ import asyncio
 import httpx
 import pytest
 
-from realtime.tickets import ticket_issue
+from backend.accounts.tickets import ticket_issue
+from tests.support.realtime import failed_connection
 from tests.support.ws import connect, recv_json
-
-from .support import failed_connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

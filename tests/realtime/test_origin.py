@@ -1,4 +1,4 @@
-"""Origin checks at the handshake (CONTRACT: "Origin not allowed by ALLOWED_HOSTS: refused at the
+"""Origin checks at the handshake (the public protocol, docs/realtime.md: "Origin not allowed by ALLOWED_HOSTS: refused at the
 handshake (HTTP 403)"), with a valid token every time, so the origin alone decides.
 
 ALLOWED_HOSTS names hosts, not origins: like Django's own Host check, it says nothing about scheme or

@@ -1,4 +1,4 @@
-"""Resuming with `last_seq` (CONTRACT: "the server first replays every missed update in order, then
+"""Resuming with `last_seq` (the public protocol, docs/realtime.md: "the server first replays every missed update in order, then
 goes live; if the gap is older than the retained history it sends resync_required instead")."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import random
 import pytest
 
 from backend.events.models import OutboxEvent
+from tests.support.realtime import SeqClient, relocate, relocate_async
 from tests.support.ws import assert_silent, collect_updates, connect, recv_json
-
-from .support import SeqClient, relocate, relocate_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -33,7 +32,7 @@ def test_resume_replays_exactly_the_missed_updates_then_goes_live(daphne, unit_a
         # and two more changes commit after it is back
         await relocate_async(unit_a, 2)
         live = await collect_updates(ws, 2, timeout=15)
-        await assert_silent(ws, 1.0)
+        await assert_silent(ws)
         await ws.close()
         return seen, hello, replayed, live
 
@@ -112,7 +111,7 @@ def test_resume_from_pruned_history_gets_resync_required(daphne, unit_a):
         await recv_json(ws), await recv_json(ws)
         await relocate_async(unit_a, 1)
         live = await collect_updates(ws, 1, timeout=15)
-        await assert_silent(ws, 0.5)
+        await assert_silent(ws)
         await ws.close()
         return results, live
 
@@ -146,7 +145,7 @@ def test_resume_beyond_the_replay_limit_gets_resync_required(spawn_daphne, unit_
         batched = await connect(port, token=unit_a.token(), last_seq=3, batch=1)
         await recv_json(batched)
         replay = await recv_json(batched)
-        await assert_silent(batched, 0.5)
+        await assert_silent(batched)
         await batched.close()
         return resync, replay
 

@@ -12,9 +12,8 @@ import pytest
 import websockets
 
 from backend.records import services
+from tests.support.realtime import SeqClient, in_thread, unit_seq
 from tests.support.ws import ws_url
-
-from .support import SeqClient, in_thread, unit_seq
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

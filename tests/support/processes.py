@@ -1,5 +1,5 @@
-"""Real processes for integration tests: Daphne, Celery workers and beat, on free ports, with their
-output kept under test-artifacts/logs/ for post-mortems."""
+"""Real processes for integration tests: Daphne, Celery workers and beat, and redis-servers of a
+test's own, on free ports, with their output kept under test-artifacts/logs/ for post-mortems."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -117,3 +119,31 @@ def start_beat(env: dict[str, str]) -> LiveProcess:
     proc = LiveProcess("beat", args, env)
     proc.wait_for_output("beat: Starting", timeout=30)
     return proc
+
+
+class RedisServer:
+    """A redis-server on a free port without persistence: a restart loses everything, like a crash."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: LiveProcess | None = None
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--maxclients", "10000"]
+        self.proc = LiveProcess(f"redis-{self.port}", args, {})
+        wait_for_port(self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE: every key (group memberships, queued messages) is gone."""
+        if self.proc is None or not self.proc.alive:
+            return
+        try:
+            redis.Redis(port=self.port, socket_timeout=5).shutdown(nosave=True)
+        except redis.exceptions.ConnectionError:
+            pass  # the server closes our connection as it exits
+        self.proc.popen.wait(10)
+        self.proc.stop()

@@ -8,6 +8,11 @@ from typing import Any
 
 import websockets
 
+# How long "nothing arrives" is watched for. Longer than every path that could still deliver late:
+# the hub's outbox fill runs every REALTIME_REVALIDATE_SECONDS (1 s in a test Daphne that ticks),
+# and the sweeper publishes anything unpublished after OUTBOX_SWEEP_SECONDS + its grace (1 + 1 s).
+SILENCE_SECONDS = 2.5
+
 
 def ws_url(port: int, **query: Any) -> str:
     params = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
@@ -55,7 +60,7 @@ async def collect_updates(ws, count: int, timeout: float = 10.0) -> list[dict]:
     return updates
 
 
-async def assert_silent(ws, seconds: float = 0.5) -> None:
+async def assert_silent(ws, seconds: float = SILENCE_SECONDS) -> None:
     """Nothing arrives for `seconds` (other than a pong)."""
     try:
         message = await asyncio.wait_for(ws.recv(), seconds)

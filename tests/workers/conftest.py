@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support import processes
-
-from .helpers import SHORT_TIME_LIMIT, SHORT_VISIBILITY_TIMEOUT
-from .layer import LayerListener
+from tests.support.layer import LayerListener
+from tests.support.pipeline import SHORT_TIME_LIMIT, SHORT_VISIBILITY_TIMEOUT
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ import pytest
 from backend.accounts.models import Role
 from backend.jobs.models import Job
 from backend.records.models import RequestStatus, WithdrawalRequest
-from tests.conftest import access_token
-from tests.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support import processes
+from tests.support.auth import access_token
+from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.pipeline import wait_until
 from workers.celery import app as celery_app
-
-from .helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -96,24 +95,24 @@ def test_flower_requires_basic_auth_and_shows_the_job_task_by_name_and_descripti
     task = wait_until(flower_task, 30, "Flower to show the finished job task")
 
     # then Flower names the task and shows what it did, to what, by whom (our kwargsrepr)
-    assert task["name"] == "requests.approve"
+    assert task["name"] == "withdrawal.approve"
     assert task["uuid"] == job_id
     assert ast.literal_eval(task["kwargs"]) == {
         "job_id": job_id,
         "what": f"approve {request.request_number} by {approver.username}",
     }
-    listed = httpx.get(f"{flower}/api/tasks", params={"taskname": "requests.approve"}, auth=auth, timeout=10).json()
-    assert listed[job_id]["name"] == "requests.approve"
+    listed = httpx.get(f"{flower}/api/tasks", params={"taskname": "withdrawal.approve"}, auth=auth, timeout=10).json()
+    assert listed[job_id]["name"] == "withdrawal.approve"
 
 
 def test_flower_shows_a_bulk_job_s_progress_while_it_runs(flower, live_env, own_processes, private_queue, api):
     """Bulk progress reaches operators through the task state: PROGRESS with the counts while it
     runs, and the final counts once it succeeds."""
-    from tests.factories import pending_requests_fast
+    from tests.support.factories import pending_requests_fast
     from tests.support.queues import enqueue_on
 
     auth = ("ops", "s3cret-flower")
-    env = {**live_env, "BULK_CHUNK_SIZE": "2", "BULK_TEST_PAUSE_SECONDS": "1.5"}
+    env = {**live_env, "BULK_CHUNK_SIZE": "2", "FAULT_POINTS": "job.after_chunk=pause:1.5"}
     own_processes.append(processes.start_worker(env, name="bulk-progress", queues=private_queue))
     unit = UnitFactory()
     requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
@@ -131,7 +130,7 @@ def test_flower_shows_a_bulk_job_s_progress_while_it_runs(flower, live_env, own_
 
     # then Flower shows it in state PROGRESS with the counts so far
     running = wait_until(lambda: (i := info()).get("state") == "PROGRESS" and i, 40, "a PROGRESS state in Flower")
-    assert running["name"] == "bulk.apply"
+    assert running["name"] == "bulk.withdrawal.approve"
     assert running["result"] in {"2/6 done, 0 failed", "4/6 done, 0 failed"}
     # and the final counts once it has succeeded
     done = wait_until(lambda: (i := info()).get("state") == "SUCCESS" and i, 40, "SUCCESS in Flower")

@@ -10,7 +10,7 @@ import pytest
 
 from backend.accounts.models import Role
 from backend.records.models import WithdrawalRequest
-from tests.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
+from tests.support.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
 from workers.cli import read_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

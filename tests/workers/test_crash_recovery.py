@@ -6,8 +6,8 @@
   publishes them, each seq once, in order;
 - past the task's time limit: the job ends `failed` and nothing of it is applied.
 
-"The middle" and "after COMMIT" are made exact by the test-only hooks JOB_TEST_PAUSE_SECONDS and
-OUTBOX_TEST_PUBLISH_PAUSE_SECONDS (defined only in the test settings, see docs/pipeline.md). Each
+"The middle" and "after COMMIT" are made exact by the fault points `job.before_commit` and
+`outbox.before_publish` (backend/common/faults.py; armed only by the test settings). Each
 test runs its own workers on a private queue with a short visibility timeout, so the session
 worker never takes their tasks.
 """
@@ -22,10 +22,9 @@ from backend.accounts.models import Role
 from backend.events.models import OutboxEvent, UnitSequence
 from backend.jobs.models import Job, JobStatus
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
-from tests.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support import processes
-
-from .helpers import SHORT_VISIBILITY_TIMEOUT, enqueue_on, wait_until
+from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.pipeline import SHORT_VISIBILITY_TIMEOUT, enqueue_on, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -67,13 +66,15 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_the_job_applied_
     unit, approver, crates, request = withdrawal_scene()
     before = UnitSequence.objects.get(unit=unit).last_seq
     listener = listen(units=[unit.id])
-    first = processes.start_worker({**crash_env, "JOB_TEST_PAUSE_SECONDS": "20"}, name="doomed", queues=private_queue)
+    first = processes.start_worker(
+        {**crash_env, "FAULT_POINTS": "job.before_commit=pause:20"}, name="doomed", queues=private_queue
+    )
     own_processes.append(first)
 
     # when an approval reaches it and it is SIGKILLed (the whole process group) during that pause
     with enqueue_on(private_queue):
         job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
-    killed_at = kill_when_printed(first, f"JOB_TEST_PAUSE_SECONDS: job {job_id} written")
+    killed_at = kill_when_printed(first, f"fault point job.before_commit reached (pause) job={job_id}")
 
     # then nothing it wrote survived and nothing was broadcast
     job = Job.objects.get(id=job_id)
@@ -99,7 +100,7 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_the_job_applied_
     assert approval_events(unit) == expected
     frames = listener.wait_frames(unit.id, 3)
     assert [f["seq"] for f in frames] == [before + 1, before + 2, before + 3]
-    assert listener.frames_after(unit.id, 1.0) == frames
+    assert listener.frames_after(unit.id) == frames
 
 
 def test_events_committed_by_a_worker_killed_before_publishing_are_published_by_the_sweeper(
@@ -110,21 +111,21 @@ def test_events_committed_by_a_worker_killed_before_publishing_are_published_by_
     before = UnitSequence.objects.get(unit=unit).last_seq
     listener = listen(units=[unit.id])
     first = processes.start_worker(
-        {**crash_env, "OUTBOX_TEST_PUBLISH_PAUSE_SECONDS": "20"}, name="doomed", queues=private_queue
+        {**crash_env, "FAULT_POINTS": "outbox.before_publish=pause:20"}, name="doomed", queues=private_queue
     )
     own_processes.append(first)
 
     # when an approval reaches it and it is SIGKILLed during that pause
     with enqueue_on(private_queue):
         job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
-    killed_at = kill_when_printed(first, "OUTBOX_TEST_PUBLISH_PAUSE_SECONDS: 3 events committed")
+    killed_at = kill_when_printed(first, "fault point outbox.before_publish reached (pause) events=3")
 
     # then the change and its events are committed, but unpublished and unheard
     assert Job.objects.get(id=job_id).status == JobStatus.SUCCEEDED
     assert WithdrawalRequest.objects.get(id=request.id).status == RequestStatus.APPROVED
     stranded = list(OutboxEvent.objects.filter(unit=unit, seq__gt=before).order_by("seq"))
     assert [(e.seq, e.published_at) for e in stranded] == [(before + 1, None), (before + 2, None), (before + 3, None)]
-    assert listener.frames_after(unit.id, 1.0) == []
+    assert listener.frames_after(unit.id) == []
 
     # when beat and a worker run (the worker also takes the approval task Redis redelivers)
     wait_out_the_visibility_timeout(killed_at)
@@ -138,12 +139,12 @@ def test_events_committed_by_a_worker_killed_before_publishing_are_published_by_
     wait_until(lambda: not OutboxEvent.objects.filter(unit=unit, published_at__isnull=True).exists(),
                what="published_at on every stranded event")
     # and the redelivered approval was a no-op: the job is still the one success, nothing re-applied
-    wait_until(lambda: f"requests.approve[{job_id}] succeeded" in own_processes[-2].output(), 30,
+    wait_until(lambda: f"withdrawal.approve[{job_id}] succeeded" in own_processes[-2].output(), 30,
                "the redelivered approval to run")
     job = Job.objects.get(id=job_id)
     assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
     assert OutboxEvent.objects.filter(unit=unit, seq__gt=before).count() == 3
-    assert listener.frames_after(unit.id, 2.0) == frames  # two more sweeps: nothing published twice
+    assert listener.frames_after(unit.id) == frames  # two more sweeps: nothing published twice
 
 
 def test_a_job_that_overruns_its_time_limit_ends_failed_and_applies_nothing(
@@ -153,7 +154,7 @@ def test_a_job_that_overruns_its_time_limit_ends_failed_and_applies_nothing(
     unit, approver, crates, request = withdrawal_scene()
     before = UnitSequence.objects.get(unit=unit).last_seq
     listener = listen(units=[unit.id], users=[approver.id])
-    env = {**crash_env, "CELERY_TASK_SOFT_TIME_LIMIT": "1", "JOB_TEST_PAUSE_SECONDS": "20"}
+    env = {**crash_env, "CELERY_TASK_SOFT_TIME_LIMIT": "1", "FAULT_POINTS": "job.before_commit=pause:20"}
     own_processes.append(processes.start_worker(env, name="overrun", queues=private_queue))
 
     # when an approval runs on it
@@ -173,4 +174,4 @@ def test_a_job_that_overruns_its_time_limit_ends_failed_and_applies_nothing(
     assert (request.status, request.version) == (RequestStatus.PENDING, 1)
     assert {(c.status, c.version) for c in Crate.objects.filter(unit=unit)} == {(CrateStatus.IN_STORAGE, 1)}
     assert UnitSequence.objects.get(unit=unit).last_seq == before
-    assert listener.frames_after(unit.id, 0.5) == []
+    assert listener.frames_after(unit.id) == []

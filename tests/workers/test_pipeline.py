@@ -17,26 +17,20 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from backend.accounts.models import Role
-from backend.events.models import OutboxEvent, UnitSequence
+from backend.common.faults import parse_fault_points
+from backend.events.models import OutboxEvent
 from backend.events.schema import DATA_UPDATE_SCHEMA
 from backend.jobs.models import Job, JobStatus
-from backend.jobs.services import job_run
+from backend.jobs.services import job_execute
 from backend.records import services as records
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest, WithdrawalRequest
-from tests.conftest import access_token
-from tests.factories import CrateFactory, UnitFactory, UserFactory, make_request
-
-from .helpers import held_enqueue, release, requires_postgres, wait_until
+from backend.records.services import transitions
+from tests.support.auth import access_token
+from tests.support.db import last_seq, outbox_after
+from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.pipeline import held_enqueue, release, requires_postgres, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def last_seq(unit) -> int:
-    return UnitSequence.objects.get(unit=unit).last_seq
-
-
-def events_after(unit, seq: int) -> list[OutboxEvent]:
-    return list(OutboxEvent.objects.filter(unit=unit, seq__gt=seq).order_by("seq"))
 
 
 def event_counts(unit) -> dict[tuple[str, str], int]:
@@ -97,7 +91,7 @@ def test_an_approval_runs_as_a_job_and_its_events_are_broadcast_in_seq_order(dap
     assert WithdrawalRequest.objects.get(id=request.id).status == RequestStatus.APPROVED
     assert set(Crate.objects.filter(unit=unit).values_list("status", flat=True)) == {CrateStatus.WITHDRAWN}
     # and the outbox holds one event per object with consecutive seqs, all published
-    events = events_after(unit, before)
+    events = outbox_after(unit, before)
     assert [e.seq for e in events] == [before + 1, before + 2, before + 3]
     assert [(e.entity, e.action) for e in events] == [("withdrawal", "updated"), ("crate", "updated"), ("crate", "updated")]
     assert str(events[0].object_id) == str(request.id)
@@ -110,7 +104,7 @@ def test_an_approval_runs_as_a_job_and_its_events_are_broadcast_in_seq_order(dap
         jsonschema.validate(frame, DATA_UPDATE_SCHEMA)
     assert frames[0]["data"] == {"id": str(request.id), "status": "approved", "request_number": request.request_number}
     assert [(f["type"], f["entity"], f["action"]) for f in frames[1:]] == [("data_update", "crate", "updated")] * 2
-    assert listener.frames_after(unit.id, 1.0) == frames
+    assert listener.frames_after(unit.id) == frames
 
 
 def test_a_change_that_rolls_back_is_never_broadcast_and_gives_its_seq_back(listen):
@@ -128,8 +122,8 @@ def test_a_change_that_rolls_back_is_never_broadcast_and_gives_its_seq_back(list
         raise Abort
 
     # then nothing is broadcast, no outbox row remains and the unit's counter is unchanged
-    assert listener.frames_after(unit.id, 1.5) == []
-    assert events_after(unit, before) == []
+    assert listener.frames_after(unit.id) == []
+    assert outbox_after(unit, before) == []
     assert last_seq(unit) == before
     assert WithdrawalRequest.objects.get(id=request.id).status == RequestStatus.PENDING
 
@@ -163,8 +157,8 @@ def test_events_are_broadcast_only_once_their_transaction_commits(listen):
     assert written.wait(20)
 
     # then the listener hears nothing and the events are invisible outside that transaction
-    assert listener.frames_after(unit.id, 1.5) == []
-    assert events_after(unit, before) == []
+    assert listener.frames_after(unit.id) == []
+    assert outbox_after(unit, before) == []
 
     # and when it commits, the events arrive, in seq order
     commit.set()
@@ -192,7 +186,7 @@ def test_a_job_delivered_twice_by_the_broker_is_applied_once(worker, api, listen
     # when its task message reaches the real worker twice (same task id, as a redelivery would)
     release(held)
     release(held)
-    wait_until(lambda: worker.output().count(f"crates.relocate[{job_id}] succeeded") == 2, what="both deliveries run")
+    wait_until(lambda: worker.output().count(f"crate.relocate[{job_id}] succeeded") == 2, what="both deliveries run")
 
     # then the job ran once: one attempt, one version bump, one event
     job = Job.objects.get(id=job_id)
@@ -201,7 +195,7 @@ def test_a_job_delivered_twice_by_the_broker_is_applied_once(worker, api, listen
     assert (crate.location, crate.version) == ("Vault 7", 2)
     assert event_counts(unit) == {(str(crate.id), "updated"): 1}
     listener.wait_frames(unit.id, 1)
-    assert [f["data"]["id"] for f in listener.frames_after(unit.id, 1.0)] == [str(crate.id)]
+    assert [f["data"]["id"] for f in listener.frames_after(unit.id)] == [str(crate.id)]
 
 
 def test_two_concurrent_deliveries_of_one_job_apply_it_once(api, listen):
@@ -216,7 +210,7 @@ def test_two_concurrent_deliveries_of_one_job_apply_it_once(api, listen):
     def deliver():
         try:
             start.wait(10)
-            job_run(job_id=job_id)
+            job_execute(job_id=job_id)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
         finally:
@@ -224,7 +218,7 @@ def test_two_concurrent_deliveries_of_one_job_apply_it_once(api, listen):
 
     # when two deliveries run at once, the first holding its transaction open for a moment, so the
     # second gets past the "already finished?" check and has to wait for the job row's lock
-    with override_settings(JOB_TEST_PAUSE_SECONDS=1.0):
+    with override_settings(FAULT_POINTS=parse_fault_points("job.before_commit=pause:1")):
         threads = [threading.Thread(target=deliver) for _ in range(2)]
         for thread in threads:
             thread.start()
@@ -239,7 +233,7 @@ def test_two_concurrent_deliveries_of_one_job_apply_it_once(api, listen):
     assert (crate.location, crate.version) == ("Vault 8", 2)
     assert event_counts(unit) == {(str(crate.id), "updated"): 1}
     listener.wait_frames(unit.id, 1)
-    assert [f["data"]["id"] for f in listener.frames_after(unit.id, 1.0)] == [str(crate.id)]
+    assert [f["data"]["id"] for f in listener.frames_after(unit.id)] == [str(crate.id)]
 
 
 def test_approving_a_rejected_request_is_refused_at_the_request(api):
@@ -334,10 +328,11 @@ def test_opposite_transfers_approved_at_the_same_moment_do_not_deadlock(api, lis
             api(approver_b).post(f"/api/transfer-requests/{b_to_a.id}/approve/", {}).json()["job"]["id"],
         ]
 
-    # when two workers run them at once, both holding their request and crate locks before either
-    # takes a unit counter (each transaction needs both units' counters)
+    # when both run at once (two deliveries in two threads of this process, as two worker processes
+    # would), both holding their request and crate locks before either takes a unit counter (each
+    # transaction needs both units' counters)
     both_hold_their_rows = threading.Barrier(2)
-    real_outbox_write = records.outbox_write
+    real_outbox_write = transitions.outbox_write
     errors: list[BaseException] = []
 
     def outbox_write_when_both_are_ready(changes):
@@ -346,14 +341,14 @@ def test_opposite_transfers_approved_at_the_same_moment_do_not_deadlock(api, lis
 
     def work(job_id):
         try:
-            job_run(job_id=job_id)
+            job_execute(job_id=job_id)
         except BaseException as exc:  # noqa: BLE001 - a deadlock shows up here
             errors.append(exc)
         finally:
             connection.close()
 
     threads = [threading.Thread(target=work, args=(job_id,)) for job_id in jobs]
-    with mock.patch.object(records, "outbox_write", outbox_write_when_both_are_ready):
+    with mock.patch.object(transitions, "outbox_write", outbox_write_when_both_are_ready):
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -363,8 +358,8 @@ def test_opposite_transfers_approved_at_the_same_moment_do_not_deadlock(api, lis
     assert errors == []
     assert [Job.objects.get(id=j).status for j in jobs] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
     assert set(TransferRequest.objects.values_list("status", flat=True)) == {RequestStatus.APPROVED}
-    assert [e.seq for e in events_after(unit_a, seq_a)] == list(range(seq_a + 1, seq_a + 7))
-    assert [e.seq for e in events_after(unit_b, seq_b)] == list(range(seq_b + 1, seq_b + 7))
+    assert [e.seq for e in outbox_after(unit_a, seq_a)] == list(range(seq_a + 1, seq_a + 7))
+    assert [e.seq for e in outbox_after(unit_b, seq_b)] == list(range(seq_b + 1, seq_b + 7))
     assert [f["seq"] for f in listener.wait_frames(unit_a.id, 6)] == list(range(seq_a + 1, seq_a + 7))
     assert [f["seq"] for f in listener.wait_frames(unit_b.id, 6)] == list(range(seq_b + 1, seq_b + 7))
     assert {c.unit_id for c in Crate.objects.filter(id__in=[c.id for c in crates_a])} == {unit_b.id}

@@ -7,6 +7,7 @@ import re
 from django.conf import settings
 
 import workers.tasks  # noqa: F401 - registers the tasks
+from backend.jobs import registry
 from workers.base import TRANSIENT_ERRORS, RecordsTask
 from workers.celery import app
 
@@ -14,12 +15,14 @@ OUR_TASKS = sorted(name for name in app.tasks if not name.startswith("celery."))
 
 
 def test_broker_and_result_backend_share_one_visibility_timeout():
-    # given the configured app
-    broker = app.conf.broker_transport_options
-    results = app.conf.result_backend_transport_options
+    # given a real broker channel of the configured app (kombu's Redis transport)
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
 
-    # then both transports read the same visibility timeout, the one from settings
-    assert broker["visibility_timeout"] == results["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+        # then the broker redelivers after the visibility timeout from settings, and the result
+        # backend's options (read if a result backend is ever configured) say the same
+        assert channel.visibility_timeout == settings.CELERY_VISIBILITY_TIMEOUT
+    assert app.conf.result_backend_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
 
 
 def test_no_task_outlives_the_visibility_timeout():
@@ -33,15 +36,16 @@ def test_no_task_outlives_the_visibility_timeout():
 
 
 def test_every_task_is_named_queued_late_acked_and_retried_on_transient_errors():
-    # given the tasks workers.tasks registers
-    assert {"requests.approve", "requests.reject", "requests.send_back", "requests.resubmit",
-            "crates.relocate", "outbox.sweep", "outbox.prune"} <= set(OUR_TASKS)
+    # given the tasks workers.tasks registers: one per job kind, named after it, and the relay's
+    assert set(OUR_TASKS) == {kind.name for kind in registry.kinds()} | {"outbox.sweep", "outbox.prune"}
+    assert {"withdrawal.approve", "transfer.send_back", "crate.relocate", "bulk.destruction.reject"} <= set(OUR_TASKS)
 
     for name in OUR_TASKS:
         task = app.tasks[name]
         # then each has a dotted name (what Flower shows), an explicit queue and the late-ack policy
-        assert re.fullmatch(r"[a-z_]+\.[a-z_]+", name), name
-        assert task.queue in {"default", "bulk"}, (name, task.queue)
+        assert re.fullmatch(r"[a-z_]+(\.[a-z_]+)+", name), name
+        kind = registry.find(name)
+        assert task.queue == (kind.queue if kind else "default"), (name, task.queue)
         assert task.acks_late is True, name
         assert task.reject_on_worker_lost is True, name
         # and retries transient database / Redis errors with jittered backoff
@@ -53,7 +57,7 @@ def test_every_task_is_named_queued_late_acked_and_retried_on_transient_errors()
 
 def test_a_task_sent_by_name_reaches_the_queue_its_definition_declares():
     # given the router as the web process uses it: Daphne sends tasks by name and never imports
-    # workers.tasks, so only the configured task_routes (not the task's `queue`) can route them
+    # workers.tasks, so only the configured task_routes (the registry's) can route them
     router = app.amqp.router
 
     for name in OUR_TASKS:

@@ -258,6 +258,9 @@ OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 # A connection is re-validated (active? same unit?) this often, so 4003 never depends on
 # a single lost message.
 REALTIME_REVALIDATE_SECONDS = env.float("REALTIME_REVALIDATE_SECONDS", default=2.0)
+# How often each Daphne process reports its numbers for /metrics and unregisters connections it
+# finds closed (the snapshot expires after 5 of these, so a dead process drops out).
+REALTIME_REPORT_SECONDS = env.float("REALTIME_REPORT_SECONDS", default=2.0)
 # Coalescing window for `batch=1` clients.
 REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
 # A connection whose socket stays full (the client stopped reading) this long is closed with 4008;
@@ -319,8 +322,6 @@ BULK_MAX_IDS = env.int("BULK_MAX_IDS", default=20_000)
 BULK_CHUNK_SIZE = env.int("BULK_CHUNK_SIZE", default=500)
 # job_update pushes to the initiating user at most this often (the job row is always current).
 BULK_PROGRESS_INTERVAL_SECONDS = env.float("BULK_PROGRESS_INTERVAL_SECONDS", default=0.5)
-# Test hook (fault drills only, 0 everywhere else): pause after each committed chunk.
-BULK_TEST_PAUSE_SECONDS = env.float("BULK_TEST_PAUSE_SECONDS", default=0.0)
 
 # --- Flower / metrics -----------------------------------------------------------------------
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="admin:flower-pass-2026")

@@ -27,9 +27,3 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 # Fault points (backend/common/faults.py): armed only here, from the environment of the process
 # under test, so a fault drill can pause or fail a real Daphne or worker at a named point.
 FAULT_POINTS = parse_fault_points(env("FAULT_POINTS", default=""))
-
-# Test hooks (tests/workers, docs/pipeline.md): defined only here, off unless the environment of the
-# worker under test turns them on. A worker holds its job transaction open after writing the change,
-# or waits between COMMIT and publishing the outbox, so a test can SIGKILL it at exactly that point.
-JOB_TEST_PAUSE_SECONDS = env.float("JOB_TEST_PAUSE_SECONDS", default=0.0)
-OUTBOX_TEST_PUBLISH_PAUSE_SECONDS = env.float("OUTBOX_TEST_PUBLISH_PAUSE_SECONDS", default=0.0)

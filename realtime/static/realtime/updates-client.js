@@ -3,7 +3,7 @@
  *
  *   import { UpdatesClient, invalidationKeys } from '/static/realtime/updates-client.js';
  *
- * It speaks the protocol of docs/realtime.md (CONTRACT.md, "WebSocket"): ticket handshake with a
+ * It speaks the protocol of docs/realtime.md: ticket handshake with a
  * `?token=` fallback, per-unit `seq` with resume (`last_seq`), de-duplication and gap detection,
  * `resync_required`, the close codes 4001/4002 (refresh the token, reconnect) and 4003 (sign out),
  * reconnection with exponential backoff and full jitter, and a ping/pong heartbeat that notices a

@@ -14,8 +14,8 @@ from backend.events.models import OutboxEvent, UnitSequence
 from backend.events.services import Change, outbox_write
 from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest
-from tests.backend.helpers import postgres_only, run_concurrently
-from tests.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.db import postgres_only, run_concurrently
+from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
 
 pytestmark = postgres_only
 N = 20
@@ -29,7 +29,7 @@ class Rollback(Exception):
 def _no_broadcast(monkeypatch):
     # Publishing after COMMIT is the relay's business (tested with real processes elsewhere); here
     # only what commits to the outbox matters.
-    monkeypatch.setattr("backend.events.services._publish", lambda ids: None)
+    monkeypatch.setattr("backend.events.services.outbox_publish", lambda ids: None)
 
 
 def _committed_seqs(unit) -> list[int]:

@@ -12,8 +12,9 @@ import pytest
 from backend.events import schema
 from backend.events.models import OutboxEvent
 from backend.records import services
-from tests.backend.helpers import make_superuser
-from tests.factories import CrateFactory, UnitFactory, unit_staff
+from backend.records.lifecycle import REQUEST_KINDS
+from tests.support.db import make_superuser
+from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +40,7 @@ def _every_action() -> None:
     services.crate_relocate(actor=staff["store"], crate_id=crate.id, location=f"{SECRET} 3")
     services.crate_delete(actor=staff["store"], crate_id=services.crate_create(actor=root, unit=unit).id, expected_version=1)
 
-    for entity in services.REQUEST_KINDS:
+    for entity in REQUEST_KINDS:
         extra = {"destination_unit_id": destination.id} if entity == "transfer" else {}
         edited = _file(entity, staff["requester"], **extra)
         update = {"destination_unit_id": third.id} if entity == "transfer" else {}

@@ -8,8 +8,8 @@ from django.utils import timezone
 from backend.events.models import OutboxEvent
 from backend.records import services
 from backend.records.models import NumberCounter, WithdrawalRequest
-from tests.backend.helpers import postgres_only, run_concurrently
-from tests.factories import CrateFactory, UnitFactory, unit_staff
+from tests.support.db import postgres_only, run_concurrently
+from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 
 pytestmark = postgres_only
 N = 20
@@ -17,7 +17,7 @@ N = 20
 
 @pytest.fixture(autouse=True)
 def _no_broadcast(monkeypatch):
-    monkeypatch.setattr("backend.events.services._publish", lambda ids: None)
+    monkeypatch.setattr("backend.events.services.outbox_publish", lambda ids: None)
 
 
 def test_concurrent_creates_get_distinct_consecutive_numbers_and_never_reuse_them():

@@ -11,7 +11,7 @@ from django.core.management import call_command
 
 from backend.accounts.models import Role, Unit, User
 from backend.events.models import OutboxEvent, UnitSequence
-from backend.records import services
+from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate, CrateStatus, NumberCounter, RequestStatus, SendBackRecord
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +32,7 @@ def _counts() -> dict:
         "outbox": OutboxEvent.objects.count(),
         "counters": sorted(NumberCounter.objects.values_list("scope", "prefix", "last")),
     }
-    for entity, kind in services.REQUEST_KINDS.items():
+    for entity, kind in REQUEST_KINDS.items():
         counts[entity] = sorted(kind.model.objects.values_list("unit__code", "status", "request_number"))
     return counts
 
@@ -53,7 +53,7 @@ def test_seed_demo_builds_the_demo_world_and_is_idempotent():
         # at least 200 crates in storage,
         assert Crate.objects.filter(unit=unit, status=CrateStatus.IN_STORAGE).count() >= 200
         # requests of every kind in every status,
-        for entity, kind in services.REQUEST_KINDS.items():
+        for entity, kind in REQUEST_KINDS.items():
             statuses = set(kind.model.objects.filter(unit=unit).values_list("status", flat=True))
             assert statuses == set(RequestStatus.values), (code, entity)
         # and the outbox agrees with the counters: seqs 1..last, no gap
@@ -79,6 +79,6 @@ def test_seed_demo_scales_with_its_options():
         names = set(User.objects.filter(unit__code=code).values_list("username", flat=True))
         assert names == {f"{code}.{role}" for role in Role.values} | {f"{code}.user{n}" for n in (1, 2, 3)}
         assert Crate.objects.filter(unit__code=code, status=CrateStatus.IN_STORAGE).count() >= 50
-        for kind in services.REQUEST_KINDS.values():
+        for kind in REQUEST_KINDS.values():
             statuses = kind.model.objects.filter(unit__code=code).values_list("status", flat=True)
             assert set(statuses) == set(RequestStatus.values)

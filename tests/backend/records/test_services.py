@@ -18,8 +18,8 @@ from backend.common.errors import (
 from backend.events.models import OutboxEvent
 from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest, WithdrawalRequest
-from tests.backend.helpers import events, last_seq, make_superuser, request_snapshot
-from tests.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.db import events, last_seq, make_superuser, request_snapshot
+from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
 
 pytestmark = pytest.mark.django_db
 YEAR = timezone.now().year

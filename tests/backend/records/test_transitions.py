@@ -20,8 +20,8 @@ from backend.common.errors import (
 )
 from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, SendBackRecord
-from tests.backend.helpers import events, last_seq, make_superuser, request_snapshot, seqs
-from tests.factories import CrateFactory, UnitFactory, unit_staff
+from tests.support.db import events, last_seq, make_superuser, request_snapshot, seqs
+from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,9 @@ from django.db import transaction
 from backend.accounts.models import Role, Unit, User
 from backend.events.services import unit_sequence_ensure
 from backend.records import services
+from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
+from backend.records.selectors import free_crates_in_storage
 
 DEMO_UNITS = [("north", "North archive"), ("south", "South archive"), ("east", "East archive")]
 # The requests each unit gets per kind, by final status, and how to get there.
@@ -83,19 +85,13 @@ class Command(BaseCommand):
     def _requests(self, unit: Unit, people: dict, per_status: int, units: list) -> None:
         requester, approver = people[Role.REQUESTER], people[Role.APPROVER]
         other = Unit.objects.exclude(id=unit.id).order_by("code").first()
-        for entity, kind in services.REQUEST_KINDS.items():
+        for entity, kind in REQUEST_KINDS.items():
             if entity == "transfer" and other is None:
                 continue
             for status, path in STATUS_PATHS.items():
                 have = kind.model.objects.filter(unit=unit, status=status).count()
                 for _ in range(per_status - have):
-                    crate = (
-                        Crate.objects.filter(unit=unit, status=CrateStatus.IN_STORAGE)
-                        .exclude(id__in=services._open_request_crate_ids(
-                            Crate.objects.filter(unit=unit).values_list("id", flat=True)))
-                        .order_by("crate_number")
-                        .first()
-                    )
+                    crate = free_crates_in_storage(unit.id).first()
                     if crate is None:
                         return
                     with transaction.atomic():

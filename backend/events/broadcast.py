@@ -1,0 +1,88 @@
+"""Sending to the channel layer from synchronous code (Celery workers, Django views, commands).
+
+A Celery worker is synchronous; `async_to_sync(layer.group_send)` there would spin up an event loop
+per call and, with it, a fresh Redis connection pool (channels-redis keys pools by loop). Instead
+each process keeps one event loop in a daemon thread and submits sends to it, so connections are
+reused across sends. The thread is made lazily and again after a fork (Celery's prefork pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from .groups import unit_group_name, user_group_name
+
+logger = logging.getLogger(__name__)
+
+SEND_TIMEOUT_SECONDS = 10
+# Frames per channel-layer message when a transaction produced many events (bulk chunks).
+EVENTS_PER_MESSAGE = 500
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="channel-layer-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine, timeout: float) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # The layer's sockets have no read timeout: a send stuck on a dead Redis would stay
+            # pending on this loop for good, holding its connection. The caller gave up; so do we.
+            future.cancel()
+            raise
+
+
+_runner: _LoopThread | None = None
+_runner_lock = threading.Lock()
+
+
+def _run(coro: Coroutine, timeout: float = SEND_TIMEOUT_SECONDS) -> Any:
+    global _runner
+    with _runner_lock:
+        if _runner is None or _runner.pid != os.getpid():
+            _runner = _LoopThread()
+        runner = _runner
+    return runner.run(coro, timeout)
+
+
+def unit_events_message(unit_id: str, events: list[tuple[int, str]]) -> dict[str, Any]:
+    """One channel-layer message carrying already-encoded `data_update` frames, in seq order."""
+    return {"type": "unit.events", "unit_id": str(unit_id), "events": [[seq, frame] for seq, frame in events]}
+
+
+async def _send_unit_events(batches: list[tuple[str, list[tuple[int, str]]]]) -> None:
+    layer = get_channel_layer()
+    for unit_id, events in batches:
+        for start in range(0, len(events), EVENTS_PER_MESSAGE):
+            chunk = events[start : start + EVENTS_PER_MESSAGE]
+            await layer.group_send(unit_group_name(unit_id), unit_events_message(unit_id, chunk))
+
+
+def unit_events_send(by_unit: Iterable[tuple[str, list[tuple[int, str]]]]) -> None:
+    """Broadcast committed events: `by_unit` is [(unit_id, [(seq, frame), ...]), ...] in seq order."""
+    batches = [(str(unit_id), list(events)) for unit_id, events in by_unit if events]
+    if batches:
+        _run(_send_unit_events(batches))
+
+
+def job_update_send(user_id: Any, job: dict[str, Any]) -> None:
+    """Progress of a job, to the connections of the user who started it. Best effort: the job
+    itself is durable and readable at /api/jobs/{id}/."""
+    layer = get_channel_layer()
+    message = {"type": "job.update", "user_id": str(user_id), "job": job}
+    try:
+        _run(layer.group_send(user_group_name(user_id), message))
+    except Exception:  # noqa: BLE001 - a lost progress message must never fail the job
+        logger.warning("job_update for %s not sent", job.get("id"), exc_info=True)

@@ -1,0 +1,22 @@
+"""Reads of the outbox and the unit counters: what a unit's clients have been sent, and can resume."""
+
+from __future__ import annotations
+
+from .models import OutboxEvent, UnitSequence
+
+
+def unit_current_seq(unit_id: str) -> int:
+    return UnitSequence.objects.filter(unit_id=unit_id).values_list("last_seq", flat=True).first() or 0
+
+
+def units_current_seq(unit_ids: list[str]) -> dict[str, int]:
+    rows = UnitSequence.objects.filter(unit_id__in=unit_ids).values_list("unit_id", "last_seq")
+    return {str(unit_id): seq for unit_id, seq in rows}
+
+
+def outbox_frames(unit_id: str, *, after: int, upto: int | None = None, limit: int = 1000) -> list[tuple[int, str]]:
+    """Committed frames of a unit with seq in (after, upto], oldest first."""
+    rows = OutboxEvent.objects.filter(unit_id=unit_id, seq__gt=after)
+    if upto is not None:
+        rows = rows.filter(seq__lte=upto)
+    return list(rows.order_by("seq").values_list("seq", "frame")[:limit])

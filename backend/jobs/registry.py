@@ -1,0 +1,90 @@
+"""Job kinds, each declared once: its name, what it does, what refuses it up front, and its queue.
+
+A domain app registers its kinds when Django starts (`AppConfig.ready`); everything else reads them
+from here instead of building or parsing kind strings: the views that queue jobs, the worker (one
+Celery task per kind, named after it), the task router, the bulk API and the batch CLI's server side.
+
+A kind's `apply` runs inside the job's transaction, with the job row locked, for a list of targets
+(one for a single job, a chunk of up to BULK_CHUNK_SIZE for a bulk job). It returns every target's
+outcome: a result dict, or the DomainError that refused it. A refused target must have written
+nothing; the others' changes commit together with the job's bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+# Imported before Django is set up (by the Celery app's router): no models at import time.
+if TYPE_CHECKING:
+    from backend.accounts.models import User
+
+# A target's outcome: the result dict, or the DomainError (an Exception) that refused it.
+Outcome = dict[str, Any] | Exception
+Apply = Callable[["User", list[str], dict[str, Any]], dict[str, Outcome]]
+Precheck = Callable[["User", dict[str, Any]], None]
+
+
+def _no_precheck(actor: User, params: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str  # the Job's `kind` and the Celery task's name, e.g. "withdrawal.approve"
+    apply: Apply = field(repr=False, compare=False)
+    # What refuses the job whatever its targets (role, a missing reason): run before it is queued.
+    precheck: Precheck = field(default=_no_precheck, repr=False, compare=False)
+    queue: str = "default"
+    # A bulk kind records an outcome per target, runs in chunks and succeeds once every target has
+    # an outcome; a single kind has one target and fails with that target's error.
+    bulk: bool = False
+    # How POST /api/bulk-actions/ names a bulk kind: {"entity": ..., "action": ...}.
+    entity: str = ""
+    action: str = ""
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register(*kinds: JobKind) -> None:
+    for kind in kinds:
+        known = _KINDS.get(kind.name)
+        if known is not None and known.apply is not kind.apply:
+            raise ValueError(f"job kind {kind.name!r} is registered twice")
+        _KINDS[kind.name] = kind
+
+
+def get(name: str) -> JobKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise LookupError(f"no job kind {name!r}; registered: {', '.join(sorted(_KINDS))}") from None
+
+
+def find(name: str) -> JobKind | None:
+    return _KINDS.get(name)
+
+
+def kinds() -> list[JobKind]:
+    return sorted(_KINDS.values(), key=lambda kind: kind.name)
+
+
+def bulk_kind(entity: str, action: str) -> JobKind | None:
+    """The bulk kind POST /api/bulk-actions/ means by (entity, action); `send-back` = `send_back`."""
+    action = action.replace("-", "_")
+    return next((k for k in _KINDS.values() if k.bulk and (k.entity, k.action) == (entity, action)), None)
+
+
+def bulk_choices() -> tuple[list[str], list[str]]:
+    """The entities and actions the bulk API accepts (actions in both spellings of the URLs)."""
+    bulk = [k for k in _KINDS.values() if k.bulk]
+    actions = sorted({k.action for k in bulk} | {k.action.replace("_", "-") for k in bulk})
+    return sorted({k.entity for k in bulk}), actions
+
+
+def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict | None:
+    """Celery task router: a job kind's task goes to its kind's queue."""
+    kind = _KINDS.get(name)
+    return {"queue": kind.queue} if kind is not None else None

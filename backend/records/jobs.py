@@ -1,0 +1,75 @@
+"""The job kinds of records, each declared once and registered when Django starts (apps.py).
+
+- `<entity>.<action>` (`withdrawal.approve`, ...): one request transition, queue `default`;
+- `bulk.<entity>.<action>`: the same transition for many requests, in chunks, queue `bulk`;
+- `crate.relocate`: move one crate, queue `default`.
+
+A transition kind and its bulk kind share one `apply` (the set-based `requests_transition`) and one
+precheck (`transition_precheck`: role and reason), so the single and the bulk path refuse and
+report alike, with the same error codes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+
+from backend.accounts.models import User
+from backend.common.errors import DomainError
+from backend.jobs.registry import JobKind, Outcome
+
+from .lifecycle import REQUEST_ACTIONS, REQUEST_KINDS
+from .services import crate_relocate, requests_transition, transition_precheck
+
+
+def _transition_apply(entity: str, action: str):
+    def apply(actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
+        expected = params.get("expected_version")
+        outcomes = requests_transition(
+            entity=entity, action=action, actor=actor, request_ids=[uuid.UUID(t) for t in targets],
+            reason=params.get("reason", ""),
+            expected_versions={uuid.UUID(t): expected for t in targets} if expected is not None else None,
+        )
+        return {
+            str(request_id): outcome if isinstance(outcome, DomainError)
+            else {"id": str(outcome.id), "status": outcome.status, "version": outcome.version}
+            for request_id, outcome in outcomes.items()
+        }
+
+    return apply
+
+
+def _transition_precheck(entity: str, action: str):
+    def precheck(actor: User, params: dict[str, Any]) -> None:
+        transition_precheck(entity=entity, action=action, actor=actor, reason=params.get("reason", ""))
+
+    return precheck
+
+
+def _relocate_apply(actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
+    (crate_id,) = targets
+    try:
+        with transaction.atomic():  # a refused relocation leaves nothing behind
+            crate = crate_relocate(
+                actor=actor, crate_id=uuid.UUID(crate_id), location=params.get("location", ""),
+                expected_version=params.get("expected_version"),
+            )
+    except DomainError as exc:
+        return {crate_id: exc}
+    return {crate_id: {"id": str(crate.id), "location": crate.location, "version": crate.version}}
+
+
+TRANSITION_KINDS: dict[tuple[str, str], JobKind] = {}
+BULK_KINDS: dict[tuple[str, str], JobKind] = {}
+for _entity in REQUEST_KINDS:
+    for _action in REQUEST_ACTIONS:
+        _apply, _check = _transition_apply(_entity, _action), _transition_precheck(_entity, _action)
+        TRANSITION_KINDS[_entity, _action] = JobKind(f"{_entity}.{_action}", _apply, _check)
+        BULK_KINDS[_entity, _action] = JobKind(
+            f"bulk.{_entity}.{_action}", _apply, _check, queue="bulk", bulk=True, entity=_entity, action=_action
+        )
+RELOCATE = JobKind("crate.relocate", _relocate_apply)
+
+KINDS = (*TRANSITION_KINDS.values(), *BULK_KINDS.values(), RELOCATE)

@@ -1,0 +1,63 @@
+"""The request lifecycle: which transitions exist, from which statuses, for which roles.
+
+One table, identical for the three kinds today (a kind may be given its own). Services enforce it,
+the job kinds are declared from it, and the API and the console name its actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.accounts.models import Role
+from backend.common.errors import ValidationFailed
+
+from .models import BaseRequest, DestructionRequest, RequestStatus, TransferRequest, WithdrawalRequest
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[str]
+    target: str
+    roles: tuple[str, ...]
+    needs_reason: bool = False
+
+
+REQUEST_TRANSITIONS: dict[str, Transition] = {
+    "approve": Transition(frozenset({RequestStatus.PENDING}), RequestStatus.APPROVED, (Role.APPROVER,)),
+    "reject": Transition(frozenset({RequestStatus.PENDING}), RequestStatus.REJECTED, (Role.APPROVER,), True),
+    "send_back": Transition(
+        frozenset({RequestStatus.PENDING}), RequestStatus.SENT_BACK, (Role.APPROVER,), True
+    ),
+    "resubmit": Transition(frozenset({RequestStatus.SENT_BACK}), RequestStatus.PENDING, (Role.REQUESTER,)),
+}
+EDITABLE_STATUSES = frozenset({RequestStatus.PENDING, RequestStatus.SENT_BACK})
+
+
+@dataclass(frozen=True)
+class RequestKind:
+    entity: str  # the event entity name: withdrawal | destruction | transfer
+    model: type[BaseRequest]
+    prefix: str
+    transitions: dict[str, Transition]
+
+
+REQUEST_KINDS: dict[str, RequestKind] = {
+    "withdrawal": RequestKind("withdrawal", WithdrawalRequest, "WR", REQUEST_TRANSITIONS),
+    "destruction": RequestKind("destruction", DestructionRequest, "DR", REQUEST_TRANSITIONS),
+    "transfer": RequestKind("transfer", TransferRequest, "TR", REQUEST_TRANSITIONS),
+}
+REQUEST_ACTIONS = tuple(REQUEST_TRANSITIONS)
+
+
+def request_kind(entity: str) -> RequestKind:
+    try:
+        return REQUEST_KINDS[entity]
+    except KeyError:
+        raise ValidationFailed(f"Unknown request kind {entity!r}.", code="unknown_entity") from None
+
+
+def transition_of(entity: str, action: str) -> Transition:
+    transition = request_kind(entity).transitions.get(action)
+    if transition is None:
+        raise ValidationFailed(f"Unknown action {action!r}.", code="unknown_action")
+    return transition

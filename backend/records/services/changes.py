@@ -1,0 +1,33 @@
+"""What each records change tells the unit's clients: the event payloads (identifiers and status
+only, never document contents), as `backend.events` Changes for `outbox_write`."""
+
+from __future__ import annotations
+
+import uuid
+
+from backend.events.services import Change
+
+from ..lifecycle import RequestKind
+from ..models import BaseRequest, Crate, SendBackRecord, TransferRequest
+
+
+def crate_change(crate: Crate, action: str, unit_id: uuid.UUID | None = None) -> Change:
+    data = {"id": str(crate.id), "status": crate.status, "crate_number": crate.crate_number}
+    return Change(unit_id or crate.unit_id, "crate", action, data)
+
+
+def request_changes(kind: RequestKind, request: BaseRequest, action: str) -> list[Change]:
+    """A request's event for its unit and, for transfers, the destination unit too."""
+    data = {"id": str(request.id), "status": request.status, "request_number": request.request_number}
+    units = [request.unit_id]
+    if isinstance(request, TransferRequest) and request.destination_unit_id != request.unit_id:
+        units.append(request.destination_unit_id)
+    return [Change(unit_id, kind.entity, action, dict(data)) for unit_id in units]
+
+
+def sendback_change(kind: RequestKind, record: SendBackRecord, request: BaseRequest) -> Change:
+    data = {
+        "id": str(record.id), "status": request.status, "request_id": str(request.id),
+        "request_number": request.request_number, "request_entity": kind.entity,
+    }
+    return Change(request.unit_id, "sendback", "created", data)

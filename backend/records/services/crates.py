@@ -1,0 +1,141 @@
+"""Crates: create, edit, relocate, delete. Each call is one transaction that locks the crate, checks
+role, version and status, bumps `version` and writes its outbox event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+from django.db import transaction
+from django.utils import timezone
+
+from backend.accounts.models import Role, Unit, User
+from backend.common.errors import CrateUnavailable, InvalidTransition, NotFound, ValidationFailed
+from backend.events.services import outbox_write
+
+from ..lifecycle import REQUEST_KINDS
+from ..models import Crate, CrateStatus
+from .changes import crate_change
+from .checks import check_version, in_scope, require_role
+from .numbers import next_number, reserve_numbers
+
+_UNSET = object()
+
+
+def crate_for_update(actor: User, crate_id: uuid.UUID) -> Crate:
+    crate = Crate.objects.select_for_update().filter(id=crate_id).first()
+    if crate is None or not in_scope(actor, crate.unit_id):
+        raise NotFound("No such crate.")
+    return crate
+
+
+def bump(obj, fields) -> None:
+    """Save `fields` of a crate or request with its version bumped."""
+    obj.version += 1
+    obj.updated_at = timezone.now()
+    obj.save(update_fields=[*fields, "version", "updated_at"])
+
+
+@transaction.atomic
+def crate_create(
+    *, actor: User, location: str = "", destruction_due: date | None = None, unit: Unit | None = None
+) -> Crate:
+    require_role(actor, Role.STORE)
+    unit = unit if (unit is not None and actor.is_superuser) else actor.unit
+    if unit is None:
+        raise ValidationFailed("A crate needs a unit.", code="unit_required")
+    crate = Crate.objects.create(
+        crate_number=next_number("archive", "CR"),
+        unit=unit,
+        location=location,
+        destruction_due=destruction_due,
+    )
+    outbox_write([crate_change(crate, "created")])
+    return crate
+
+
+def new_crates(unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
+    """`count` crates in storage, numbered from one block, in the caller's transaction (no events)."""
+    year, first = reserve_numbers("archive", "CR", count)
+    return Crate.objects.bulk_create(
+        Crate(
+            crate_number=f"CR-{year}-{first + i:04d}",
+            unit=unit,
+            location=f"{location_prefix} {(first + i) % 40 + 1}, shelf {(first + i) % 12 + 1}",
+        )
+        for i in range(count)
+    )
+
+
+@transaction.atomic
+def crates_create_bulk(*, actor: User, unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
+    """Create `count` crates in one transaction (demo and benchmark data): one number block, one
+    outbox write."""
+    require_role(actor, Role.STORE)
+    if not actor.is_superuser and actor.unit_id != unit.id:
+        raise NotFound("No such unit.")
+    crates = new_crates(unit, count, location_prefix)
+    outbox_write([crate_change(crate, "created") for crate in crates])
+    return crates
+
+
+@transaction.atomic
+def crate_update(
+    *,
+    actor: User,
+    crate_id: uuid.UUID,
+    expected_version: int | None,
+    location: str | object = _UNSET,
+    destruction_due: date | None | object = _UNSET,
+) -> Crate:
+    require_role(actor, Role.STORE)
+    crate = crate_for_update(actor, crate_id)
+    check_version(crate, expected_version)
+    if crate.status == CrateStatus.DESTROYED:
+        raise InvalidTransition(f"{crate} is destroyed and can no longer change.")
+    changed = []
+    if location is not _UNSET:
+        crate.location = location
+        changed.append("location")
+    if destruction_due is not _UNSET:
+        crate.destruction_due = destruction_due
+        changed.append("destruction_due")
+    bump(crate, changed)
+    outbox_write([crate_change(crate, "updated")])
+    return crate
+
+
+def crate_relocate_check(*, actor: User, crate: Crate, location: str, expected_version: int | None = None) -> None:
+    """What can be refused before queueing a relocation; the job re-checks under lock."""
+    if not in_scope(actor, crate.unit_id):
+        raise NotFound("No such crate.")
+    require_role(actor, Role.STORE)
+    if not location or not location.strip():
+        raise ValidationFailed("A relocation needs a location.", code="location_required")
+    check_version(crate, expected_version)
+    if crate.status == CrateStatus.DESTROYED:
+        raise InvalidTransition(f"{crate} is destroyed and can no longer be relocated.")
+
+
+@transaction.atomic
+def crate_relocate(
+    *, actor: User, crate_id: uuid.UUID, location: str, expected_version: int | None = None
+) -> Crate:
+    if not location or not location.strip():
+        raise ValidationFailed("A relocation needs a location.", code="location_required")
+    return crate_update(
+        actor=actor, crate_id=crate_id, expected_version=expected_version, location=location.strip()
+    )
+
+
+@transaction.atomic
+def crate_delete(*, actor: User, crate_id: uuid.UUID, expected_version: int | None) -> None:
+    require_role(actor, Role.STORE)
+    crate = crate_for_update(actor, crate_id)
+    check_version(crate, expected_version)
+    # Requests keep their crates for the record: a crate that was ever requested stays.
+    if any(getattr(crate, f"{k}_requests").exists() for k in REQUEST_KINDS):
+        raise CrateUnavailable(f"{crate} is part of a request and cannot be deleted.")
+    change = crate_change(crate, "deleted")
+    crate.delete()
+    outbox_write([change])

@@ -1,0 +1,205 @@
+"""Request transitions (approve, reject, send back, resubmit), single or many at once, set-based.
+
+`transition_precheck` is what can be refused before anything is looked up (role, reason): the single
+and the bulk path both start with it. `request_transition_check` adds what one request shows
+(scope, version, status) and is what a view runs before it queues a job. `requests_transition` is
+what the job runs, under lock, for one id or a chunk of thousands.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from itertools import groupby
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from backend.accounts.models import User
+from backend.common.errors import CrateUnavailable, DomainError, InvalidTransition, NotFound, ValidationFailed
+from backend.events.services import Change, outbox_write
+
+from ..lifecycle import RequestKind, Transition, request_kind, transition_of
+from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest, WithdrawalRequest
+from .changes import crate_change, request_changes, sendback_change
+from .checks import check_request_scope, check_version, require_role
+
+
+def transition_precheck(*, entity: str, action: str, actor: User, reason: str = "") -> Transition:
+    """What refuses a transition whatever the request: an unknown action, the role, a missing reason."""
+    transition = transition_of(entity, action)
+    require_role(actor, *transition.roles)
+    if transition.needs_reason and not (reason or "").strip():
+        raise ValidationFailed(f"A reason is required to {action.replace('_', ' ')}.", code="reason_required")
+    return transition
+
+
+def request_transition_check(
+    *, entity: str, action: str, actor: User, request: BaseRequest, reason: str = "",
+    expected_version: int | None = None,
+) -> Transition:
+    """What can be seen before queueing a job: role, reason, version and the current status.
+    The job re-checks everything under lock; this only refuses early what is already certain."""
+    transition = transition_of(entity, action)
+    check_request_scope(request_kind(entity), actor, request)
+    transition_precheck(entity=entity, action=action, actor=actor, reason=reason)
+    check_version(request, expected_version)
+    if request.status not in transition.sources:
+        raise InvalidTransition(
+            f"{request} is {request.status}; it cannot be {transition.target.replace('_', ' ')} "
+            f"(allowed from: {', '.join(sorted(transition.sources))}).",
+            details={"status": request.status},
+        )
+    return transition
+
+
+@transaction.atomic
+def request_transition(
+    *,
+    entity: str,
+    action: str,
+    actor: User,
+    request_id: uuid.UUID,
+    reason: str = "",
+    expected_version: int | None = None,
+) -> BaseRequest:
+    """approve / reject / send_back / resubmit one request, with all its effects, atomically."""
+    outcome = requests_transition(
+        entity=entity, action=action, actor=actor, request_ids=[request_id], reason=reason,
+        expected_versions={request_id: expected_version},
+    )[request_id]
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+@transaction.atomic
+def requests_transition(
+    *,
+    entity: str,
+    action: str,
+    actor: User,
+    request_ids: Iterable[uuid.UUID],
+    reason: str = "",
+    expected_versions: dict[uuid.UUID, int | None] | None = None,
+) -> dict[uuid.UUID, BaseRequest | DomainError]:
+    """Apply one transition to many requests in one transaction, set-based.
+
+    Every request is checked under lock exactly as a single transition would be; a refused one gets
+    its DomainError in the result and nothing written. The accepted ones are changed with a handful
+    of statements whatever their number (one UPDATE for the requests, one per crate effect, one
+    INSERT of send-back records, one outbox write), which is what makes a 10,000-item bulk cheap.
+    Locks are taken requests first, then crates, each in id order, then the unit counters: the same
+    order everywhere, so concurrent transitions queue instead of deadlocking.
+    """
+    kind = request_kind(entity)
+    transition = transition_of(entity, action)
+    ids = sorted(set(request_ids), key=str)
+    expected_versions = expected_versions or {}
+    locked = {r.id: r for r in kind.model.objects.select_for_update().filter(id__in=ids).order_by("id")}
+    outcomes: dict[uuid.UUID, BaseRequest | DomainError] = {}
+    accepted: list[BaseRequest] = []
+    for request_id in ids:
+        request = locked.get(request_id)
+        try:
+            if request is None:
+                raise NotFound(f"No such {kind.entity} request.")
+            request_transition_check(
+                entity=entity, action=action, actor=actor, request=request, reason=reason,
+                expected_version=expected_versions.get(request_id),
+            )
+            accepted.append(request)
+        except DomainError as exc:
+            outcomes[request_id] = exc
+
+    crate_changes: dict[uuid.UUID, list[Change]] = {}
+    if action == "approve" and accepted:
+        accepted, crate_changes = _approve_crates(kind, accepted, outcomes)
+    if not accepted:
+        return outcomes
+
+    now = timezone.now()
+    decision = reason.strip() if action in ("reject", "send_back") else None
+    fields = {"status": transition.target, "version": F("version") + 1, "updated_at": now}
+    if decision is not None:
+        fields["decision_reason"] = decision
+    kind.model.objects.filter(id__in=[r.id for r in accepted]).update(**fields)
+
+    changes: list[Change] = []
+    records: list[SendBackRecord] = []
+    for request in accepted:
+        request.status, request.version, request.updated_at = transition.target, request.version + 1, now
+        if decision is not None:
+            request.decision_reason = decision
+        changes += request_changes(kind, request, "updated")
+        changes += crate_changes.get(request.id, [])
+        if action == "send_back":
+            record = SendBackRecord(
+                unit_id=request.unit_id, entity=kind.entity, request_id=request.id, reason=decision,
+                created_by=actor, created_at=now,
+            )
+            records.append(record)
+            changes.append(sendback_change(kind, record, request))
+        outcomes[request.id] = request
+    SendBackRecord.objects.bulk_create(records)
+    outbox_write(changes)
+    return outcomes
+
+
+def _approve_crates(
+    kind: RequestKind, accepted: list[BaseRequest], outcomes: dict
+) -> tuple[list[BaseRequest], dict[uuid.UUID, list[Change]]]:
+    """Lock the crates of the requests being approved; refuse a request whose crates are not all in
+    storage in its unit (CrateUnavailable, nothing applied); apply the effect to the others:
+    withdrawn, destroyed, or moved to the transfer's destination unit."""
+    through = kind.model.crates.through
+    link = f"{kind.model._meta.model_name}_id"
+    by_request: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for request_id, crate_id in through.objects.filter(**{f"{link}__in": [r.id for r in accepted]}).values_list(
+        link, "crate_id"
+    ):
+        by_request[request_id].append(crate_id)
+    all_ids = sorted({c for ids in by_request.values() for c in ids}, key=str)
+    crates = {c.id: c for c in Crate.objects.select_for_update().filter(id__in=all_ids).order_by("id")}
+
+    approved: list[BaseRequest] = []
+    for request in accepted:
+        mine = [crates[c] for c in by_request[request.id] if c in crates]
+        unavailable = sorted(
+            c.crate_number for c in mine if c.status != CrateStatus.IN_STORAGE or c.unit_id != request.unit_id
+        )
+        if unavailable or len(mine) != len(by_request[request.id]):
+            outcomes[request.id] = CrateUnavailable(
+                f"{request} cannot be approved: not in storage: {', '.join(unavailable)}.",
+                details={"crates": unavailable},
+            )
+        else:
+            approved.append(request)
+
+    now = timezone.now()
+    changes: dict[uuid.UUID, list[Change]] = defaultdict(list)
+    moved = [crates[c] for r in approved for c in sorted(by_request[r.id], key=str)]
+    if kind.model is TransferRequest:
+        for destination, group in groupby(
+            sorted(approved, key=lambda r: str(r.destination_unit_id)), key=lambda r: r.destination_unit_id
+        ):
+            group_ids = [c for r in group for c in by_request[r.id]]
+            Crate.objects.filter(id__in=group_ids).update(unit_id=destination, version=F("version") + 1, updated_at=now)
+        for request in approved:
+            for crate_id in sorted(by_request[request.id], key=str):
+                crate = crates[crate_id]
+                source = crate.unit_id
+                crate.unit_id, crate.version, crate.updated_at = request.destination_unit_id, crate.version + 1, now
+                # The crate leaves the source unit's view and enters the destination's.
+                changes[request.id] += [crate_change(crate, "deleted", unit_id=source), crate_change(crate, "created")]
+    else:
+        status = CrateStatus.WITHDRAWN if kind.model is WithdrawalRequest else CrateStatus.DESTROYED
+        Crate.objects.filter(id__in=[c.id for c in moved]).update(status=status, version=F("version") + 1, updated_at=now)
+        for request in approved:
+            for crate_id in sorted(by_request[request.id], key=str):
+                crate = crates[crate_id]
+                crate.status, crate.version, crate.updated_at = status, crate.version + 1, now
+                changes[request.id].append(crate_change(crate, "updated"))
+    return approved, changes

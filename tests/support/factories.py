@@ -1,0 +1,87 @@
+"""Factories for tests. State changes go through services (so events and numbers are real); the
+factories only make the starting world."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth.hashers import make_password
+
+from backend.accounts.models import Role, Unit, User
+from backend.events.services import unit_sequence_ensure
+from backend.records import services
+from backend.records.lifecycle import REQUEST_KINDS
+from backend.records.models import Crate
+
+PASSWORD = "test-pass-2026"
+
+
+class UnitFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Unit
+        django_get_or_create = ("code",)
+        skip_postgeneration_save = True
+
+    code = factory.Sequence(lambda n: f"unit{n}")
+    name = factory.LazyAttribute(lambda o: f"{o.code.title()} archive")
+
+    @factory.post_generation
+    def sequence(obj, create, extracted, **kwargs):
+        if create:
+            unit_sequence_ensure(obj.id)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    unit = factory.SubFactory(UnitFactory)
+    role = Role.REQUESTER
+    username = factory.LazyAttributeSequence(lambda o, n: f"{o.unit.code}.{o.role}{n}")
+    password = factory.LazyFunction(lambda: make_password(PASSWORD))
+
+
+class CrateFactory(factory.django.DjangoModelFactory):
+    """A crate straight in the table (no event): for setting the scene only."""
+
+    class Meta:
+        model = Crate
+
+    unit = factory.SubFactory(UnitFactory)
+    crate_number = factory.Sequence(lambda n: f"CR-2026-T{n:05d}")
+    location = "Aisle 1"
+
+
+def make_request(entity: str, requester: User, crates: list[Crate] | None = None, **kwargs):
+    """A pending request filed through the service (numbered, with its `created` event)."""
+    crates = crates or [CrateFactory(unit=requester.unit)]
+    if entity == "transfer" and "destination_unit_id" not in kwargs:
+        kwargs["destination_unit_id"] = UnitFactory().id
+    return services.request_create(
+        entity=entity, actor=requester, crate_ids=[c.id for c in crates], reason="test", **kwargs
+    )
+
+
+def unit_staff(unit: Unit) -> dict[str, User]:
+    """One user per role in `unit`."""
+    return {role: UserFactory(unit=unit, role=role) for role in Role.values}
+
+
+def pending_requests_fast(entity: str, requester: User, count: int, destination=None) -> list:
+    """`count` pending requests with one crate each, inserted in bulk (no events): scene-setting for
+    bulk tests, where filing thousands through the service would only slow the suite down."""
+    kind = REQUEST_KINDS[entity]
+    crates = Crate.objects.bulk_create(
+        Crate(unit=requester.unit, crate_number=f"CR-BULK-{requester.unit.code}-{entity[0]}{i:05d}") for i in range(count)
+    )
+    extra = {"destination_unit": destination or UnitFactory()} if entity == "transfer" else {}
+    requests = kind.model.objects.bulk_create(
+        kind.model(
+            unit=requester.unit, created_by=requester, request_number=f"{kind.prefix}-BULK-{i:05d}", **extra
+        )
+        for i in range(count)
+    )
+    through = kind.model.crates.through
+    field = f"{kind.model._meta.model_name}_id"
+    through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests, strict=True))
+    return requests
