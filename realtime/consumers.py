@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 from backend.common.faults import afault_point
 from backend.events import schema
 
-from . import selectors
+from . import connections, selectors
 from .frames import FrameWriter, Outgoing, release_handshake_state
 from .hub import hub
 
@@ -37,6 +38,7 @@ CLOSE_AUTH_FAILED = 4001
 CLOSE_TOKEN_EXPIRED = 4002
 CLOSE_ACCESS_REVOKED = 4003
 CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_MANY_CONNECTIONS = 4029  # the user already holds WS_MAX_CONNECTIONS_PER_USER sockets
 CLOSE_SERVER_ERROR = 1011  # a bug: the server could not serve this connection
 CLOSE_TRY_AGAIN_LATER = 1013  # Redis or the database was unavailable while joining: reconnect
 
@@ -46,7 +48,9 @@ TRANSIENT_ERRORS = (RedisError, DatabaseError, OSError, asyncio.TimeoutError)
 _PRINTABLE_TYPE = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
 
 MAX_CLIENT_MESSAGE_BYTES = 4096
-REPLAY_PAGE = 1000
+# Replayed events read and written at a time; between pages the replay waits for a client that is
+# not keeping up (so a large gap never sits in memory for a client that does not read).
+REPLAY_PAGE = 500
 BATCH_MAX_ITEMS = 500
 # Outgoing frames must stay under Daphne's --websocket-max-message-size (65536), which autobahn
 # enforces on sends too: a batch is split before it would cross this many bytes.
@@ -56,20 +60,23 @@ BATCH_MAX_BYTES = 60_000
 class _SlowReaderGuard:
     """A Twisted push producer registered on the connection's transport: Twisted pauses it when
     the client stops reading and the send buffer fills up, and resumes it once it drains. A
-    connection that stays paused REALTIME_SLOW_CLIENT_SECONDS is closed with 4008; its next resume
-    with last_seq fills whatever it missed."""
+    connection that stays paused REALTIME_SLOW_CLIENT_SECONDS, or for which more than
+    REALTIME_CLIENT_BUFFER_BYTES are written while paused (FrameWriter counts), is closed with 4008;
+    its next resume with last_seq fills whatever it missed."""
 
     def __init__(self, consumer: UpdatesConsumer) -> None:
         self.consumer = consumer
         self.timer: asyncio.TimerHandle | None = None
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
+        self.consumer.writer.pause()
         if self.timer is None:
             self.timer = asyncio.get_event_loop().call_later(
                 settings.REALTIME_SLOW_CLIENT_SECONDS, self.consumer.too_slow
             )
 
     def resumeProducing(self) -> None:  # noqa: N802
+        self.consumer.writer.resume()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -93,6 +100,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
 
     identity = None
     joined = False
+    claimed: str | None = None  # this connection's slot among its user's (realtime/connections.py)
     closing = False
     released = False
     expiry_handle: asyncio.TimerHandle | None = None
@@ -140,7 +148,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.batch = (query.get("batch") or ["0"])[0] in ("1", "true")
         requested = (query.get("last_seq") or [None])[0]
 
-        self.writer = FrameWriter(self.base_send)
+        self.writer = FrameWriter(self.base_send, settings.REALTIME_CLIENT_BUFFER_BYTES, self.too_slow)
         self.sent_seq = 0
         self.buffer: list[Outgoing] | None = []  # events that arrive while we replay
         self.pending: list[Outgoing] = []  # batch mode: waiting for the next flush
@@ -150,6 +158,14 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         # Daphne's protocol); nothing reads it after the handshake, so it is emptied in place.
         self.scope["headers"][:] = []
 
+        self.tokens, self.refilled_at, self.limited_at = float(settings.WS_CLIENT_MESSAGES_BURST), time.monotonic(), 0.0
+
+        slot = uuid.uuid4().hex[:16]
+        if not await connections.claim(self.user_id, slot):
+            logger.info("websocket of user %s refused: too many connections", self.user_id)
+            await self._close(CLOSE_TOO_MANY_CONNECTIONS)
+            return
+        self.claimed = slot
         # Marked before the await: a join that fails half-way is undone by _release().
         self.joined = True
         await hub.join(self)
@@ -182,6 +198,10 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             return self._resync("history_limit", current)
         self.sent_seq = last_seq
         while self.sent_seq < current:
+            if not await self.writer.drained(settings.REALTIME_SLOW_CLIENT_SECONDS):
+                return self.too_slow()
+            if self.closing:
+                return
             rows = await selectors.outbox_frames(self.unit_id, after=self.sent_seq, limit=REPLAY_PAGE)
             if not rows or rows[0][0] != self.sent_seq + 1:
                 return self._resync("history_unavailable", current)
@@ -275,6 +295,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         asyncio.ensure_future(self._close(1011))
 
     def too_slow(self) -> None:
+        if self.closing:
+            return
         logger.warning("closing a websocket of user %s: client too slow", getattr(self, "user_id", "?"))
         asyncio.ensure_future(self._close(CLOSE_TOO_SLOW))
 
@@ -306,6 +328,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     async def websocket_receive(self, message: dict) -> None:
         if self.identity is None or self.closing:
             return
+        if not self._take_token():
+            return
         try:
             await afault_point("consumer.receive", user=self.user_id)
             await self.receive(text_data=message.get("text"), bytes_data=message.get("bytes"))
@@ -331,6 +355,22 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         shown = f" {message['type']!r}" if _PRINTABLE_TYPE.match(message["type"]) else ""
         return self._error("unknown_type", f"Unknown message type{shown}.")
 
+    def _take_token(self) -> bool:
+        """The client-message token bucket: WS_CLIENT_MESSAGES_PER_SECOND, bursts of
+        WS_CLIENT_MESSAGES_BURST. A message over it is dropped; the client hears so at most once a
+        second (an error per dropped message would only amplify a flood)."""
+        now = time.monotonic()
+        rate, burst = settings.WS_CLIENT_MESSAGES_PER_SECOND, settings.WS_CLIENT_MESSAGES_BURST
+        self.tokens = min(burst, self.tokens + (now - self.refilled_at) * rate)
+        self.refilled_at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        if now - self.limited_at >= 1.0:
+            self.limited_at = now
+            self._error("rate_limited", f"Too many messages: at most {rate:g} a second; this one was dropped.")
+        return False
+
     def _error(self, code: str, text: str) -> None:
         self.send_message(schema.error(code=code, message=text))
 
@@ -355,3 +395,9 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
                 await hub.leave(self)
             except Exception:  # noqa: BLE001 - hub.leave forgets the connection before any I/O
                 logger.warning("leaving the hub failed", exc_info=True)
+        if self.claimed is not None:
+            slot, self.claimed = self.claimed, None
+            try:
+                await connections.release(self.user_id, slot)
+            except Exception:  # noqa: BLE001 - the slot is pruned with its process's heartbeat anyway
+                logger.warning("releasing a connection slot failed", exc_info=True)

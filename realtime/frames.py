@@ -42,14 +42,47 @@ def daphne_protocol(send: Callable) -> Any | None:
 
 
 class FrameWriter:
-    """Writes text frames to one connection, in order, without awaiting per frame."""
+    """Writes text frames to one connection, in order, without awaiting per frame.
 
-    __slots__ = ("protocol", "send", "_pending")
+    Under Daphne it also keeps the connection's memory bounded: while Twisted holds the transport
+    paused (its 64 KiB send buffer is full: the client is not reading), every byte written is
+    counted, and past `budget` bytes `on_overflow` is called (the consumer closes with 4008) instead
+    of buffering on. `drained()` lets a writer of many frames (a resume's replay) wait for the
+    client instead."""
 
-    def __init__(self, send: Callable) -> None:
+    __slots__ = ("protocol", "send", "_pending", "paused", "backlog", "budget", "on_overflow", "_drained")
+
+    def __init__(self, send: Callable, budget: int | None = None, on_overflow: Callable[[], None] | None = None) -> None:
         self.send = send
         self.protocol = daphne_protocol(send)
         self._pending: asyncio.Future | None = None
+        self.paused = False
+        self.backlog = 0  # bytes written since the transport was paused
+        self.budget = budget
+        self.on_overflow = on_overflow
+        self._drained: asyncio.Event | None = None
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.backlog = 0
+        if self._drained is not None:
+            self._drained.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until the client has read enough for the transport to take more; False on timeout."""
+        if not self.paused:
+            return True
+        self._drained = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._drained = None
 
     def write(self, frame: Outgoing | str) -> None:
         protocol = self.protocol
@@ -57,9 +90,21 @@ class FrameWriter:
             if protocol.state != protocol.STATE_OPEN:
                 return
             if isinstance(frame, Outgoing):
-                protocol.sendPreparedMessage(frame.prepared(protocol.factory))
+                prepared = frame.prepared(protocol.factory)
+                size = len(frame.text)
             else:
-                protocol.sendMessage(frame.encode())
+                data = frame.encode()
+                size = len(data)
+            if self.paused and self.budget is not None:
+                self.backlog += size
+                if self.backlog > self.budget:
+                    if self.on_overflow is not None:
+                        self.on_overflow()
+                    return
+            if isinstance(frame, Outgoing):
+                protocol.sendPreparedMessage(prepared)
+            else:
+                protocol.sendMessage(data)
             return
         # Generic ASGI server: chain the sends so they stay in order.
         text = frame.text if isinstance(frame, Outgoing) else frame

@@ -34,7 +34,7 @@ from backend.common.faults import afault_point
 from backend.events.groups import unit_group_name, user_group_name
 from backend.events.metrics import realtime_snapshot_save
 
-from . import selectors
+from . import connections, selectors
 from .frames import Outgoing
 
 logger = logging.getLogger(__name__)
@@ -286,11 +286,13 @@ class Hub:
                 logger.warning("hub maintenance failed", exc_info=True)
 
     async def _housekeeping(self) -> None:
-        """Every REALTIME_REPORT_SECONDS: unregister closed connections, report this process's numbers."""
+        """Every REALTIME_REPORT_SECONDS: keep this process's connection slots alive (its heartbeat),
+        unregister closed connections, report this process's numbers."""
         interval = settings.REALTIME_REPORT_SECONDS
         while True:
             await asyncio.sleep(interval)
             try:
+                await connections.heartbeat()
                 await self._reap_closed()
                 await self._report_metrics(ttl=max(interval * 5, 10))
             except asyncio.CancelledError:

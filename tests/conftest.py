@@ -95,3 +95,19 @@ def redis_server():
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def spawn_daphne(live_env):
+    """`spawn_daphne(port=None, extra=None, **env) -> (LiveProcess, port)`: a Daphne of the test's own,
+    with extra settings in its environment; stopped when the test ends."""
+    started: list[processes.LiveProcess] = []
+
+    def start(port: int | None = None, extra: list[str] | None = None, **env: str):
+        proc, port = processes.start_daphne({**live_env, **env}, port=port, extra=extra)
+        started.append(proc)
+        return proc, port
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -56,7 +56,8 @@ def _follow(client: httpx.Client, location: str, total: int, poll: float, quiet:
     bar = tqdm(total=total, unit="id", disable=quiet, file=sys.stderr, dynamic_ncols=True)
     try:
         while True:
-            job = client.get(location).raise_for_status().json()
+            # Progress only: the outcomes of a big bulk are fetched once, at the end.
+            job = client.get(location, params={"outcomes": "none"}).raise_for_status().json()
             progress = job["progress"]
             bar.update(progress["done"] - bar.n)
             bar.set_postfix(failed=progress["failed"], status=job["status"])
@@ -65,6 +66,17 @@ def _follow(client: httpx.Client, location: str, total: int, poll: float, quiet:
             time.sleep(poll)
     finally:
         bar.close()
+
+
+def _failed_outcomes(client: httpx.Client, location: str) -> list[dict]:
+    """Every failed target of a finished job, page by page (GET /api/jobs/{id}/outcomes/)."""
+    failures: list[dict] = []
+    url: str | None = f"{location.rstrip('/')}/outcomes/?status=failed&page_size=500"
+    while url:
+        page = client.get(url).raise_for_status().json()
+        failures += page["results"]
+        url = page["next"]
+    return failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,16 +111,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"queued job {job['id']}: {args.url.rstrip('/')}{location}")
             return EXIT_OK
         job = _follow(client, location, job["progress"]["total"], args.poll, args.quiet)
-
-    outcomes = (job.get("result") or {}).get("outcomes", {})
+        failures = _failed_outcomes(client, location)
     if args.json:
-        print(json.dumps(job, indent=2))
-    counts = Counter(o["status"] if o["status"] == "succeeded" else o["code"] for o in outcomes.values())
-    ordered = sorted(counts.items(), key=lambda item: (item[0] != "succeeded", -item[1], item[0]))
+        print(json.dumps({**job, "failed_outcomes": failures}, indent=2))
+    progress = job["progress"]
+    counts = Counter(outcome["code"] for outcome in failures)
+    succeeded = progress["done"] - progress["failed"]
+    ordered = [("succeeded", succeeded)] if succeeded else []
+    ordered += sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     print(f"job {job['id']} {job['status']}: " + ", ".join(f"{n} {what}" for what, n in ordered))
-    for target, outcome in sorted(outcomes.items()):
-        if outcome["status"] != "succeeded":
-            print(f"  {target}: {outcome['code']}: {outcome.get('message', '')}")
+    for outcome in failures:
+        print(f"  {outcome['target']}: {outcome['code']}: {outcome.get('message', '')}")
     if job["status"] != "succeeded":
         print(f"job failed: {job.get('error')}", file=sys.stderr)
         return EXIT_ERROR

@@ -8,7 +8,7 @@ Django is set up before Celery imports this module (Celery's Django fix-up), so 
 from backend.events.relay import outbox_prune, outbox_sweep
 from backend.jobs import registry
 from backend.jobs.registry import JobKind
-from backend.jobs.services import job_execute
+from backend.jobs.services import job_execute, jobs_prune
 
 from .base import records_task
 
@@ -44,3 +44,8 @@ def sweep() -> int:
 @records_task("outbox.prune", time_limit=300, max_retries=0)
 def prune() -> int:
     return outbox_prune()
+
+
+@records_task("jobs.prune", time_limit=300, max_retries=0)
+def prune_jobs() -> int:
+    return jobs_prune()

@@ -113,6 +113,13 @@ def keys_client():
     return _keys_sync
 
 
+# Connections one process may open to the keys Redis from its event loop. A burst of WebSocket
+# handshakes claims slots concurrently: redis-py 8's default pool (100, failing beyond) turned a
+# 500-client connect storm into 1013s. This pool waits for a free connection instead.
+KEYS_ASYNC_POOL_SIZE = 64
+KEYS_ASYNC_POOL_WAIT_SECONDS = 10
+
+
 def keys_client_async():
     """The short-lived-keys Redis, for the running event loop (redis.asyncio clients are per loop)."""
     from django.conf import settings
@@ -120,6 +127,54 @@ def keys_client_async():
     loop = _asyncio.get_running_loop()
     client = _keys_async.get(loop)
     if client is None:
-        client = redis_from_url(settings.KEYS_REDIS_URL, asyncio=True, socket_timeout=5, socket_connect_timeout=3)
+        options = {"socket_timeout": 5, "socket_connect_timeout": 3}
+        if is_sentinel_url(settings.KEYS_REDIS_URL):
+            client = redis_from_url(settings.KEYS_REDIS_URL, asyncio=True, max_connections=1000, **options)
+        else:
+            import redis.asyncio as aioredis
+
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.KEYS_REDIS_URL, max_connections=KEYS_ASYNC_POOL_SIZE, timeout=KEYS_ASYNC_POOL_WAIT_SECONDS,
+                **options,
+            )
+            client = aioredis.Redis(connection_pool=pool)
         _keys_async[loop] = client
     return client
+
+
+class KeysConnectionPool:
+    """The connection pool class of Django's Redis cache (throttles), for the keys Redis: a plain
+    redis:// URL as Django would, and a sentinel:// URL through the sentinels (Django alone would
+    reject it)."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any):
+        import redis
+
+        if not is_sentinel_url(url):
+            return redis.ConnectionPool.from_url(url, **options)
+        from django.conf import settings
+        from redis.sentinel import Sentinel, SentinelConnectionPool
+
+        target = parse_sentinel_url(url)
+        sentinel = Sentinel(target.sentinels, sentinel_kwargs=settings.REDIS_SENTINEL_KWARGS)
+        return SentinelConnectionPool(
+            settings.REDIS_SENTINEL_MASTER, sentinel, db=target.db, password=target.password, **options
+        )
+
+
+def cache_settings(url: str) -> dict[str, Any]:
+    """CACHES for the keys Redis: DRF's throttles count there, shared by every process."""
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # A list, so Django does not split a multi-sentinel URL at its ';' into "replicas".
+            "LOCATION": [url],
+            "KEY_PREFIX": "cache",
+            "OPTIONS": {
+                "pool_class": "backend.common.redis.KeysConnectionPool",
+                "socket_timeout": 2,
+                "socket_connect_timeout": 2,
+            },
+        }
+    }

@@ -12,6 +12,16 @@ from typing import Any
 
 ENTITIES = ("withdrawal", "destruction", "transfer", "sendback", "crate")
 ACTIONS = ("created", "updated", "deleted")
+# Every `code` an `error` message can carry (docs/realtime.md explains each).
+CLIENT_ERROR_CODES = (
+    "malformed_json",
+    "invalid_message",
+    "unknown_type",
+    "binary_not_supported",
+    "message_too_large",
+    "rate_limited",
+    "internal_error",
+)
 
 
 def utc_timestamp(moment: datetime) -> str:
@@ -139,7 +149,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["type", "code", "message"],
         "additionalProperties": False,
-        "properties": {"type": {"const": "error"}, "code": {"type": "string"}, "message": {"type": "string"}},
+        "properties": {
+            "type": {"const": "error"},
+            "code": {"enum": list(CLIENT_ERROR_CODES)},
+            "message": {"type": "string"},
+        },
     },
     "job_update": {
         "type": "object",

@@ -44,7 +44,40 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["unit", "status"]), models.Index(fields=["kind", "status"])]
+        indexes = [
+            models.Index(fields=["unit", "status"]),
+            models.Index(fields=["kind", "status"]),
+            models.Index(fields=["requested_by", "status"], name="job_user_status_idx"),
+            models.Index(fields=["finished_at"], name="job_finished_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id}"
+
+
+class JobOutcome(models.Model):
+    """One target's outcome in a bulk job, written in the transaction of the chunk that applied it.
+
+    These rows are the bulk job's ledger: a chunk writes only its own outcomes (O(chunk), whatever
+    the job's size), and a redelivered task resumes after the last committed chunk."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="outcomes")
+    target = models.CharField(max_length=64)
+    succeeded = models.BooleanField()
+    code = models.CharField(max_length=48, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job", "target"]
+        constraints = [models.UniqueConstraint(fields=["job", "target"], name="job_outcome_unique")]
+        indexes = [models.Index(fields=["job", "succeeded", "target"], name="job_outcome_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.target}: {'succeeded' if self.succeeded else self.code}"
+
+    def as_outcome(self) -> dict[str, str]:
+        """The outcome as the API shows it: {"status": "succeeded"} or {"status": "failed", code, message}."""
+        if self.succeeded:
+            return {"status": "succeeded"}
+        return {"status": "failed", "code": self.code, "message": self.message}

@@ -77,6 +77,10 @@ def bulk_kind(entity: str, action: str) -> JobKind | None:
     return next((k for k in _KINDS.values() if k.bulk and (k.entity, k.action) == (entity, action)), None)
 
 
+def bulk_kind_names() -> list[str]:
+    return sorted(k.name for k in _KINDS.values() if k.bulk)
+
+
 def bulk_choices() -> tuple[list[str], list[str]]:
     """The entities and actions the bulk API accepts (actions in both spellings of the URLs)."""
     bulk = [k for k in _KINDS.values() if k.bulk]

@@ -2,9 +2,9 @@
 
 A job's change and its bookkeeping commit together, which is what makes a redelivered task a no-op
 instead of a second transition: the job row is locked in the transaction that applies the change,
-and a job found finished is left alone. A bulk job runs as a series of such transactions (chunks);
-its row is the ledger of which targets have an outcome, so a redelivery resumes where the last
-committed chunk ended.
+and a job found finished is left alone. A bulk job runs as a series of such transactions (chunks)
+over its sorted targets; each chunk writes its targets' outcomes (JobOutcome rows, O(chunk)) and
+advances `progress.done`, so a redelivery resumes right after the last committed chunk.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +28,7 @@ from backend.common.faults import fault_point
 from backend.events.broadcast import job_update_send
 
 from . import registry
-from .models import TERMINAL_STATUSES, Job, JobStatus
+from .models import TERMINAL_STATUSES, Job, JobOutcome, JobStatus
 from .queue import enqueue
 from .registry import JobKind, Outcome
 
@@ -122,7 +123,7 @@ def job_start(*, job_id: str) -> Job | None:
 def job_execute(*, job_id: str, on_progress: Callable[[dict[str, int]], None] | None = None) -> Job | None:
     """Carry out a job exactly once, however many times its task is delivered.
 
-    Each round locks the job row, takes the targets without an outcome yet (all of a single job's,
+    Each round locks the job row, takes the next targets without an outcome (all of a single job's,
     a chunk of a bulk job's), applies its kind to them and records their outcomes and the progress
     in the same transaction; the round that records the last outcome also ends the job.
     """
@@ -131,17 +132,19 @@ def job_execute(*, job_id: str, on_progress: Callable[[dict[str, int]], None] | 
         return job
     kind = registry.get(job.kind)
     job_push(job)
-    chunk_size = settings.BULK_CHUNK_SIZE if kind.bulk else len(job.targets)
+    # Targets and params never change: read once, not with every chunk's lock.
+    actor, targets, params = job.requested_by, job.targets, job.params
+    chunk_size = settings.BULK_CHUNK_SIZE if kind.bulk else len(targets)
     last_push = time.monotonic()
     while True:
         with transaction.atomic():
-            locked = Job.objects.select_for_update().get(id=job.id)
+            locked = Job.objects.select_for_update().defer("targets", "params").get(id=job.id)
             if locked.status in TERMINAL_STATUSES:
                 return locked
-            outcomes: dict[str, dict] = (locked.result or {}).get("outcomes", {}) if kind.bulk else {}
-            todo = [t for t in locked.targets if t not in outcomes][:chunk_size]
-            applied = _apply(kind, job.requested_by, todo, locked.params)
-            _record(kind, locked, outcomes, applied)
+            done = locked.progress["done"]
+            todo = targets[done : done + chunk_size]
+            applied = _apply(kind, actor, todo, params)
+            _record(kind, locked, todo, applied)
             fault_point("job.before_commit", job=job.id)
             locked.save(update_fields=["status", "result", "error", "progress", "finished_at"])
             job = locked
@@ -166,24 +169,32 @@ def _apply(kind: JobKind, actor: User, targets: list[str], params: dict[str, Any
     return kind.apply(actor, targets, params)
 
 
-def _record(kind: JobKind, job: Job, outcomes: dict[str, dict], applied: dict[str, Outcome]) -> None:
-    """Write the outcomes of one round on the (locked) job row; end the job after its last target.
+def _record(kind: JobKind, job: Job, todo: list[str], applied: dict[str, Outcome]) -> None:
+    """Write the outcomes of one round on the (locked) job; end the job after its last target.
 
     A single job ends with its target's outcome: `succeeded` with the result, or `failed` with the
-    DomainError's code and message. A bulk job records every target's outcome, with the same codes,
+    DomainError's code and message. A bulk job writes a JobOutcome per target, with the same codes,
     and ends `succeeded` once every target has one."""
     now = timezone.now()
+    if set(applied) != set(todo):
+        raise RuntimeError(f"job kind {kind.name} answered for {len(applied)} of {len(todo)} targets")
     if kind.bulk:
-        for target, outcome in applied.items():
-            outcomes[target] = (
-                {"status": "failed", "code": outcome.code, "message": outcome.message}
-                if isinstance(outcome, DomainError)
-                else {"status": "succeeded"}
+        rows = [
+            JobOutcome(job_id=job.id, target=target, succeeded=True)
+            if not isinstance(applied[target], DomainError)
+            else JobOutcome(
+                job_id=job.id, target=target, succeeded=False, code=applied[target].code, message=applied[target].message
             )
-        failed = sum(1 for o in outcomes.values() if o["status"] == "failed")
-        job.result = {"outcomes": outcomes}
-        job.progress = {"total": len(job.targets), "done": len(outcomes), "failed": failed}
-        if len(outcomes) == len(job.targets):
+            for target in todo
+        ]
+        JobOutcome.objects.bulk_create(rows)
+        progress = job.progress
+        job.progress = {
+            "total": progress["total"],
+            "done": progress["done"] + len(rows),
+            "failed": progress["failed"] + sum(1 for row in rows if not row.succeeded),
+        }
+        if job.progress["done"] >= job.progress["total"]:
             job.status, job.finished_at = JobStatus.SUCCEEDED, now
         return
     (outcome,) = applied.values()
@@ -195,6 +206,18 @@ def _record(kind: JobKind, job: Job, outcomes: dict[str, dict], applied: dict[st
         job.status, job.result = JobStatus.SUCCEEDED, outcome
         job.progress = {"total": 1, "done": 1, "failed": 0}
     job.finished_at = now
+
+
+def jobs_prune() -> int:
+    """Delete jobs that finished more than JOB_RETENTION_DAYS ago, with their outcomes. A queued or
+    running job is never touched, however old."""
+    cutoff = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS)
+    old = Job.objects.filter(status__in=TERMINAL_STATUSES, finished_at__lt=cutoff)
+    deleted = 0
+    # In batches: one job may hold 20,000 outcome rows.
+    while ids := list(old.values_list("id", flat=True)[:500]):
+        deleted += Job.objects.filter(id__in=ids).delete()[1].get("jobs.Job", 0)
+    return deleted
 
 
 def job_fail(*, job_id: uuid.UUID | str, error: dict[str, Any]) -> Job:

@@ -55,7 +55,7 @@ class Scene:
     unit_id: str
     store: object
     approver: object
-    viewer: object  # whose clients watch: no job_update messages of its own
+    viewers: list  # whose clients watch (no job_update messages of their own), a few sockets each
     crates: list[Crate]  # relocated
     requests: list  # pending withdrawals, one crate each
 
@@ -67,7 +67,7 @@ def make_scene(code: str) -> Scene:
         unit_id=str(unit.id),
         store=UserFactory(unit=unit, role=Role.STORE),
         approver=UserFactory(unit=unit, role=Role.APPROVER),
-        viewer=UserFactory(unit=unit, role=Role.REQUESTER),
+        viewers=[UserFactory(unit=unit, role=Role.REQUESTER) for _ in range(CLIENTS_PER_UNIT_PER_DAPHNE)],
         crates=[CrateFactory(unit=unit) for _ in range(4)],
         requests=[make_request("withdrawal", requester, [CrateFactory(unit=unit)]) for _ in range(3)],
     )
@@ -181,10 +181,10 @@ def test_clients_and_jobs_survive_losing_a_daphne_and_a_worker(live_env):
         started.append(processes.start_beat(live_env))
 
         clients = [
-            Client(s.unit_id, access_token(s.viewer), port, other_port)
+            Client(s.unit_id, access_token(s.viewers[i]), port, other_port)
             for s in (a, b)
             for port, other_port in ((port1, port2), (port2, port1))
-            for _ in range(CLIENTS_PER_UNIT_PER_DAPHNE)
+            for i in range(CLIENTS_PER_UNIT_PER_DAPHNE)
         ]
         submitted: list[str] = []
         doomed_job: list[str] = []

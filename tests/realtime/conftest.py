@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import processes
 from tests.support.realtime import PUBSUB_LAYER, make_world
 
 
@@ -16,22 +15,6 @@ def unit_a():
 @pytest.fixture
 def unit_b():
     return make_world("b")
-
-
-@pytest.fixture
-def spawn_daphne(live_env):
-    """`spawn_daphne(port=None, extra=None, **env) -> (LiveProcess, port)`: a Daphne of the test's own,
-    with extra settings in its environment; stopped when the test ends."""
-    started: list[processes.LiveProcess] = []
-
-    def start(port: int | None = None, extra: list[str] | None = None, **env: str):
-        proc, port = processes.start_daphne({**live_env, **env}, port=port, extra=extra)
-        started.append(proc)
-        return proc, port
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 @pytest.fixture

@@ -161,11 +161,11 @@ def test_500_clients_connecting_at_once_are_all_served_and_leave_nothing_behind(
 
 
 def test_1000_clients_reconnecting_together_after_daphne_is_killed_miss_nothing(spawn_daphne, unit_a, unit_b):
-    # given 1,000 clients (500 per unit, 20 users each) connected to one Daphne
+    # given 1,000 clients (500 per unit, 50 users with 10 sockets each) connected to one Daphne
     raise_open_files_limit()
     proc, port = spawn_daphne()
-    tokens = {world.id: [access_token(user) for user in make_users(world, 20)] for world in (unit_a, unit_b)}
-    clients = {world.id: [SeqClient(port, tokens[world.id][i % 20]) for i in range(500)] for world in (unit_a, unit_b)}
+    tokens = {world.id: [access_token(user) for user in make_users(world, 50)] for world in (unit_a, unit_b)}
+    clients = {world.id: [SeqClient(port, tokens[world.id][i % 50]) for i in range(500)] for world in (unit_a, unit_b)}
     everyone = clients[unit_a.id] + clients[unit_b.id]
     final: dict[str, int] = {}
 

@@ -85,3 +85,30 @@ def pending_requests_fast(entity: str, requester: User, count: int, destination=
     field = f"{kind.model._meta.model_name}_id"
     through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests, strict=True))
     return requests
+
+
+def outbox_history_fast(unit: Unit, count: int) -> int:
+    """`count` committed, published crate events appended to the unit's outbox in two statements
+    (scene-setting for resume tests that need a long history; frames as outbox_write makes them).
+    Returns the unit's new last seq."""
+    import uuid
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from backend.events import schema
+    from backend.events.models import OutboxEvent, UnitSequence
+
+    with transaction.atomic():
+        counter = UnitSequence.objects.select_for_update().get(unit=unit)
+        first, now = counter.last_seq + 1, timezone.now()
+        rows = []
+        for seq in range(first, first + count):
+            data = {"id": str(uuid.uuid4()), "status": "in_storage", "crate_number": f"CR-HIST-{seq:06d}"}
+            frame = schema.encode(schema.data_update(entity="crate", action="created", data=data, timestamp=now, seq=seq))
+            rows.append(OutboxEvent(unit=unit, seq=seq, entity="crate", action="created", object_id=data["id"],
+                                    frame=frame, created_at=now, published_at=now))
+        OutboxEvent.objects.bulk_create(rows, batch_size=5000)
+        counter.last_seq = first + count - 1
+        counter.save(update_fields=["last_seq"])
+    return counter.last_seq

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import environ
 
-from backend.common.redis import channel_layer_host, parse_sentinel_nodes, sentinel_url
+from backend.common.redis import cache_settings, channel_layer_host, parse_sentinel_nodes, sentinel_url
 
 BASE_DIR = Path(__file__).resolve().parents[3]
 VAR_DIR = BASE_DIR / "var"
@@ -156,6 +156,8 @@ def redis_role_url(db: int) -> str:
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=redis_role_url(0))
 CHANNEL_LAYER_URL = env("CHANNEL_LAYER_URL", default=redis_role_url(1))
 KEYS_REDIS_URL = env("KEYS_REDIS_URL", default=redis_role_url(2))
+# Django's cache lives in the keys Redis: DRF's throttles count there, one count for every process.
+CACHES = cache_settings(KEYS_REDIS_URL)
 
 # --- Channels -------------------------------------------------------------------------------
 # Redis pub/sub by default: measured against the core (list-based) layer on our fan-out path it has
@@ -213,7 +215,11 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "backend.common.errors.exception_handler",
     # JSON only, bounded by DATA_UPLOAD_MAX_MEMORY_SIZE and nesting depth (backend/common/parsers.py).
     "DEFAULT_PARSER_CLASSES": ["backend.common.parsers.JSONParser"],
-    "DEFAULT_THROTTLE_RATES": {"ws_ticket": "60/min"},
+    # Counted in the shared cache (Redis), so a limit holds across every web process.
+    "DEFAULT_THROTTLE_RATES": {
+        "ws_ticket": env("WS_TICKET_RATE", default="60/min"),
+        "bulk": env("BULK_RATE", default="30/hour"),
+    },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
@@ -248,6 +254,12 @@ SPECTACULAR_SETTINGS = {
 
 # --- Realtime -------------------------------------------------------------------------------
 WS_TICKET_TTL_SECONDS = env.int("WS_TICKET_TTL_SECONDS", default=30)
+# One user's WebSockets across every Daphne process; beyond it a connection is closed with 4029.
+WS_MAX_CONNECTIONS_PER_USER = env.int("WS_MAX_CONNECTIONS_PER_USER", default=20)
+# Client messages per connection (ping, ...): a token bucket; beyond it they are dropped with an
+# `error` rate_limited (at most one a second).
+WS_CLIENT_MESSAGES_PER_SECOND = env.float("WS_CLIENT_MESSAGES_PER_SECOND", default=20.0)
+WS_CLIENT_MESSAGES_BURST = env.int("WS_CLIENT_MESSAGES_BURST", default=40)
 # Browser origins allowed on /ws/updates/. Empty: any scheme and port of an ALLOWED_HOSTS name (the
 # seed's behaviour: a dev SPA on :3000 talks to Daphne on :8000). Set exact origins
 # (`https://records.example.com`) to pin scheme and port too.
@@ -266,6 +278,10 @@ REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
 # A connection whose socket stays full (the client stopped reading) this long is closed with 4008;
 # its next resume with `last_seq` fills whatever it missed.
 REALTIME_SLOW_CLIENT_SECONDS = env.float("REALTIME_SLOW_CLIENT_SECONDS", default=10.0)
+# Bytes a connection may have waiting for a client that does not read, beyond Twisted's own 64 KiB
+# buffer: past it the connection is closed with 4008 at once (a resume replay waits for the client
+# to drain instead of writing more).
+REALTIME_CLIENT_BUFFER_BYTES = env.int("REALTIME_CLIENT_BUFFER_BYTES", default=1_048_576)
 
 # --- Celery ---------------------------------------------------------------------------------
 # One visibility timeout, read by the broker transport and the result backend alike: it must
@@ -312,6 +328,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "default", "expires": 600},
     },
+    "jobs-prune": {
+        "task": "jobs.prune",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 600},
+    },
 }
 # An unpublished event older than this is the sweeper's: the committing process had its chance.
 OUTBOX_SWEEP_GRACE_SECONDS = env.float("OUTBOX_SWEEP_GRACE_SECONDS", default=1.0)
@@ -322,6 +343,11 @@ BULK_MAX_IDS = env.int("BULK_MAX_IDS", default=20_000)
 BULK_CHUNK_SIZE = env.int("BULK_CHUNK_SIZE", default=500)
 # job_update pushes to the initiating user at most this often (the job row is always current).
 BULK_PROGRESS_INTERVAL_SECONDS = env.float("BULK_PROGRESS_INTERVAL_SECONDS", default=0.5)
+# Bulk jobs one user may have queued or running at once; a further one is 429.
+BULK_MAX_ACTIVE_PER_USER = env.int("BULK_MAX_ACTIVE_PER_USER", default=2)
+# Finished jobs (and their per-target outcomes) are pruned this long after they finished; the audit
+# trail, not the job table, is the record of what changed.
+JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=90)
 
 # --- Flower / metrics -----------------------------------------------------------------------
 FLOWER_BASIC_AUTH = env("FLOWER_BASIC_AUTH", default="admin:flower-pass-2026")

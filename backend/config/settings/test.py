@@ -3,6 +3,7 @@
 import os
 
 from backend.common.faults import parse_fault_points
+from backend.common.redis import cache_settings
 
 from .base import *  # noqa: F403
 from .base import REDIS_URL, env, redis_db_url
@@ -13,6 +14,7 @@ CELERY_BROKER_URL = env("TEST_CELERY_BROKER_URL", default=redis_db_url(REDIS_URL
 CHANNEL_LAYER_URL = env("TEST_CHANNEL_LAYER_URL", default=redis_db_url(REDIS_URL, _base_db + 1))
 KEYS_REDIS_URL = env("TEST_KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, _base_db + 2))
 CHANNEL_LAYER_HOST["address"] = CHANNEL_LAYER_URL  # noqa: F405
+CACHES = cache_settings(KEYS_REDIS_URL)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEBUG = False

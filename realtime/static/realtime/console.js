@@ -397,7 +397,8 @@ async function pollJobs() {
     if (entry.finished || entry.polling || entry.pollAt > now) continue;
     entry.polling = true;
     try {
-      jobSeen(await api(`/api/jobs/${id}/`));
+      // Progress only: a bulk job's per-id outcomes are not needed to draw its bar.
+      jobSeen(await api(`/api/jobs/${id}/?outcomes=none`));
     } catch (error) {
       // the next poll tries again
     } finally {

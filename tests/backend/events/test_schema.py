@@ -107,7 +107,7 @@ def test_every_other_message_builder_matches_its_schema():
         "connection_established": schema.connection_established(unit_id=unit_id, seq=0),
         "pong": schema.pong(timestamp=now),
         "resync_required": schema.resync_required(reason="gap too old", seq=900),
-        "error": schema.error(code="bad_message", message="Unknown message type."),
+        "error": schema.error(code="unknown_type", message="Unknown message type."),
         "job_update": schema.job_update(
             job={
                 "id": unit_id, "kind": "withdrawal.approve", "status": "running",

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from backend.accounts.models import Role
 from backend.events.models import OutboxEvent
-from backend.jobs.models import Job, JobStatus
+from backend.jobs.models import Job, JobOutcome, JobStatus
 from backend.jobs.services import bulk_submit, job_execute
 from backend.records import services
 from backend.records.jobs import BULK_KINDS
@@ -21,6 +21,11 @@ from backend.records.models import RequestStatus, WithdrawalRequest
 from tests.support import processes
 from tests.support.factories import UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.queues import enqueue_on
+
+
+def _outcomes(job: Job) -> dict[str, dict]:
+    """The job's ledger as the API shows it: {target: {"status", "code"?, "message"?}}."""
+    return {o.target: o.as_outcome() for o in JobOutcome.objects.filter(job=job)}
 
 
 def _queued(actor, ids, action="approve", reason="") -> Job:
@@ -52,7 +57,7 @@ def test_mixed_ids_get_exact_outcomes_and_nothing_else_changes(django_capture_on
     # then duplicates collapsed and every id has its exact outcome
     assert job.status == JobStatus.SUCCEEDED
     assert job.progress == {"total": 5, "done": 5, "failed": 3}
-    outcomes = {k: (v["status"], v.get("code")) for k, v in job.result["outcomes"].items()}
+    outcomes = {k: (v["status"], v.get("code")) for k, v in _outcomes(job).items()}
     assert outcomes == {
         str(pending[0].id): ("succeeded", None),
         str(pending[1].id): ("succeeded", None),
@@ -145,7 +150,7 @@ def test_concurrent_overlapping_bulks_apply_each_id_once():
     assert first.status == second.status == JobStatus.SUCCEEDED
     # and for each overlapping id one bulk won and the other found it already approved
     for target in map(str, ids[10:30]):
-        codes = sorted(o.get("code", "ok") for o in (first.result["outcomes"][target], second.result["outcomes"][target]))
+        codes = sorted(o.get("code", "ok") for o in (_outcomes(first)[target], _outcomes(second)[target]))
         assert codes == ["invalid_transition", "ok"], codes
     assert first.progress["failed"] + second.progress["failed"] == 20
     per_request = OutboxEvent.objects.filter(entity="withdrawal", unit=unit).values_list("object_id", flat=True)

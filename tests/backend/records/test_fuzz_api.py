@@ -1,0 +1,173 @@
+"""Generated input against every write endpoint and the lists (Hypothesis): ids (own, another
+unit's, unknown, garbage), versions, reasons, `If-Match`, bodies of any shape, pagination, ordering,
+search and filters. Every answer is a 2xx, or a 4xx in the one error shape with a stable code:
+never a 500."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backend.accounts.models import Role
+from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+
+pytestmark = pytest.mark.django_db
+
+def campaign(examples: int) -> settings:
+    return settings(
+        max_examples=examples, deadline=None, database=None, print_blob=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+WRITES, LISTS, AUTH = 250, 200, 120
+KINDS = ["withdrawal", "destruction", "transfer"]
+ACTIONS = ["approve", "reject", "send-back", "resubmit"]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**31 - 2, max_value=10**40),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=300), st.just("9" * 5000),
+)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=15,
+)
+if_match = st.one_of(
+    st.none(), st.text(max_size=60), st.integers().map(str), st.integers().map(lambda n: f'"{n}"'), st.just("9" * 4400)
+)
+
+
+@pytest.fixture
+def world(enqueued):
+    unit, other = UnitFactory(code="fuzz"), UnitFactory(code="fuzz-other")
+    staff, foreign = unit_staff(unit), unit_staff(other)
+    crates = [CrateFactory(unit=unit) for _ in range(3)]
+    requests = {kind: make_request(kind, staff[Role.REQUESTER]) for kind in KINDS}
+    return {
+        "staff": staff,
+        "own_crate": crates[0].id, "foreign_crate": CrateFactory(unit=other).id,
+        "own_request": {k: r.id for k, r in requests.items()},
+        "foreign_request": {k: make_request(k, foreign[Role.REQUESTER]).id for k in KINDS},
+        "unit": unit.id, "other": other.id, "crates": [c.id for c in crates],
+    }
+
+
+def _ids(world, kind: str | None):
+    own = world["own_request"][kind] if kind else world["own_crate"]
+    foreign = world["foreign_request"][kind] if kind else world["foreign_crate"]
+    garbage = st.text(max_size=40).filter(lambda t: not set(t) & set("/?#"))
+    return st.one_of(st.sampled_from([own, foreign, uuid.uuid4()]).map(str), garbage)
+
+
+def _body(world):
+    crate_ids = [str(c) for c in world["crates"]] + [str(world["foreign_crate"])]
+    plausible = st.fixed_dictionaries(
+        {},
+        optional={
+            "location": values, "destruction_due": values, "version": values, "reason": values,
+            "crates": st.one_of(values, st.lists(st.sampled_from(crate_ids), max_size=4)),
+            "destination_unit": st.one_of(values, st.sampled_from([str(world["unit"]), str(world["other"])])),
+            "entity": st.one_of(values, st.sampled_from(KINDS)), "action": st.one_of(values, st.sampled_from(ACTIONS)),
+            "ids": st.one_of(values, st.lists(st.uuids().map(str), max_size=5)), "items": values,
+        },
+    )
+    return st.one_of(plausible, values)
+
+
+def _check(response) -> str:
+    assert response.status_code < 500, (response.status_code, response.content[:500])
+    if response.status_code >= 400:
+        body = response.json()
+        assert isinstance(body.get("code"), str) and body["code"] and isinstance(body.get("message"), str), body
+        return f"{response.status_code}:{body['code']}"
+    return str(response.status_code)
+
+
+@st.composite
+def write_calls(draw, world):
+    kind = draw(st.sampled_from([None, *KINDS]))
+    role = draw(st.sampled_from(list(Role.values)))
+    base = "/api/crates/" if kind is None else f"/api/{kind}-requests/"
+    shape = draw(st.sampled_from(["create", "update", "partial", "delete", "action", "bulk"]))
+    target = draw(_ids(world, kind))
+    if shape == "create":
+        method, path = "post", base
+    elif shape == "update":
+        method, path = "put", f"{base}{target}/"
+    elif shape == "partial":
+        method, path = "patch", f"{base}{target}/"
+    elif shape == "delete":
+        method, path = "delete", f"{base}{target}/"
+    elif shape == "action":
+        action = "relocate" if kind is None else draw(st.sampled_from(ACTIONS))
+        method, path = "post", f"{base}{target}/{action}/"
+    else:
+        method, path = "post", "/api/bulk-actions/"
+    return role, method, path, draw(_body(world)), draw(if_match)
+
+
+def test_generated_writes_never_answer_500(api, world):
+    seen: dict[str, int] = {}
+
+    @campaign(WRITES)
+    @given(call=write_calls(world))
+    def run(call):
+        role, method, path, body, match = call
+        headers = {"HTTP_IF_MATCH": match} if match is not None else {}
+        client = api(world["staff"][role])
+        response = getattr(client, method)(path, data=json.dumps(body), content_type="application/json", **headers)
+        key = _check(response)
+        seen[key] = seen.get(key, 0) + 1
+
+    run()
+    print(f"\nwrites campaign: {dict(sorted(seen.items(), key=lambda kv: -kv[1]))}")
+    assert any(key.startswith("2") for key in seen) and any(key.startswith("4") for key in seen), seen
+
+
+list_params = st.dictionaries(
+    st.sampled_from(["page", "page_size", "ordering", "search", "status", "created_after", "created_before", "crate",
+                     "location", "destruction_due_before", "created_by", "kind", "entity", "request_id"]),
+    st.one_of(st.text(max_size=80), st.integers().map(str), st.just("9" * 5000), st.just("-created_at")),
+    max_size=4,
+)
+
+
+def test_generated_list_queries_never_answer_500(api, world):
+    seen: dict[str, int] = {}
+    client = api(world["staff"][Role.ADMIN])
+
+    @campaign(LISTS)
+    @given(
+        path=st.sampled_from(["/api/crates/", "/api/withdrawal-requests/", "/api/destruction-requests/",
+                              "/api/transfer-requests/", "/api/sendback-records/", "/api/jobs/"]),
+        params=list_params,
+    )
+    def run(path, params):
+        key = _check(client.get(path, params))
+        seen[key] = seen.get(key, 0) + 1
+
+    run()
+    print(f"\nlists campaign: {seen}")
+    assert "200" in seen
+
+
+def test_generated_auth_calls_never_answer_500(api, world):
+    seen: dict[str, int] = {}
+
+    @campaign(AUTH)
+    @given(
+        path=st.sampled_from(["/api/auth/token/", "/api/auth/token/refresh/", "/api/auth/ws-ticket/"]),
+        body=st.one_of(values, st.fixed_dictionaries({}, optional={"username": values, "password": values, "refresh": values})),
+        signed_in=st.booleans(),
+    )
+    def run(path, body, signed_in):
+        client = api(world["staff"][Role.APPROVER] if signed_in else None)
+        key = _check(client.post(path, data=json.dumps(body), content_type="application/json"))
+        seen[key] = seen.get(key, 0) + 1
+
+    run()
+    print(f"\nauth campaign: {seen}")
