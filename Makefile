@@ -49,9 +49,13 @@ node-deps:
 deploy-tools:
 	@scripts/ensure-deploy-tools
 
+# Two xdist workers, a test file each at a time: most integration tests wait on processes and
+# sockets, so two run side by side on two cores; each worker has its own test database and Redis
+# databases (backend/config/settings/test.py).
+TEST_WORKERS ?= 2
 test: venv redis browser-deps node-deps deploy-tools
 	$(BIN)/lint-imports
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # What a newcomer gets with no configuration: a fresh SQLite file migrated and seeded as `make up`
 # does, then the stack (Daphne + worker) answering end to end on SQLite.

@@ -45,7 +45,8 @@ def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="backend.config.settings.test",
         DATABASE_URL=_database_url(connection.settings_dict),
         PYTHONUNBUFFERED="1",
-        TEST_REDIS_DB_BASE=os.environ.get("TEST_REDIS_DB_BASE", "10"),
+        # This test process's own Redis databases (per xdist worker), passed on as they are.
+        TEST_REDIS_DB_BASE=str(settings.TEST_REDIS_DB_BASE),
         # The hub's tick (re-validation and catch-up from the outbox) every minute: within a test, a
         # live update must then come by the channel-layer push, not by the tick's outbox fill, so a
         # broken push path fails the delivery tests. Tests about the tick start a Daphne with 1 s.
@@ -55,6 +56,7 @@ def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
         OUTBOX_SWEEP_SECONDS="1",
         OUTBOX_SWEEP_GRACE_SECONDS="1",
     )
+    env.pop("PYTEST_XDIST_WORKER", None)
     flush_test_redis()
     return env
 

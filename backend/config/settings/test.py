@@ -9,7 +9,11 @@ from .base import *  # noqa: F403
 from .base import REDIS_URL, env, redis_db_url
 
 # Tests use their own Redis databases so they never touch a running `make up` (0/1/2).
-_base_db = int(os.environ.get("TEST_REDIS_DB_BASE", "10"))
+# Each pytest-xdist worker (`make test` runs two) gets three databases of its own: 10-12, 13-15.
+_base_db = int(os.environ.get("TEST_REDIS_DB_BASE", "10")) + 3 * int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0
+)
+TEST_REDIS_DB_BASE = _base_db
 CELERY_BROKER_URL = env("TEST_CELERY_BROKER_URL", default=redis_db_url(REDIS_URL, _base_db))
 CHANNEL_LAYER_URL = env("TEST_CHANNEL_LAYER_URL", default=redis_db_url(REDIS_URL, _base_db + 1))
 KEYS_REDIS_URL = env("TEST_KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, _base_db + 2))
