@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
 from django.conf import settings
+from django.db import Error as DatabaseError
+from redis.exceptions import RedisError
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -37,6 +39,11 @@ class AuthFailed(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+# The database or Redis away while checking credentials: the client should try again (1013), not
+# discard its credentials (4001).
+UNAVAILABLE = (DatabaseError, RedisError, OSError)
 
 
 async def _active_user(user_id: str, unit_claim: str | None, check_claim: bool):
@@ -86,6 +93,10 @@ class WebSocketAuthMiddleware(BaseMiddleware):
         except AuthFailed as failure:
             scope["identity"] = None
             scope["auth_error"] = failure.reason
+        except UNAVAILABLE as exc:
+            logger.warning("websocket credentials could not be checked: %s", type(exc).__name__)
+            scope["identity"] = None
+            scope["auth_error"] = "unavailable"
         return await super().__call__(scope, receive, send)
 
 

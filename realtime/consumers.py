@@ -138,8 +138,9 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         await self.accept()
         identity = self.scope.get("identity")
         if identity is None:
-            logger.info("websocket auth failed: %s", self.scope.get("auth_error"))
-            await self.close(code=CLOSE_AUTH_FAILED)
+            reason = self.scope.get("auth_error")
+            logger.info("websocket auth failed: %s", reason)
+            await self._close(CLOSE_TRY_AGAIN_LATER if reason == "unavailable" else CLOSE_AUTH_FAILED)
             return
         self.identity = identity
         self.user_id = identity.user_id
@@ -318,7 +319,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         if writer is not None:
             self._flush()
         try:
-            if code >= 3000 or writer is None or not writer.close_standard(code):
+            # Standard codes (1011, 1013) go straight to the protocol, even before the writer exists.
+            if code >= 3000 or not (writer or FrameWriter(self.base_send)).close_standard(code):
                 await self.close(code=code)
         except Exception:  # noqa: BLE001 - the transport is already gone; nothing left to tell
             logger.debug("close(%s) failed: connection already gone", code, exc_info=True)

@@ -2,15 +2,21 @@
 
 One task per job kind, named after it (`withdrawal.approve`, `bulk.withdrawal.approve`,
 `crate.relocate`, ...), on its kind's queue: the registry (backend/jobs/registry.py) is the list.
+Plus the hourly prunes beat schedules. The outbox relay and the sweeper of stranded jobs are not
+tasks: they run in the relay process (workers/relay.py).
 Django is set up before Celery imports this module (Celery's Django fix-up), so the registry is full.
 """
 
-from backend.events.relay import outbox_prune, outbox_sweep
+import logging
+
+from backend.events.relay import outbox_prune
 from backend.jobs import registry
 from backend.jobs.registry import JobKind
 from backend.jobs.services import job_execute, jobs_prune
 
 from .base import records_task
+
+logger = logging.getLogger(__name__)
 
 
 def progress_text(counts: dict) -> str:
@@ -23,10 +29,15 @@ def _job_task(kind: JobKind):
         if kind.bulk:
             # Progress as a custom task event: Flower shows the task in state PROGRESS with the
             # counts in its result column while it runs, and the final counts once it succeeds.
+            # Best effort: the event goes through the broker, which may be away for a moment; the
+            # job row always has the progress, and a lost event must not stop the job.
             def on_progress(counts: dict) -> None:
-                self.send_event("task-progress", result=progress_text(counts), **counts)
+                try:
+                    self.send_event("task-progress", result=progress_text(counts), **counts)
+                except Exception:  # noqa: BLE001
+                    logger.warning("progress event of job %s not sent", job_id, exc_info=True)
 
-        job = job_execute(job_id=job_id, on_progress=on_progress)
+        job = job_execute(job_id=job_id, on_progress=on_progress, worker=self.request.hostname or "")
         return "no such job" if job is None else f"{job.status}: {progress_text(job.progress)}"
 
     run.__name__ = run.__qualname__ = kind.name.replace(".", "_")
@@ -34,11 +45,6 @@ def _job_task(kind: JobKind):
 
 
 JOB_TASKS = {kind.name: _job_task(kind) for kind in registry.kinds()}
-
-
-@records_task("outbox.sweep", time_limit=60, max_retries=0)
-def sweep() -> int:
-    return outbox_sweep()
 
 
 @records_task("outbox.prune", time_limit=300, max_retries=0)

@@ -11,6 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -90,15 +92,19 @@ _DRF_CODES = {
 }
 
 
+# A backing service that is briefly away (a restart, a failover): 503, never a 500.
+UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError, DatabaseOperationalError, DatabaseInterfaceError)
+
+
 class BackendUnavailable(DomainError):
-    """Redis (throttles, tickets) could not be reached: a passing outage, not a bug."""
+    """Redis or the database could not be reached: a passing outage, not a bug."""
 
     code = "service_unavailable"
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+    if isinstance(exc, UNAVAILABLE_ERRORS):
         exc = BackendUnavailable("A backing service is unavailable; nothing was changed. Try again shortly.")
     if isinstance(exc, DomainError):
         return Response(exc.as_dict(), status=exc.status_code)

@@ -41,6 +41,13 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # What the job does to what, by whom, in words: the `what` Flower shows with the task.
+    description = models.CharField(max_length=300, blank=True)
+    # For the sweeper that finds stranded jobs (services.jobs_rescue): when the task was last sent,
+    # which worker last started it, and when the job last made progress.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    touched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -49,6 +56,10 @@ class Job(models.Model):
             models.Index(fields=["kind", "status"]),
             models.Index(fields=["requested_by", "status"], name="job_user_status_idx"),
             models.Index(fields=["finished_at"], name="job_finished_idx"),
+            models.Index(
+                fields=["status", "enqueued_at"], name="job_unfinished_idx",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -17,8 +17,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -27,9 +27,9 @@ from backend.common.errors import DomainError, RoleRequired, ValidationFailed
 from backend.common.faults import fault_point
 from backend.events.broadcast import job_update_send
 
-from . import registry
+from . import queue, registry
+from .heartbeats import live_workers
 from .models import TERMINAL_STATUSES, Job, JobOutcome, JobStatus
-from .queue import enqueue
 from .registry import JobKind, Outcome
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,12 @@ def job_submit(
         targets=[str(t) for t in targets],
         params=params or {},
         progress={"total": len(targets), "done": 0, "failed": 0},
+        description=description[:300],
+        enqueued_at=timezone.now(),
     )
     with transaction.atomic():
         job.save()
-        transaction.on_commit(lambda: enqueue(job, description))
+        transaction.on_commit(lambda: queue.enqueue(job))
     return job
 
 
@@ -98,8 +100,9 @@ def bulk_submit(*, actor: User, kind: JobKind, ids: list[Any], params: dict[str,
 # --- worker side ------------------------------------------------------------------------------
 
 
-def job_start(*, job_id: str) -> Job | None:
-    """A delivery of a job's task begins: count the attempt and mark the job running (once).
+def job_start(*, job_id: str, worker: str = "") -> Job | None:
+    """A delivery of a job's task begins: count the attempt, mark the job running (once) and note
+    the worker that holds it (the sweeper of stranded jobs watches that worker's heartbeat).
 
     Returns None for a job that does not exist (its enqueue was compensated) and the job as it is
     for one already finished (a duplicate delivery: the caller does nothing)."""
@@ -111,23 +114,28 @@ def job_start(*, job_id: str) -> Job | None:
         logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
         return job
     # One statement; F(): two deliveries of one job may both get here and each must count.
+    now = timezone.now()
     Job.objects.filter(id=job.id).update(
         status=Case(When(status=JobStatus.QUEUED, then=Value(JobStatus.RUNNING)), default=F("status")),
-        started_at=Coalesce(F("started_at"), Value(timezone.now())),
+        started_at=Coalesce(F("started_at"), Value(now)),
         attempts=F("attempts") + 1,
+        worker=worker,
+        touched_at=now,
     )
-    job.refresh_from_db(fields=["status", "started_at", "attempts"])
+    job.refresh_from_db(fields=["status", "started_at", "attempts", "worker", "touched_at"])
     return job
 
 
-def job_execute(*, job_id: str, on_progress: Callable[[dict[str, int]], None] | None = None) -> Job | None:
+def job_execute(
+    *, job_id: str, on_progress: Callable[[dict[str, int]], None] | None = None, worker: str = ""
+) -> Job | None:
     """Carry out a job exactly once, however many times its task is delivered.
 
     Each round locks the job row, takes the next targets without an outcome (all of a single job's,
     a chunk of a bulk job's), applies its kind to them and records their outcomes and the progress
     in the same transaction; the round that records the last outcome also ends the job.
     """
-    job = job_start(job_id=job_id)
+    job = job_start(job_id=job_id, worker=worker)
     if job is None or job.status in TERMINAL_STATUSES:
         return job
     kind = registry.get(job.kind)
@@ -137,17 +145,7 @@ def job_execute(*, job_id: str, on_progress: Callable[[dict[str, int]], None] | 
     chunk_size = settings.BULK_CHUNK_SIZE if kind.bulk else len(targets)
     last_push = time.monotonic()
     while True:
-        with transaction.atomic():
-            locked = Job.objects.select_for_update().defer("targets", "params").get(id=job.id)
-            if locked.status in TERMINAL_STATUSES:
-                return locked
-            done = locked.progress["done"]
-            todo = targets[done : done + chunk_size]
-            applied = _apply(kind, actor, todo, params)
-            _record(kind, locked, todo, applied)
-            fault_point("job.before_commit", job=job.id)
-            locked.save(update_fields=["status", "result", "error", "progress", "finished_at"])
-            job = locked
+        job = _round_with_retries(kind, job.id, actor, targets, params, chunk_size)
         if job.status in TERMINAL_STATUSES:
             break
         if on_progress is not None:
@@ -160,6 +158,45 @@ def job_execute(*, job_id: str, on_progress: Callable[[dict[str, int]], None] | 
         on_progress(job.progress)
     transaction.on_commit(lambda: job_push(job))  # runs at once outside an atomic block
     return job
+
+
+# A round that fails on the database connection (a restart, a failover) is retried here, in the
+# same delivery, after these pauses: the task's broker message stays unacknowledged meanwhile, so
+# nothing depends on the broker being up to retry. Past them the error goes to Celery's retry.
+ROUND_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15)
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _round_with_retries(
+    kind: JobKind, job_id, actor: User, targets: list[str], params: dict[str, Any], chunk_size: int
+) -> Job:
+    for delay in (*ROUND_RETRY_DELAYS, None):
+        try:
+            return _round(kind, job_id, actor, targets, params, chunk_size)
+        except TRANSIENT_DATABASE_ERRORS:
+            if delay is None:
+                raise
+            logger.warning("job %s: database unavailable; retrying the round in %ss", job_id, delay, exc_info=True)
+            connection.close()  # the next query opens a new connection
+            time.sleep(delay)
+            close_old_connections()
+    raise AssertionError("unreachable")
+
+
+def _round(kind: JobKind, job_id, actor: User, targets: list[str], params: dict[str, Any], chunk_size: int) -> Job:
+    """One transaction: lock the job, apply its kind to its next targets, record the outcomes."""
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().defer("targets", "params").get(id=job_id)
+        if locked.status in TERMINAL_STATUSES:
+            return locked
+        done = locked.progress["done"]
+        todo = targets[done : done + chunk_size]
+        applied = _apply(kind, actor, todo, params)
+        _record(kind, locked, todo, applied)
+        locked.touched_at = timezone.now()
+        fault_point("job.before_commit", job=job_id)
+        locked.save(update_fields=["status", "result", "error", "progress", "finished_at", "touched_at"])
+        return locked
 
 
 def _apply(kind: JobKind, actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
@@ -206,6 +243,68 @@ def _record(kind: JobKind, job: Job, todo: list[str], applied: dict[str, Outcome
         job.status, job.result = JobStatus.SUCCEEDED, outcome
         job.progress = {"total": 1, "done": 1, "failed": 0}
     job.finished_at = now
+
+
+def jobs_rescue() -> list[str]:
+    """Re-enqueue the jobs whose task no worker will run (the sweeper calls this every
+    JOB_RESCUE_SECONDS); returns their ids.
+
+    A job is looked at once it has waited JOB_RESCUE_AFTER_SECONDS since its task was last sent
+    (queued) or since it last made progress (running), or at once when the worker holding it stopped
+    sending heartbeats. It is re-enqueued when its task is in none of the broker's queues and, if
+    delivered, held by no live worker: the message was lost (a crash between COMMIT and send, Redis
+    losing its data, a worker that cancelled the task when its broker connection dropped) or its
+    worker died (without waiting for the visibility timeout). Re-sending is safe: a job's change and
+    its completion commit together, so a duplicate delivery is a no-op.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_RESCUE_AFTER_SECONDS)
+    unfinished = list(
+        Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+        .only("id", "status", "worker", "enqueued_at", "touched_at", "created_at")
+        .order_by("created_at")[: settings.JOB_RESCUE_BATCH]
+    )
+    if not unfinished:
+        return []
+    running_workers = {job.worker for job in unfinished if job.status == JobStatus.RUNNING and job.worker}
+    alive = live_workers(running_workers)
+
+    def looks_stranded(job: Job) -> bool:
+        if job.status == JobStatus.RUNNING and job.worker and job.worker not in alive:
+            return True
+        last = (job.touched_at if job.status == JobStatus.RUNNING else job.enqueued_at) or job.created_at
+        return last < stale
+
+    suspects = [job for job in unfinished if looks_stranded(job)]
+    if not suspects:
+        return []
+    waiting, delivered = queue.broker_task_ids()
+    rescued = []
+    for job in suspects:
+        task = str(job.id)
+        if task in waiting:
+            continue  # in its queue: it will run
+        if task in delivered and job.worker in alive:
+            continue  # its live worker holds it
+        with transaction.atomic():
+            locked = (
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale), id=job.id)
+                .exclude(status__in=TERMINAL_STATUSES)
+                .first()
+            )
+            if locked is None:
+                continue  # finished meanwhile, being rescued by another sweeper, or sent again lately
+            try:
+                queue.send(locked)
+            except queue.BROKER_ERRORS:
+                logger.warning("job %s looks stranded but the broker is unavailable; next sweep", job.id)
+                return rescued
+            locked.enqueued_at = timezone.now()
+            locked.save(update_fields=["enqueued_at"])
+        logger.warning("job %s (%s, worker %r) was stranded; its task was sent again", job.id, job.status, job.worker)
+        rescued.append(task)
+    return rescued
 
 
 def jobs_prune() -> int:

@@ -8,5 +8,5 @@ def enqueued(monkeypatch) -> list:
     """Jobs handed to the broker, recorded instead of sent: the fast API tests stop at the queue (the
     real-worker path is tested with real processes)."""
     sent: list = []
-    monkeypatch.setattr("backend.jobs.services.enqueue", lambda job, description: sent.append(job.id))
+    monkeypatch.setattr("backend.jobs.queue.enqueue", lambda job: sent.append(job.id))
     return sent

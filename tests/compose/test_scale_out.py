@@ -1,4 +1,4 @@
-"""Scale-out on one machine: two Daphne processes, two Celery workers and beat on one Redis and one
+"""Scale-out on one machine: two Daphne processes, two Celery workers and the relay on one Redis and one
 PostgreSQL, as `docker compose up --scale web=2 --scale worker=2` runs them.
 
 Forty WebSocket clients (two units, ten of each on each Daphne) follow a stream of relocations and
@@ -165,7 +165,7 @@ def test_clients_and_jobs_survive_losing_a_daphne_and_a_worker(live_env):
     start_seq = {s.unit_id: unit_seq(s.unit_id) for s in (a, b)}
     doomed_crate = a.crates[3]
     doomed_version = doomed_crate.version
-    # and two Daphnes, two workers on a queue of the test's own (plus default, for beat's sweeps), beat
+    # and two Daphnes, two workers on a queue of the test's own (plus default), the relay
     queue = f"scale-{uuid.uuid4().hex[:10]}"
     started: list[processes.LiveProcess] = []
     try:
@@ -178,7 +178,7 @@ def test_clients_and_jobs_survive_losing_a_daphne_and_a_worker(live_env):
             for i in (1, 2)
         ]
         started += workers
-        started.append(processes.start_beat(live_env))
+        started.append(processes.start_relay(live_env))
 
         clients = [
             Client(s.unit_id, access_token(s.viewers[i]), port, other_port)

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from backend.accounts.models import Role
+from backend.events.models import OutboxEvent
 from backend.jobs import registry
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.services import job_submit
@@ -37,7 +38,7 @@ from tests.support.deploy import (
     substitute,
     tool,
 )
-from tests.support.factories import PASSWORD, CrateFactory, UserFactory, make_request
+from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.ws import connect, recv_json, recv_until
 from workers.celery import app as celery_app
 
@@ -208,15 +209,40 @@ def test_worker_service_runs_a_job_and_answers_its_health_check(compose, live_en
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
 
-def test_beat_service_schedules_the_outbox_sweep(compose, live_env, tmp_path):
+def test_beat_service_starts_with_its_schedule_where_the_path_says(compose, live_env, tmp_path):
     command = substitute(compose["beat"]["command"], "/app/var/", f"{tmp_path}/")
     beat = processes.LiveProcess("compose-beat", local_argv(command), service_env(compose["beat"], live_env))
     try:
         beat.wait_for_output("beat: Starting", timeout=60)
-        beat.wait_for_output("Sending due task outbox-sweep (outbox.sweep)", timeout=30)
+        deadline = time.monotonic() + 15
+        while not list(tmp_path.glob("celerybeat-schedule*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         beat.stop()
     assert list(tmp_path.glob("celerybeat-schedule*"))  # the schedule went where the volume-less path said
+
+
+def test_relay_service_publishes_what_a_crash_left_unpublished(compose, live_env):
+    # given an event that committed but was never published (its process died before publishing)
+    unit = UnitFactory()
+    with mock.patch("backend.events.services.outbox_publish"):
+        crate = services.crate_create(actor=UserFactory(unit=unit, role=Role.STORE), location="A1")
+    event = OutboxEvent.objects.get(object_id=crate.id)
+    assert event.published_at is None
+
+    # when the relay service's command runs, with the service's production environment
+    command, env = local_argv(compose["relay"]["command"]), service_env(compose["relay"], live_env)
+    relay = processes.LiveProcess("compose-relay", command, env)
+    try:
+        relay.wait_for_output("relay started", timeout=60)
+        deadline = time.monotonic() + 30
+        while OutboxEvent.objects.get(id=event.id).published_at is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        relay.stop()
+
+    # then the relay published it
+    assert OutboxEvent.objects.get(id=event.id).published_at is not None
 
 
 def test_flower_service_behind_nginx_asks_for_basic_auth(compose, flower, nginx):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 import redis
 from django.conf import settings
@@ -16,6 +17,7 @@ from tests.support.realtime import (
     CORE_LAYER,
     PUBSUB_LAYER,
     SeqClient,
+    failed_connection,
     make_users,
     raise_open_files_limit,
     relocate_async,
@@ -199,3 +201,17 @@ def test_1000_clients_reconnecting_together_after_daphne_is_killed_miss_nothing(
     for client in everyone:
         assert client.closes[:1] == [1006] and client.resyncs == []
         client.assert_exactly(1, 40)
+
+
+def test_a_daphne_whose_database_is_unreachable_answers_try_again_not_bad_credentials(spawn_daphne, unit_a):
+    # given a Daphne whose database does not answer (nothing listens on its port)
+    _, port = spawn_daphne(DATABASE_URL="postgres://postgres@127.0.0.1:9/unreachable")
+
+    # when a client with a valid token connects, and calls the API
+    hello = asyncio.run(failed_connection(port, token=unit_a.token()))
+    answer = httpx.get(f"http://127.0.0.1:{port}/api/me/", headers={"Authorization": f"Bearer {unit_a.token()}"}, timeout=30)
+
+    # then the socket is closed 1013 (try again later: the credentials may be fine) instead of 4001,
+    # and the API answers 503 in its error shape instead of a 500
+    assert hello == ([], 1013)
+    assert (answer.status_code, answer.json()["code"]) == (503, "service_unavailable")

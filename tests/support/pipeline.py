@@ -12,7 +12,6 @@ from unittest import mock
 import pytest
 from django.conf import settings
 
-from tests.support.queues import enqueue_on  # noqa: F401 - re-exported for these tests
 from workers.celery import app as celery_app
 
 # Crash tests run their own workers with a visibility timeout of a few seconds (the default is

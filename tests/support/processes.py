@@ -147,3 +147,10 @@ class RedisServer:
             pass  # the server closes our connection as it exits
         self.proc.popen.wait(10)
         self.proc.stop()
+
+
+def start_relay(env: dict[str, str], name: str = "relay") -> LiveProcess:
+    """The relay (workers/relay.py): publishes stranded outbox events, re-enqueues stranded jobs."""
+    proc = LiveProcess(name, [sys.executable, "-m", "workers.relay"], env)
+    proc.wait_for_output("relay started", timeout=30)
+    return proc

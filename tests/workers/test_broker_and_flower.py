@@ -77,12 +77,12 @@ def test_flower_requires_basic_auth_and_shows_the_job_task_by_name_and_descripti
     assert httpx.get(f"{flower}/", auth=auth, timeout=10).status_code == 200
 
     # and its event receiver is connected (it sees a task the session worker runs)
-    def flower_saw_a_sweep() -> bool:
-        celery_app.send_task("outbox.sweep")
-        tasks = httpx.get(f"{flower}/api/tasks", params={"taskname": "outbox.sweep"}, auth=auth, timeout=10).json()
+    def flower_saw_a_prune() -> bool:
+        celery_app.send_task("jobs.prune")
+        tasks = httpx.get(f"{flower}/api/tasks", params={"taskname": "jobs.prune"}, auth=auth, timeout=10).json()
         return bool(tasks)
 
-    wait_until(flower_saw_a_sweep, 30, "Flower to receive task events")
+    wait_until(flower_saw_a_prune, 30, "Flower to receive task events")
 
     # when an approval is submitted through the API and the worker runs it
     unit, approver, request = withdrawal_scene()

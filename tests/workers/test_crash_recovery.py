@@ -2,7 +2,7 @@
 
 - SIGKILLed in the middle of a job (change written, not committed): Redis redelivers the task after
   the visibility timeout and the next worker applies it exactly once;
-- SIGKILLed after COMMIT, before the events were published: the outbox sweeper (real beat + worker)
+- SIGKILLed after COMMIT, before the events were published: the relay (a real relay process)
   publishes them, each seq once, in order;
 - past the task's time limit: the job ends `failed` and nothing of it is applied.
 
@@ -24,7 +24,8 @@ from backend.jobs.models import Job, JobStatus
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
 from tests.support import processes
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
-from tests.support.pipeline import SHORT_VISIBILITY_TIMEOUT, enqueue_on, wait_until
+from tests.support.pipeline import SHORT_VISIBILITY_TIMEOUT, wait_until
+from tests.support.queues import enqueue_on
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -127,12 +128,12 @@ def test_events_committed_by_a_worker_killed_before_publishing_are_published_by_
     assert [(e.seq, e.published_at) for e in stranded] == [(before + 1, None), (before + 2, None), (before + 3, None)]
     assert listener.frames_after(unit.id) == []
 
-    # when beat and a worker run (the worker also takes the approval task Redis redelivers)
+    # when a worker (it also takes the approval task Redis redelivers) and the relay run
     wait_out_the_visibility_timeout(killed_at)
-    own_processes.append(processes.start_worker(crash_env, name="sweeper", queues=f"default,{private_queue}"))
-    own_processes.append(processes.start_beat(live_env))
+    own_processes.append(processes.start_worker(crash_env, name="rescuer", queues=f"default,{private_queue}"))
+    own_processes.append(processes.start_relay(live_env))
 
-    # then the sweeper published every stranded event, each seq once, in seq order
+    # then the relay published every stranded event, each seq once, in seq order
     frames = listener.wait_frames(unit.id, 3, timeout=30)
     assert [f["seq"] for f in frames] == [before + 1, before + 2, before + 3]
     assert [(f["entity"], f["data"]["id"]) for f in frames[:1]] == [("withdrawal", str(request.id))]
@@ -144,7 +145,7 @@ def test_events_committed_by_a_worker_killed_before_publishing_are_published_by_
     job = Job.objects.get(id=job_id)
     assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 1)
     assert OutboxEvent.objects.filter(unit=unit, seq__gt=before).count() == 3
-    assert listener.frames_after(unit.id) == frames  # two more sweeps: nothing published twice
+    assert listener.frames_after(unit.id) == frames  # more sweeps: nothing published twice
 
 
 def test_a_job_that_overruns_its_time_limit_ends_failed_and_applies_nothing(

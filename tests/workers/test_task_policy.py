@@ -37,7 +37,7 @@ def test_no_task_outlives_the_visibility_timeout():
 
 def test_every_task_is_named_queued_late_acked_and_retried_on_transient_errors():
     # given the tasks workers.tasks registers: one per job kind, named after it, and the relay's
-    assert set(OUR_TASKS) == {kind.name for kind in registry.kinds()} | {"outbox.sweep", "outbox.prune", "jobs.prune"}
+    assert set(OUR_TASKS) == {kind.name for kind in registry.kinds()} | {"outbox.prune", "jobs.prune"}
     assert {"withdrawal.approve", "transfer.send_back", "crate.relocate", "bulk.destruction.reject"} <= set(OUR_TASKS)
 
     for name in OUR_TASKS:

@@ -306,6 +306,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 if CELERY_BROKER_URL.startswith("sentinel://"):
     CELERY_BROKER_TRANSPORT_OPTIONS.update(master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=REDIS_SENTINEL_KWARGS)
+# kombu's Redis transport with a channel that can be closed while Redis is gone: without it a
+# broker restart under a running late-acked task kills the worker's main process
+# (backend/jobs/broker.py says how). Other broker schemes keep kombu's own transport.
+CELERY_BROKER_TRANSPORT = {
+    "redis": "backend.jobs.broker:Transport",
+    "sentinel": "backend.jobs.broker:SentinelTransport",
+}.get(CELERY_BROKER_URL.partition("://")[0])
 CELERY_RESULT_BACKEND = None  # job state lives in the Job table, not in a result backend
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -317,12 +324,9 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# Beat schedules the hourly prunes only. The seconds-scale guarantees (publish what committed but
+# stayed unpublished, re-enqueue stranded jobs) belong to the relay process (workers/relay.py).
 CELERY_BEAT_SCHEDULE = {
-    "outbox-sweep": {
-        "task": "outbox.sweep",
-        "schedule": env.float("OUTBOX_SWEEP_SECONDS", default=2.0),
-        "options": {"queue": "default", "expires": 10},
-    },
     "outbox-prune": {
         "task": "outbox.prune",
         "schedule": 3600.0,
@@ -334,8 +338,18 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "default", "expires": 600},
     },
 }
-# An unpublished event older than this is the sweeper's: the committing process had its chance.
+# The relay (workers/relay.py) looks for committed but unpublished events this often, and takes an
+# event that has stayed unpublished this long (the committing process had its chance).
+OUTBOX_SWEEP_SECONDS = env.float("OUTBOX_SWEEP_SECONDS", default=1.0)
 OUTBOX_SWEEP_GRACE_SECONDS = env.float("OUTBOX_SWEEP_GRACE_SECONDS", default=1.0)
+# Stranded jobs (backend/jobs/services.jobs_rescue): the relay looks every JOB_RESCUE_SECONDS; a
+# job is a suspect once its task was sent (queued) or it last progressed (running)
+# JOB_RESCUE_AFTER_SECONDS ago, or at once when its worker's heartbeat (every
+# WORKER_HEARTBEAT_SECONDS, gone after three missed) has stopped.
+JOB_RESCUE_SECONDS = env.float("JOB_RESCUE_SECONDS", default=15.0)
+JOB_RESCUE_AFTER_SECONDS = env.float("JOB_RESCUE_AFTER_SECONDS", default=60.0)
+JOB_RESCUE_BATCH = 500
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
 
 # --- Bulk actions ---------------------------------------------------------------------------
 BULK_MAX_IDS = env.int("BULK_MAX_IDS", default=20_000)

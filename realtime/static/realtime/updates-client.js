@@ -22,6 +22,8 @@ export const CLOSE_CODES = Object.freeze({
   TOKEN_EXPIRED: 4002,
   ACCESS_REVOKED: 4003,
   TOO_SLOW: 4008,
+  TOO_MANY_CONNECTIONS: 4029,
+  TRY_AGAIN_LATER: 1013,
 });
 
 export const DEFAULTS = Object.freeze({
@@ -93,10 +95,13 @@ export function unpackUpdates(message) {
   return [];
 }
 
-/** What a close code asks of the client: 'refresh' the token, 'signout', or plain 'reconnect'. */
+/** What a close code asks of the client: 'refresh' the token, 'signout', 'stop' (4029: the user
+ *  already has too many connections; retrying would only be refused again), or plain 'reconnect'
+ *  (with backoff: 1013 try again later, 4008 too slow, 1006, ...). */
 export function closeAction(code) {
   if (code === CLOSE_CODES.AUTH_FAILED || code === CLOSE_CODES.TOKEN_EXPIRED) return 'refresh';
   if (code === CLOSE_CODES.ACCESS_REVOKED) return 'signout';
+  if (code === CLOSE_CODES.TOO_MANY_CONNECTIONS) return 'stop';
   return 'reconnect';
 }
 
@@ -426,6 +431,12 @@ export class UpdatesClient extends EventTarget {
     const action = closeAction(code);
     if (action === 'signout') {
       this._signOut({ code, reason });
+      return;
+    }
+    if (action === 'stop') {
+      this._stopped = true;
+      this._setStatus(STATUS.OFFLINE);
+      this._emit('giveup', { attempts: this.attempt, code, reason: 'too many connections' });
       return;
     }
     this._setStatus(STATUS.SYNCING);

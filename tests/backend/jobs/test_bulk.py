@@ -30,7 +30,7 @@ def _outcomes(job: Job) -> dict[str, dict]:
 
 def _queued(actor, ids, action="approve", reason="") -> Job:
     """Submit without a broker: these tests run the job in-process."""
-    with mock.patch("backend.jobs.services.enqueue"):
+    with mock.patch("backend.jobs.queue.enqueue"):
         return bulk_submit(
             actor=actor, kind=BULK_KINDS["withdrawal", action], ids=ids, params={"reason": reason}, description="test"
         )
@@ -103,7 +103,7 @@ def test_bulk_needs_the_role_and_answers_202_with_the_deduplicated_total(api, dj
     approver = UserFactory(unit=requester.unit, role=Role.APPROVER)
     ids = [str(uuid.uuid4()), str(uuid.uuid4())]
     refused = api(requester).post("/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids})
-    with mock.patch("backend.jobs.services.enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
+    with mock.patch("backend.jobs.queue.enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
         answer = api(approver).post(
             "/api/bulk-actions/", {"entity": "withdrawal", "action": "send-back", "ids": ids + ids, "reason": "why"}
         )

@@ -31,7 +31,7 @@ def people():
 
 
 def _bulk(approver, ids) -> Job:
-    with mock.patch("backend.jobs.services.enqueue"):
+    with mock.patch("backend.jobs.queue.enqueue"):
         return bulk_submit(actor=approver, kind=BULK_KINDS["withdrawal", "approve"], ids=ids, params={}, description="t")
 
 
@@ -91,7 +91,7 @@ def test_a_single_jobs_detail_is_plain_json_with_its_result(api):
     unit = UnitFactory()
     store = UserFactory(unit=unit, role=Role.STORE)
     crate = CrateFactory(unit=unit)
-    with mock.patch("backend.jobs.services.enqueue"):
+    with mock.patch("backend.jobs.queue.enqueue"):
         from backend.jobs.services import job_submit
 
         job = job_submit(actor=store, kind=RELOCATE, targets=[crate.id], params={"location": "Vault"})
@@ -190,3 +190,47 @@ def test_a_user_with_too_many_active_bulks_is_told_to_wait(api, people, enqueued
     # and another user of the unit is not held up by it
     other = UserFactory(unit=approver.unit, role=Role.APPROVER)
     assert api(other).post("/api/bulk-actions/", body, format="json").status_code == 202
+
+
+def test_a_round_that_loses_the_database_is_retried_in_the_same_delivery(people, monkeypatch):
+    # given a bulk job whose first two rounds fail on a dropped database connection
+    from django.db import OperationalError
+
+    from backend.jobs import services
+
+    requester, approver = people
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 3)]
+    job = _bulk(approver, ids)
+    real, calls = services._round, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_round", flaky)
+    monkeypatch.setattr(services, "ROUND_RETRY_DELAYS", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(services.connection, "close", lambda: None)  # (the test's own transaction stays)
+
+    # when the job runs
+    job = job_execute(job_id=str(job.id))
+
+    # then it succeeded in this one delivery, after two retries
+    assert (job.status, job.attempts, calls["n"]) == (JobStatus.SUCCEEDED, 1, 3)
+
+
+def test_a_round_that_keeps_losing_the_database_goes_to_celerys_retry(people, monkeypatch):
+    from django.db import OperationalError
+
+    from backend.jobs import services
+
+    requester, approver = people
+    job = _bulk(approver, [str(r.id) for r in pending_requests_fast("withdrawal", requester, 1)])
+    monkeypatch.setattr(services, "_round", mock.Mock(side_effect=OperationalError("gone")))
+    monkeypatch.setattr(services, "ROUND_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(services.connection, "close", lambda: None)
+
+    with pytest.raises(OperationalError):
+        job_execute(job_id=str(job.id))
+    assert services._round.call_count == 3

@@ -225,9 +225,9 @@ describe('message helpers', () => {
     assert.deepEqual(unpackUpdates({ type: 'pong' }), []);
   });
 
-  it('maps close codes: 4001/4002 refresh, 4003 signs out, anything else reconnects', () => {
-    assert.deepEqual([4001, 4002, 4003, 4008, 1006, 1000].map(closeAction),
-      ['refresh', 'refresh', 'signout', 'reconnect', 'reconnect', 'reconnect']);
+  it('maps close codes: 4001/4002 refresh, 4003 signs out, 4029 stops, anything else reconnects', () => {
+    assert.deepEqual([4001, 4002, 4003, 4029, 4008, 1013, 1011, 1006, 1000].map(closeAction),
+      ['refresh', 'refresh', 'signout', 'stop', 'reconnect', 'reconnect', 'reconnect', 'reconnect', 'reconnect']);
   });
 
   it('builds the socket URL with the ticket in preference to the token, last_seq and batch', () => {
@@ -458,6 +458,26 @@ describe('UpdatesClient: close codes', () => {
     assert.equal(client.status, 'offline');
     assert.deepEqual(events.filter(([k]) => k === 'signout'), [['signout', 4003]]);
     assert.equal(sockets.length, 1);
+  });
+
+  it('4029: too many connections of this user: stops (retrying would be refused again), keeps the sign-in', async () => {
+    const { client, clock, sockets, events } = await makeClient();
+    sockets[0].serverClose(4029, 'too many connections');
+    clock.tick(600_000);
+    await settle();
+    assert.equal(client.status, 'offline');
+    assert.deepEqual(events.filter(([k]) => k === 'giveup' || k === 'signout'), [['giveup', 0]]);
+    assert.equal(sockets.length, 1);
+  });
+
+  it('1013 (try again later) reconnects with backoff and resumes', async () => {
+    const { clock, sockets } = await makeClient();
+    sockets[0].greet(7);
+    sockets[0].serverClose(1013);
+    clock.tick(500);
+    await settle();
+    assert.equal(sockets.length, 2);
+    assert.equal(sockets[1].url.searchParams.get('last_seq'), '7');
   });
 
   it('4008 (too slow) and 1006 are ordinary reconnects that resume', async () => {
