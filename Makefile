@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Every entry point needs an explicit settings module (a deployment never falls back to these
+# development settings); make runs everything with the development one unless told otherwise,
+# and the tests with theirs (--ds: pytest-django would otherwise take this variable over pyproject).
+export DJANGO_SETTINGS_MODULE ?= backend.config.settings.base
 
 .PHONY: help up test smoke venv redis browser-deps node-deps deploy-tools lock lint bench clean
 
@@ -55,7 +59,7 @@ deploy-tools:
 TEST_WORKERS ?= 2
 test: venv redis browser-deps node-deps deploy-tools
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest --ds=backend.config.settings.test -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # What a newcomer gets with no configuration: a fresh SQLite file migrated and seeded as `make up`
 # does, then the stack (Daphne + worker) answering end to end on SQLite.
@@ -63,7 +67,7 @@ smoke: venv redis
 	rm -f var/smoke.sqlite3*
 	DATABASE_URL=sqlite:///$(CURDIR)/var/smoke.sqlite3 $(BIN)/python manage.py migrate --noinput -v 0
 	DATABASE_URL=sqlite:///$(CURDIR)/var/smoke.sqlite3 $(BIN)/python manage.py seed_demo
-	env -u DATABASE_URL $(BIN)/pytest -m smoke $(PYTEST_ARGS)
+	env -u DATABASE_URL $(BIN)/pytest --ds=backend.config.settings.test -m smoke $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
 from backend.accounts.tickets import ticket_consume
+from backend.accounts.tokens import password_matches
 
 from .selectors import user_for_socket
 
@@ -74,6 +75,8 @@ async def authenticate(query: dict[str, list[str]]) -> Identity:
         except TokenError:
             raise AuthFailed("token_invalid") from None
         user = await _active_user(str(access["user_id"]), access.get("unit_id"), check_claim=True)
+        if not password_matches(access, user):
+            raise AuthFailed("password_changed")  # (CHECK_REVOKE_TOKEN, as for the REST API)
         expires_at = float(access["exp"])
     else:
         raise AuthFailed("credentials_missing")

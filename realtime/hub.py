@@ -212,7 +212,7 @@ class Hub:
         kind = message.get("type")
         if kind == "unit.events":
             await self._unit_events(message["unit_id"], message["events"])
-        elif kind == "job.update":
+        elif kind in ("job.update", "user.close"):
             for listener in list(self.users.get(message.get("user_id", ""), ())):
                 await listener.user_message(message)
 
@@ -268,22 +268,24 @@ class Hub:
     # --- periodic checks ------------------------------------------------------------------
 
     async def _maintenance(self) -> None:
-        """Every REALTIME_REVALIDATE_SECONDS: fill what the push missed, re-validate users."""
+        """Every REALTIME_REVALIDATE_SECONDS: fill what the push missed, re-validate users. Each check
+        runs on its own: one failing (a unit's fill, say) never skips the other."""
         interval = settings.REALTIME_REVALIDATE_SECONDS
         since_refresh = 0.0
         while True:
             await asyncio.sleep(interval)
             since_refresh += interval
-            try:
-                await self._catch_up()
-                await self._revalidate_users()
-                if since_refresh >= GROUP_REFRESH_SECONDS:
-                    since_refresh = 0.0
-                    await self._refresh_groups()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - try again next tick
-                logger.warning("hub maintenance failed", exc_info=True)
+            checks = [self._catch_up, self._revalidate_users]
+            if since_refresh >= GROUP_REFRESH_SECONDS:
+                since_refresh = 0.0
+                checks.append(self._refresh_groups)
+            for check in checks:
+                try:
+                    await check()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - try again next tick
+                    logger.warning("hub %s failed", check.__name__, exc_info=True)
 
     async def _housekeeping(self) -> None:
         """Every REALTIME_REPORT_SECONDS: keep this process's connection slots alive (its heartbeat),
@@ -324,8 +326,11 @@ class Hub:
         for unit_id, seq in committed.items():
             unit = self.units.get(unit_id)
             if unit is not None and seq > unit.delivered:
-                async with unit.lock:
-                    await self._fill(unit_id, unit, upto=seq)
+                try:
+                    async with unit.lock:
+                        await self._fill(unit_id, unit, upto=seq)
+                except Exception:  # noqa: BLE001 - one unit's failed fill must not hold up the others
+                    logger.warning("catch-up of unit %s failed", unit_id, exc_info=True)
 
     async def _revalidate_users(self) -> None:
         if not self.users:

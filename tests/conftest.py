@@ -24,6 +24,18 @@ def _database_url(settings_dict: dict) -> str:
 METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
 
 
+def pytest_configure(config):
+    # Tests rely on the test settings (their own Redis databases, fault points, fast hashers); an
+    # exported DJANGO_SETTINGS_MODULE takes precedence over pyproject's, so say so instead of
+    # running (and half passing) with the development settings.
+    if settings.SETTINGS_MODULE != "backend.config.settings.test":
+        pytest.exit(
+            f"the tests run with backend.config.settings.test, not {settings.SETTINGS_MODULE}: "
+            "unset DJANGO_SETTINGS_MODULE or pass --ds=backend.config.settings.test (make test does)",
+            returncode=4,
+        )
+
+
 def redis_urls() -> list[str]:
     return [settings.CELERY_BROKER_URL, settings.CHANNEL_LAYER_URL, settings.KEYS_REDIS_URL]
 

@@ -6,9 +6,9 @@ gets its tasks: `workers/tasks.py`, one per job kind plus the hourly prunes. It 
 worker's heartbeat (for the sweeper of stranded jobs in the relay, `workers/relay.py`).
 """
 
-import os
+from backend.common.entrypoint import require_settings_module
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings.base")
+require_settings_module()
 
 import logging  # noqa: E402
 

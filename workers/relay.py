@@ -16,14 +16,15 @@ harmless). A database or Redis outage is waited out with backoff; SIGTERM stops 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 
 import django
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings.base")
+from backend.common.entrypoint import require_settings_module  # noqa: E402
+
+require_settings_module()
 django.setup()
 
 from django.conf import settings  # noqa: E402

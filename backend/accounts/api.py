@@ -1,13 +1,26 @@
+"""Auth and accounts over HTTP: sign-in (throttled, locked out after repeated failures), token
+refresh (rotating), who am I, units, WebSocket tickets, and the unit admin's users list and unlock."""
+
 from __future__ import annotations
 
-from django.conf import settings
-from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status, viewsets
-from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
-from rest_framework.views import APIView
+import math
 
-from .models import Unit, User
+from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_cool_off
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, generics, mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from .models import Role, Unit, User
+from .selectors import locked_out_usernames
+from .services import user_unlock
 from .tickets import ticket_issue
 
 
@@ -61,3 +74,105 @@ class WsTicketView(APIView):
         return Response(
             {"ticket": ticket, "expires_in": settings.WS_TICKET_TTL_SECONDS}, status=status.HTTP_201_CREATED
         )
+
+
+# --- sign-in -------------------------------------------------------------------------------------
+
+
+class LoginAddressThrottle(AnonRateThrottle):
+    """Sign-in attempts per client address (LOGIN_RATE_PER_ADDRESS)."""
+
+    scope = "login_address"
+
+
+class LoginUsernameThrottle(SimpleRateThrottle):
+    """Sign-in attempts per username, whatever the address (LOGIN_RATE_PER_USERNAME)."""
+
+    scope = "login_username"
+
+    def get_cache_key(self, request, view):
+        username = request.data.get("username") if isinstance(request.data, dict) else None
+        if not isinstance(username, str) or not username:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": username.strip().lower()[:150]}
+
+
+class LockedOut(exceptions.Throttled):
+    default_code = "locked_out"
+    default_detail = "Too many failed sign-ins for this user; try again later or ask your unit admin."
+
+
+def _lockout_wait(username: str) -> int:
+    """Seconds until the lockout of `username` lifts (its last failure plus the cool-off)."""
+    last = AccessAttempt.objects.filter(username=username).order_by("-attempt_time").values_list("attempt_time", flat=True)
+    cool_off = get_cool_off()
+    if not last or cool_off is None:
+        return 60
+    return max(1, math.ceil((last[0] + cool_off - timezone.now()).total_seconds()))
+
+
+class SignInView(TokenObtainPairView):
+    """`POST /api/auth/token/`. Throttled per address and per username before any password is
+    hashed (each check costs the server a password hash); a username with
+    AXES_FAILURE_LIMIT failures within AXES_COOLOFF_TIME is locked out (429 `locked_out`,
+    Retry-After) until the cool-off ends or a unit admin unlocks it."""
+
+    throttle_classes = [LoginAddressThrottle, LoginUsernameThrottle]
+
+    @extend_schema(responses={429: OpenApiResponse(description="Throttled, or locked out after repeated failures")})
+    def post(self, request, *args, **kwargs):
+        username = request.data.get("username") if isinstance(request.data, dict) else None
+        if isinstance(username, str) and not AxesProxyHandler.is_allowed(request, {"username": username}):
+            raise LockedOut(wait=_lockout_wait(username))
+        return super().post(request, *args, **kwargs)
+
+
+class RefreshView(TokenRefreshView):
+    """`POST /api/auth/token/refresh/`: `{access, refresh}`; the refresh token sent is used up."""
+
+    throttle_classes = [LoginAddressThrottle]
+
+
+# --- the unit admin's users ------------------------------------------------------------------------
+
+
+class UserAdminSerializer(serializers.ModelSerializer):
+    locked_out = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "role", "is_active", "locked_out"]
+        read_only_fields = fields
+
+    def get_locked_out(self, user: User) -> bool:
+        return user.username in self.context.get("locked", ())
+
+
+class IsUnitAdmin(permissions.BasePermission):
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and (user.is_superuser or user.role == Role.ADMIN))
+
+
+class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The users of your unit, for its admins: who is locked out after failed sign-ins, and unlock."""
+
+    serializer_class = UserAdminSerializer
+    permission_classes = [IsUnitAdmin]
+    pagination_class = None
+
+    def get_queryset(self):
+        user = self.request.user
+        users = User.objects.order_by("username")
+        return users if user.is_superuser else users.filter(unit_id=getattr(user, "unit_id", None))
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "locked": locked_out_usernames()}
+
+    @extend_schema(request=None, responses={200: UserAdminSerializer})
+    @action(detail=True, methods=["post"])
+    def unlock(self, request, pk=None):
+        """Lift the user's sign-in lockout now."""
+        user = self.get_object()
+        user_unlock(user=user)
+        return Response(UserAdminSerializer(user, context={"locked": set()}).data)

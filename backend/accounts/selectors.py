@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from axes.helpers import get_cool_off
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+
 from .models import User
 
 
 def user_for_socket(user_id: str) -> User | None:
     """The user behind a WebSocket handshake (only what the handshake needs), or None."""
-    return User.objects.filter(id=user_id).only("id", "username", "unit_id", "is_active").first()
+    return User.objects.filter(id=user_id).only("id", "username", "unit_id", "is_active", "password").first()
 
 
 def users_access(user_ids: list[str]) -> dict[str, tuple[bool, str | None]]:
     """user id -> (is_active, unit id), for re-validating live connections."""
     rows = User.objects.filter(id__in=user_ids).values_list("id", "is_active", "unit_id")
     return {str(uid): (active, str(unit) if unit else None) for uid, active, unit in rows}
+
+
+def locked_out_usernames(usernames=None) -> set[str]:
+    """Usernames locked out now by failed sign-ins: django-axes counts failures per (username,
+    address, ...) record; a username is locked when its records within the cool-off add up to
+    AXES_FAILURE_LIMIT (the same sum axes itself checks)."""
+    attempts = AccessAttempt.objects.all()
+    if usernames is not None:
+        attempts = attempts.filter(username__in=list(usernames))
+    cool_off = get_cool_off()
+    if cool_off is not None:
+        attempts = attempts.filter(attempt_time__gt=timezone.now() - cool_off)
+    totals = attempts.values("username").annotate(failures=Sum("failures_since_start"))
+    return {row["username"] for row in totals if row["failures"] >= settings.AXES_FAILURE_LIMIT}

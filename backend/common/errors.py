@@ -117,7 +117,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
-    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), getattr(exc, "default_code", "error"))
+    # A subclass with a code of its own (locked_out is a Throttled, say) keeps it.
+    code = _DRF_CODES.get(type(exc)) or getattr(exc, "default_code", None) or "error"
     if isinstance(exc, exceptions.ValidationError):
         body = {"code": code, "message": "The request is invalid.", "details": response.data}
     else:

@@ -3,11 +3,12 @@
 Run with Daphne: `daphne backend.config.asgi:application` (see Procfile for production flags).
 """
 
-import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.config.settings.base")
+from backend.common.entrypoint import require_settings_module  # noqa: E402
+
+require_settings_module()
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

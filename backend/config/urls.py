@@ -1,11 +1,15 @@
+from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.routers import SimpleRouter
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from backend.accounts.api import MeView, UnitViewSet, WsTicketView
+from backend.accounts.api import MeView, RefreshView, SignInView, UnitViewSet, UserViewSet, WsTicketView
 from backend.jobs.api import BulkActionView, JobViewSet
 from backend.records.api import (
     CrateViewSet,
@@ -26,21 +30,40 @@ router.register("transfer-requests", TransferRequestViewSet, basename="transfer-
 router.register("sendback-records", SendBackRecordViewSet, basename="sendback-record")
 router.register("jobs", JobViewSet, basename="job")
 router.register("units", UnitViewSet, basename="unit")
+router.register("users", UserViewSet, basename="user")
 
 
 def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+def api_docs_urls() -> list:
+    """The schema and Swagger UI, as settings.API_DOCS allows: public, staff only, or not at all."""
+    if settings.API_DOCS == "off":
+        return []
+    if settings.API_DOCS == "staff":
+        access = {
+            "permission_classes": [IsAdminUser],
+            "authentication_classes": [JWTAuthentication, SessionAuthentication],  # 401 with WWW-Authenticate
+        }
+    elif settings.API_DOCS == "public":
+        access = {"permission_classes": [AllowAny]}
+    else:
+        raise ImproperlyConfigured(f"API_DOCS must be public, staff or off, not {settings.API_DOCS!r}")
+    return [
+        path("api/schema/", SpectacularAPIView.as_view(**access), name="schema"),
+        path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **access), name="docs"),
+    ]
+
+
 urlpatterns = [
-    path("api/auth/token/", TokenObtainPairView.as_view(), name="token_obtain_pair"),
-    path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
+    path("api/auth/token/", SignInView.as_view(), name="token_obtain_pair"),
+    path("api/auth/token/refresh/", RefreshView.as_view(), name="token_refresh"),
     path("api/auth/ws-ticket/", WsTicketView.as_view(), name="ws_ticket"),
     path("api/me/", MeView.as_view(), name="me"),
     path("api/bulk-actions/", BulkActionView.as_view(), name="bulk_actions"),
     path("api/", include(router.urls)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    *api_docs_urls(),
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("", ConsoleView.as_view(), name="console"),

@@ -86,3 +86,15 @@ def job_update_send(user_id: Any, job: dict[str, Any]) -> None:
         _run(layer.group_send(user_group_name(user_id), message))
     except Exception:  # noqa: BLE001 - a lost progress message must never fail the job
         logger.warning("job_update for %s not sent", job.get("id"), exc_info=True)
+
+
+def user_close_send(user_id: Any, code: int) -> None:
+    """Close every WebSocket of a user, in every Daphne process, with `code` (4003: access revoked;
+    4002: the token is no longer valid). Best effort: each hub re-validates its users every few
+    seconds anyway."""
+    layer = get_channel_layer()
+    message = {"type": "user.close", "user_id": str(user_id), "code": code}
+    try:
+        _run(layer.group_send(user_group_name(user_id), message))
+    except Exception:  # noqa: BLE001 - the periodic re-validation closes them within seconds
+        logger.warning("closing the sockets of user %s not sent", user_id, exc_info=True)

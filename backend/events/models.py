@@ -1,8 +1,6 @@
 from django.db import models
 from django.utils import timezone
 
-from backend.accounts.models import Unit
-
 
 class UnitSequence(models.Model):
     """The per-unit counter behind `seq`.
@@ -13,7 +11,8 @@ class UnitSequence(models.Model):
     before seq 6 exists and wrongly conclude that 6 was lost.
     """
 
-    unit = models.OneToOneField(Unit, primary_key=True, on_delete=models.CASCADE, related_name="sequence")
+    # (By name, not import: events sits below accounts, which publishes through it.)
+    unit = models.OneToOneField("accounts.Unit", primary_key=True, on_delete=models.CASCADE, related_name="sequence")
     last_seq = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
@@ -29,7 +28,7 @@ class OutboxEvent(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="+")
+    unit = models.ForeignKey("accounts.Unit", on_delete=models.CASCADE, related_name="+")
     seq = models.BigIntegerField()
     entity = models.CharField(max_length=16)
     action = models.CharField(max_length=16)

@@ -132,7 +132,7 @@ def seed(args) -> dict:
     call_command("migrate", verbosity=0)
     per_unit = args.approvals // args.units + 2 + args.burst
     started = time.monotonic()
-    call_command("seed_demo", units=args.units, crates=10, requests=0, pending=per_unit, quiet_logins=True)
+    call_command("seed_demo", units=args.units, crates=10, requests=0, pending=per_unit, quiet_logins=True, force=True)
     units = list(Unit.objects.order_by("code"))[: args.units]
     bulk_unit = units[0]
     if args.bulk:

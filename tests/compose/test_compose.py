@@ -11,7 +11,16 @@ import subprocess
 
 import pytest
 
-from tests.support.deploy import COMPOSE, COMPOSE_FILE, ENV_EXAMPLE, ROOT, compose_config, rendered_compose, tool
+from tests.support.deploy import (
+    COMPOSE,
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    ROOT,
+    compose_config,
+    deployed_env_text,
+    rendered_compose,
+    tool,
+)
 
 APP_SERVICES = {"migrate", "static", "web", "worker", "relay", "beat", "flower"}
 ONE_SHOT = {"migrate", "static"}
@@ -43,8 +52,8 @@ def test_docker_compose_renders_the_file_with_the_example_env():
     config = rendered_compose()
 
     # then it is valid and holds the whole system
-    assert set(config["services"]) == APP_SERVICES | {"postgres", "redis", "nginx"}
-    assert set(config["volumes"]) == {"pgdata", "redisdata", "static"}
+    assert set(config["services"]) == APP_SERVICES | {"postgres", "redis", "nginx", "prometheus", "grafana"}
+    assert set(config["volumes"]) == {"pgdata", "redisdata", "static", "flowerdata", "prometheusdata", "grafanadata"}
 
 
 def test_docker_compose_config_is_a_real_schema_check(tmp_path):
@@ -61,7 +70,13 @@ def test_docker_compose_config_is_a_real_schema_check(tmp_path):
     assert "replicas_typo" in result.stderr
 
 
-@pytest.mark.parametrize("variable", ["SECRET_KEY", "ALLOWED_HOSTS", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "SECRET_KEY", "ALLOWED_HOSTS", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "JWT_SIGNING_KEY", "METRICS_TOKEN",
+        "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD",
+    ],
+)
 def test_compose_refuses_to_start_without_a_required_secret(tmp_path, variable):
     # given the example env without one required variable
     env_file = tmp_path / ".env"
@@ -101,8 +116,12 @@ def test_services_start_in_order_on_health():
         assert depends(name) == {"migrate": "service_completed_successfully", "redis": "service_healthy"}
     assert depends("flower") == {"redis": "service_healthy"}
     assert depends("nginx") == {
-        "web": "service_healthy", "flower": "service_started", "static": "service_completed_successfully",
+        "web": "service_healthy", "flower": "service_started", "grafana": "service_started",
+        "static": "service_completed_successfully",
     }
+    assert depends("grafana") == {"prometheus": "service_started"}
+    # Prometheus waits for nothing: it must be up to see the rest fail to start
+    assert "depends_on" not in services["prometheus"]
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     for name in ONE_SHOT:
@@ -152,9 +171,26 @@ def test_web_runs_daphne_with_the_procfile_production_flags_on_all_interfaces():
 
 def test_flower_is_served_under_its_prefix_with_basic_auth():
     flower = rendered_compose()["services"]["flower"]
+    operator = dict(line.split("=", 1) for line in deployed_env_text().splitlines() if line and not line.startswith("#"))
 
     assert "--url_prefix=flower" in flower["command"]
-    assert flower["environment"]["FLOWER_BASIC_AUTH"] == env_example()["FLOWER_BASIC_AUTH"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == operator["FLOWER_BASIC_AUTH"]
+
+
+def test_flower_keeps_a_day_of_tasks_on_its_volume_and_make_up_does_the_same_in_var():
+    flower = rendered_compose()["services"]["flower"]
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("flower:"))
+    procfile = shlex.split(line[len("flower:"):])
+    day = ["--persistent=True", "--state_save_interval=300000", "--max_tasks=30000"]
+
+    # the state file on the flowerdata volume (saved every 5 minutes and at shutdown, reloaded at
+    # start), at most 30,000 tasks in memory (docs/operations.md, "Flower")
+    assert all(flag in flower["command"] for flag in day)
+    assert "--db=/app/var/flower.db" in flower["command"]
+    assert "flowerdata:/app/var:rw" in flower["volumes"]
+    # `make up` keeps it in var/, with the same limits
+    assert procfile[:3] == ["scripts/respawn", "flower", "--"]
+    assert all(flag in procfile for flag in day) and "--db=var/flower.db" in procfile
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
@@ -187,8 +223,8 @@ def test_dockerfile_is_multi_stage_non_root_with_static_files_and_a_health_check
     assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime
     # the venv is installed from the production lock file
     assert "requirements/prod.txt" in " ".join(a for op, a in instructions[: instructions.index(runtime[0])] if op == "RUN")
-    # static files are collected at build time with throwaway settings, then the user drops root
-    assert "python manage.py collectstatic --noinput" in runs and "SECRET_KEY=build-time-only" in runs
+    # static files are collected at build time with the base settings (no secrets), then the user drops root
+    assert re.search(r"DJANGO_SETTINGS_MODULE=backend\.config\.settings\.base\s+python manage\.py collectstatic --noinput", runs)
     user = [a for op, a in runtime if op == "USER"]
     assert len(user) == 1 and not user[0].startswith(("0", "root"))
     assert any(op == "HEALTHCHECK" and "compose/healthcheck.py" in a for op, a in runtime)

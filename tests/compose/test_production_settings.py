@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.support.deploy import COMPOSE, ROOT, rendered_compose
+from tests.support.deploy import COMPOSE, ENV_EXAMPLE, ROOT, rendered_compose
 
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiNDIifQ.c2lnbmF0dXJlLXNlY3JldA"
 SECRET_TICKET = "tkt_Zr8Qp1xV9sLmN3bC7dF2"
@@ -39,17 +39,32 @@ def test_check_deploy_is_clean(production_env):
     result = run_python("", production_env, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "System check identified no issues (0 silenced)." in result.stdout
+    # the one silenced check is axes.W006 (no lockout per address; base.py says why)
+    assert "System check identified no issues (1 silenced)." in result.stdout
+    silenced = run_python(
+        "import django; django.setup(); from django.conf import settings; print(settings.SILENCED_SYSTEM_CHECKS)",
+        production_env,
+    )
+    assert silenced.stdout.strip() == "['axes.W006']", silenced.stderr
 
 
-@pytest.mark.parametrize("variable", ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL"])
-def test_production_settings_refuse_to_load_without(production_env, variable):
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("SECRET_KEY", "SECRET_KEY is not set: set it in the environment"),
+        ("JWT_SIGNING_KEY", "JWT_SIGNING_KEY is not set: set it in the environment"),
+        ("METRICS_TOKEN", "METRICS_TOKEN is not set: set it in the environment"),
+        ("ALLOWED_HOSTS", "Set the ALLOWED_HOSTS environment variable"),
+        ("DATABASE_URL", "Set the DATABASE_URL environment variable"),
+    ],
+)
+def test_production_settings_refuse_to_load_without(production_env, variable, message):
     env = {k: v for k, v in production_env.items() if k != variable}
 
     result = run_python("import django; django.setup()", env)
 
     assert result.returncode != 0
-    assert f"Set the {variable} environment variable" in result.stderr
+    assert message in result.stderr
 
 
 def test_secure_behind_the_tls_proxy(production_env):
@@ -75,8 +90,8 @@ def test_secure_behind_the_tls_proxy(production_env):
         "SECURE_HSTS_SECONDS": 31_536_000,
         "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
         "SECURE_HSTS_PRELOAD": True,
-        "SECURE_REDIRECT_EXEMPT": ["^healthz$"],
-        "ALLOWED_HOSTS": ["records.example.com", "localhost"],
+        "SECURE_REDIRECT_EXEMPT": ["^healthz$", "^metrics$"],
+        "ALLOWED_HOSTS": ["records.example.com", "localhost", "web"],
         "WHITENOISE_USE_FINDERS": False,
     }
 
@@ -134,7 +149,9 @@ def test_collectstatic_as_the_image_build_runs_it(tmp_path):
     # given the build step's own environment, collecting into a temporary STATIC_ROOT
     env, command = dockerfile_collectstatic()
     assert command == ["python", "manage.py", "collectstatic", "--noinput"]
-    assert env["DJANGO_SETTINGS_MODULE"] == "backend.config.settings.production"
+    # (the base settings: production refuses to load without the secrets a build does not have)
+    assert env["DJANGO_SETTINGS_MODULE"] == "backend.config.settings.base"
+    assert not any(key in env for key in ("SECRET_KEY", "JWT_SIGNING_KEY", "METRICS_TOKEN", "FLOWER_BASIC_AUTH"))
     env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/tmp"), STATIC_ROOT=str(tmp_path / "static"))
 
     # when it runs (no database exists at build time)
@@ -145,3 +162,99 @@ def test_collectstatic_as_the_image_build_runs_it(tmp_path):
     static = tmp_path / "static"
     for path in ("admin/css/base.css", "realtime/updates-client.js", "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css"):
         assert (static / path).read_bytes() == gzip.decompress((static / f"{path}.gz").read_bytes()), path
+
+
+def test_the_build_collects_what_production_serves(production_env):
+    # collectstatic at build time uses the base settings: that is sound only while production
+    # takes the installed apps and the storages from them unchanged
+    code = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "print(json.dumps([settings.INSTALLED_APPS, settings.STORAGES, settings.STATIC_URL]))"
+    )
+    base_env = {k: v for k, v in production_env.items() if k in ("PATH", "HOME", "LANG", "STATIC_ROOT")}
+
+    production = run_python(code, production_env)
+    base = run_python(code, {**base_env, "DJANGO_SETTINGS_MODULE": "backend.config.settings.base"})
+
+    assert production.returncode == 0 and base.returncode == 0, production.stderr + base.stderr
+    assert json.loads(production.stdout.splitlines()[-1]) == json.loads(base.stdout.splitlines()[-1])
+
+
+# --- secrets: production refuses what this repository publishes -----------------------------------
+
+
+def test_check_deploy_refuses_the_example_env_as_published():
+    # given the web service's environment rendered from compose/.env.example untouched
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    env.update({k: str(v) for k, v in rendered_compose(ENV_EXAMPLE)["services"]["web"]["environment"].items()})
+
+    # when an operator runs the deployment check with it
+    result = run_python("", env, "manage.py", "check", "--deploy")
+
+    # then it refuses, naming the setting and how to make a secret
+    assert result.returncode != 0
+    assert "Refusing to start with unsafe production settings: SECRET_KEY is a published example value" in result.stderr
+    assert "secrets.token_urlsafe" in result.stderr
+
+
+def example_value(variable: str) -> str:
+    line = next(line for line in ENV_EXAMPLE.read_text().splitlines() if line.startswith(f"{variable}="))
+    return line.split("=", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SECRET_KEY", example_value("SECRET_KEY"), "SECRET_KEY is a published example value"),
+        ("JWT_SIGNING_KEY", example_value("JWT_SIGNING_KEY"), "JWT_SIGNING_KEY is a published example value"),
+        ("JWT_SIGNING_KEY", None, "JWT_SIGNING_KEY is not set"),
+        ("JWT_SIGNING_KEY", "x7-short-key", "JWT_SIGNING_KEY is too short or too simple"),
+        ("JWT_SIGNING_KEY", "a" * 80, "JWT_SIGNING_KEY is too short or too simple"),
+        ("METRICS_TOKEN", example_value("METRICS_TOKEN"), "METRICS_TOKEN is a published example value"),
+        ("METRICS_TOKEN", "", "METRICS_TOKEN is not set"),
+        ("FLOWER_BASIC_AUTH", example_value("FLOWER_BASIC_AUTH"), "the password in FLOWER_BASIC_AUTH is a published"),
+        ("FLOWER_BASIC_AUTH", "admin", "FLOWER_BASIC_AUTH must be user:password"),
+        ("SECRET_KEY", "django-insecure-" + "q8Zr" * 16, "SECRET_KEY is a published example value"),
+        ("FAULT_POINTS", "outbox.publish=raise", "FAULT_POINTS is a test switch"),
+    ],
+)
+def test_production_refuses_an_unsafe_secret_naming_it(production_env, variable, value, message):
+    # given an otherwise deployable environment with one unsafe value
+    env = {k: v for k, v in production_env.items() if k != variable}
+    if value is not None:
+        env[variable] = value
+
+    # when a process loads the production settings
+    result = run_python("import django; django.setup()", env)
+
+    # then it does not start, and says which setting is wrong
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: Refusing to start with unsafe production settings: " + message in result.stderr
+
+
+def test_the_signing_key_must_differ_from_the_secret_key(production_env):
+    env = {**production_env, "JWT_SIGNING_KEY": production_env["SECRET_KEY"]}
+
+    result = run_python("import django; django.setup()", env)
+
+    assert result.returncode != 0
+    assert "JWT_SIGNING_KEY must differ from SECRET_KEY" in result.stderr
+
+
+def test_every_published_placeholder_is_known_to_the_refusal():
+    # every secret-looking value the repository publishes (example envs, settings defaults) is in
+    # KNOWN_VALUES or carries the "change-me" marker the refusal recognises
+    from backend.common.secrets import KNOWN_VALUES
+
+    published = {}
+    for path in (ENV_EXAMPLE, ROOT / ".env.example"):
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not line.startswith("#") and re.search(r"KEY|TOKEN|PASSWORD|SECRET|AUTH", key) and value:
+                published[f"{path.name}:{key}"] = value.split(":", 1)[-1] if key.endswith("BASIC_AUTH") else value
+    base = (ROOT / "backend/config/settings/base.py").read_text()
+    published["base.py:SECRET_KEY"] = re.search(r'"SECRET_KEY", default="([^"]+)"', base).group(1)
+
+    assert published, "no secrets found: the scan is broken"
+    unknown = {k: v for k, v in published.items() if v not in KNOWN_VALUES and "change-me" not in v.lower()}
+    assert not unknown

@@ -21,7 +21,7 @@ import redis
 from backend.jobs.models import Job, JobStatus
 from backend.records.models import RequestStatus, WithdrawalRequest
 from tests.support import processes
-from tests.support.deploy import ROOT, make_approver
+from tests.support.deploy import ROOT, make_approver, production_secrets
 from tests.support.factories import PASSWORD, CrateFactory, UserFactory, make_request
 from tests.support.ws import connect, recv_json, recv_until
 
@@ -198,13 +198,12 @@ def test_a_job_runs_end_to_end_through_the_sentinel_and_again_after_a_failover(l
     env = {k: v for k, v in live_env.items() if not k.startswith(("TEST_", "CELERY_", "CHANNEL_LAYER", "KEYS_REDIS"))}
     env.update(
         DJANGO_SETTINGS_MODULE="backend.config.settings.production",
-        SECRET_KEY="sentinel-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        **production_secrets(),
         ALLOWED_HOSTS="localhost",
         REDIS_URL="redis://127.0.0.1:1",  # nothing listens here: everything must go through the sentinel
         REDIS_SENTINELS=f"127.0.0.1:{sentinel_cluster.sentinel_port}",
         REDIS_SENTINEL_MASTER=MASTER,
         CELERY_UNACKED_RESTORE_SECONDS="1",
-        METRICS_TOKEN="sentinel-metrics-token",
     )
     web, port = processes.start_daphne(env)
     worker = processes.start_worker(env, name="sentinel")
@@ -231,7 +230,7 @@ def test_a_job_runs_end_to_end_through_the_sentinel_and_again_after_a_failover(l
             await asyncio.to_thread(sentinel_cluster.failover)
             after = await approve_and_watch(http, auth, requests[1])
             # /metrics reads the realtime gauges from the keys Redis, through the sentinel too
-            metrics = await http.get("/metrics", headers={"Authorization": "Bearer sentinel-metrics-token"})
+            metrics = await http.get("/metrics", headers={"Authorization": f"Bearer {env['METRICS_TOKEN']}"})
             return before, after, metrics
 
     try:

@@ -27,16 +27,18 @@ from backend.records import services
 from backend.records.models import RequestStatus
 from tests.support import processes
 from tests.support.deploy import (
+    COMPOSE,
     NGINX_CONF,
     ROOT,
     dockerfile_healthcheck,
     in_own_connection,
     local_argv,
+    local_nginx,
     make_approver,
+    nginx_check,
     rendered_compose,
     service_env,
     substitute,
-    tool,
 )
 from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.ws import connect, recv_json, recv_until
@@ -85,19 +87,16 @@ def web(compose, live_env, static_root):
 
 
 @pytest.fixture(scope="module")
-def flower(compose, live_env):
+def flower(compose, live_env, tmp_path_factory):
     port = processes.free_port()
     command = substitute(compose["flower"]["command"], "--address=0.0.0.0", "--address=127.0.0.1")
     command = substitute(command, "--port=5555", f"--port={port}")
+    # its state file in a temporary directory instead of the flowerdata volume
+    command = substitute(command, "--db=/app/var/flower.db", f"--db={tmp_path_factory.mktemp('flowerdata') / 'flower.db'}")
     proc = processes.LiveProcess("compose-flower", local_argv(command), service_env(compose["flower"], live_env))
     processes.wait_for_port(port, timeout=60, proc=proc)
     yield proc, port
     proc.stop()
-
-
-def replace_once(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"nginx.conf should contain {old!r} exactly once"
-    return text.replace(old, new)
 
 
 @pytest.fixture(scope="module")
@@ -107,19 +106,8 @@ def nginx(web, flower, static_root, tmp_path_factory):
     prefix = tmp_path_factory.mktemp("nginx")
     port = processes.free_port()
     access_log = prefix / "access.log"
-    conf = NGINX_CONF.read_text()
-    conf = replace_once(conf, "listen 80 default_server;", f"listen 127.0.0.1:{port} default_server;")
-    conf = replace_once(conf, "http://web:8000;", f"http://127.0.0.1:{web[1]};")
-    conf = replace_once(conf, "http://flower:5555;", f"http://127.0.0.1:{flower[1]};")
-    conf = replace_once(conf, "alias /srv/static/;", f"alias {static_root}/;")
-    conf = replace_once(conf, "access_log /dev/stdout records;", f"access_log {access_log} records;")
-    # nginx's compiled-in temp directories may not be writable here: keep them in the prefix
-    temp = "".join(f"    {kind}_temp_path {prefix / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = replace_once(conf, "http {\n", "http {\n" + temp)
-    (prefix / "nginx.conf").write_text(conf)
-    # workers run as root only when we are root: pytest's temporary directories are private
-    globals_ = f"daemon off; pid {prefix / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
-    args = [tool("nginx"), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", globals_]
+    upstreams = {"web:8000": f"127.0.0.1:{web[1]}", "flower:5555": f"127.0.0.1:{flower[1]}"}
+    args = local_nginx(prefix, port, upstreams, static_root, access_log)
 
     checked = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
@@ -268,10 +256,7 @@ def test_flower_service_behind_nginx_asks_for_basic_auth(compose, flower, nginx)
 
 
 def test_the_shipped_nginx_conf_passes_nginx_t(tmp_path):
-    result = subprocess.run(
-        [tool("nginx"), "-t", "-p", str(tmp_path), "-c", str(NGINX_CONF), "-e", "stderr", "-g", f"pid {tmp_path}/nginx.pid;"],
-        capture_output=True, text=True, timeout=30,
-    )
+    result = nginx_check(NGINX_CONF, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
@@ -289,6 +274,27 @@ def test_http_through_nginx_is_redirected_to_https_unless_the_tls_proxy_says_htt
     assert tokens.status_code == 200, tokens.text
     assert me.status_code == 200 and me.json()["unit"]["id"] == str(unit.id)
     assert me.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+
+
+def test_a_clients_own_x_forwarded_proto_is_overwritten_by_nginx(nginx):
+    # given a client that is not the trusted TLS terminator (this test's nginx trusts 127.0.0.1
+    # alone; the client connects from 127.0.0.2) and claims its plain-HTTP request was HTTPS
+    _, port, _ = nginx
+    client = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20, transport=client) as http:
+        spoofed = http.get("/api/me/", headers=HTTPS)
+
+    # then Django was told the truth (plain HTTP), and redirects it to HTTPS
+    assert spoofed.status_code == 301 and spoofed.headers["Location"] == f"https://{HOST}/api/me/"
+
+
+def test_compose_mounts_the_trusted_proxies_beside_nginx_conf(compose):
+    mounts = {target: source for source, target, *_ in (volume.split(":") for volume in compose["nginx"]["volumes"])}
+    assert mounts["/etc/nginx/trusted-proxies.conf"] == str(COMPOSE / "nginx" / "trusted-proxies.conf")
+    # and the shipped file trusts no one until the operator lists their TLS terminator
+    entries = [line for line in (COMPOSE / "nginx" / "trusted-proxies.conf").read_text().splitlines()
+               if line.strip() and not line.lstrip().startswith("#")]
+    assert entries == []
 
 
 def test_static_files_come_from_the_volume_gzipped(nginx, static_root):

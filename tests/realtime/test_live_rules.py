@@ -13,9 +13,10 @@ import websockets
 from rest_framework_simplejwt.tokens import AccessToken
 
 from backend.accounts.models import User
+from backend.accounts.services import user_set_password, user_update_access
 from backend.accounts.tickets import ticket_issue
 from tests.support.auth import access_token
-from tests.support.realtime import SeqClient, make_users, raise_open_files_limit, relocate_async
+from tests.support.realtime import SeqClient, failed_connection, make_users, raise_open_files_limit, relocate_async
 from tests.support.ws import connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -155,3 +156,59 @@ def test_a_frame_over_daphnes_message_limit_closes_the_socket_1009(daphne, unit_
 
     # then the protocol layer closes the connection with 1009 (message too big), before any answer
     assert asyncio.run(scenario()) == ([], 1009)
+
+
+@pytest.mark.parametrize("how", ["deactivated", "moved", "deactivated in the admin", "new password"])
+def test_an_access_change_closes_the_users_sockets_at_once(daphne, unit_a, unit_b, how, admin_client):
+    # given a user with two sockets, on the shared Daphne (which re-validates only once a minute: the
+    # close must come by the push the change sends, not by the periodic check)
+    user = unit_a.approver
+    token = unit_a.token(user)
+
+    async def scenario():
+        sockets = [await connect(daphne, token=token) for _ in range(2)]
+        for ws in sockets:
+            await recv_json(ws)
+        started = time.monotonic()
+        # when the change is made
+        await asyncio.to_thread(_change, how, user, unit_b, admin_client)
+        closes = await asyncio.gather(*(_close_code(ws, timeout=15) for ws in sockets))
+        return closes, time.monotonic() - started
+
+    closes, took = asyncio.run(scenario())
+
+    # then both sockets close with 4003 (access revoked) or, after a new password, 4002 (the token is
+    # no longer valid: the client's refresh fails too), within seconds
+    expected = 4002 if how == "new password" else 4003
+    assert closes == [([], expected), ([], expected)]
+    assert took < 10
+
+
+def _change(how: str, user, other_world, admin_client) -> None:
+    from django.db import connection
+
+    try:
+        if how == "deactivated":
+            user_update_access(user=user, is_active=False)
+        elif how == "moved":
+            user_update_access(user=user, unit=other_world.unit)
+        elif how == "new password":
+            user_set_password(user=user, password="another-long-password-2026")
+        else:
+            form = admin_client.get(f"/admin/accounts/user/{user.id}/change/").context["adminform"].form
+            data = {k: v for k, v in form.initial.items() if v is not None}
+            data.update(is_active="", unit=str(user.unit_id), role=user.role, date_joined_0="2026-01-01",
+                        date_joined_1="00:00:00", username=user.username)
+            data.pop("password", None)
+            data.pop("groups", None)
+            data.pop("user_permissions", None)
+            answer = admin_client.post(f"/admin/accounts/user/{user.id}/change/", data)
+            assert answer.status_code == 302, answer.content[:2000]
+    finally:
+        connection.close()
+
+
+def test_a_token_issued_before_a_password_change_is_refused_at_the_handshake(daphne, unit_a):
+    token = unit_a.token(unit_a.requester)
+    user_set_password(user=unit_a.requester, password="another-long-password-2026")
+    assert asyncio.run(failed_connection(daphne, token=token)) == ([], 4001)

@@ -1,9 +1,11 @@
-"""Credentials for tests: real JWTs, as the API issues them."""
+"""Credentials for tests: real JWTs, signed and claimed as the API issues them."""
 
 from __future__ import annotations
 
-from backend.accounts.tokens import UnitTokenObtainPairSerializer
+from backend.accounts.tokens import access_token_for
 
 
 def access_token(user) -> str:
-    return str(UnitTokenObtainPairSerializer.get_token(user).access_token)
+    """An access token for `user` (no refresh token is recorded, so this may run anywhere, even in a
+    coroutine)."""
+    return str(access_token_for(user))

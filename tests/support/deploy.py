@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,37 @@ def compose_config(env_file: Path = ENV_EXAMPLE, extra_env: dict[str, str] | Non
     )
 
 
-def rendered_compose() -> dict[str, Any]:
-    result = compose_config()
+# The operator's compose/.env: the example with every published placeholder ("change-me-...")
+# replaced by a fresh random value, once per test run. Production settings refuse the placeholders.
+_DEPLOYED_SECRETS: dict[str, str] = {}
+
+
+def deployed_env_text(example: str | None = None) -> str:
+    def fresh(match: re.Match) -> str:
+        return _DEPLOYED_SECRETS.setdefault(match.group(0), secrets.token_urlsafe(48))
+
+    return re.sub(r"change-me[\w-]*", fresh, ENV_EXAMPLE.read_text() if example is None else example)
+
+
+def production_secrets() -> dict[str, str]:
+    """Fresh secrets production settings accept, for a process started with them outside compose."""
+    return {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "JWT_SIGNING_KEY": secrets.token_urlsafe(48),
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
+    }
+
+
+def deployed_env_file() -> Path:
+    """compose/.env as an operator writes it from the example (same values for the whole run)."""
+    path = Path(tempfile.gettempdir()) / f"records-compose-{os.getpid()}.env"
+    path.write_text(deployed_env_text())
+    return path
+
+
+def rendered_compose(env_file: Path | None = None) -> dict[str, Any]:
+    """docker-compose.yml rendered with an operator's env file (the example's secrets replaced)."""
+    result = compose_config(env_file or deployed_env_file())
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -121,3 +152,77 @@ def make_approver(unit_code: str):
     approver = UserFactory(unit=unit, role=Role.APPROVER, password=hashed)
     store = UserFactory(unit=unit, role=Role.STORE)
     return unit, approver, store
+
+
+# --- nginx, promtool and PromQL (tests/compose/test_stack.py, test_monitoring.py) ------------------
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"the file should contain {old!r} exactly once"
+    return text.replace(old, new)
+
+
+def nginx_check(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
+    """`nginx -t` on `conf`; nginx's own files (pid) go under `prefix`. The files compose mounts
+    beside nginx.conf (trusted-proxies.conf) are read from compose/nginx/, as the mounts place them."""
+    text = conf.read_text()
+    for mounted in ("trusted-proxies.conf",):
+        text = text.replace(f"/etc/nginx/{mounted}", str(COMPOSE / "nginx" / mounted))
+    checked = prefix / "nginx-checked.conf"
+    checked.write_text(text)
+    return subprocess.run(
+        [tool("nginx"), "-t", "-p", str(prefix), "-c", str(checked), "-e", "stderr", "-g", f"pid {prefix}/nginx.pid;"],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def local_nginx(prefix: Path, port: int, upstreams: dict[str, str], static_root: Path, access_log: Path) -> list[str]:
+    """compose/nginx/nginx.conf as a local nginx runs it: listening on 127.0.0.1:`port`, each compose
+    upstream of `upstreams` ({"web:8000": "127.0.0.1:41234", ...}) pointed at a local process, the
+    static volume at `static_root`, the access log in a file. Returns the argv (add "-t" to check)."""
+    conf = NGINX_CONF.read_text()
+    conf = replace_once(conf, "listen 80 default_server;", f"listen 127.0.0.1:{port} default_server;")
+    for compose_address, local_address in upstreams.items():
+        conf = replace_once(conf, f"http://{compose_address};", f"http://{local_address};")
+    conf = replace_once(conf, "alias /srv/static/;", f"alias {static_root}/;")
+    conf = replace_once(conf, "access_log /dev/stdout records;", f"access_log {access_log} records;")
+    # the test client on 127.0.0.1 plays the TLS terminator; any other loopback address is a client
+    (prefix / "trusted-proxies.conf").write_text((COMPOSE / "nginx" / "trusted-proxies.conf").read_text() + "127.0.0.1/32 1;\n")
+    conf = replace_once(conf, "include /etc/nginx/trusted-proxies.conf;", f"include {prefix / 'trusted-proxies.conf'};")
+    # nginx's compiled-in temp directories may not be writable here: keep them in the prefix
+    temp = "".join(f"    {kind}_temp_path {prefix / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = replace_once(conf, "http {\n", "http {\n" + temp)
+    (prefix / "nginx.conf").write_text(conf)
+    # workers run as root only when we are root: pytest's temporary directories are private
+    globals_ = f"daemon off; pid {prefix / 'nginx.pid'};" + (" user root;" if os.geteuid() == 0 else "")
+    return [tool("nginx"), "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr", "-g", globals_]
+
+
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Debian's promtool (the `prometheus` package, installed by scripts/ensure-deploy-tools)."""
+    return subprocess.run([tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# Words of PromQL that are not metric names: aggregation modifiers, set and comparison operators,
+# offsets, and the special values.
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+    "offset", "atan2", "inf", "nan",
+}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: every identifier that is not a function or an
+    aggregation (followed by `(`), a keyword, a label (inside `{...}` or a `by (...)` list), a
+    string, or a duration."""
+    text = re.sub(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'', '""', expr)  # strings
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges and subqueries
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)  # label lists
+    text = re.sub(r"\boffset\s+-?\w+", "", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if not call and name.lower() not in _PROMQL_WORDS:
+            names.add(name)
+    return names

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Lockout answers for the admin site's login form; the API's sign-in checks it itself.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "backend.config.urls"
@@ -102,6 +106,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 
 AUTH_USER_MODEL = "accounts.User"
+# django-axes first: it refuses a locked-out username before the password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Sign-in lockout (django-axes, counted in the database): AXES_FAILURE_LIMIT failed sign-ins of one
+# username, from any address, lock it for AXES_COOLOFF_TIME, or until a unit admin unlocks it
+# (POST /api/users/{id}/unlock/). A success resets the count. Addresses come from REMOTE_ADDR only:
+# behind nginx, Daphne's --proxy-headers already put the client's address there.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_VERBOSE = False
+# axes.W006 asks to lock out addresses too. Not here: every user of a site often shares one address
+# (the site's NAT), and a lockout per address would lock them all out for one user's typos. An
+# address is rate limited instead (LOGIN_RATE_PER_ADDRESS, the DRF throttle on the sign-in view).
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -115,8 +135,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic target (production images)
-STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing root even when it serves from finders
+# collectstatic's target (the image build, and the `static` compose service for nginx).
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root even when it serves from finders
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -219,7 +240,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "ws_ticket": env("WS_TICKET_RATE", default="60/min"),
         "bulk": env("BULK_RATE", default="30/hour"),
+        "login_address": env("LOGIN_RATE_PER_ADDRESS", default="30/min"),
+        "login_username": env("LOGIN_RATE_PER_USERNAME", default="20/min"),
     },
+    # Throttles key on REMOTE_ADDR alone, never a client's X-Forwarded-For (behind nginx, Daphne's
+    # --proxy-headers has already put the client's address in REMOTE_ADDR).
+    "NUM_PROXIES": 0,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
@@ -229,8 +255,21 @@ SIMPLE_JWT = {
     or timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
     "TOKEN_OBTAIN_SERIALIZER": "backend.accounts.tokens.UnitTokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "backend.accounts.tokens.UnitTokenRefreshSerializer",
     "UPDATE_LAST_LOGIN": False,
+    # JWTs have a key of their own: rotating it signs everyone out without touching SECRET_KEY.
+    "SIGNING_KEY": env("JWT_SIGNING_KEY", default="") or SECRET_KEY,
+    # Refresh tokens work once (blacklisted on use) and are revoked on password change,
+    # deactivation and unit moves (backend/accounts/services.py).
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    # Every token carries a hash of the user's password hash: a new password ends them all.
+    "CHECK_REVOKE_TOKEN": True,
 }
+
+# Who may read the OpenAPI schema and Swagger UI (/api/schema/, /api/docs/): "public", "staff"
+# (Django staff, signed in to the admin site or with a token; production's default) or "off".
+API_DOCS = env("API_DOCS", default="public")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Records realtime API",

@@ -68,3 +68,59 @@ def test_the_docs_page_is_served_offline():
     for asset in assets:
         fetched = client.get(asset)
         assert fetched.status_code == 200, asset
+
+
+@pytest.fixture
+def api_docs(settings):
+    """Set API_DOCS and rebuild the URLconf with it (the URLs are built once, at import)."""
+    import importlib
+
+    from django.urls import clear_url_caches
+
+    import backend.config.urls
+
+    def configure(value: str) -> None:
+        settings.API_DOCS = value
+        importlib.reload(backend.config.urls)
+        clear_url_caches()
+
+    yield configure
+    settings.API_DOCS = "public"
+    importlib.reload(backend.config.urls)
+    clear_url_caches()
+
+
+def test_staff_only_docs_answer_staff_and_no_one_else(api_docs):
+    from tests.support.factories import UserFactory
+
+    # given docs for staff only (production's default)
+    api_docs("staff")
+    client = APIClient()
+
+    # then an anonymous client and a signed-in unit user are refused
+    assert client.get("/api/schema/").status_code == 401
+    assert client.get("/api/docs/").status_code == 401
+    client.force_authenticate(UserFactory())
+    assert client.get("/api/schema/").status_code == 403
+    # and staff get both (the admin's session works too, so the page opens from the admin)
+    staff = UserFactory(is_staff=True)
+    client.force_authenticate(staff)
+    assert client.get("/api/schema/").status_code == 200
+    session = APIClient()
+    session.force_login(staff)
+    assert session.get("/api/docs/").status_code == 200
+
+
+def test_docs_turned_off_are_not_there(api_docs):
+    api_docs("off")
+    client = APIClient()
+
+    assert client.get("/api/schema/").status_code == 404
+    assert client.get("/api/docs/").status_code == 404
+
+
+def test_an_unknown_api_docs_value_is_refused(api_docs):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="API_DOCS must be public, staff or off, not 'yes'"):
+        api_docs("yes")

@@ -13,10 +13,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _check_deploy(**overrides: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"))}
+    secret_names = ("SECRET_KEY", "JWT_SIGNING_KEY", "METRICS_TOKEN", "FLOWER_BASIC_AUTH", "FAULT_POINTS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ALLOWED_HOSTS", "DEBUG", *secret_names))}
     env.update(
         DJANGO_SETTINGS_MODULE="backend.config.settings.production",
         SECRET_KEY="".join(secrets.choice(string.ascii_letters + string.digits + "!@#%^&*(-_=+)") for _ in range(50)),
+        JWT_SIGNING_KEY=secrets.token_urlsafe(48),
+        METRICS_TOKEN=secrets.token_urlsafe(32),
+        FLOWER_BASIC_AUTH="ops:" + secrets.token_urlsafe(24),
         ALLOWED_HOSTS="example.com",
         # Production has no SQLite fallback; `check` does not connect, any PostgreSQL URL will do.
         DATABASE_URL="postgres://records@db.example.com:5432/records",
@@ -35,7 +39,14 @@ def test_production_settings_pass_check_deploy():
 
 
 def test_check_deploy_fails_on_a_weak_secret_key():
-    # the same check notices a bad setting, so the pass above means something
+    # a weak key never reaches Django's own W009: the settings refuse it first, naming it
     result = _check_deploy(SECRET_KEY="django-insecure-short")
     assert result.returncode != 0
-    assert "security.W009" in result.stderr + result.stdout
+    assert "Refusing to start with unsafe production settings: SECRET_KEY" in result.stderr
+
+
+def test_check_deploy_fails_on_what_djangos_checklist_catches():
+    # the same check notices a bad setting, so the pass above means something
+    result = _check_deploy(SECURE_HSTS_SECONDS="0")
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout

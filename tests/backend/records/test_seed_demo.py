@@ -7,7 +7,8 @@ from io import StringIO
 import pytest
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 
 from backend.accounts.models import Role, Unit, User
 from backend.events.models import OutboxEvent, UnitSequence
@@ -15,6 +16,12 @@ from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate, CrateStatus, NumberCounter, RequestStatus, SendBackRecord
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def development(settings):
+    """seed_demo is a development command: it runs with DEBUG on (as `make up` runs it)."""
+    settings.DEBUG = True
 
 
 def _seed(*args: str) -> str:
@@ -45,11 +52,12 @@ def test_seed_demo_builds_the_demo_world_and_is_idempotent():
     # then there are the three demo units, one user per role each (the demo password works),
     units = {u.code: u for u in Unit.objects.all()}
     assert set(units) == {"north", "south", "east"}
+    sign_in = RequestFactory().post("/api/auth/token/")  # the lockout backend wants the request
     for code, unit in units.items():
         for role in Role.values:
             user = User.objects.get(username=f"{code}.{role}")
             assert (user.unit_id, user.role) == (unit.id, role)
-            assert authenticate(username=f"{code}.{role}", password=settings.DEMO_PASSWORD) == user
+            assert authenticate(sign_in, username=f"{code}.{role}", password=settings.DEMO_PASSWORD) == user
         # at least 200 crates in storage,
         assert Crate.objects.filter(unit=unit, status=CrateStatus.IN_STORAGE).count() >= 200
         # requests of every kind in every status,
@@ -82,3 +90,24 @@ def test_seed_demo_scales_with_its_options():
         for kind in REQUEST_KINDS.values():
             statuses = kind.model.objects.filter(unit__code=code).values_list("status", flat=True)
             assert set(statuses) == set(RequestStatus.values)
+
+
+def test_seed_demo_refuses_without_debug_and_creates_nothing(settings):
+    # given settings as a deployment has them
+    settings.DEBUG = False
+
+    # when seed_demo runs there, it refuses: it would create a superuser with a published password
+    with pytest.raises(CommandError, match="runs only with DEBUG on"):
+        _seed()
+
+    # and nothing was created
+    assert not User.objects.exists() and not Unit.objects.exists()
+
+
+def test_seed_demo_runs_without_debug_when_forced(settings):
+    # a benchmark seeds its own scratch database with DEBUG off
+    settings.DEBUG = False
+
+    _seed("--force", "--quiet-logins")
+
+    assert User.objects.filter(username="admin", is_superuser=True).exists()

@@ -10,7 +10,7 @@ what the running system would have produced.
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from backend.accounts.models import Role, Unit, User
@@ -43,8 +43,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--password", default=None, help="default: $DEMO_PASSWORD or demo-pass-2026")
         parser.add_argument("--quiet-logins", action="store_true", help="do not print the logins")
+        parser.add_argument(
+            "--force", action="store_true",
+            help="run although DEBUG is off (a benchmark's own database, never a real archive)",
+        )
 
     def handle(self, *args, **opts):
+        if not settings.DEBUG and not opts["force"]:
+            raise CommandError(
+                "seed_demo creates users with a published password and a superuser 'admin': it runs only "
+                "with DEBUG on (development). On a scratch database with DEBUG off, pass --force."
+            )
         password = opts["password"] or settings.DEMO_PASSWORD
         units = list(DEMO_UNITS)
         units += [(f"unit-{i:02d}", f"Unit {i:02d}") for i in range(len(DEMO_UNITS) + 1, opts["units"] + 1)]

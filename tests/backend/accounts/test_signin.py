@@ -1,0 +1,167 @@
+"""Signing in and refreshing: throttled per address and per username, locked out after repeated
+failures (released by time or a unit admin), refresh tokens that work once and die with a password
+change, a deactivation or a move, and access tokens that carry the user's current unit and role."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from axes.models import AccessAttempt
+from django.contrib.auth import base_user
+from django.db.models import Sum
+from django.utils import timezone
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from backend.accounts.api import LoginAddressThrottle, LoginUsernameThrottle
+from backend.accounts.models import Role
+from backend.accounts.services import user_set_password, user_update_access
+from tests.support.db import run_concurrently
+from tests.support.factories import PASSWORD, UnitFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_slate(settings):
+    # Throttle counts live in the shared cache (Redis): every test starts from zero.
+    from django.core.cache import cache
+
+    cache.clear()
+    AccessAttempt.objects.all().delete()
+
+
+def sign_in(username: str, password: str = PASSWORD, address: str = "10.0.0.1"):
+    return APIClient(REMOTE_ADDR=address).post("/api/auth/token/", {"username": username, "password": password}, format="json")
+
+
+def refresh(token: str):
+    return APIClient().post("/api/auth/token/refresh/", {"refresh": token}, format="json")
+
+
+def test_repeated_failures_lock_the_username_until_a_unit_admin_unlocks_it(api, settings):
+    # given a user and the default limit of 10 failed sign-ins
+    user = UserFactory(role=Role.APPROVER)
+    admin = UserFactory(unit=user.unit, role=Role.ADMIN)
+
+    # when 10 wrong passwords come from 10 addresses (the lockout is per username, not address)
+    failures = [sign_in(user.username, "wrong", address=f"10.0.1.{i}").status_code for i in range(10)]
+    locked = sign_in(user.username, PASSWORD, address="10.0.2.1")
+
+    # then each failure is a 401, and then even the right password is refused: 429 locked_out,
+    # with the time left of the 15-minute cool-off
+    assert failures == [401] * 10
+    assert (locked.status_code, locked.json()["code"]) == (429, "locked_out")
+    assert 800 < int(locked["Retry-After"]) <= 900
+    # and the unit admin sees it, and unlocks it
+    listed = {row["username"]: row["locked_out"] for row in api(admin).get("/api/users/").json()}
+    assert listed[user.username] is True
+    assert api(admin).post(f"/api/users/{user.id}/unlock/").status_code == 200
+    assert sign_in(user.username).status_code == 200
+
+
+def test_a_lockout_lifts_by_itself_after_the_cool_off(settings):
+    user = UserFactory()
+    for i in range(10):
+        sign_in(user.username, "wrong", address=f"10.0.3.{i}")
+    assert sign_in(user.username).status_code == 429
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    assert sign_in(user.username).status_code == 200
+
+
+def test_only_the_users_own_unit_admin_may_unlock(api):
+    user = UserFactory(role=Role.REQUESTER)
+    other_admin = UserFactory(unit=UnitFactory(), role=Role.ADMIN)
+    colleague = UserFactory(unit=user.unit, role=Role.APPROVER)
+    assert api(other_admin).post(f"/api/users/{user.id}/unlock/").status_code == 404
+    assert api(colleague).post(f"/api/users/{user.id}/unlock/").status_code == 403
+
+
+def test_sign_ins_are_throttled_per_username_before_any_password_is_checked(monkeypatch):
+    # given 3 attempts a minute per username
+    monkeypatch.setattr(LoginUsernameThrottle, "THROTTLE_RATES", {"login_username": "3/min", "login_address": "1000/min"})
+    monkeypatch.setattr(LoginAddressThrottle, "THROTTLE_RATES", {"login_username": "3/min", "login_address": "1000/min"})
+    user = UserFactory()
+    hashed = []
+    real_check = base_user.check_password
+    monkeypatch.setattr(base_user, "check_password", lambda *a, **k: hashed.append(1) or real_check(*a, **k))
+    answers = [sign_in(user.username, "wrong", address=f"10.0.4.{i}") for i in range(4)]
+    assert [a.status_code for a in answers] == [401, 401, 401, 429]
+    # (the fourth cost no password hash: each is hundreds of milliseconds of CPU in production)
+    assert len(hashed) == 3
+    assert answers[3].json()["code"] == "throttled" and int(answers[3]["Retry-After"]) > 0
+    # (a throttled attempt is refused before the password is checked: it is not a recorded failure)
+    recorded = AccessAttempt.objects.filter(username=user.username).aggregate(n=Sum("failures_since_start"))["n"]
+    assert recorded == 3
+
+
+def test_sign_ins_are_throttled_per_address_whatever_the_username(monkeypatch):
+    rates = {"login_username": "1000/min", "login_address": "3/min"}
+    monkeypatch.setattr(LoginUsernameThrottle, "THROTTLE_RATES", rates)
+    monkeypatch.setattr(LoginAddressThrottle, "THROTTLE_RATES", rates)
+    answers = [sign_in(f"someone{i}", "wrong", address="10.0.5.1").status_code for i in range(4)]
+    assert answers == [401, 401, 401, 429]
+    # and a client's X-Forwarded-For does not buy it a new address
+    spoofed = APIClient(REMOTE_ADDR="10.0.5.1", HTTP_X_FORWARDED_FOR="1.2.3.4").post(
+        "/api/auth/token/", {"username": "x", "password": "y"}, format="json"
+    )
+    assert spoofed.status_code == 429
+
+
+def test_a_refresh_token_works_once_and_the_new_pair_works():
+    user = UserFactory()
+    first = sign_in(user.username).json()
+    renewed = refresh(first["refresh"])
+    assert renewed.status_code == 200 and set(renewed.json()) == {"access", "refresh"}
+    again = refresh(first["refresh"])
+    assert (again.status_code, again.json()["code"]) == (401, "token_not_valid")
+    assert refresh(renewed.json()["refresh"]).status_code == 200
+
+
+def test_a_refresh_token_used_twice_at_once_works_once():
+    user = UserFactory()
+    token = sign_in(user.username).json()["refresh"]
+    results = run_concurrently(4, lambda i: refresh(token).status_code)
+    assert sorted(results) == [200, 401, 401, 401]
+
+
+def test_a_refreshed_access_token_carries_the_users_current_role():
+    user = UserFactory(role=Role.REQUESTER)
+    token = sign_in(user.username).json()["refresh"]
+    user.role = Role.APPROVER
+    user.save(update_fields=["role"])
+    access = AccessToken(refresh(token).json()["access"])
+    assert (access["role"], access["unit_id"]) == (Role.APPROVER, str(user.unit_id))
+
+
+def test_a_password_change_ends_every_token_issued_before_it(api):
+    user = UserFactory()
+    tokens = sign_in(user.username).json()
+    user_set_password(user=user, password="a-new-long-password-2026")
+    assert refresh(tokens["refresh"]).json()["code"] == "token_not_valid"  # blacklisted
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    assert client.get("/api/me/").status_code == 401  # CHECK_REVOKE_TOKEN
+    assert sign_in(user.username, "a-new-long-password-2026").status_code == 200
+
+
+@pytest.mark.parametrize("change", ["deactivated", "moved"])
+def test_losing_access_revokes_the_refresh_tokens(change):
+    user = UserFactory()
+    token = sign_in(user.username).json()["refresh"]
+    if change == "deactivated":
+        user_update_access(user=user, is_active=False)
+    else:
+        user_update_access(user=user, unit=UnitFactory())
+    assert refresh(token).status_code == 401
+
+
+def test_a_refresh_token_of_another_unit_is_refused_even_if_not_revoked():
+    # (a move saved without the service, e.g. by a script: the token's unit no longer matches)
+    user = UserFactory()
+    token = sign_in(user.username).json()["refresh"]
+    user.unit = UnitFactory()
+    user.save(update_fields=["unit"])
+    answer = refresh(token)
+    assert (answer.status_code, answer.json()["code"]) == (401, "unit_changed")
