@@ -315,6 +315,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
+        if code != 1000:
+            hub.closed_with(code)  # records_ws_error_closes_total{code}
         writer = getattr(self, "writer", None)
         if writer is not None:
             self._flush()

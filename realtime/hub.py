@@ -24,7 +24,9 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
+from datetime import datetime
 from typing import Protocol
 
 from channels.layers import get_channel_layer
@@ -32,7 +34,7 @@ from django.conf import settings
 
 from backend.common.faults import afault_point
 from backend.events.groups import unit_group_name, user_group_name
-from backend.events.metrics import realtime_snapshot_save
+from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, LatencyHistogram, realtime_snapshot_save
 
 from . import connections, selectors
 from .frames import Outgoing
@@ -44,6 +46,34 @@ GROUP_REFRESH_SECONDS = 600
 # group_add / group_discard calls in flight at once: each holds a Redis connection, and a burst of
 # (dis)connects by distinct users must not need hundreds of them.
 GROUP_OPS_CONCURRENCY = 32
+
+# Commit-to-client latency (records_commit_to_client_seconds) starts at the event's `timestamp`, the
+# outbox row's created_at, written in the committing transaction: the last `"timestamp":"` of a
+# data_update frame is its own (it comes after `data`, and a quote inside a JSON string is escaped).
+_STAMP = '"timestamp":"'
+_STAMP_START = len(_STAMP)
+_STAMP_END = _STAMP_START + len("2026-01-15T10:30:00.000Z")
+_stamp_seconds: dict[str, float | None] = {}
+_UNSEEN = object()
+
+
+def _stamp(frame: str) -> str | None:
+    at = frame.rfind(_STAMP)
+    return frame[at + _STAMP_START : at + _STAMP_END] if at >= 0 else None
+
+
+def _commit_seconds(stamp: str) -> float | None:
+    """Unix time of a frame's `timestamp` (cached: the events of one transaction share it)."""
+    seconds = _stamp_seconds.get(stamp, _UNSEEN)
+    if seconds is _UNSEEN:
+        try:
+            seconds = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            seconds = None
+        if len(_stamp_seconds) >= 4096:
+            _stamp_seconds.clear()
+        _stamp_seconds[stamp] = seconds
+    return seconds
 
 
 class Listener(Protocol):
@@ -86,6 +116,11 @@ class Hub:
         # Events delivered from the outbox rather than by the channel layer's push (a gap, a missed
         # message, the catch-up tick): near zero while the push path is healthy.
         self.filled_total = 0
+        # From each event's commit to its frame handed to the connections, weighted by connections.
+        self.commit_to_client = LatencyHistogram()
+        # Connections this process closed with an error or application code, by code (for /metrics).
+        self.error_closes: dict[int, int] = {}
+        self._reporting: asyncio.Task | None = None  # the housekeeping task, which reports them
         self._closed_seen: set[Listener] = set()  # closed at the last tick, still registered
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -110,8 +145,22 @@ class Hub:
             self._tasks = [
                 loop.create_task(self._reader(), name="realtime-hub-reader"),
                 loop.create_task(self._maintenance(), name="realtime-hub-maintenance"),
-                loop.create_task(self._housekeeping(), name="realtime-hub-housekeeping"),
             ]
+            self._ensure_reporting()
+
+    def _ensure_reporting(self) -> None:
+        """Run the housekeeping (which reports this process's numbers) on the running loop. Also
+        started by a close before any connection joined: a process that only refuses connections
+        (a JWT key rotation: every client gets 4001) must report those closes too."""
+        loop = asyncio.get_running_loop()
+        task = self._reporting
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._reporting = loop.create_task(self._housekeeping(), name="realtime-hub-housekeeping")
+
+    def closed_with(self, code: int) -> None:
+        """Count a connection the server closes with `code` (records_ws_error_closes_total)."""
+        self.error_closes[code] = self.error_closes.get(code, 0) + 1
+        self._ensure_reporting()
 
     # --- membership (called by consumers) -------------------------------------------------
 
@@ -231,12 +280,13 @@ class Hub:
 
     def _deliver(self, unit: _Unit, events: list[tuple[int, str]]) -> None:
         listeners = tuple(unit.listeners)
+        before = unit.delivered
         for seq, frame in events:
             if seq != unit.delivered + 1:
                 # Publishers send each unit's events in seq order, so this cannot happen; if it
                 # ever does, stop: the next outbox fill delivers the rest in order.
                 logger.error("hub got seq %s after %s; leaving it to the outbox fill", seq, unit.delivered)
-                return
+                break
             event = Outgoing(seq, frame)  # encoded and framed once for every listener
             for listener in listeners:
                 try:
@@ -246,6 +296,26 @@ class Hub:
                     listener.broken()
             unit.delivered = seq
             self.delivered_total += len(listeners)
+        if listeners and unit.delivered > before:
+            self._observe(events, unit.delivered - before, len(listeners))
+
+    def _observe(self, events: list[tuple[int, str]], delivered: int, listeners: int) -> None:
+        """Commit-to-client latency of the first `delivered` events, each handed to `listeners`
+        connections. Nothing per event on the usual path: the events of one message come from one
+        transaction and share their commit timestamp, so when the first and the last agree it is one
+        observation of weight events x connections; otherwise one per event. One clock read for the
+        whole delivery: the frames reach the sockets when the event loop next runs (Twisted writes a
+        transport's buffer then), after this call."""
+        now = time.time()
+        first = _stamp(events[0][1])
+        if delivered == 1 or first == _stamp(events[delivered - 1][1]):
+            stamps = ((first, delivered),)
+        else:
+            stamps = tuple((_stamp(frame), 1) for _, frame in events[:delivered])
+        for stamp, count in stamps:
+            committed = _commit_seconds(stamp) if stamp else None
+            if committed is not None:
+                self.commit_to_client.observe(now - committed, count * listeners)
 
     async def _fill(self, unit_id: str, unit: _Unit, upto: int | None) -> None:
         """Deliver committed events after `unit.delivered` (up to `upto`) read from the outbox.
@@ -348,18 +418,23 @@ class Hub:
                     )
 
     async def _report_metrics(self, ttl: float) -> None:
-        """This process's WebSocket numbers, for /metrics (summed across processes there)."""
+        """This process's WebSocket numbers, for /metrics (labelled by process, or summed across
+        processes there): counters, connections in all and per unit, the commit-to-client histogram's
+        buckets and sum, closes by code."""
         connections = sum(len(unit.listeners) for unit in self.units.values())
-        await realtime_snapshot_save(
-            f"{socket.gethostname()}:{os.getpid()}",
-            {
-                "connections": connections,
-                "delivered": self.delivered_total,
-                "filled": self.filled_total,
-                "reaped": self.reaped_total,
-            },
-            ttl=ttl,
-        )
+        numbers = {
+            "connections": connections,
+            "delivered": self.delivered_total,
+            "filled": self.filled_total,
+            "reaped": self.reaped_total,
+            **self.commit_to_client.fields(),
+        }
+        for unit_id, unit in self.units.items():
+            if unit.listeners:
+                numbers[f"{UNIT_FIELD}{unit_id}"] = len(unit.listeners)
+        for code, count in self.error_closes.items():
+            numbers[f"{CLOSE_FIELD}{code}"] = count
+        await realtime_snapshot_save(f"{socket.gethostname()}:{os.getpid()}", numbers, ttl=ttl)
 
     async def _refresh_groups(self) -> None:
         if self.channel_name is None:

@@ -11,6 +11,9 @@ It is a process of its own rather than a Celery task on beat's schedule, so the 
 watch in Flower shows the work, not 43,200 sweeps a day (docs/operations.md has the measurement).
 Several relays may run (rows are locked with SKIP LOCKED; a duplicate publish or re-enqueue is
 harmless). A database or Redis outage is waited out with backoff; SIGTERM stops it between rounds.
+
+After every finished round it writes its heartbeat (the round's Unix time) to the keys Redis, read by
+/metrics as records_relay_last_round_timestamp_seconds{process} (alert RelayNotRunning).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 
+from backend.events.metrics import relay_process_name, relay_round_save  # noqa: E402
 from backend.events.relay import outbox_sweep  # noqa: E402
 from backend.jobs.services import jobs_rescue  # noqa: E402
 
@@ -41,6 +45,8 @@ class Relay:
         self.stopping = threading.Event()
         self.failures = 0
         self.next_rescue = 0.0
+        self.name = relay_process_name()
+        self.heartbeat_failing = False
 
     def stop(self, *_signal) -> None:
         self.stopping.set()
@@ -56,6 +62,20 @@ class Relay:
             if rescued:
                 logger.warning("relay re-enqueued %d stranded jobs: %s", len(rescued), ", ".join(rescued))
 
+    def heartbeat(self) -> None:
+        """Record the round just finished. Best effort: a heartbeat that cannot be written (the keys
+        Redis is away) never delays publishing; it is logged when it starts and stops failing."""
+        try:
+            relay_round_save(self.name)
+        except Exception:  # noqa: BLE001
+            if not self.heartbeat_failing:
+                logger.warning("relay heartbeat not written (it shows as RelayNotRunning)", exc_info=True)
+            self.heartbeat_failing = True
+        else:
+            if self.heartbeat_failing:
+                logger.warning("relay heartbeat written again")
+            self.heartbeat_failing = False
+
     def run(self) -> None:
         logger.warning(
             "relay started: outbox every %ss, stranded jobs every %ss",
@@ -66,6 +86,7 @@ class Relay:
                 self.round()
                 self.failures = 0
                 pause = settings.OUTBOX_SWEEP_SECONDS
+                self.heartbeat()
             except Exception:  # noqa: BLE001 - the database or Redis is away: wait, try again
                 self.failures += 1
                 pause = min(settings.OUTBOX_SWEEP_SECONDS * 2**self.failures, 30.0)
