@@ -57,9 +57,14 @@ deploy-tools:
 # sockets, so two run side by side on two cores; each worker has its own test database and Redis
 # databases (backend/config/settings/test.py).
 TEST_WORKERS ?= 2
+# The record layer's rules (audit entries, append-only triggers, the hash chain, every service and
+# job kind journaled) are then run once more on SQLite, the zero-setup default, whatever DATABASE_URL
+# the main run used.
+SQLITE_SUITE := tests/backend/audit tests/backend/records/test_services.py tests/backend/records/test_transitions.py
 test: venv redis browser-deps node-deps deploy-tools
 	$(BIN)/lint-imports
 	$(BIN)/pytest --ds=backend.config.settings.test -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	DATABASE_URL=sqlite:///$(CURDIR)/var/test-sqlite.sqlite3 $(BIN)/pytest --ds=backend.config.settings.test -q $(SQLITE_SUITE) $(PYTEST_ARGS)
 
 # What a newcomer gets with no configuration: a fresh SQLite file migrated and seeded as `make up`
 # does, then the stack (Daphne + worker) answering end to end on SQLite.
@@ -78,8 +83,12 @@ lock: venv
 	$(BIN)/uv pip compile -q --python-version 3.11 requirements/dev.in -o requirements/dev.txt
 	$(BIN)/uv pip compile -q --python-version 3.11 requirements/prod.in -o requirements/prod.txt
 
+# The realtime benchmark, then the audit trail's reads at AUDIT_BENCH_ENTRIES entries (seeding a
+# million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look).
+AUDIT_BENCH_ENTRIES ?= 1000000
 bench: venv redis
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench.audit --entries $(AUDIT_BENCH_ENTRIES)
 
 clean:
 	rm -rf $(VENV) var staticfiles test-artifacts

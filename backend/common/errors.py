@@ -58,6 +58,13 @@ class RoleRequired(DomainError):
     status_code = status.HTTP_403_FORBIDDEN
 
 
+class FourEyes(DomainError):
+    """A decision on one's own request: whoever files a request never decides on it."""
+
+    code = "four_eyes"
+    status_code = status.HTTP_403_FORBIDDEN
+
+
 class StaleVersion(DomainError):
     code = "stale_version"
     status_code = status.HTTP_409_CONFLICT

@@ -10,6 +10,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from backend.accounts.api import MeView, RefreshView, SignInView, UnitViewSet, UserViewSet, WsTicketView
+from backend.audit.api import AuditTrailViewSet
 from backend.jobs.api import BulkActionView, JobViewSet
 from backend.records.api import (
     CrateViewSet,
@@ -31,6 +32,7 @@ router.register("sendback-records", SendBackRecordViewSet, basename="sendback-re
 router.register("jobs", JobViewSet, basename="job")
 router.register("units", UnitViewSet, basename="unit")
 router.register("users", UserViewSet, basename="user")
+router.register("audit-trail", AuditTrailViewSet, basename="audit-entry")
 
 
 def healthz(request):

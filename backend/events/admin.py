@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from backend.common.admin import ReadOnlyAdmin
+
 from .models import OutboxEvent, UnitSequence
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(ReadOnlyAdmin):
     list_display = ["unit", "seq", "entity", "action", "object_id", "created_at", "published_at"]
     list_filter = ["unit", "entity", "action"]
     search_fields = ["object_id"]
@@ -12,6 +14,6 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(UnitSequence)
-class UnitSequenceAdmin(admin.ModelAdmin):
+class UnitSequenceAdmin(ReadOnlyAdmin):
     list_display = ["unit", "last_seq"]
     readonly_fields = ["unit", "last_seq"]

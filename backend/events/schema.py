@@ -102,6 +102,8 @@ DATA_UPDATE_SCHEMA: dict[str, Any] = {
                 "crate_number": {"type": "string"},
                 "request_id": _UUID,
                 "request_entity": {"enum": ["withdrawal", "destruction", "transfer"]},
+                # The username of the person who made the change (absent for system changes).
+                "actor": {"type": "string"},
             },
         },
     },

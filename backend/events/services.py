@@ -39,6 +39,22 @@ def unit_sequence_ensure(unit_id: uuid.UUID) -> None:
     UnitSequence.objects.bulk_create([UnitSequence(unit_id=unit_id)], ignore_conflicts=True)
 
 
+def units_lock(unit_ids: Iterable[uuid.UUID]) -> None:
+    """Lock the units' counter rows until COMMIT, in ascending id order (the order every writer
+    takes them in). Whoever holds a unit's row is the only writer of its seqs and of its audit
+    chain until COMMIT."""
+    ids = sorted(set(unit_ids), key=str)
+    if not ids:
+        return
+    rows = UnitSequence.objects.select_for_update().filter(unit_id__in=ids).order_by("unit_id")
+    found = set(rows.values_list("unit_id", flat=True))
+    if len(found) < len(ids):
+        for unit_id in ids:
+            if unit_id not in found:
+                unit_sequence_ensure(unit_id)
+        list(rows.values_list("unit_id", flat=True))
+
+
 def _allocate(unit_id: uuid.UUID, count: int) -> int:
     """Reserve `count` seqs for `unit_id`; returns the first. Holds the counter row until COMMIT."""
     counter = UnitSequence.objects.select_for_update().filter(unit_id=unit_id).first()
@@ -53,42 +69,43 @@ def _allocate(unit_id: uuid.UUID, count: int) -> int:
 
 def outbox_write(changes: Iterable[Change]) -> list[OutboxEvent]:
     """Write `changes` as outbox events in the caller's transaction; publish them after COMMIT.
+    Returns the events in the order of `changes`.
 
     Counters are locked in ascending unit-id order, so two transactions touching the same pair of
     units (a transfer each way) always queue instead of deadlocking.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_write() must run inside the transaction that makes the change")
-    by_unit: dict[uuid.UUID, list[Change]] = defaultdict(list)
-    for change in changes:
-        by_unit[change.unit_id].append(change)
+    changes = list(changes)
+    by_unit: dict[uuid.UUID, list[int]] = defaultdict(list)
+    for index, change in enumerate(changes):
+        by_unit[change.unit_id].append(index)
     if not by_unit:
         return []
     now = timezone.now()
-    rows: list[OutboxEvent] = []
+    rows: list[OutboxEvent | None] = [None] * len(changes)
     for unit_id in sorted(by_unit, key=str):
-        unit_changes = by_unit[unit_id]
-        first = _allocate(unit_id, len(unit_changes))
-        for offset, change in enumerate(unit_changes):
-            seq = first + offset
+        indexes = by_unit[unit_id]
+        first = _allocate(unit_id, len(indexes))
+        for offset, index in enumerate(indexes):
+            change, seq = changes[index], first + offset
             message = schema.data_update(
                 entity=change.entity, action=change.action, data=change.data, timestamp=now, seq=seq
             )
-            rows.append(
-                OutboxEvent(
-                    unit_id=unit_id,
-                    seq=seq,
-                    entity=change.entity,
-                    action=change.action,
-                    object_id=change.data["id"],
-                    frame=schema.encode(message),
-                    created_at=now,
-                )
+            rows[index] = OutboxEvent(
+                unit_id=unit_id,
+                seq=seq,
+                entity=change.entity,
+                action=change.action,
+                object_id=change.data["id"],
+                frame=schema.encode(message),
+                created_at=now,
             )
-    OutboxEvent.objects.bulk_create(rows)
+    # Inserted (and published) in (unit, seq) order.
+    ordered = sorted(rows, key=lambda row: (str(row.unit_id), row.seq))
+    OutboxEvent.objects.bulk_create(ordered)
     # Publish what was just written, from memory (ids come back from the bulk INSERT on PostgreSQL
     # and SQLite >= 3.35): no second read of the outbox on the hot path.
-    committed = [{"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame} for r in rows]
+    committed = [{"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame} for r in ordered]
     transaction.on_commit(lambda: outbox_publish(committed))
     return rows
-

@@ -19,6 +19,8 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
+from backend.common.api import MAX_VERSION
+
 from . import registry
 from .models import Job, JobOutcome, JobStatus
 from .services import bulk_submit
@@ -155,16 +157,30 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return self.get_paginated_response(OutcomeSerializer(page, many=True).data)
 
 
+class BulkItemSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION, help_text="The version the decider saw")
+
+
 class BulkActionSerializer(serializers.Serializer):
     entity = serializers.ChoiceField(choices=[])
     action = serializers.ChoiceField(choices=[])
-    ids = serializers.ListField(child=serializers.UUIDField(), allow_empty=False)
+    ids = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
+    items = serializers.ListField(
+        child=BulkItemSerializer(), required=False, default=list,
+        help_text="Ids with the version the decider saw: a changed one gets a `stale_version` outcome",
+    )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # From the registry, which domain apps fill when Django starts.
         self.fields["entity"].choices, self.fields["action"].choices = registry.bulk_choices()
+
+    def validate(self, attrs):
+        if not attrs["ids"] and not attrs["items"]:
+            raise serializers.ValidationError({"ids": ["No ids given: send ids, items or both."]})
+        return attrs
 
 
 class BulkThrottle(UserRateThrottle):
@@ -210,8 +226,13 @@ class BulkActionView(APIView):
                 wait=5, detail=f"{active} of your bulk actions are still queued or running; wait for one to finish."
             )
         reason = data.validated_data["reason"].strip()
+        versions = {str(item["id"]): item["version"] for item in data.validated_data["items"]}
+        ids = [*ids, *versions]
+        params = {"reason": reason, **({"versions": versions} if versions else {})}
+        unit = request.user.unit.code if request.user.unit_id else "-"
         job = bulk_submit(
-            actor=request.user, kind=kind, ids=ids, params={"reason": reason},
-            description=f"bulk {kind.action.replace('_', ' ')} of {len(set(ids))} {entity} requests by {request.user.username}",
+            actor=request.user, kind=kind, ids=ids, params=params,
+            description=f"bulk {kind.action.replace('_', ' ')} of {len(set(map(str, ids)))} {unit} {entity} requests "
+            f"by {request.user.username}",
         )
         return job_accepted(job)

@@ -48,6 +48,9 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     touched_at = models.DateTimeField(null=True, blank=True)
+    # Where the request that queued the job came from: the job's audit entries record it.
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.accounts.models import User
+from backend.audit.context import current_origin, origin
 from backend.common.errors import DomainError, RoleRequired, ValidationFailed
 from backend.common.faults import fault_point
 from backend.events.broadcast import job_update_send
@@ -66,6 +67,7 @@ def job_submit(
     superuser has none, so its jobs must name the unit). If the broker cannot take the task, the
     job row is removed again and the caller gets ServiceUnavailable (503).
     """
+    client = current_origin()
     job = Job(
         kind=kind.name,
         unit_id=unit_id or actor.unit_id,
@@ -75,6 +77,8 @@ def job_submit(
         progress={"total": len(targets), "done": 0, "failed": 0},
         description=description[:300],
         enqueued_at=timezone.now(),
+        client_ip=client.client_ip,
+        user_agent=client.user_agent,
     )
     with transaction.atomic():
         job.save()
@@ -144,8 +148,11 @@ def job_execute(
     actor, targets, params = job.requested_by, job.targets, job.params
     chunk_size = settings.BULK_CHUNK_SIZE if kind.bulk else len(targets)
     last_push = time.monotonic()
+    # The job's changes are audited as coming from the request that queued it, and from this job.
+    client = {"client_ip": job.client_ip, "user_agent": job.user_agent, "job_id": job.id}
     while True:
-        job = _round_with_retries(kind, job.id, actor, targets, params, chunk_size)
+        with origin(**client):
+            job = _round_with_retries(kind, job.id, actor, targets, params, chunk_size)
         if job.status in TERMINAL_STATUSES:
             break
         if on_progress is not None:

@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from backend.common.admin import ReadOnlyAdmin
+
 from .models import Crate, DestructionRequest, NumberCounter, SendBackRecord, TransferRequest, WithdrawalRequest
 
 
 @admin.register(Crate)
-class CrateAdmin(admin.ModelAdmin):
+class CrateAdmin(ReadOnlyAdmin):
     list_display = ["crate_number", "unit", "status", "location", "destruction_due", "version"]
     list_filter = ["unit", "status"]
     search_fields = ["crate_number", "location"]
@@ -12,7 +14,7 @@ class CrateAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Crate._meta.fields]
 
 
-class RequestAdmin(admin.ModelAdmin):
+class RequestAdmin(ReadOnlyAdmin):
     list_display = ["request_number", "unit", "status", "created_by", "created_at", "version"]
     list_filter = ["unit", "status"]
     search_fields = ["request_number", "reason"]
@@ -28,13 +30,13 @@ admin.site.register(TransferRequest, RequestAdmin)
 
 
 @admin.register(SendBackRecord)
-class SendBackRecordAdmin(admin.ModelAdmin):
+class SendBackRecordAdmin(ReadOnlyAdmin):
     list_display = ["entity", "request_id", "unit", "created_by", "created_at"]
     list_filter = ["unit", "entity"]
     readonly_fields = [f.name for f in SendBackRecord._meta.fields]
 
 
 @admin.register(NumberCounter)
-class NumberCounterAdmin(admin.ModelAdmin):
+class NumberCounterAdmin(ReadOnlyAdmin):
     list_display = ["scope", "prefix", "year", "last"]
     readonly_fields = ["scope", "prefix", "year", "last"]

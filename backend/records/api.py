@@ -8,12 +8,16 @@ relocate) are queued as jobs (their kinds are declared in jobs.py) and answered 
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from backend.audit.api import AuditEntrySerializer, history_response
+from backend.audit.selectors import entries_since_version
 from backend.common.api import MAX_VERSION, expected_version
+from backend.common.errors import StaleVersion
 from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
 
@@ -31,10 +35,58 @@ from .models import (
 
 ERROR_RESPONSES = {
     400: OpenApiResponse(description="Invalid input: `{code, message, details}`"),
-    403: OpenApiResponse(description="Your role does not allow this"),
+    403: OpenApiResponse(description="Your role does not allow this, or `four_eyes`: you filed this request"),
     404: OpenApiResponse(description="No such object in your unit"),
-    409: OpenApiResponse(description="Stale `version` or an illegal transition"),
+    409: OpenApiResponse(
+        description="Stale `version` (details: `current_version`, `current` state, `history` since your version) "
+        "or an illegal transition"
+    ),
 }
+INCLUDE_DELETED = OpenApiParameter(
+    "include_deleted", OpenApiTypes.BOOL, required=False,
+    description="Unit admins: list (and fetch) deleted records too (they are kept, never erased)",
+)
+
+
+def _include_deleted(request) -> bool:
+    return request.query_params.get("include_deleted") in ("1", "true", "True")
+
+
+class StaleDetails:
+    """Around a write: a 409 `stale_version` answers with the record's current state and the audit
+    entries since the version the client sent, so it can show who changed what."""
+
+    def __init__(self, view, obj, sent_version: int | None):
+        self.view, self.obj, self.sent = view, obj, sent_version
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, StaleVersion) and self.sent is not None:
+            fresh = type(self.obj).objects.filter(pk=self.obj.pk).first() or self.obj
+            exc.details = {
+                "current_version": fresh.version,
+                "current": self.view.get_serializer(fresh).data,
+                "history": AuditEntrySerializer(entries_since_version(fresh.pk, self.sent), many=True).data,
+            }
+        return False
+
+
+class DeleteSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000,
+        help_text="Why it is deleted: required (400 `reason_required` without it), kept in the audit trail",
+    )
+    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
+
+
+def _delete_input(request) -> tuple[str, int | None]:
+    """The reason and version of a DELETE (the service refuses a missing reason, after the role)."""
+    data = DeleteSerializer(data=request.data if isinstance(request.data, dict) else {})
+    data.is_valid(raise_exception=True)
+    return data.validated_data.get("reason", ""), expected_version(request, data.validated_data.get("version"))
+
 
 # --- crates -----------------------------------------------------------------------------------
 
@@ -43,7 +95,7 @@ class CrateSerializer(serializers.ModelSerializer):
     class Meta:
         model = Crate
         fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
-                  "created_at", "updated_at"]
+                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason"]
         read_only_fields = fields
 
 
@@ -51,11 +103,15 @@ class CrateWriteSerializer(serializers.Serializer):
     location = serializers.CharField(max_length=120, required=False, allow_blank=True)
     destruction_due = serializers.DateField(required=False, allow_null=True)
     version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION, help_text="Optimistic concurrency")
+    change_reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, help_text="Why (optional for crates; kept in the audit trail)"
+    )
 
 
 class RelocateSerializer(serializers.Serializer):
     location = serializers.CharField(max_length=120)
     version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
 class CrateFilter(django_filters.FilterSet):
@@ -71,7 +127,7 @@ class CrateFilter(django_filters.FilterSet):
     create=extend_schema(request=CrateWriteSerializer, responses={201: CrateSerializer, **ERROR_RESPONSES}),
     update=extend_schema(request=CrateWriteSerializer, responses={200: CrateSerializer, **ERROR_RESPONSES}),
     partial_update=extend_schema(request=CrateWriteSerializer, responses={200: CrateSerializer, **ERROR_RESPONSES}),
-    destroy=extend_schema(responses={204: None, **ERROR_RESPONSES}),
+    list=extend_schema(parameters=[INCLUDE_DELETED]),
 )
 class CrateViewSet(viewsets.ModelViewSet):
     serializer_class = CrateSerializer
@@ -81,7 +137,7 @@ class CrateViewSet(viewsets.ModelViewSet):
     ordering = ["-created_at", "id"]
 
     def get_queryset(self):
-        return selectors.crates_visible_to(self.request.user)
+        return selectors.crates_visible_to(self.request.user, include_deleted=_include_deleted(self.request))
 
     def _write_input(self, partial: bool) -> dict:
         data = CrateWriteSerializer(data=self.request.data, partial=partial)
@@ -91,6 +147,7 @@ class CrateViewSet(viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):
         data = self._write_input(partial=False)
         data.pop("version", None)
+        data.pop("change_reason", None)
         crate = services.crate_create(actor=request.user, **data)
         return Response(CrateSerializer(crate).data, status=status.HTTP_201_CREATED)
 
@@ -98,13 +155,24 @@ class CrateViewSet(viewsets.ModelViewSet):
         crate = self.get_object()
         data = self._write_input(partial=kwargs.get("partial", False))
         version = expected_version(request, data.pop("version", None))
-        crate = services.crate_update(actor=request.user, crate_id=crate.id, expected_version=version, **data)
+        with StaleDetails(self, crate, version):
+            crate = services.crate_update(actor=request.user, crate_id=crate.id, expected_version=version, **data)
         return Response(CrateSerializer(crate).data)
 
+    @extend_schema(request=DeleteSerializer, responses={204: None, **ERROR_RESPONSES})
     def destroy(self, request, *args, **kwargs):
+        """Soft delete with a reason: the crate is kept and audited, hidden from lists."""
         crate = self.get_object()
-        services.crate_delete(actor=request.user, crate_id=crate.id, expected_version=expected_version(request))
+        reason, version = _delete_input(request)
+        with StaleDetails(self, crate, version):
+            services.crate_delete(actor=request.user, crate_id=crate.id, expected_version=version, reason=reason)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(parameters=[INCLUDE_DELETED], responses={200: AuditEntrySerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def history(self, request, pk=None):
+        """The crate's audit entries, oldest first."""
+        return history_response(self, self.get_object().id)
 
     @extend_schema(request=RelocateSerializer, responses={202: JobEnvelopeSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
@@ -113,15 +181,20 @@ class CrateViewSet(viewsets.ModelViewSet):
         data = RelocateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         version = expected_version(request, data.validated_data.get("version"))
-        services.crate_relocate_check(
-            actor=request.user, crate=crate, location=data.validated_data["location"], expected_version=version
-        )
+        with StaleDetails(self, crate, version):
+            services.crate_relocate_check(
+                actor=request.user, crate=crate, location=data.validated_data["location"], expected_version=version
+            )
         job = job_submit(
             actor=request.user,
             kind=RELOCATE,
             targets=[crate.id],
-            params={"location": data.validated_data["location"], "expected_version": version},
-            description=f"relocate {crate.crate_number} to {data.validated_data['location']} by {request.user.username}",
+            params={
+                "location": data.validated_data["location"], "expected_version": version,
+                "reason": data.validated_data.get("reason", ""),
+            },
+            description=f"relocate {crate.unit.code} {crate.crate_number} to {data.validated_data['location']} "
+            f"by {request.user.username}",
             unit_id=crate.unit_id,
         )
         return job_accepted(job)
@@ -134,8 +207,9 @@ class RequestSerializer(serializers.ModelSerializer):
     crates = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
 
     class Meta:
-        fields = ["id", "request_number", "unit", "crates", "status", "reason", "decision_reason",
-                  "created_by", "created_at", "updated_at", "version"]
+        fields = ["id", "request_number", "unit", "crates", "status", "reason", "created_by", "created_at",
+                  "updated_at", "version", "decided_by", "decided_at", "decision_reason",
+                  "deleted_at", "deleted_by", "delete_reason"]
         read_only_fields = fields
 
 
@@ -160,6 +234,10 @@ class RequestWriteSerializer(serializers.Serializer):
     crates = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=1000)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION, help_text="Optimistic concurrency")
+    change_reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000,
+        help_text="Why the submitted request is edited: required by PUT and PATCH, kept in the audit trail",
+    )
 
 
 class TransferRequestWriteSerializer(RequestWriteSerializer):
@@ -195,7 +273,7 @@ class RequestViewSet(viewsets.ModelViewSet):
     ordering = ["-created_at", "id"]
 
     def get_queryset(self):
-        return selectors.requests_visible_to(self.request.user, self.entity)
+        return selectors.requests_visible_to(self.request.user, self.entity, include_deleted=_include_deleted(self.request))
 
     def _write_input(self, partial: bool) -> dict:
         data = self.write_serializer_class(data=self.request.data, partial=partial)
@@ -210,6 +288,7 @@ class RequestViewSet(viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):
         values = self._write_input(partial=False)
         values.pop("version", None)
+        values.pop("change_reason", None)
         obj = services.request_create(entity=self.entity, actor=request.user, **values)
         return Response(self.get_serializer(obj).data, status=status.HTTP_201_CREATED)
 
@@ -217,17 +296,27 @@ class RequestViewSet(viewsets.ModelViewSet):
         obj = self.get_object()
         values = self._write_input(partial=kwargs.get("partial", False))
         version = expected_version(request, values.pop("version", None))
-        obj = services.request_update(
-            entity=self.entity, actor=request.user, request_id=obj.id, expected_version=version, **values
-        )
+        with StaleDetails(self, obj, version):
+            obj = services.request_update(
+                entity=self.entity, actor=request.user, request_id=obj.id, expected_version=version, **values
+            )
         return Response(self.get_serializer(obj).data)
 
     def destroy(self, request, *args, **kwargs):
+        """Soft delete with a reason: the request is kept and audited, hidden from lists."""
         obj = self.get_object()
-        services.request_delete(
-            entity=self.entity, actor=request.user, request_id=obj.id, expected_version=expected_version(request)
-        )
+        reason, version = _delete_input(request)
+        with StaleDetails(self, obj, version):
+            services.request_delete(
+                entity=self.entity, actor=request.user, request_id=obj.id, expected_version=version, reason=reason
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(parameters=[INCLUDE_DELETED], responses={200: AuditEntrySerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def history(self, request, pk=None):
+        """The request's audit entries, oldest first."""
+        return history_response(self, self.get_object().id)
 
     def _transition(self, request, action_name: str):
         obj = self.get_object()
@@ -235,16 +324,17 @@ class RequestViewSet(viewsets.ModelViewSet):
         data.is_valid(raise_exception=True)
         reason = data.validated_data.get("reason", "")
         version = expected_version(request, data.validated_data.get("version"))
-        services.request_transition_check(
-            entity=self.entity, action=action_name, actor=request.user, request=obj,
-            reason=reason, expected_version=version,
-        )
+        with StaleDetails(self, obj, version):
+            services.request_transition_check(
+                entity=self.entity, action=action_name, actor=request.user, request=obj,
+                reason=reason, expected_version=version,
+            )
         job = job_submit(
             actor=request.user,
             kind=TRANSITION_KINDS[self.entity, action_name],
             targets=[obj.id],
             params={"reason": reason, "expected_version": version},
-            description=f"{action_name.replace('_', ' ')} {obj.request_number} by {request.user.username}",
+            description=f"{action_name.replace('_', ' ')} {obj.unit.code} {obj.request_number} by {request.user.username}",
             unit_id=obj.unit_id,
         )
         return job_accepted(job)
@@ -275,7 +365,8 @@ def _request_viewset(entity: str, model, serializer, write_serializer=RequestWri
         create=extend_schema(request=write_serializer, responses={201: serializer, **ERROR_RESPONSES}),
         update=extend_schema(request=write_serializer, responses={200: serializer, **ERROR_RESPONSES}),
         partial_update=extend_schema(request=write_serializer, responses={200: serializer, **ERROR_RESPONSES}),
-        destroy=extend_schema(responses={204: None, **ERROR_RESPONSES}),
+        destroy=extend_schema(request=DeleteSerializer, responses={204: None, **ERROR_RESPONSES}),
+        list=extend_schema(parameters=[INCLUDE_DELETED]),
     )
     cls = type(
         f"{model.__name__}ViewSet",

@@ -26,11 +26,12 @@ from .services import crate_relocate, requests_transition, transition_precheck
 
 def _transition_apply(entity: str, action: str):
     def apply(actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
-        expected = params.get("expected_version")
+        # The version the decider saw: one for a single job, one per target for a bulk job's items.
+        expected, versions = params.get("expected_version"), params.get("versions") or {}
         outcomes = requests_transition(
             entity=entity, action=action, actor=actor, request_ids=[uuid.UUID(t) for t in targets],
             reason=params.get("reason", ""),
-            expected_versions={uuid.UUID(t): expected for t in targets} if expected is not None else None,
+            expected_versions={uuid.UUID(t): versions.get(t, expected) for t in targets},
         )
         return {
             str(request_id): outcome if isinstance(outcome, DomainError)
@@ -54,7 +55,7 @@ def _relocate_apply(actor: User, targets: list[str], params: dict[str, Any]) -> 
         with transaction.atomic():  # a refused relocation leaves nothing behind
             crate = crate_relocate(
                 actor=actor, crate_id=uuid.UUID(crate_id), location=params.get("location", ""),
-                expected_version=params.get("expected_version"),
+                expected_version=params.get("expected_version"), reason=params.get("reason", ""),
             )
     except DomainError as exc:
         return {crate_id: exc}

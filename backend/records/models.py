@@ -52,6 +52,12 @@ class Crate(models.Model):
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Soft delete: a deleted crate is kept (hidden from lists), with who, when and why.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    delete_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "id"]
@@ -71,12 +77,23 @@ class BaseRequest(models.Model):
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING)
     reason = models.TextField(blank=True)
-    # Why it was rejected or sent back (send-backs also keep a SendBackRecord each).
-    decision_reason = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
     version = models.PositiveIntegerField(default=1)
+    # The last decision (approve, reject, send back): who, when and why; cleared by a resubmit (the
+    # audit trail keeps every decision, send-backs also keep a SendBackRecord each).
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+    # Soft delete: a deleted request is kept (hidden from lists), with who, when and why.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    delete_reason = models.TextField(blank=True)
 
     class Meta:
         abstract = True

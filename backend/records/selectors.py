@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from django.db.models import Q, QuerySet
 
-from backend.accounts.models import User
+from backend.accounts.models import Role, User
 
 from .lifecycle import EDITABLE_STATUSES, REQUEST_KINDS, request_kind
 from .models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest
@@ -18,15 +18,24 @@ def _unit_id(user: User):
     return getattr(user, "unit_id", None)
 
 
-def crates_visible_to(user: User) -> QuerySet[Crate]:
+def may_see_deleted(user: User) -> bool:
+    """Deleted records are kept and shown on request (`?include_deleted=1`) to unit admins."""
+    return bool(getattr(user, "is_superuser", False) or getattr(user, "role", None) == Role.ADMIN)
+
+
+def crates_visible_to(user: User, include_deleted: bool = False) -> QuerySet[Crate]:
     crates = Crate.objects.all()
+    if not (include_deleted and may_see_deleted(user)):
+        crates = crates.filter(deleted_at__isnull=True)
     return crates if user.is_superuser else crates.filter(unit_id=_unit_id(user))
 
 
-def requests_visible_to(user: User, entity: str) -> QuerySet[BaseRequest]:
+def requests_visible_to(user: User, entity: str, include_deleted: bool = False) -> QuerySet[BaseRequest]:
     """A unit's own requests; a transfer is also visible to the unit it is addressed to."""
     model = request_kind(entity).model
     requests = model.objects.prefetch_related("crates")
+    if not (include_deleted and may_see_deleted(user)):
+        requests = requests.filter(deleted_at__isnull=True)
     if user.is_superuser:
         return requests
     scope = Q(unit_id=_unit_id(user))
@@ -46,9 +55,10 @@ def open_request_crate_ids(crate_ids: Iterable[uuid.UUID], exclude: BaseRequest 
     busy: set = set()
     for kind in REQUEST_KINDS.values():
         through = kind.model.crates.through
+        name = kind.model._meta.model_name
         rows = through.objects.filter(
             crate_id__in=list(crate_ids),
-            **{f"{kind.model._meta.model_name}__status__in": list(EDITABLE_STATUSES)},
+            **{f"{name}__status__in": list(EDITABLE_STATUSES), f"{name}__deleted_at__isnull": True},
         )
         if exclude is not None and isinstance(exclude, kind.model):
             rows = rows.exclude(**{f"{kind.model._meta.model_name}_id": exclude.id})
@@ -58,6 +68,6 @@ def open_request_crate_ids(crate_ids: Iterable[uuid.UUID], exclude: BaseRequest 
 
 def free_crates_in_storage(unit_id) -> QuerySet[Crate]:
     """A unit's crates in storage that no open request holds, by number."""
-    crates = Crate.objects.filter(unit_id=unit_id, status=CrateStatus.IN_STORAGE)
+    crates = Crate.objects.filter(unit_id=unit_id, status=CrateStatus.IN_STORAGE, deleted_at__isnull=True)
     busy = open_request_crate_ids(crates.values_list("id", flat=True))
     return crates.exclude(id__in=busy).order_by("crate_number")

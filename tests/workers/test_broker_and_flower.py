@@ -99,7 +99,7 @@ def test_flower_requires_basic_auth_and_shows_the_job_task_by_name_and_descripti
     assert task["uuid"] == job_id
     assert ast.literal_eval(task["kwargs"]) == {
         "job_id": job_id,
-        "what": f"approve {request.request_number} by {approver.username}",
+        "what": f"approve {unit.code} {request.request_number} by {approver.username}",
     }
     listed = httpx.get(f"{flower}/api/tasks", params={"taskname": "withdrawal.approve"}, auth=auth, timeout=10).json()
     assert listed[job_id]["name"] == "withdrawal.approve"

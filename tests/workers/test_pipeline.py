@@ -102,7 +102,9 @@ def test_an_approval_runs_as_a_job_and_its_events_are_broadcast_in_seq_order(dap
     assert frames == [json.loads(e.frame) for e in events]
     for frame in frames:
         jsonschema.validate(frame, DATA_UPDATE_SCHEMA)
-    assert frames[0]["data"] == {"id": str(request.id), "status": "approved", "request_number": request.request_number}
+    assert frames[0]["data"] == {
+        "id": str(request.id), "status": "approved", "request_number": request.request_number, "actor": approver.username,
+    }
     assert [(f["type"], f["entity"], f["action"]) for f in frames[1:]] == [("data_update", "crate", "updated")] * 2
     assert listener.frames_after(unit.id) == frames
 
@@ -332,12 +334,12 @@ def test_opposite_transfers_approved_at_the_same_moment_do_not_deadlock(api, lis
     # would), both holding their request and crate locks before either takes a unit counter (each
     # transaction needs both units' counters)
     both_hold_their_rows = threading.Barrier(2)
-    real_outbox_write = transitions.outbox_write
+    real_journal_write = transitions.journal_write
     errors: list[BaseException] = []
 
-    def outbox_write_when_both_are_ready(changes):
+    def journal_write_when_both_are_ready(*, actor, changes, entries):
         both_hold_their_rows.wait(15)
-        return real_outbox_write(changes)
+        return real_journal_write(actor=actor, changes=changes, entries=entries)
 
     def work(job_id):
         try:
@@ -348,7 +350,7 @@ def test_opposite_transfers_approved_at_the_same_moment_do_not_deadlock(api, lis
             connection.close()
 
     threads = [threading.Thread(target=work, args=(job_id,)) for job_id in jobs]
-    with mock.patch.object(transitions, "outbox_write", outbox_write_when_both_are_ready):
+    with mock.patch.object(transitions, "journal_write", journal_write_when_both_are_ready):
         for thread in threads:
             thread.start()
         for thread in threads:

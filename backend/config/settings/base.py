@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "backend.accounts",
+    "backend.audit",
     "backend.events",
     "backend.records",
     "backend.jobs",
@@ -55,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Where each request comes from (address, user agent), for the audit entries of its changes.
+    "backend.audit.middleware.AuditOriginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Lockout answers for the admin site's login form; the API's sign-in checks it itself.
@@ -398,6 +401,10 @@ BULK_CHUNK_SIZE = env.int("BULK_CHUNK_SIZE", default=500)
 BULK_PROGRESS_INTERVAL_SECONDS = env.float("BULK_PROGRESS_INTERVAL_SECONDS", default=0.5)
 # Bulk jobs one user may have queued or running at once; a further one is 429.
 BULK_MAX_ACTIVE_PER_USER = env.int("BULK_MAX_ACTIVE_PER_USER", default=2)
+# The audit trail is kept this many years; `manage.py purge_audit_trail` refuses anything younger.
+# GMP retention for archive records is set by each site's QA (often 10 years or more): set it to
+# the longest retention of the records the archive holds.
+AUDIT_RETENTION_YEARS = env.int("AUDIT_RETENTION_YEARS", default=15)
 # Finished jobs (and their per-target outcomes) are pruned this long after they finished; the audit
 # trail, not the job table, is the record of what changed.
 JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=90)

@@ -1,5 +1,5 @@
 """Crates: create, edit, relocate, delete. Each call is one transaction that locks the crate, checks
-role, version and status, bumps `version` and writes its outbox event."""
+role, version and status, bumps `version` and writes its outbox event and its audit entry."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ from django.utils import timezone
 
 from backend.accounts.models import Role, Unit, User
 from backend.common.errors import CrateUnavailable, InvalidTransition, NotFound, ValidationFailed
-from backend.events.services import outbox_write
 
 from ..lifecycle import REQUEST_KINDS
 from ..models import Crate, CrateStatus
 from .changes import crate_change
 from .checks import check_version, in_scope, require_role
+from .journal import crate_entry, crate_state, diff, journal_write, unit_codes
 from .numbers import next_number, reserve_numbers
 
 _UNSET = object()
 
 
 def crate_for_update(actor: User, crate_id: uuid.UUID) -> Crate:
-    crate = Crate.objects.select_for_update().filter(id=crate_id).first()
+    """The crate, locked; a deleted crate or one of another unit does not exist."""
+    crate = Crate.objects.select_for_update().filter(id=crate_id, deleted_at__isnull=True).first()
     if crate is None or not in_scope(actor, crate.unit_id):
         raise NotFound("No such crate.")
     return crate
@@ -34,6 +35,23 @@ def bump(obj, fields) -> None:
     obj.version += 1
     obj.updated_at = timezone.now()
     obj.save(update_fields=[*fields, "version", "updated_at"])
+
+
+def require_reason(reason: str | None, what: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed(f"A reason is required to {what}.", code="reason_required")
+    return reason
+
+
+def _created(actor: User, crates: list[Crate]) -> None:
+    codes = unit_codes(c.unit_id for c in crates)
+    changes, entries = [], []
+    for crate in crates:
+        change = crate_change(crate, "created", actor=actor)
+        changes.append(change)
+        entries.append(crate_entry(crate, "created", diff({}, crate_state(crate, codes)), change=change))
+    journal_write(actor=actor, changes=changes, entries=entries)
 
 
 @transaction.atomic
@@ -50,12 +68,13 @@ def crate_create(
         location=location,
         destruction_due=destruction_due,
     )
-    outbox_write([crate_change(crate, "created")])
+    _created(actor, [crate])
     return crate
 
 
 def new_crates(unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
-    """`count` crates in storage, numbered from one block, in the caller's transaction (no events)."""
+    """`count` crates in storage, numbered from one block, in the caller's transaction. The caller
+    journals them (their events and audit entries)."""
     year, first = reserve_numbers("archive", "CR", count)
     return Crate.objects.bulk_create(
         Crate(
@@ -70,12 +89,12 @@ def new_crates(unit: Unit, count: int, location_prefix: str = "Aisle") -> list[C
 @transaction.atomic
 def crates_create_bulk(*, actor: User, unit: Unit, count: int, location_prefix: str = "Aisle") -> list[Crate]:
     """Create `count` crates in one transaction (demo and benchmark data): one number block, one
-    outbox write."""
+    journal write."""
     require_role(actor, Role.STORE)
     if not actor.is_superuser and actor.unit_id != unit.id:
         raise NotFound("No such unit.")
     crates = new_crates(unit, count, location_prefix)
-    outbox_write([crate_change(crate, "created") for crate in crates])
+    _created(actor, crates)
     return crates
 
 
@@ -87,12 +106,15 @@ def crate_update(
     expected_version: int | None,
     location: str | object = _UNSET,
     destruction_due: date | None | object = _UNSET,
+    change_reason: str = "",
+    action: str = "updated",
 ) -> Crate:
     require_role(actor, Role.STORE)
     crate = crate_for_update(actor, crate_id)
     check_version(crate, expected_version)
     if crate.status == CrateStatus.DESTROYED:
         raise InvalidTransition(f"{crate} is destroyed and can no longer change.")
+    before = crate_state(crate)
     changed = []
     if location is not _UNSET:
         crate.location = location
@@ -101,13 +123,15 @@ def crate_update(
         crate.destruction_due = destruction_due
         changed.append("destruction_due")
     bump(crate, changed)
-    outbox_write([crate_change(crate, "updated")])
+    change = crate_change(crate, "updated", actor=actor)
+    entry = crate_entry(crate, action, diff(before, crate_state(crate)), change=change, reason=change_reason)
+    journal_write(actor=actor, changes=[change], entries=[entry])
     return crate
 
 
 def crate_relocate_check(*, actor: User, crate: Crate, location: str, expected_version: int | None = None) -> None:
     """What can be refused before queueing a relocation; the job re-checks under lock."""
-    if not in_scope(actor, crate.unit_id):
+    if not in_scope(actor, crate.unit_id) or crate.deleted_at is not None:
         raise NotFound("No such crate.")
     require_role(actor, Role.STORE)
     if not location or not location.strip():
@@ -119,23 +143,29 @@ def crate_relocate_check(*, actor: User, crate: Crate, location: str, expected_v
 
 @transaction.atomic
 def crate_relocate(
-    *, actor: User, crate_id: uuid.UUID, location: str, expected_version: int | None = None
+    *, actor: User, crate_id: uuid.UUID, location: str, expected_version: int | None = None, reason: str = ""
 ) -> Crate:
     if not location or not location.strip():
         raise ValidationFailed("A relocation needs a location.", code="location_required")
     return crate_update(
-        actor=actor, crate_id=crate_id, expected_version=expected_version, location=location.strip()
+        actor=actor, crate_id=crate_id, expected_version=expected_version, location=location.strip(),
+        change_reason=reason, action="relocated",
     )
 
 
 @transaction.atomic
-def crate_delete(*, actor: User, crate_id: uuid.UUID, expected_version: int | None) -> None:
+def crate_delete(*, actor: User, crate_id: uuid.UUID, expected_version: int | None, reason: str) -> Crate:
+    """Soft delete: the crate is kept, hidden from lists, with who, when and why."""
     require_role(actor, Role.STORE)
     crate = crate_for_update(actor, crate_id)
+    reason = require_reason(reason, "delete a crate")
     check_version(crate, expected_version)
     # Requests keep their crates for the record: a crate that was ever requested stays.
     if any(getattr(crate, f"{k}_requests").exists() for k in REQUEST_KINDS):
         raise CrateUnavailable(f"{crate} is part of a request and cannot be deleted.")
-    change = crate_change(crate, "deleted")
-    crate.delete()
-    outbox_write([change])
+    crate.deleted_at, crate.deleted_by, crate.delete_reason = timezone.now(), actor, reason
+    bump(crate, ["deleted_at", "deleted_by", "delete_reason"])
+    change = crate_change(crate, "deleted", actor=actor)
+    entry = crate_entry(crate, "deleted", {"deleted": [False, True]}, change=change, reason=reason)
+    journal_write(actor=actor, changes=[change], entries=[entry])
+    return crate

@@ -1,5 +1,5 @@
 """Requests: file, edit and delete. Each call is one transaction that locks the request and its
-crates, checks role, scope, version and status, and writes its outbox events."""
+crates, checks role, scope, version and status, and writes its outbox events and audit entries."""
 
 from __future__ import annotations
 
@@ -7,22 +7,25 @@ import uuid
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.utils import timezone
 
 from backend.accounts.models import Role, Unit, User
 from backend.common.errors import CrateUnavailable, InvalidTransition, NotFound, ValidationFailed
-from backend.events.services import Change, outbox_write
+from backend.events.services import Change
 
 from ..lifecycle import EDITABLE_STATUSES, RequestKind, request_kind
 from ..models import BaseRequest, Crate, CrateStatus, TransferRequest
 from ..selectors import open_request_crate_ids
 from .changes import crate_change, request_changes
 from .checks import check_request_scope, check_version, require_role
-from .crates import bump, new_crates
+from .crates import bump, new_crates, require_reason
+from .journal import crate_entry, crate_state, diff, journal_write, request_entry, request_state, unit_codes
 from .numbers import next_number, reserve_numbers
 
 
 def request_for_update(kind: RequestKind, actor: User, request_id: uuid.UUID) -> BaseRequest:
-    request = kind.model.objects.select_for_update().filter(id=request_id).first()
+    """The request, locked; a deleted request does not exist."""
+    request = kind.model.objects.select_for_update().filter(id=request_id, deleted_at__isnull=True).first()
     if request is None:
         raise NotFound(f"No such {kind.entity} request.")
     check_request_scope(kind, actor, request)
@@ -31,7 +34,7 @@ def request_for_update(kind: RequestKind, actor: User, request_id: uuid.UUID) ->
 
 def _lock_crates(unit_id: uuid.UUID, crate_ids: Iterable[uuid.UUID]) -> list[Crate]:
     ids = sorted(set(crate_ids), key=str)
-    crates = list(Crate.objects.select_for_update().filter(id__in=ids).order_by("id"))
+    crates = list(Crate.objects.select_for_update().filter(id__in=ids, deleted_at__isnull=True).order_by("id"))
     if len(crates) != len(ids) or any(c.unit_id != unit_id for c in crates):
         raise ValidationFailed("Unknown crate in the request.", code="unknown_crate")
     return crates
@@ -89,7 +92,12 @@ def request_create(
         **fields,
     )
     request.crates.set(crates)
-    outbox_write(request_changes(kind, request, "created"))
+    codes = unit_codes([request.unit_id, getattr(request, "destination_unit_id", request.unit_id)])
+    changes = request_changes(kind, request, "created", actor=actor)
+    entry = request_entry(
+        kind, request, "created", diff({}, request_state(request, [c.crate_number for c in crates], codes)), change=changes[0]
+    )
+    journal_write(actor=actor, changes=changes, entries=[entry])
     return request
 
 
@@ -119,10 +127,18 @@ def requests_create_bulk(*, entity: str, actor: User, count: int, reason: str = 
     through = kind.model.crates.through
     field = f"{kind.model._meta.model_name}_id"
     through.objects.bulk_create(through(crate_id=c.id, **{field: r.id}) for c, r in zip(crates, requests, strict=True))
-    changes = [crate_change(crate, "created") for crate in crates]
-    for request in requests:
-        changes += request_changes(kind, request, "created")
-    outbox_write(changes)
+    codes = unit_codes([actor.unit_id, *([destination.id] if destination else [])])
+    changes, entries = [], []
+    for crate in crates:
+        change = crate_change(crate, "created", actor=actor)
+        changes.append(change)
+        entries.append(crate_entry(crate, "created", diff({}, crate_state(crate, codes)), change=change))
+    for crate, request in zip(crates, requests, strict=True):
+        request_events = request_changes(kind, request, "created", actor=actor)
+        changes += request_events
+        state = request_state(request, [crate.crate_number], codes)
+        entries.append(request_entry(kind, request, "created", diff({}, state), change=request_events[0]))
+    journal_write(actor=actor, changes=changes, entries=entries)
     return requests
 
 
@@ -136,15 +152,21 @@ def request_update(
     crate_ids: list[uuid.UUID] | None = None,
     reason: str | None = None,
     destination_unit_id: uuid.UUID | None = None,
+    change_reason: str = "",
 ) -> BaseRequest:
+    """Edit a submitted request: GMP wants to know why (`change_reason`, required), and the audit
+    entry keeps the fields' old and new values."""
     kind = request_kind(entity)
     require_role(actor, Role.REQUESTER)
     request = request_for_update(kind, actor, request_id)
+    change_reason = require_reason(change_reason, "edit a submitted request (change_reason)")
     check_version(request, expected_version)
     if request.status not in EDITABLE_STATUSES:
         raise InvalidTransition(f"{request} is {request.status} and can no longer be edited.")
     changed: list[str] = []
-    before = request_changes(kind, request, "updated")  # a transfer may change destination
+    codes = unit_codes([request.unit_id, getattr(request, "destination_unit_id", request.unit_id)])
+    state_before = request_state(request, list(request.crates.values_list("crate_number", flat=True)), codes)
+    before = request_changes(kind, request, "updated", actor=actor)  # a transfer may change destination
     if reason is not None:
         request.reason = reason
         changed.append("reason")
@@ -163,23 +185,34 @@ def request_update(
     after = [
         # A new destination learns the request entered its view (as a transfer's crates do).
         c if c.unit_id in units_before else Change(c.unit_id, c.entity, "created", c.data)
-        for c in request_changes(kind, request, "updated")
+        for c in request_changes(kind, request, "updated", actor=actor)
     ]
     units_after = {c.unit_id for c in after}
     # A destination that was dropped learns the request left its view.
     gone = [Change(c.unit_id, c.entity, "deleted", c.data) for c in before if c.unit_id not in units_after]
-    outbox_write([*after, *gone])
+    codes.update(unit_codes([getattr(request, "destination_unit_id", request.unit_id)]))
+    state_after = request_state(request, list(request.crates.values_list("crate_number", flat=True)), codes)
+    entry = request_entry(kind, request, "updated", diff(state_before, state_after), change=after[0], reason=change_reason)
+    journal_write(actor=actor, changes=[*after, *gone], entries=[entry])
     return request
 
 
 @transaction.atomic
-def request_delete(*, entity: str, actor: User, request_id: uuid.UUID, expected_version: int | None) -> None:
+def request_delete(
+    *, entity: str, actor: User, request_id: uuid.UUID, expected_version: int | None, reason: str
+) -> BaseRequest:
+    """Soft delete: the request is kept, hidden from lists, with who, when and why; its crates are
+    free for another request."""
     kind = request_kind(entity)
     require_role(actor, Role.REQUESTER)
     request = request_for_update(kind, actor, request_id)
+    reason = require_reason(reason, "delete a request")
     check_version(request, expected_version)
     if request.status not in EDITABLE_STATUSES:
         raise InvalidTransition(f"{request} is {request.status} and can no longer be deleted.")
-    changes = request_changes(kind, request, "deleted")
-    request.delete()
-    outbox_write(changes)
+    request.deleted_at, request.deleted_by, request.delete_reason = timezone.now(), actor, reason
+    bump(request, ["deleted_at", "deleted_by", "delete_reason"])
+    changes = request_changes(kind, request, "deleted", actor=actor)
+    entry = request_entry(kind, request, "deleted", {"deleted": [False, True]}, change=changes[0], reason=reason)
+    journal_write(actor=actor, changes=changes, entries=[entry])
+    return request

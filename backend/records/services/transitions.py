@@ -18,13 +18,19 @@ from django.db.models import F
 from django.utils import timezone
 
 from backend.accounts.models import User
-from backend.common.errors import CrateUnavailable, DomainError, InvalidTransition, NotFound, ValidationFailed
-from backend.events.services import Change, outbox_write
+from backend.common.errors import CrateUnavailable, DomainError, FourEyes, InvalidTransition, NotFound, ValidationFailed
+from backend.events.services import Change
 
 from ..lifecycle import RequestKind, Transition, request_kind, transition_of
 from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest, WithdrawalRequest
 from .changes import crate_change, request_changes, sendback_change
 from .checks import check_request_scope, check_version, require_role
+from .journal import Entry, crate_entry, journal_write, request_entry, unit_codes
+
+# Decisions: whoever filed a request never takes them on it (four eyes).
+DECISIONS = frozenset({"approve", "reject", "send_back"})
+# How the audit trail names what a transition did.
+PAST = {"approve": "approved", "reject": "rejected", "send_back": "sent_back", "resubmit": "resubmitted"}
 
 
 def transition_precheck(*, entity: str, action: str, actor: User, reason: str = "") -> Transition:
@@ -43,8 +49,12 @@ def request_transition_check(
     """What can be seen before queueing a job: role, reason, version and the current status.
     The job re-checks everything under lock; this only refuses early what is already certain."""
     transition = transition_of(entity, action)
+    if request.deleted_at is not None:
+        raise NotFound(f"No such {entity} request.")
     check_request_scope(request_kind(entity), actor, request)
     transition_precheck(entity=entity, action=action, actor=actor, reason=reason)
+    if action in DECISIONS and request.created_by_id == actor.id:
+        raise FourEyes(f"You filed {request}: someone else must decide on it (four eyes).")
     check_version(request, expected_version)
     if request.status not in transition.sources:
         raise InvalidTransition(
@@ -114,46 +124,58 @@ def requests_transition(
         except DomainError as exc:
             outcomes[request_id] = exc
 
-    crate_changes: dict[uuid.UUID, list[Change]] = {}
+    crate_journal: dict[uuid.UUID, tuple[list[Change], list[Entry]]] = {}
     if action == "approve" and accepted:
-        accepted, crate_changes = _approve_crates(kind, accepted, outcomes)
+        accepted, crate_journal = _approve_crates(kind, accepted, outcomes, actor)
     if not accepted:
         return outcomes
 
     now = timezone.now()
-    decision = reason.strip() if action in ("reject", "send_back") else None
+    reason = (reason or "").strip()
     fields = {"status": transition.target, "version": F("version") + 1, "updated_at": now}
-    if decision is not None:
-        fields["decision_reason"] = decision
+    if action in DECISIONS:
+        fields.update(decided_by=actor, decided_at=now, decision_reason=reason)
+    else:  # a resubmitted request is undecided again (the audit trail keeps the earlier decision)
+        fields.update(decided_by=None, decided_at=None, decision_reason="")
     kind.model.objects.filter(id__in=[r.id for r in accepted]).update(**fields)
 
     changes: list[Change] = []
+    entries: list[Entry] = []
     records: list[SendBackRecord] = []
     for request in accepted:
+        old_status = request.status
         request.status, request.version, request.updated_at = transition.target, request.version + 1, now
-        if decision is not None:
-            request.decision_reason = decision
-        changes += request_changes(kind, request, "updated")
-        changes += crate_changes.get(request.id, [])
+        request.decided_by, request.decided_at, request.decision_reason = (
+            (actor, now, reason) if action in DECISIONS else (None, None, "")
+        )
+        request_events = request_changes(kind, request, "updated", actor=actor)
+        changes += request_events
+        entries.append(request_entry(
+            kind, request, PAST[action], {"status": [old_status, request.status]}, change=request_events[0], reason=reason,
+        ))
+        crate_events, crate_entries = crate_journal.get(request.id, ([], []))
+        changes += crate_events
+        entries += crate_entries
         if action == "send_back":
             record = SendBackRecord(
-                unit_id=request.unit_id, entity=kind.entity, request_id=request.id, reason=decision,
+                unit_id=request.unit_id, entity=kind.entity, request_id=request.id, reason=reason,
                 created_by=actor, created_at=now,
             )
             records.append(record)
-            changes.append(sendback_change(kind, record, request))
+            changes.append(sendback_change(kind, record, request, actor=actor))
         outcomes[request.id] = request
     SendBackRecord.objects.bulk_create(records)
-    outbox_write(changes)
+    journal_write(actor=actor, changes=changes, entries=entries)
     return outcomes
 
 
 def _approve_crates(
-    kind: RequestKind, accepted: list[BaseRequest], outcomes: dict
-) -> tuple[list[BaseRequest], dict[uuid.UUID, list[Change]]]:
+    kind: RequestKind, accepted: list[BaseRequest], outcomes: dict, actor: User
+) -> tuple[list[BaseRequest], dict[uuid.UUID, tuple[list[Change], list[Entry]]]]:
     """Lock the crates of the requests being approved; refuse a request whose crates are not all in
     storage in its unit (CrateUnavailable, nothing applied); apply the effect to the others:
-    withdrawn, destroyed, or moved to the transfer's destination unit."""
+    withdrawn, destroyed, or moved to the transfer's destination unit. Returns the approved
+    requests and, per request, its crates' events and audit entries."""
     through = kind.model.crates.through
     link = f"{kind.model._meta.model_name}_id"
     by_request: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
@@ -168,7 +190,8 @@ def _approve_crates(
     for request in accepted:
         mine = [crates[c] for c in by_request[request.id] if c in crates]
         unavailable = sorted(
-            c.crate_number for c in mine if c.status != CrateStatus.IN_STORAGE or c.unit_id != request.unit_id
+            c.crate_number for c in mine
+            if c.status != CrateStatus.IN_STORAGE or c.unit_id != request.unit_id or c.deleted_at is not None
         )
         if unavailable or len(mine) != len(by_request[request.id]):
             outcomes[request.id] = CrateUnavailable(
@@ -179,7 +202,7 @@ def _approve_crates(
             approved.append(request)
 
     now = timezone.now()
-    changes: dict[uuid.UUID, list[Change]] = defaultdict(list)
+    journal: dict[uuid.UUID, tuple[list[Change], list[Entry]]] = defaultdict(lambda: ([], []))
     moved = [crates[c] for r in approved for c in sorted(by_request[r.id], key=str)]
     if kind.model is TransferRequest:
         for destination, group in groupby(
@@ -187,19 +210,35 @@ def _approve_crates(
         ):
             group_ids = [c for r in group for c in by_request[r.id]]
             Crate.objects.filter(id__in=group_ids).update(unit_id=destination, version=F("version") + 1, updated_at=now)
+        codes = unit_codes([r.unit_id for r in approved] + [r.destination_unit_id for r in approved])
         for request in approved:
+            events, entries = journal[request.id]
+            why = f"transfer request {request.request_number} approved"
             for crate_id in sorted(by_request[request.id], key=str):
                 crate = crates[crate_id]
                 source = crate.unit_id
                 crate.unit_id, crate.version, crate.updated_at = request.destination_unit_id, crate.version + 1, now
-                # The crate leaves the source unit's view and enters the destination's.
-                changes[request.id] += [crate_change(crate, "deleted", unit_id=source), crate_change(crate, "created")]
+                # The crate leaves the source unit's view and enters the destination's; each unit's
+                # trail records its side of the move.
+                left = crate_change(crate, "deleted", unit_id=source, actor=actor)
+                arrived = crate_change(crate, "created", actor=actor)
+                moved_unit = {"unit": [codes.get(source), codes.get(crate.unit_id)]}
+                events += [left, arrived]
+                entries += [
+                    crate_entry(crate, "transferred", moved_unit, change=left, reason=why, unit_id=source),
+                    crate_entry(crate, "received", moved_unit, change=arrived, reason=why),
+                ]
     else:
         status = CrateStatus.WITHDRAWN if kind.model is WithdrawalRequest else CrateStatus.DESTROYED
         Crate.objects.filter(id__in=[c.id for c in moved]).update(status=status, version=F("version") + 1, updated_at=now)
         for request in approved:
+            events, entries = journal[request.id]
+            why = f"{kind.entity} request {request.request_number} approved"
             for crate_id in sorted(by_request[request.id], key=str):
                 crate = crates[crate_id]
+                old_status = crate.status
                 crate.status, crate.version, crate.updated_at = status, crate.version + 1, now
-                changes[request.id].append(crate_change(crate, "updated"))
-    return approved, changes
+                change = crate_change(crate, "updated", actor=actor)
+                events.append(change)
+                entries.append(crate_entry(crate, status, {"status": [old_status, status]}, change=change, reason=why))
+    return approved, dict(journal)

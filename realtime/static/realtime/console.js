@@ -23,6 +23,22 @@ const STATUS_LABEL = {
   queued: 'Queued', running: 'Running', succeeded: 'Succeeded', failed: 'Failed',
 };
 const BADGE_TEXT = { [STATUS.LIVE]: 'Live', [STATUS.SYNCING]: 'Syncing', [STATUS.OFFLINE]: 'Offline' };
+// How the history panel words an audit entry's action ("Approved by …").
+const ACTION_WORDS = {
+  created: 'Created', updated: 'Updated', relocated: 'Relocated', deleted: 'Deleted', approved: 'Approved',
+  rejected: 'Rejected', sent_back: 'Sent back', resubmitted: 'Resubmitted', withdrawn: 'Withdrawn',
+  destroyed: 'Destroyed', transferred: 'Transferred out', received: 'Received',
+};
+const FIELD_LABEL = {
+  crate_number: 'crate number', destruction_due: 'destruction due', destination_unit: 'destination unit',
+};
+// Why ids of a bulk job failed, as its summary counts them.
+const OUTCOME_LABEL = {
+  four_eyes: 'filed by you: four eyes', stale_version: 'changed since you saw them', not_found: 'not found',
+  invalid_transition: 'no longer in a status that allows it', crate_unavailable: 'crates not available',
+  permission_denied: 'not allowed for your role', reason_required: 'reason missing',
+};
+const FOUR_EYES_TEXT = 'You filed this request: someone else decides (four eyes)';
 const TERMINAL_JOB = new Set(['succeeded', 'failed']);
 // Which list an update's entity makes stale.
 const LIST_OF_ENTITY = { withdrawal: 'requests', destruction: 'requests', transfer: 'requests', sendback: 'requests', crate: 'crates' };
@@ -126,15 +142,190 @@ function when(iso) {
     : date.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
 }
 
-function toast(message, kind = 'error') {
+/** A moment as the history shows it: local date and time, UTC on hover. */
+function timeEl(iso) {
+  if (!iso) return '';
+  const date = new Date(iso);
+  const local = date.toLocaleString([], {
+    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+  });
+  const utc = `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+  return el('time', { datetime: iso, title: utc, class: 'nowrap' }, local);
+}
+
+function toast(message, kind = 'error', ms = 6000) {
   const node = el('div', { class: `toast toast--${kind}`, role: 'alert' }, message);
   $('toasts').append(node);
-  setTimeout(() => node.remove(), 6000);
+  setTimeout(() => node.remove(), ms);
+}
+
+function errorCode(error) {
+  return error instanceof ApiError && error.body ? error.body.code : undefined;
 }
 
 function errorText(error) {
+  if (errorCode(error) === 'four_eyes') return 'you filed this request, so someone else must decide on it (four eyes).';
   if (error instanceof ApiError) return error.message;
   return 'The server cannot be reached.';
+}
+
+/** Every page of a cursor-paginated list, following `next` (same origin, path and query only). */
+async function* pages(url, maxPages = 50) {
+  for (let n = 0; url && n < maxPages; n += 1) {
+    const page = await api(url);
+    yield page;
+    url = page.next ? samePath(page.next) : null;
+  }
+}
+
+function samePath(link) {
+  const url = new URL(link, location.href);
+  return url.pathname + url.search;
+}
+
+// --- audit entries, in words ------------------------------------------------------------------------
+
+const actorName = (actor = {}) => actor.full_name || actor.username || 'someone';
+
+function actorLabel(actor = {}) {
+  return actor.role ? `${actorName(actor)} (${actor.role})` : actorName(actor);
+}
+
+function valueText(field, value) {
+  if (value === null || value === undefined || value === '') return '—';
+  if (Array.isArray(value)) return value.length ? value.map((v) => valueText(field, v)).join(', ') : '—';
+  if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  if (field === 'status') return STATUS_LABEL[value] || String(value);
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+/** `{field: [old, new]}` as "field: old → new" lines (a value set on creation: "field: new"). */
+function changeLines(changes, action) {
+  return Object.entries(changes || {}).map(([field, pair]) => {
+    const [before, after] = Array.isArray(pair) ? pair : [undefined, pair];
+    const label = FIELD_LABEL[field] || field.replace(/_/g, ' ');
+    const isNew = action === 'created' && (before === null || before === undefined);
+    return { field, label, before: isNew ? null : valueText(field, before), after: valueText(field, after) };
+  });
+}
+
+const changeText = ({ label, before, after }) => (before === null ? `${label}: ${after}` : `${label}: ${before} → ${after}`);
+
+/** One entry as a sentence: "north.requester updated it: crates: A → A, B — reason given: forgot one". */
+function entrySentence(entry) {
+  const verb = (ACTION_WORDS[entry.action] || entry.action).toLowerCase();
+  let text = `${actorName(entry.actor)} ${verb} it`;
+  const lines = changeLines(entry.changes, entry.action);
+  if (lines.length) text += `: ${lines.map(changeText).join('; ')}`;
+  if (entry.reason) text += ` — reason given: ${entry.reason}`;
+  return text;
+}
+
+function jobRef(jobId) {
+  const mine = state.jobs.get(jobId);
+  return el('span', { class: 'history-job', 'data-job': jobId, title: `Job ${jobId}` },
+    'via job ', el('span', { class: 'mono' }, jobId.slice(0, 8)), mine ? ` (${mine.label})` : '');
+}
+
+function historyEntry(entry) {
+  const actor = entry.actor || {};
+  const lines = changeLines(entry.changes, entry.action);
+  return el('li', { class: 'history-entry', testid: 'history-entry', 'data-action': entry.action },
+    el('div', { class: 'history-head' },
+      el('span', { class: 'history-what' },
+        el('strong', {}, ACTION_WORDS[entry.action] || entry.action), ' by ',
+        el('span', { class: 'history-who', title: actor.full_name ? actor.username : null }, actorName(actor)),
+        actor.role ? el('span', { class: 'muted' }, ` (${actor.role})`) : ''),
+      timeEl(entry.at)),
+    lines.length
+      ? el('ul', { class: 'history-changes' }, lines.map((line) => el('li', {},
+        el('span', { class: 'history-field' }, `${line.label}: `),
+        line.before === null ? '' : [el('span', { class: 'history-old' }, line.before), ' → '],
+        el('span', { class: 'history-new' }, line.after))))
+      : '',
+    entry.reason ? el('p', { class: 'history-reason' }, el('span', { class: 'muted' }, 'Reason: '), entry.reason) : '',
+    entry.job_id ? el('p', { class: 'history-meta muted' }, jobRef(entry.job_id)) : '',
+  );
+}
+
+// --- the history panel ------------------------------------------------------------------------------
+
+let historyOpen = null; // {testid of the button that opened it, generation}
+
+const historyPath = (record) => (record.kind === 'crate'
+  ? `/api/crates/${record.id}/history/?page_size=200`
+  : `/api/${record.kind}-requests/${record.id}/history/?page_size=200`);
+
+/** Open the panel on one record's audit entries, oldest first, every page. */
+async function openHistory(record) {
+  const dialog = $('history-panel');
+  const generation = (historyOpen ? historyOpen.generation : 0) + 1;
+  historyOpen = { record, returnTo: `history-${record.id}`, generation };
+  $('history-title').textContent = `History of ${record.number}`;
+  const list = $('history-list');
+  list.replaceChildren();
+  list.dataset.recordId = record.id;
+  delete list.dataset.loaded;
+  const status = $('history-state');
+  status.textContent = 'Loading…';
+  if (!dialog.open) dialog.showModal();
+  let count = 0;
+  try {
+    for await (const page of pages(historyPath(record))) {
+      if (!historyOpen || historyOpen.generation !== generation) return;
+      list.append(...page.results.map(historyEntry));
+      count += page.results.length;
+    }
+    if (!historyOpen || historyOpen.generation !== generation) return;
+    status.textContent = count ? `${count} entr${count === 1 ? 'y' : 'ies'}, oldest first.` : 'No entries yet.';
+    list.dataset.loaded = String(count);
+  } catch (error) {
+    if (historyOpen && historyOpen.generation === generation) status.textContent = `Could not load the history: ${errorText(error)}`;
+  }
+}
+
+/** A change to the record whose history is open: read it again (its audit entry committed with it). */
+function historyHeard(update) {
+  const { data = {} } = update;
+  if (historyOpen && [data.id, data.request_id].includes(historyOpen.record.id)) openHistory(historyOpen.record);
+}
+
+function closedHistory() {
+  const returnTo = historyOpen && historyOpen.returnTo;
+  historyOpen = null;
+  // The row may have been redrawn meanwhile: focus its History button as it is now.
+  const button = returnTo && $(returnTo);
+  if (button) button.focus();
+}
+
+// --- stale decisions explained ----------------------------------------------------------------------
+
+/** Tell who changed a record since the version the user saw, and what (audit entries since then). */
+function explainStale({ label, number, history, currentVersion }) {
+  const dialog = $('stale-dialog');
+  const returnTo = document.activeElement;
+  $('stale-title').textContent = `${number} changed since you saw it`;
+  const items = (history || []).map((entry) => el('li', { testid: 'stale-change' },
+    entrySentence(entry), entry.at ? [' · ', timeEl(entry.at)] : ''));
+  $('stale-changes').replaceChildren(...(items.length ? items : [el('li', {}, 'It was changed by someone else.')]));
+  $('stale-next').textContent = `${label}: not done. The list now shows ${number} as it is`
+    + `${currentVersion ? ` (version ${currentVersion})` : ''}: check it and try again.`;
+  dialog.addEventListener('close', () => {
+    if (returnTo && returnTo.isConnected) returnTo.focus();
+  }, { once: true });
+  if (!dialog.open) dialog.showModal();
+}
+
+/** Put the record as the server has it now into its list (from a 409's `details.current`). */
+function replaceRow(listName, current) {
+  if (!current || !current.id) return;
+  if (listName === 'requests') {
+    state.requests = state.requests.map((row) => (row.id === current.id ? { ...current, kind: row.kind } : row));
+  } else {
+    state.crates = state.crates.map((row) => (row.id === current.id ? current : row));
+  }
+  refreshRendering(listName);
 }
 
 /** The reason / location prompt: a real dialog rather than window.prompt. Resolves null on cancel. */
@@ -172,6 +363,7 @@ const state = {
   unclaimedJobUpdates: new Map(), // job_update that beat the 202 answer to us: id -> [job, ...]
   busyTargets: new Set(), // request / crate ids with a job in flight
   bulkJobId: null,
+  bulkSeen: null, // {entity, versions: Map id -> version} from "select all pending"
   feed: [],
 };
 
@@ -180,6 +372,8 @@ const canStore = () => ['store', 'admin'].includes(state.me.role);
 const canResubmit = () => ['requester', 'admin'].includes(state.me.role);
 // A superuser has no unit and acts on every unit's rows.
 const isOwn = (row) => !state.me.unit || row.unit === state.me.unit.id;
+// Four eyes: a request this user filed is someone else's to decide.
+const filedByMe = (row) => Boolean(state.me && row.created_by) && String(row.created_by) === String(state.me.id);
 
 // --- lists ------------------------------------------------------------------------------------------
 
@@ -249,11 +443,16 @@ function requestRow(row) {
   const busy = state.busyTargets.has(row.id);
   const actions = [];
   if (own && row.status === 'pending' && canDecide()) {
+    // Four eyes: whoever filed a request never decides on it; the buttons say why they are off.
+    const mine = filedByMe(row);
+    const off = busy || mine;
+    const why = mine ? FOUR_EYES_TEXT : undefined;
     actions.push(
-      actionButton('Approve', `approve-${row.id}`, busy, () => decide(row, 'approve'), 'btn--approve'),
-      actionButton('Reject', `reject-${row.id}`, busy, () => decide(row, 'reject'), 'btn--danger'),
-      actionButton('Send back', `send-back-${row.id}`, busy, () => decide(row, 'send_back')),
+      actionButton('Approve', `approve-${row.id}`, off, () => decide(row, 'approve'), 'btn--approve', why),
+      actionButton('Reject', `reject-${row.id}`, off, () => decide(row, 'reject'), 'btn--danger', why),
+      actionButton('Send back', `send-back-${row.id}`, off, () => decide(row, 'send_back'), '', why),
     );
+    if (mine) actions.push(el('span', { class: 'sr-only', testid: `four-eyes-${row.id}` }, FOUR_EYES_TEXT));
   }
   if (own && row.status === 'sent_back' && canResubmit()) {
     actions.push(actionButton('Resubmit', `resubmit-${row.id}`, busy, () => decide(row, 'resubmit')));
@@ -270,8 +469,16 @@ function requestRow(row) {
     el('td', { class: 'reason', title: row.decision_reason || row.reason || '' }, row.decision_reason || row.reason || ''),
     el('td', { class: 'num' }, String(row.crates.length)),
     el('td', { class: 'muted nowrap' }, when(row.updated_at)),
-    el('td', { class: 'actions' }, busy ? el('span', { class: 'working' }, 'Working…') : actions),
+    el('td', { class: 'actions' }, busy ? el('span', { class: 'working' }, 'Working…') : actions,
+      historyButton({ kind: row.kind, id: row.id, number: row.request_number })),
   );
+}
+
+function historyButton(record) {
+  return el('button', {
+    type: 'button', class: 'btn btn--small btn--ghost', testid: `history-${record.id}`,
+    'aria-label': `History of ${record.number}`, 'aria-haspopup': 'dialog', onclick: () => openHistory(record),
+  }, 'History');
 }
 
 function renderCrates({ rows, total }) {
@@ -293,12 +500,13 @@ function crateRow(crate) {
     el('td', { testid: `crate-location-${crate.id}` }, crate.location || '—'),
     el('td', {}, crate.destruction_due || '—'),
     el('td', { class: 'muted nowrap' }, when(crate.updated_at)),
-    el('td', { class: 'actions' }, busy ? el('span', { class: 'working' }, 'Working…') : actions),
+    el('td', { class: 'actions' }, busy ? el('span', { class: 'working' }, 'Working…') : actions,
+      historyButton({ kind: 'crate', id: crate.id, number: crate.crate_number })),
   );
 }
 
-function actionButton(label, testid, disabled, onclick, variant = '') {
-  return el('button', { type: 'button', class: `btn btn--small ${variant}`, testid, disabled, onclick }, label);
+function actionButton(label, testid, disabled, onclick, variant = '', title = undefined) {
+  return el('button', { type: 'button', class: `btn btn--small ${variant}`, testid, disabled, onclick, title }, label);
 }
 
 // --- actions and jobs -------------------------------------------------------------------------------
@@ -312,29 +520,51 @@ async function decide(row, action) {
     reason = await ask({ title: `${ACTION_LABEL[action]} ${row.request_number}`, label: 'Reason' });
     if (reason === null) return;
   }
+  const record = { kind: row.kind, id: row.id, number: row.request_number, version: row.version };
   await submitJob(row.id, `${ACTION_LABEL[action]} ${row.request_number}`, 'requests', () =>
     api(`/api/${row.kind}-requests/${row.id}/${ACTION_PATH[action]}/`, {
       method: 'POST', body: { version: row.version, ...(reason ? { reason } : {}) },
-    }));
+    }), record);
 }
 
 async function relocate(crate) {
   const location = await ask({ title: `Relocate ${crate.crate_number}`, label: 'New location', value: crate.location });
   if (location === null || location === crate.location) return;
+  const record = { kind: 'crate', id: crate.id, number: crate.crate_number, version: crate.version };
   await submitJob(crate.id, `Relocate ${crate.crate_number}`, 'crates', () =>
-    api(`/api/crates/${crate.id}/relocate/`, { method: 'POST', body: { location, version: crate.version } }));
+    api(`/api/crates/${crate.id}/relocate/`, { method: 'POST', body: { location, version: crate.version } }), record);
 }
 
-async function submitJob(targetId, label, listName, call) {
+async function submitJob(targetId, label, listName, call, record = null) {
   state.busyTargets.add(targetId);
   refreshRendering(listName);
   try {
     const { job } = await call();
-    trackJob(job, { label, target: targetId, list: listName });
+    trackJob(job, { label, target: targetId, list: listName, record });
   } catch (error) {
     state.busyTargets.delete(targetId);
     refreshRendering(listName);
-    toast(`${label}: ${errorText(error)}`);
+    const details = error instanceof ApiError && error.body ? error.body.details : null;
+    if (errorCode(error) === 'stale_version' && record && details && typeof details === 'object') {
+      // What the user saw is out of date: show the record as it is, and who changed what since.
+      replaceRow(listName, details.current);
+      explainStale({ label, number: record.number, history: details.history, currentVersion: details.current_version });
+    } else {
+      toast(`${label}: ${errorText(error)}`);
+    }
+  }
+}
+
+/** A job refused `stale_version` by the worker (the record changed after the check the POST ran):
+ *  the same explanation, from the record's history since the version sent. */
+async function explainStaleJob(entry) {
+  const { record, label } = entry;
+  try {
+    const history = [];
+    for await (const page of pages(historyPath(record))) history.push(...page.results.filter((e) => e.version > record.version));
+    explainStale({ label, number: record.number, history });
+  } catch (error) {
+    toast(`${label}: ${record.number} changed since you saw it; the list shows it as it is now.`);
   }
 }
 
@@ -385,8 +615,11 @@ function finishJob(id) {
   }
   if (entry.job.status === 'failed') {
     const error = entry.job.error || {};
-    toast(`${entry.label} failed: ${error.message || error.code || 'see the job for details'}`);
+    if (error.code === 'stale_version' && entry.record) explainStaleJob(entry);
+    else if (error.code === 'four_eyes') toast(`${entry.label} failed: you filed this request, so someone else must decide on it (four eyes).`);
+    else toast(`${entry.label} failed: ${error.message || error.code || 'see the job for details'}`);
   }
+  if (entry.bulk && (entry.job.progress || {}).failed) loadFailures(id);
   // The data_update refetches the list; a job that changed nothing visible still deserves a fresh read.
   refreshSoon(entry.list || 'requests');
 }
@@ -420,20 +653,44 @@ function jobProgress(job) {
   return { total, processed, failed, percent };
 }
 
+/** Why a finished bulk job's ids failed, counted by code (four eyes, stale version, …). */
+async function loadFailures(id) {
+  const entry = state.jobs.get(id);
+  try {
+    const detail = await api(`/api/jobs/${id}/?outcomes=failed`);
+    const counts = {};
+    for (const outcome of Object.values((detail.result || {}).outcomes || {})) {
+      const code = outcome.code || 'failed';
+      counts[code] = (counts[code] || 0) + 1;
+    }
+    entry.failures = counts;
+    renderJob(id);
+  } catch (error) {
+    // the summary keeps its plain count
+  }
+}
+
+function failureText(failures) {
+  const parts = Object.entries(failures || {}).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([code, n]) => `${n} ${OUTCOME_LABEL[code] || code.replace(/_/g, ' ')}`);
+  return parts.length ? ` (${parts.join('; ')})` : '';
+}
+
 function renderJob(id) {
-  const { job, label } = state.jobs.get(id);
+  const { job, label, failures } = state.jobs.get(id);
   const { total, processed, failed, percent } = jobProgress(job);
   const node = el('li', { class: `job job--${job.status}`, testid: `job-${id}`, 'data-status': job.status },
     el('div', { class: 'job-head' },
       el('span', { class: 'job-label' }, label),
       pill(job.status, `job-status-${id}`)),
     progressBar(percent, `job-progress-${id}`),
-    el('div', { class: 'job-counts muted' }, `${processed} of ${total} processed · ${failed} failed`));
+    el('div', { class: 'job-counts muted', testid: `job-counts-${id}` },
+      `${processed} of ${total} processed · ${failed} failed${failureText(failures)}`));
   const existing = $(`job-${id}`);
   if (existing) existing.replaceWith(node);
   else $('jobs').prepend(node);
   $('jobs-empty').hidden = true;
-  if (id === state.bulkJobId) renderBulkProgress(job);
+  if (id === state.bulkJobId) renderBulkProgress(job, failures);
 }
 
 function progressBar(percent, testid) {
@@ -442,7 +699,7 @@ function progressBar(percent, testid) {
   return el('div', { class: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(percent), testid }, bar);
 }
 
-function renderBulkProgress(job) {
+function renderBulkProgress(job, failures) {
   const { total, processed, failed, percent } = jobProgress(job);
   $('bulk-job').hidden = false;
   const bar = $('bulk-progress');
@@ -450,7 +707,7 @@ function renderBulkProgress(job) {
   bar.dataset.status = job.status;
   bar.querySelector('.progress-bar').style.width = `${percent}%`;
   bar.classList.toggle('progress--failed', job.status === 'failed');
-  $('bulk-progress-text').textContent = `${STATUS_LABEL[job.status] || job.status}: ${processed} of ${total} processed, ${failed} failed`;
+  $('bulk-progress-text').textContent = `${STATUS_LABEL[job.status] || job.status}: ${processed} of ${total} processed, ${failed} failed${failureText(failures)}`;
 }
 
 // --- bulk form --------------------------------------------------------------------------------------
@@ -459,18 +716,27 @@ function bulkIds() {
   return $('bulk-ids').value.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
 }
 
+/** Fill the ids with the unit's pending requests of the kind, remembering the version of each:
+ *  the bulk job then refuses any that changed after this (what the approver saw). The user's own
+ *  requests are left out (four eyes). */
 async function selectAllPending() {
   const entity = $('bulk-entity').value;
-  const ids = [];
+  const versions = new Map();
+  let skipped = 0;
   let url = `/api/${entity}-requests/?status=pending&page_size=500`;
   try {
-    while (url && ids.length < 20000) {
+    while (url && versions.size < 20000) {
       const page = await api(url);
-      ids.push(...page.results.filter(isOwn).map((r) => r.id));
-      url = page.next ? new URL(page.next, location.href).pathname + new URL(page.next, location.href).search : null;
+      for (const row of page.results.filter(isOwn)) {
+        if (filedByMe(row)) skipped += 1;
+        else versions.set(String(row.id), row.version);
+      }
+      url = page.next ? samePath(page.next) : null;
     }
-    $('bulk-ids').value = ids.join('\n');
-    showBulkError(ids.length ? '' : `No pending ${entity} requests.`);
+    state.bulkSeen = { entity, versions };
+    $('bulk-ids').value = [...versions.keys()].join('\n');
+    showBulkError(versions.size ? '' : `No pending ${entity} requests${skipped ? ' filed by someone else' : ''}.`);
+    showBulkNote(skipped ? `Left out ${skipped} request${skipped === 1 ? '' : 's'} you filed (four eyes).` : '');
   } catch (error) {
     showBulkError(errorText(error));
   }
@@ -479,6 +745,24 @@ async function selectAllPending() {
 function showBulkError(message) {
   $('bulk-error').textContent = message;
   $('bulk-error').hidden = !message;
+}
+
+function showBulkNote(message) {
+  $('bulk-note').textContent = message;
+  $('bulk-note').hidden = !message;
+}
+
+/** The ids to send: those "select all pending" found go as items with the version seen, ids typed
+ *  by hand (no version known) as plain ids. */
+function bulkTargets(entity, ids) {
+  const seen = state.bulkSeen && state.bulkSeen.entity === entity ? state.bulkSeen.versions : new Map();
+  const items = [];
+  const plain = [];
+  for (const id of new Set(ids)) {
+    if (seen.has(id)) items.push({ id, version: seen.get(id) });
+    else plain.push(id);
+  }
+  return { ...(plain.length ? { ids: plain } : {}), ...(items.length ? { items } : {}) };
 }
 
 async function submitBulk(event) {
@@ -493,9 +777,10 @@ async function submitBulk(event) {
   const submit = $('bulk-submit');
   submit.disabled = true;
   try {
-    const { job } = await api('/api/bulk-actions/', { method: 'POST', body: { entity, action, ids, ...(reason ? { reason } : {}) } });
+    const body = { entity, action, ...bulkTargets(entity, ids), ...(reason ? { reason } : {}) };
+    const { job } = await api('/api/bulk-actions/', { method: 'POST', body });
     state.bulkJobId = job.id;
-    trackJob(job, { label: `${ACTION_LABEL[action]} ${ids.length} ${entity} request${ids.length === 1 ? '' : 's'}`, target: null, list: 'requests' });
+    trackJob(job, { label: `${ACTION_LABEL[action]} ${ids.length} ${entity} request${ids.length === 1 ? '' : 's'}`, target: null, list: 'requests', bulk: true });
   } catch (error) {
     showBulkError(errorText(error));
   } finally {
@@ -522,7 +807,8 @@ function addToFeed(update) {
   const label = data.request_number || data.crate_number || data.id;
   $('feed').prepend(el('li', { class: 'feed-item', 'data-seq': String(update.seq ?? '') },
     el('span', { class: 'feed-seq mono' }, update.seq ? `#${update.seq}` : ''),
-    el('span', { class: 'feed-what' }, `${update.entity} ${label} ${update.action}`),
+    el('span', { class: 'feed-what' }, `${update.entity} ${label} ${update.action}`,
+      data.actor ? el('span', { class: 'feed-by muted', testid: 'feed-actor' }, ` by ${data.actor}`) : ''),
     data.status ? pill(data.status) : '',
   ));
   while ($('feed').children.length > OPTIONS.feedSize) $('feed').lastElementChild.remove();
@@ -554,6 +840,7 @@ function startRealtime() {
       stats.byEntity[update.entity] = (stats.byEntity[update.entity] || 0) + 1;
       showSeq();
       addToFeed(update);
+      historyHeard(update);
       const list = LIST_OF_ENTITY[update.entity];
       if (list) refreshSoon(list);
       else Object.keys(lists).forEach(refreshSoon);
@@ -620,6 +907,9 @@ function signOut(message = '') {
   tokens.clear();
   state.me = null;
   state.jobs.clear();
+  state.bulkSeen = null;
+  for (const name of ['history-panel', 'stale-dialog', 'prompt-dialog']) if ($(name).open) $(name).close();
+  showBulkNote('');
   $('jobs').replaceChildren();
   $('feed').replaceChildren();
   setBadge(STATUS.OFFLINE);
@@ -666,6 +956,8 @@ function wire() {
   $('request-status-filter').addEventListener('change', () => refresh('requests'));
   $('bulk-form').addEventListener('submit', submitBulk);
   $('bulk-select-pending').addEventListener('click', selectAllPending);
+  $('bulk-entity').addEventListener('change', () => showBulkNote(''));
+  $('history-panel').addEventListener('close', closedHistory);
   setInterval(pollJobs, 500);
 }
 

@@ -19,7 +19,7 @@ from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 pytestmark = pytest.mark.django_db
 
 # What a data_update's `data` may hold: ids, numbers, status. Nothing a user typed.
-ALLOWED_DATA_KEYS = {"id", "status", "request_number", "crate_number", "request_id", "request_entity"}
+ALLOWED_DATA_KEYS = {"id", "status", "request_number", "crate_number", "request_id", "request_entity", "actor"}
 SECRET = "CONFIDENTIAL-dossier-4711"
 
 
@@ -38,17 +38,22 @@ def _every_action() -> None:
     services.crates_create_bulk(actor=staff["store"], unit=unit, count=2, location_prefix=SECRET)
     services.crate_update(actor=staff["store"], crate_id=crate.id, expected_version=1, location=f"{SECRET} 2")
     services.crate_relocate(actor=staff["store"], crate_id=crate.id, location=f"{SECRET} 3")
-    services.crate_delete(actor=staff["store"], crate_id=services.crate_create(actor=root, unit=unit).id, expected_version=1)
+    services.crate_delete(
+        reason="deleted in a test", actor=staff["store"],
+        crate_id=services.crate_create(actor=root, unit=unit).id, expected_version=1,
+    )
 
     for entity in REQUEST_KINDS:
         extra = {"destination_unit_id": destination.id} if entity == "transfer" else {}
         edited = _file(entity, staff["requester"], **extra)
         update = {"destination_unit_id": third.id} if entity == "transfer" else {}
-        services.request_update(
+        services.request_update(change_reason="edited in a test",
             entity=entity, actor=staff["requester"], request_id=edited.id, expected_version=1, reason=SECRET,
             crate_ids=[CrateFactory(unit=unit).id], **update,
         )
-        services.request_delete(entity=entity, actor=staff["requester"], request_id=edited.id, expected_version=2)
+        services.request_delete(
+            reason="deleted in a test", entity=entity, actor=staff["requester"], request_id=edited.id, expected_version=2,
+        )
         for path in (["approve"], ["reject"], ["send_back", "resubmit"]):
             request = _file(entity, staff["requester"], **extra)
             for action in path:

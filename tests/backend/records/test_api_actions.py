@@ -123,7 +123,7 @@ def test_relocation_is_accepted_as_a_queued_job(api, staff, enqueued, django_cap
     assert response["Location"] == f"/api/jobs/{job.id}/"
     _job_body_matches(response.json(), job)
     assert (job.kind, job.targets, job.params) == (
-        "crate.relocate", [str(crate.id)], {"location": "Vault 3", "expected_version": None},
+        "crate.relocate", [str(crate.id)], {"location": "Vault 3", "expected_version": None, "reason": ""},
     )
     assert enqueued == [job.id]
     assert Crate.objects.get(id=crate.id).location == "Aisle 1"

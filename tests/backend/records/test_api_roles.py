@@ -74,7 +74,7 @@ def test_crate_writes_by_role(api, unit, verb, role):
         "create": lambda: client.post("/api/crates/", {"location": "Aisle 7"}, format="json"),
         "update": lambda: client.put(path, {"location": "Aisle 7"}, format="json"),
         "partial_update": lambda: client.patch(path, {"location": "Aisle 7"}, format="json"),
-        "destroy": lambda: client.delete(path),
+        "destroy": lambda: client.delete(path, {"reason": "never used"}, format="json"),
         "relocate": lambda: client.post(f"{path}relocate/", {"location": "Aisle 7"}, format="json"),
     }[verb]()
 
@@ -100,7 +100,7 @@ def test_request_writes_by_role(api, unit, kind, verb, role):
     if verb == "resubmit":
         services.request_transition(entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r")
     path = f"/api/{KINDS[kind]}/{request.id}/"
-    body = {"crates": [str(CrateFactory(unit=unit).id)], "reason": "edited"}
+    body = {"crates": [str(CrateFactory(unit=unit).id)], "reason": "edited", "change_reason": "wrong crate"}
     if kind == "transfer":
         body["destination_unit"] = str(destination.id)
     client = api(staff[role])
@@ -110,8 +110,8 @@ def test_request_writes_by_role(api, unit, kind, verb, role):
     response = {
         "create": lambda: client.post(f"/api/{KINDS[kind]}/", body, format="json"),
         "update": lambda: client.put(path, body, format="json"),
-        "partial_update": lambda: client.patch(path, {"reason": "edited"}, format="json"),
-        "destroy": lambda: client.delete(path),
+        "partial_update": lambda: client.patch(path, {"reason": "edited", "change_reason": "typo"}, format="json"),
+        "destroy": lambda: client.delete(path, {"reason": "filed twice"}, format="json"),
     }.get(verb, lambda: client.post(f"{path}{verb}/", {"reason": "because"}, format="json"))()
 
     # then the role decides, and a refusal changes nothing

@@ -24,6 +24,7 @@ def test_create_a_crate_answers_201_with_the_crate(api, staff):
         "id": str(crate.id), "crate_number": crate.crate_number, "unit": str(staff["store"].unit_id), "status": "in_storage",
         "location": "Aisle 4", "destruction_due": "2031-12-31", "version": 1,
         "created_at": response.json()["created_at"], "updated_at": response.json()["updated_at"],
+        "deleted_at": None, "deleted_by": None, "delete_reason": "",
     }
 
 
@@ -52,7 +53,9 @@ def test_put_replaces_crates_and_reason(api, staff):
     request = make_request("withdrawal", staff["requester"])
     crate = CrateFactory(unit=staff["requester"].unit)
     response = api(staff["requester"]).put(
-        f"/api/withdrawal-requests/{request.id}/", {"crates": [str(crate.id)], "reason": "new", "version": 1}, format="json"
+        f"/api/withdrawal-requests/{request.id}/", {"crates": [str(
+            crate.id,
+        )], "reason": "new", "version": 1, "change_reason": "wrong crate"}, format="json"
     )
     assert response.status_code == 200
     assert (response.json()["crates"], response.json()["reason"], response.json()["version"]) == ([str(crate.id)], "new", 2)
@@ -62,7 +65,9 @@ def test_patch_changes_only_what_it_names(api, staff):
     request = make_request("withdrawal", staff["requester"])
     crates = [str(c.id) for c in request.crates.all()]
     seq = last_seq(staff["requester"].unit)
-    response = api(staff["requester"]).patch(f"/api/withdrawal-requests/{request.id}/", {"reason": "clarified"}, format="json")
+    response = api(
+        staff["requester"],
+    ).patch(f"/api/withdrawal-requests/{request.id}/", {"reason": "clarified", "change_reason": "unclear"}, format="json")
     assert response.status_code == 200
     assert (response.json()["crates"], response.json()["reason"], response.json()["version"]) == (crates, "clarified", 2)
     assert [e[:2] for e in events(staff["requester"].unit, seq)] == [("withdrawal", "updated")]
@@ -73,7 +78,7 @@ def test_patch_can_move_a_transfer_to_another_destination(api, staff):
     transfer = make_request("transfer", staff["requester"], destination_unit_id=old.id)
     seqs = (last_seq(old), last_seq(new))
     response = api(staff["requester"]).patch(
-        f"/api/transfer-requests/{transfer.id}/", {"destination_unit": str(new.id)}, format="json"
+        f"/api/transfer-requests/{transfer.id}/", {"destination_unit": str(new.id), "change_reason": "moved site"}, format="json"
     )
     assert response.status_code == 200
     assert response.json()["destination_unit"] == str(new.id)
@@ -88,7 +93,9 @@ def test_patch_can_move_a_transfer_to_another_destination(api, staff):
 def test_patch_cannot_point_a_transfer_at_its_own_unit(api, staff):
     transfer = make_request("transfer", staff["requester"])
     response = api(staff["requester"]).patch(
-        f"/api/transfer-requests/{transfer.id}/", {"destination_unit": str(staff["requester"].unit_id)}, format="json"
+        f"/api/transfer-requests/{transfer.id}/", {"destination_unit": str(
+            staff["requester"].unit_id,
+        ), "change_reason": "why not"}, format="json"
     )
     assert (response.status_code, response.json()["code"]) == (400, "destination_same_unit")
 
@@ -104,13 +111,17 @@ def test_put_on_a_transfer_needs_its_destination(api, staff):
 def test_editing_a_decided_request_is_409(api, staff):
     request = make_request("withdrawal", staff["requester"])
     WithdrawalRequest.objects.filter(id=request.id).update(status="approved")
-    response = api(staff["requester"]).patch(f"/api/withdrawal-requests/{request.id}/", {"reason": "x"}, format="json")
+    response = api(
+        staff["requester"],
+    ).patch(f"/api/withdrawal-requests/{request.id}/", {"reason": "x", "change_reason": "y"}, format="json")
     assert (response.status_code, response.json()["code"]) == (409, "invalid_transition")
 
 
 def test_delete_a_request_answers_204(api, staff):
     request = make_request("destruction", staff["requester"])
-    response = api(staff["requester"]).delete(f"/api/destruction-requests/{request.id}/", HTTP_IF_MATCH='"1"')
+    response = api(staff["requester"]).delete(
+        f"/api/destruction-requests/{request.id}/", {"reason": "filed twice"}, format="json", HTTP_IF_MATCH='"1"'
+    )
     assert response.status_code == 204 and response.content == b""
     assert api(staff["requester"]).get(f"/api/destruction-requests/{request.id}/").status_code == 404
 

@@ -68,7 +68,7 @@ def _body(world):
     plausible = st.fixed_dictionaries(
         {},
         optional={
-            "location": values, "destruction_due": values, "version": values, "reason": values,
+            "location": values, "destruction_due": values, "version": values, "reason": values, "change_reason": values,
             "crates": st.one_of(values, st.lists(st.sampled_from(crate_ids), max_size=4)),
             "destination_unit": st.one_of(values, st.sampled_from([str(world["unit"]), str(world["other"])])),
             "entity": st.one_of(values, st.sampled_from(KINDS)), "action": st.one_of(values, st.sampled_from(ACTIONS)),
@@ -130,7 +130,8 @@ def test_generated_writes_never_answer_500(api, world):
 
 list_params = st.dictionaries(
     st.sampled_from(["page", "page_size", "ordering", "search", "status", "created_after", "created_before", "crate",
-                     "location", "destruction_due_before", "created_by", "kind", "entity", "request_id"]),
+                     "location", "destruction_due_before", "created_by", "kind", "entity", "request_id",
+                     "include_deleted", "cursor", "record", "actor", "action", "since", "until", "unit"]),
     st.one_of(st.text(max_size=80), st.integers().map(str), st.just("9" * 5000), st.just("-created_at")),
     max_size=4,
 )
@@ -143,7 +144,8 @@ def test_generated_list_queries_never_answer_500(api, world):
     @campaign(LISTS)
     @given(
         path=st.sampled_from(["/api/crates/", "/api/withdrawal-requests/", "/api/destruction-requests/",
-                              "/api/transfer-requests/", "/api/sendback-records/", "/api/jobs/"]),
+                              "/api/transfer-requests/", "/api/sendback-records/", "/api/jobs/", "/api/audit-trail/",
+                              "/api/audit-trail/verify/"]),
         params=list_params,
     )
     def run(path, params):

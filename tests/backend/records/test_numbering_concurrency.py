@@ -42,6 +42,8 @@ def test_concurrent_creates_get_distinct_consecutive_numbers_and_never_reuse_the
 
     # and after the newest is deleted, the next create does not get its number again
     newest = WithdrawalRequest.objects.get(request_number=f"WR-{year}-{N:04d}")
-    services.request_delete(entity="withdrawal", actor=requester, request_id=newest.id, expected_version=1)
+    services.request_delete(
+        reason="deleted in a test", entity="withdrawal", actor=requester, request_id=newest.id, expected_version=1,
+    )
     again = services.request_create(entity="withdrawal", actor=requester, crate_ids=[CrateFactory(unit=unit).id])
     assert again.request_number == f"WR-{year}-{N + 1:04d}"

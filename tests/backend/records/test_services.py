@@ -35,12 +35,14 @@ def staff(unit):
     return unit_staff(unit)
 
 
-def _crate_event(crate: Crate, action: str) -> tuple:
-    return ("crate", action, {"id": str(crate.id), "status": crate.status, "crate_number": crate.crate_number})
+def _crate_event(crate: Crate, action: str, by) -> tuple:
+    data = {"id": str(crate.id), "status": crate.status, "crate_number": crate.crate_number, "actor": by.username}
+    return ("crate", action, data)
 
 
-def _request_event(request, action: str, entity: str = "withdrawal") -> tuple:
-    return (entity, action, {"id": str(request.id), "status": request.status, "request_number": request.request_number})
+def _request_event(request, action: str, by, entity: str = "withdrawal") -> tuple:
+    data = {"id": str(request.id), "status": request.status, "request_number": request.request_number, "actor": by.username}
+    return (entity, action, data)
 
 
 # --- crates -----------------------------------------------------------------------------------
@@ -60,7 +62,7 @@ def test_store_and_admin_create_numbered_crates(unit, staff, role):
     assert (first.unit_id, first.status, first.location, first.destruction_due, first.version) == (
         unit.id, CrateStatus.IN_STORAGE, "Aisle 3", date(2030, 1, 1), 1,
     )
-    assert events(unit, seq) == [_crate_event(first, "created"), _crate_event(second, "created")]
+    assert events(unit, seq) == [_crate_event(first, "created", staff[role]), _crate_event(second, "created", staff[role])]
 
 
 @pytest.mark.parametrize("role", ["requester", "approver"])
@@ -92,7 +94,7 @@ def test_bulk_crates_take_one_contiguous_block_and_one_event_each(unit, staff):
     seq = last_seq(unit)
     crates = services.crates_create_bulk(actor=staff["store"], unit=unit, count=3)
     assert [c.crate_number for c in crates] == [f"CR-{YEAR}-{n:04d}" for n in (2, 3, 4)]
-    assert events(unit, seq) == [_crate_event(c, "created") for c in crates]
+    assert events(unit, seq) == [_crate_event(c, "created", staff["store"]) for c in crates]
     with pytest.raises(NotFound):
         services.crates_create_bulk(actor=staff["store"], unit=UnitFactory(), count=1)
 
@@ -103,7 +105,7 @@ def test_crate_update_bumps_the_version_and_announces_it(unit, staff):
     updated = services.crate_update(actor=staff["store"], crate_id=crate.id, expected_version=1, location="Aisle 9")
     crate.refresh_from_db()
     assert (crate.location, crate.version, updated.version) == ("Aisle 9", 2, 2)
-    assert events(unit, seq) == [_crate_event(crate, "updated")]
+    assert events(unit, seq) == [_crate_event(crate, "updated", staff["store"])]
 
 
 def test_crate_update_refuses_stale_versions_other_units_and_destroyed_crates(unit, staff):
@@ -134,9 +136,12 @@ def test_relocation_needs_a_location(unit, staff):
 def test_a_crate_never_requested_can_be_deleted(unit, staff):
     crate = CrateFactory(unit=unit)
     seq = last_seq(unit)
-    services.crate_delete(actor=staff["store"], crate_id=crate.id, expected_version=1)
-    assert not Crate.objects.filter(id=crate.id).exists()
-    assert events(unit, seq) == [_crate_event(crate, "deleted")]
+    services.crate_delete(reason="deleted in a test", actor=staff["store"], crate_id=crate.id, expected_version=1)
+    # kept, marked deleted (soft delete), and announced as gone
+    crate.refresh_from_db()
+    assert (crate.deleted_by, crate.delete_reason, crate.version) == (staff["store"], "deleted in a test", 2)
+    assert crate.deleted_at is not None
+    assert events(unit, seq) == [_crate_event(crate, "deleted", staff["store"])]
 
 
 @pytest.mark.parametrize("path", [[], ["reject"]], ids=["open-request", "closed-request"])
@@ -152,7 +157,7 @@ def test_a_crate_that_was_ever_requested_stays(unit, staff, path):
 
     # when the store tries to delete it
     with pytest.raises(CrateUnavailable):
-        services.crate_delete(actor=staff["store"], crate_id=crate.id, expected_version=None)
+        services.crate_delete(reason="deleted in a test", actor=staff["store"], crate_id=crate.id, expected_version=None)
 
     # then it is still there, in the request, and nothing was announced
     assert Crate.objects.filter(id=crate.id).exists()
@@ -163,11 +168,13 @@ def test_a_crate_that_was_ever_requested_stays(unit, staff, path):
 def test_crate_delete_refuses_stale_versions_roles_and_other_units(unit, staff):
     crate = CrateFactory(unit=unit, version=2)
     with pytest.raises(StaleVersion):
-        services.crate_delete(actor=staff["store"], crate_id=crate.id, expected_version=1)
+        services.crate_delete(reason="deleted in a test", actor=staff["store"], crate_id=crate.id, expected_version=1)
     with pytest.raises(RoleRequired):
-        services.crate_delete(actor=staff["requester"], crate_id=crate.id, expected_version=None)
+        services.crate_delete(reason="deleted in a test", actor=staff["requester"], crate_id=crate.id, expected_version=None)
     with pytest.raises(NotFound):
-        services.crate_delete(actor=unit_staff(UnitFactory())["admin"], crate_id=crate.id, expected_version=None)
+        services.crate_delete(
+            reason="deleted in a test", actor=unit_staff(UnitFactory())["admin"], crate_id=crate.id, expected_version=None,
+        )
     assert Crate.objects.filter(id=crate.id).exists() and OutboxEvent.objects.count() == 0
 
 
@@ -191,7 +198,9 @@ def test_request_numbers_are_per_unit_and_kind(entity, prefix):
 def test_request_numbers_are_never_reused_after_a_delete(unit, staff):
     first = make_request("withdrawal", staff["requester"])
     second = make_request("withdrawal", staff["requester"])
-    services.request_delete(entity="withdrawal", actor=staff["requester"], request_id=second.id, expected_version=1)
+    services.request_delete(
+        reason="deleted in a test", entity="withdrawal", actor=staff["requester"], request_id=second.id, expected_version=1,
+    )
     third = make_request("withdrawal", staff["requester"])
     assert (first.request_number, third.request_number) == (f"WR-{YEAR}-0001", f"WR-{YEAR}-0003")
 
@@ -206,15 +215,15 @@ def test_a_created_request_is_pending_with_its_crates_and_event(unit, staff):
         RequestStatus.PENDING, 1, "audit", staff["requester"].id,
     )
     assert set(request.crates.all()) == set(crates)
-    assert events(unit, seq) == [_request_event(request, "created")]
+    assert events(unit, seq) == [_request_event(request, "created", staff["requester"])]
 
 
 def test_a_created_transfer_is_announced_to_both_units(unit, staff):
     destination = UnitFactory()
     seq, destination_seq = last_seq(unit), last_seq(destination)
     request = make_request("transfer", staff["requester"], destination_unit_id=destination.id)
-    assert events(unit, seq) == [_request_event(request, "created", "transfer")]
-    assert events(destination, destination_seq) == [_request_event(request, "created", "transfer")]
+    assert events(unit, seq) == [_request_event(request, "created", staff["requester"], "transfer")]
+    assert events(destination, destination_seq) == [_request_event(request, "created", staff["requester"], "transfer")]
 
 
 @pytest.mark.parametrize("role", ["approver", "store"])
@@ -285,7 +294,7 @@ def test_request_update_changes_reason_and_crates_and_bumps_the_version(unit, st
     replacement = CrateFactory(unit=unit)
     seq = last_seq(unit)
     # when the requester edits reason and crates
-    updated = services.request_update(
+    updated = services.request_update(change_reason="edited in a test",
         entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=1,
         reason="new reason", crate_ids=[replacement.id],
     )
@@ -293,13 +302,13 @@ def test_request_update_changes_reason_and_crates_and_bumps_the_version(unit, st
     request.refresh_from_db()
     assert (request.reason, request.version, updated.version) == ("new reason", 2, 2)
     assert list(request.crates.all()) == [replacement]
-    assert events(unit, seq) == [_request_event(request, "updated")]
+    assert events(unit, seq) == [_request_event(request, "updated", staff["requester"])]
 
 
 def test_request_update_may_keep_its_own_crates(unit, staff):
     crate = CrateFactory(unit=unit)
     request = make_request("withdrawal", staff["requester"], [crate])
-    updated = services.request_update(
+    updated = services.request_update(change_reason="edited in a test",
         entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=1, crate_ids=[crate.id]
     )
     assert list(updated.crates.all()) == [crate]
@@ -314,7 +323,7 @@ def test_request_update_refuses_crates_of_another_open_request(unit, staff, othe
     before = request_snapshot(mine)
     # when the first is edited to take the other's crate
     with pytest.raises(CrateUnavailable) as refused:
-        services.request_update(
+        services.request_update(change_reason="edited in a test",
             entity="withdrawal", actor=staff["requester"], request_id=mine.id, expected_version=1,
             crate_ids=[busy.id],
         )
@@ -326,17 +335,17 @@ def test_request_update_refuses_crates_of_another_open_request(unit, staff, othe
 def test_request_update_refuses_stale_and_decided_requests(unit, staff):
     request = make_request("withdrawal", staff["requester"])
     with pytest.raises(StaleVersion):
-        services.request_update(
+        services.request_update(change_reason="edited in a test",
             entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=7, reason="x"
         )
     services.request_transition(entity="withdrawal", action="approve", actor=staff["approver"], request_id=request.id)
     before = request_snapshot(request)
     with pytest.raises(InvalidTransition):
-        services.request_update(
+        services.request_update(change_reason="edited in a test",
             entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=None, reason="x"
         )
     with pytest.raises(InvalidTransition):
-        services.request_delete(
+        services.request_delete(reason="deleted in a test",
             entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=None
         )
     assert request_snapshot(request) == before
@@ -347,7 +356,7 @@ def test_a_sent_back_request_can_still_be_edited(unit, staff):
     services.request_transition(
         entity="destruction", action="send_back", actor=staff["approver"], request_id=request.id, reason="r"
     )
-    updated = services.request_update(
+    updated = services.request_update(change_reason="edited in a test",
         entity="destruction", actor=staff["requester"], request_id=request.id, expected_version=2, reason="fixed"
     )
     assert (updated.status, updated.reason, updated.version) == (RequestStatus.SENT_BACK, "fixed", 3)
@@ -359,16 +368,16 @@ def test_changing_a_transfers_destination_moves_it_between_units(unit, staff):
     request = make_request("transfer", staff["requester"], destination_unit_id=old.id)
     seqs = {u: last_seq(u) for u in (unit, old, new)}
     # when the requester points it at another unit
-    services.request_update(
+    services.request_update(change_reason="edited in a test",
         entity="transfer", actor=staff["requester"], request_id=request.id, expected_version=1,
         destination_unit_id=new.id,
     )
     request.refresh_from_db()
     # then the source sees an update, the old destination sees it leave, the new one sees it arrive
     assert request.destination_unit_id == new.id
-    assert events(unit, seqs[unit]) == [_request_event(request, "updated", "transfer")]
-    assert events(old, seqs[old]) == [_request_event(request, "deleted", "transfer")]
-    assert events(new, seqs[new]) == [_request_event(request, "created", "transfer")]
+    assert events(unit, seqs[unit]) == [_request_event(request, "updated", staff["requester"], "transfer")]
+    assert events(old, seqs[old]) == [_request_event(request, "deleted", staff["requester"], "transfer")]
+    assert events(new, seqs[new]) == [_request_event(request, "created", staff["requester"], "transfer")]
 
 
 def test_a_transfer_cannot_be_pointed_at_its_own_unit_even_by_a_superuser(unit, staff):
@@ -376,7 +385,7 @@ def test_a_transfer_cannot_be_pointed_at_its_own_unit_even_by_a_superuser(unit, 
     before = request_snapshot(request)
     for actor in (staff["requester"], make_superuser()):
         with pytest.raises(ValidationFailed) as refused:
-            services.request_update(
+            services.request_update(change_reason="edited in a test",
                 entity="transfer", actor=actor, request_id=request.id, expected_version=1, destination_unit_id=unit.id
             )
         assert refused.value.code == "destination_same_unit"
@@ -388,9 +397,14 @@ def test_a_transfers_destination_cannot_edit_or_delete_it(unit, staff):
     outsider = unit_staff(TransferRequest.objects.get(id=request.id).destination_unit)["admin"]
     before = request_snapshot(request)
     with pytest.raises(RoleRequired):
-        services.request_update(entity="transfer", actor=outsider, request_id=request.id, expected_version=None, reason="x")
+        services.request_update(
+            change_reason="edited in a test", entity="transfer", actor=outsider, request_id=request.id,
+            expected_version=None, reason="x",
+        )
     with pytest.raises(RoleRequired):
-        services.request_delete(entity="transfer", actor=outsider, request_id=request.id, expected_version=None)
+        services.request_delete(
+            reason="deleted in a test", entity="transfer", actor=outsider, request_id=request.id, expected_version=None,
+        )
     assert request_snapshot(request) == before
 
 
@@ -399,9 +413,14 @@ def test_only_requesters_edit_and_delete_requests(unit, staff, role):
     request = make_request("withdrawal", staff["requester"])
     before = request_snapshot(request)
     with pytest.raises(RoleRequired):
-        services.request_update(entity="withdrawal", actor=staff[role], request_id=request.id, expected_version=None, reason="x")
+        services.request_update(
+            change_reason="edited in a test", entity="withdrawal", actor=staff[role], request_id=request.id,
+            expected_version=None, reason="x",
+        )
     with pytest.raises(RoleRequired):
-        services.request_delete(entity="withdrawal", actor=staff[role], request_id=request.id, expected_version=None)
+        services.request_delete(
+            reason="deleted in a test", entity="withdrawal", actor=staff[role], request_id=request.id, expected_version=None,
+        )
     assert request_snapshot(request) == before
 
 
@@ -410,8 +429,11 @@ def test_request_delete_announces_it_to_every_unit_that_saw_it_and_frees_the_cra
     crate = CrateFactory(unit=unit)
     request = make_request("transfer", staff["requester"], [crate], destination_unit_id=destination.id)
     seq, destination_seq = last_seq(unit), last_seq(destination)
-    services.request_delete(entity="transfer", actor=staff["requester"], request_id=request.id, expected_version=1)
-    assert not TransferRequest.objects.filter(id=request.id).exists()
-    assert events(unit, seq) == [_request_event(request, "deleted", "transfer")]
-    assert events(destination, destination_seq) == [_request_event(request, "deleted", "transfer")]
+    services.request_delete(
+        reason="deleted in a test", entity="transfer", actor=staff["requester"], request_id=request.id, expected_version=1,
+    )
+    request.refresh_from_db()
+    assert request.deleted_at is not None and request.delete_reason == "deleted in a test"
+    assert events(unit, seq) == [_request_event(request, "deleted", staff["requester"], "transfer")]
+    assert events(destination, destination_seq) == [_request_event(request, "deleted", staff["requester"], "transfer")]
     assert make_request("withdrawal", staff["requester"], [crate]).status == RequestStatus.PENDING

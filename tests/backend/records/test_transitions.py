@@ -96,8 +96,8 @@ def scene():
     return Scene()
 
 
-def _crate_data(crate: Crate, status: str) -> dict:
-    return {"id": str(crate.id), "status": status, "crate_number": crate.crate_number}
+def _crate_data(crate: Crate, status: str, by) -> dict:
+    return {"id": str(crate.id), "status": status, "crate_number": crate.crate_number, "actor": by.username}
 
 
 @pytest.mark.parametrize("kind,action,role,status", ALLOWED, ids=[_id(c) for c in ALLOWED])
@@ -124,8 +124,13 @@ def test_allowed_transition_applies_all_its_effects(scene, kind, action, role, s
     request.refresh_from_db()
     assert result.status == request.status == target
     assert request.version == result.version == 2 + len(PATHS[status])
-    expected_reason = "Shelf mark unreadable" if reason else decision_before
-    assert request.decision_reason == expected_reason
+    # and the decision is on the request (who, when, why); a resubmit leaves it undecided again
+    if action == "resubmit":
+        assert (request.decided_by, request.decided_at, request.decision_reason) == (None, None, "")
+        assert decision_before == "scene"  # (the send-back's reason it had until now)
+    else:
+        assert (request.decided_by, request.decision_reason) == (actor, reason.strip())
+        assert request.decided_at == request.updated_at
 
     # and the crates changed only on approval: withdrawn / destroyed / moved to the destination
     after = {c.id: c for c in Crate.objects.filter(id__in=crate_versions)}
@@ -150,18 +155,20 @@ def test_allowed_transition_applies_all_its_effects(scene, kind, action, role, s
         assert new_records == []
 
     # and the outbox holds exactly these events, with consecutive seqs per unit
-    request_data = {"id": str(request.id), "status": target, "request_number": request.request_number}
+    request_data = {
+        "id": str(request.id), "status": target, "request_number": request.request_number, "actor": actor.username,
+    }
     source = [(kind, "updated", request_data)]
     destination = [(kind, "updated", request_data)] if kind == "transfer" else []
     if action == "approve" and kind == "transfer":
-        source += [("crate", "deleted", _crate_data(c, CrateStatus.IN_STORAGE)) for c in crates]
-        destination += [("crate", "created", _crate_data(c, CrateStatus.IN_STORAGE)) for c in crates]
+        source += [("crate", "deleted", _crate_data(c, CrateStatus.IN_STORAGE, actor)) for c in crates]
+        destination += [("crate", "created", _crate_data(c, CrateStatus.IN_STORAGE, actor)) for c in crates]
     elif action == "approve":
-        source += [("crate", "updated", _crate_data(c, CRATE_AFTER_APPROVAL[kind])) for c in crates]
+        source += [("crate", "updated", _crate_data(c, CRATE_AFTER_APPROVAL[kind], actor)) for c in crates]
     if action == "send_back":
         source.append(("sendback", "created", {
             "id": str(record.id), "status": RequestStatus.SENT_BACK, "request_id": str(request.id),
-            "request_number": request.request_number, "request_entity": kind,
+            "request_number": request.request_number, "request_entity": kind, "actor": actor.username,
         }))
     assert events(scene.unit, seq_before) == source
     assert last_seq(scene.unit) == seq_before + len(source)
@@ -218,7 +225,7 @@ def test_a_stale_version_is_refused_and_changes_nothing(scene, kind, action):
     source = RULES[action][0]
     request = scene.request(kind, source)
     if source == RequestStatus.PENDING:
-        request = services.request_update(
+        request = services.request_update(change_reason="edited in a test",
             entity=kind, actor=scene.staff["requester"], request_id=request.id, expected_version=1, reason="edited"
         )
     before = request_snapshot(request)

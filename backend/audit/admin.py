@@ -1,0 +1,18 @@
+from django.contrib import admin
+
+from backend.common.admin import ReadOnlyAdmin
+
+from .models import AuditEntry, AuditPurge
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["at", "unit", "position", "actor_username", "action", "entity", "record_number", "reason"]
+    list_filter = ["unit", "entity", "action"]
+    search_fields = ["record_number", "actor_username", "reason"]
+    date_hierarchy = "at"
+
+
+@admin.register(AuditPurge)
+class AuditPurgeAdmin(ReadOnlyAdmin):
+    list_display = ["at", "unit", "through_position", "entries", "before", "purged_by"]

@@ -1,0 +1,21 @@
+"""The database refuses UPDATE, DELETE and TRUNCATE on the audit tables (backend/audit/db.py)."""
+
+from django.db import migrations
+
+
+def install(apps, schema_editor):
+    from backend.audit import db
+
+    db.install(schema_editor.connection)
+
+
+def remove(apps, schema_editor):
+    from backend.audit import db
+
+    db.remove(schema_editor.connection)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("audit", "0001_initial")]
+
+    operations = [migrations.RunPython(install, remove)]

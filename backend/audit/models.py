@@ -1,0 +1,85 @@
+"""The audit trail: one entry per change to a record, as an inspector reads it.
+
+Entries are appended by `services.journal_write` only, in the transaction of the change and its
+outbox events, and are never changed: the database itself refuses UPDATE, DELETE and TRUNCATE on
+these tables (triggers, `db.py`, installed by migration 0002). Each unit's entries form a hash
+chain (`chain.py`): `position` counts them 1, 2, 3, ... and `hash` covers the entry and the
+previous entry's hash, so an edit, a deletion or an insertion shows in `verify`.
+
+Who did it is copied into the entry (username, full name, role), not referenced: an entry must
+read the same after the user is renamed, moved or deactivated. Jobs and signatures are referenced
+by id alone for the same reason (jobs are pruned after JOB_RETENTION_DAYS).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class AuditEntry(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # (By name, not import: audit sits below accounts, which records its lockouts here.)
+    unit = models.ForeignKey("accounts.Unit", on_delete=models.PROTECT, related_name="+", db_index=False)
+    position = models.BigIntegerField()  # 1, 2, 3, ... within the unit's chain
+    at = models.DateTimeField()  # server time (UTC), taken under the unit's lock
+    actor_id = models.UUIDField(null=True, blank=True)
+    actor_username = models.CharField(max_length=150)
+    actor_full_name = models.CharField(max_length=300, blank=True)
+    actor_role = models.CharField(max_length=16, blank=True)
+    entity = models.CharField(max_length=16)  # crate | withdrawal | destruction | transfer | user
+    record_id = models.UUIDField()
+    record_number = models.CharField(max_length=150, blank=True)  # CR-…, WR-…, or a username
+    action = models.CharField(max_length=24)
+    version = models.PositiveIntegerField(null=True, blank=True)  # the record's version after the change
+    changes = models.JSONField(default=dict, blank=True)  # {field: [old, new]}
+    reason = models.TextField(blank=True)
+    signature_id = models.UUIDField(null=True, blank=True)
+    job_id = models.UUIDField(null=True, blank=True)
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    seq = models.BigIntegerField(null=True, blank=True)  # the unit's seq of the update this entry describes
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        ordering = ["unit", "position"]
+        constraints = [models.UniqueConstraint(fields=["unit", "position"], name="audit_unit_position_unique")]
+        indexes = [
+            # The unit's trail, newest first (`at`, then the chain's order for one moment), whole or
+            # filtered by what people filter by; chosen by EXPLAIN on a million entries
+            # (docs/performance.md, "Audit trail").
+            models.Index(fields=["unit", "at", "position"], name="audit_unit_at_idx"),
+            models.Index(fields=["unit", "entity", "at"], name="audit_unit_entity_idx"),
+            models.Index(fields=["unit", "actor_username", "at"], name="audit_unit_actor_idx"),
+            models.Index(fields=["unit", "action", "at"], name="audit_unit_action_idx"),
+            # A record's history (and the 409's "what changed since your version").
+            models.Index(fields=["record_id", "at"], name="audit_record_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id}#{self.position} {self.actor_username} {self.action} {self.record_number}"
+
+
+class AuditPurge(models.Model):
+    """The record of a retention purge: the unit's entries up to `through_position` (all older than
+    `before`, and older than AUDIT_RETENTION_YEARS) were deleted. The unit's chain continues from
+    `through_hash`, so `verify` checks the kept entries against it. As immutable as the entries."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    unit = models.ForeignKey("accounts.Unit", on_delete=models.PROTECT, related_name="+")
+    through_position = models.BigIntegerField()
+    through_hash = models.CharField(max_length=64)
+    entries = models.BigIntegerField()
+    before = models.DateTimeField()
+    purged_by = models.CharField(max_length=150)
+    reason = models.TextField()
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["unit", "through_position"]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id}: purged through #{self.through_position}"

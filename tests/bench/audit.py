@@ -1,0 +1,210 @@
+"""The audit trail at scale: a unit with a million entries (and a second unit beside it), then what
+users and inspectors do with it, timed through the real API views, with the query plans.
+
+    python -m tests.bench.audit [--entries 1000000] [--database-url ...]
+
+Entries are written as the services write them (a real hash chain, bulk decisions sharing their
+moment), straight into the table in batches: scene-setting for the reads, not a test of the
+writer (the realtime bench's bulk phase measures that, with its audit entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench-results"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--entries", type=int, default=1_000_000)
+    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    p.add_argument("--repeat", type=int, default=20, help="timed calls per query")
+    return p.parse_args(argv)
+
+
+def prepare(args) -> None:
+    from tests.bench.realtime import _postgres_available, reset_stores
+
+    url = args.database_url or (
+        "postgres://postgres@127.0.0.1:5432/records_bench_audit" if _postgres_available()
+        else f"sqlite:///{ROOT / 'var' / 'bench-audit.sqlite3'}"
+    )
+    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    env = {
+        "DJANGO_SETTINGS_MODULE": "backend.config.settings.base", "DATABASE_URL": url, "DEBUG": "false",
+        "LOG_LEVEL": "WARNING", "CELERY_BROKER_URL": f"{redis}/7", "CHANNEL_LAYER_URL": f"{redis}/8",
+        "KEYS_REDIS_URL": f"{redis}/9", "ALLOWED_HOSTS": "testserver,localhost",
+    }
+    os.environ.update(env)
+    reset_stores(env)
+
+
+def seed(count: int) -> dict:
+    """A unit of `count` entries: bulk decisions of 1-2,000 items sharing a moment, ten people,
+    every entity and action; and a second unit of count/10 beside it."""
+    import random
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from backend.accounts.models import Role, Unit, User
+    from backend.audit.chain import GENESIS, entry_hash
+    from backend.audit.models import AuditEntry
+
+    call_command("migrate", verbosity=0)
+    rng = random.Random(7)
+    started = time.monotonic()
+    units = [Unit.objects.create(code=code, name=code) for code in ("big", "small")]
+    people = [User.objects.create(username=f"big.person{i}", unit=units[0], role=Role.APPROVER) for i in range(10)]
+    admin = User.objects.create(username="big.admin", unit=units[0], role=Role.ADMIN)
+    records = [uuid.uuid4() for _ in range(max(count // 20, 1))]
+    watched = records[len(records) // 2]
+    actions = [("withdrawal", "approved"), ("destruction", "rejected"), ("crate", "relocated"), ("crate", "withdrawn"),
+               ("transfer", "sent_back"), ("withdrawal", "created"), ("crate", "created")]
+    start = datetime(2026, 1, 1, tzinfo=datetime.now().astimezone().tzinfo) - timedelta(days=365)
+    last = {}
+    for unit, total in ((units[0], count), (units[1], max(count // 10, 1))):
+        position, prev, moment, batch = 0, GENESIS, start, []
+        while position < total:
+            group = min(rng.choice([1, 1, 1, 5, 50, 500, 2000]), total - position)
+            moment += timedelta(seconds=rng.randint(1, 600))
+            actor = rng.choice(people)
+            entity, action = rng.choice(actions)
+            for _ in range(group):
+                position += 1
+                record = watched if unit is units[0] and position % 997 == 0 else rng.choice(records)
+                row = AuditEntry(
+                    id=uuid.uuid4(), unit_id=unit.id, position=position, at=moment, actor_id=actor.id,
+                    actor_username=actor.username, actor_full_name="", actor_role=actor.role, entity=entity,
+                    record_id=record, record_number=f"WR-2026-{position:07d}", action=action, version=2,
+                    changes={"status": ["pending", action]}, reason="", job_id=None, client_ip="10.0.0.1",
+                    user_agent="bench", seq=position, prev_hash=prev,
+                )
+                row.hash = prev = entry_hash(row)
+                batch.append(row)
+            if len(batch) >= 5000:
+                AuditEntry.objects.bulk_create(batch)
+                batch = []
+        AuditEntry.objects.bulk_create(batch)
+        last[unit.code] = moment
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE audit_auditentry")
+    return {"unit": units[0], "admin": admin, "actor": people[3], "record": watched, "middle": start + (last["big"] - start) / 2,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def timed(call, repeat: int) -> dict:
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - began) * 1000)
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 1), "p95_ms": round(samples[int(len(samples) * 0.95) - 1], 1),
+            "max_ms": round(samples[-1], 1)}
+
+
+def plan(queryset) -> str:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return queryset.explain()
+    return queryset.explain(analyze=True, buffers=True)
+
+
+def measure(world: dict, repeat: int) -> dict:
+    from rest_framework.test import APIClient
+
+    from backend.audit.selectors import audit_verify, entries_visible_to, record_history
+
+    client = APIClient(HTTP_HOST="localhost")
+    client.force_authenticate(world["admin"])
+    first = client.get("/api/audit-trail/?page_size=50").json()
+    assert len(first["results"]) == 50, first
+
+    deep = {"url": "/api/audit-trail/?page_size=50"}
+
+    def walk_pages(pages=20):
+        url = "/api/audit-trail/?page_size=500"
+        for _ in range(pages):
+            url = client.get(url).json()["next"]
+        deep["url"] = url
+
+    walk_pages()  # a cursor 10,000 entries deep
+    queries = {
+        "first page (50)": "/api/audit-trail/?page_size=50",
+        "a page 10,000 entries deep": deep["url"],
+        "by actor": f"/api/audit-trail/?actor={world['actor'].username}&page_size=50",
+        "by action": "/api/audit-trail/?action=rejected&page_size=50",
+        "by entity": "/api/audit-trail/?entity=transfer&page_size=50",
+        "by record": f"/api/audit-trail/?record={world['record']}&page_size=50",
+        "until the middle of the year": f"/api/audit-trail/?until={quote(world['middle'].isoformat())}&page_size=50",
+        "a week in the middle": (
+            f"/api/audit-trail/?since={quote(world['middle'].isoformat())}"
+            f"&until={quote((world['middle'] + timedelta(days=7)).isoformat())}&page_size=50"
+        ),
+    }
+    api = {}
+    for name, url in queries.items():
+        response = client.get(url)
+        assert response.status_code == 200, (name, response.content[:300])
+        api[name] = {**timed(lambda url=url: client.get(url), repeat), "rows": len(response.json()["results"])}
+
+    visible = entries_visible_to(world["admin"])
+    newest = ("-at", "-position")  # the trail's order (AuditTrailViewSet.cursor_ordering)
+    plans = {
+        "first page": plan(visible.order_by(*newest)[:51]),
+        "by actor": plan(visible.filter(actor_username=world["actor"].username).order_by(*newest)[:51]),
+        "by action": plan(visible.filter(action="rejected").order_by(*newest)[:51]),
+        "until the middle": plan(visible.filter(at__lt=world["middle"]).order_by(*newest)[:51]),
+        "record history": plan(record_history(world["record"])[:51]),
+    }
+    began = time.perf_counter()
+    verification = audit_verify([world["unit"].id])
+    verify = {"entries": verification.entries, "ok": verification.ok, "seconds": round(time.perf_counter() - began, 1)}
+    return {"api": api, "plans": plans, "verify": verify}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    prepare(args)
+    print(f"bench audit: writing {args.entries:,} entries ...", flush=True)
+    world = seed(args.entries)
+    print(f"bench audit: seeded in {world['seconds']} s; measuring ...", flush=True)
+    results = measure(world, args.repeat)
+    from django.db import connection
+
+    report = {"entries": args.entries, "database": connection.vendor, "seed_seconds": world["seconds"], **results}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-audit-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))
+    for name, plan_text in results["plans"].items():
+        print(f"\n--- plan: {name}\n{plan_text}")
+    print(f"\n{args.entries:,} entries in one unit ({connection.vendor}); API view latency over {args.repeat} calls:")
+    width = max(len(n) for n in results["api"])
+    for name, row in results["api"].items():
+        timing = f"p50 {row['p50_ms']} ms  p95 {row['p95_ms']} ms  max {row['max_ms']} ms"
+        print(f"  {name.ljust(width)}  {timing}  ({row['rows']} rows)")
+    v = results["verify"]
+    print(f"  verify_audit_trail: {v['entries']:,} entries in {v['seconds']} s (ok={v['ok']})")
+    print(f"\nresults: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
