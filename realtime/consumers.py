@@ -26,9 +26,10 @@ from redis.exceptions import RedisError
 from backend.common.faults import afault_point
 from backend.events import schema
 
-from . import connections, selectors
+from . import connections, selectors, subscriptions
 from .frames import FrameWriter, Outgoing, release_handshake_state
 from .hub import hub
+from .presence import ConnectionPresence, parse_target, presence, presence_frame, profile_json
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,15 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     released = False
     expiry_handle: asyncio.TimerHandle | None = None
     flush_handle: asyncio.TimerHandle | None = None
+    # Selective updates (realtime/subscriptions.py): None is the whole unit.
+    filter: subscriptions.Filter | None = None
+    activity = False  # `activity=1`: the activity feed's frames too
+    # Presence (`presence=1`, realtime/presence.py): this connection's state, and the snapshot's
+    # version (None until the snapshot is sent; deltas wait in presence_buffer meanwhile).
+    presence: ConnectionPresence | None = None
+    presence_joined = False
+    presence_floor: int | None = None
+    presence_buffer: list | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -148,6 +158,10 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.batch = (query.get("batch") or ["0"])[0] in ("1", "true")
         requested = (query.get("last_seq") or [None])[0]
+        self.presence_wanted = (query.get("presence") or ["0"])[0] in ("1", "true")
+        # The activity feed: each update's audit entries as `activity` frames, right after it.
+        self.activity = (query.get("activity") or ["0"])[0] in ("1", "true")
+        spec = subscriptions.parse_query(query)
 
         self.writer = FrameWriter(self.base_send, settings.REALTIME_CLIENT_BUFFER_BYTES, self.too_slow)
         self.sent_seq = 0
@@ -167,11 +181,16 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             await self._close(CLOSE_TOO_MANY_CONNECTIONS)
             return
         self.claimed = slot
+        # A filter in the URL (a resume) applies from the replay on: set before joining the hub.
+        if isinstance(spec, subscriptions.FilterSpec) and not spec.everything:
+            self.filter = await self._resolve_filter(spec)
         # Marked before the await: a join that fails half-way is undone by _release().
         self.joined = True
         await hub.join(self)
         current = await selectors.unit_current_seq(self.unit_id)
         self.send_message(schema.connection_established(unit_id=self.unit_id, seq=current))
+        if isinstance(spec, str):
+            self._error("invalid_message", f"The filter in the URL was ignored: {spec}")
         await self._resume(requested, current)
         # Live from here: whatever arrived during the replay, minus what the replay covered.
         buffered, self.buffer = self.buffer, None
@@ -181,6 +200,49 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.expiry_handle = loop.call_at(
             loop.time() + max(identity.expires_at - time.time(), 0), self._token_expired
         )
+        if self.presence_wanted and not self.closing:
+            try:
+                await self._join_presence(slot)
+            except TRANSIENT_ERRORS:
+                # Presence is advisory: without Redis the connection still serves its updates.
+                logger.warning("presence unavailable for a websocket of user %s", self.user_id, exc_info=True)
+                self.presence, self.presence_buffer = None, None
+                await presence.leave(self)
+
+    async def _resolve_filter(self, spec: subscriptions.FilterSpec) -> subscriptions.Filter:
+        mine_ids = None
+        if spec.mine:
+            mine_ids = await selectors.mine_request_ids(self.user_id, self.unit_id, subscriptions.MAX_MINE_IDS)
+        return subscriptions.Filter(spec.entities, spec.ids, spec.mine, self.identity.username, mine_ids)
+
+    async def _join_presence(self, slot: str) -> None:
+        """Snapshot of the unit's online users, then this connection online (its user `joined`
+        when it is their first). Deltas that arrive before the snapshot is sent wait for it; those
+        the snapshot already covers (version at or below it) are dropped."""
+        profile = await selectors.presence_profile(self.user_id)
+        if profile is None or self.closing:
+            return
+        self.presence_buffer = []
+        self.presence_joined = True
+        self.presence = ConnectionPresence(self.unit_id, self.user_id, slot, profile_json(*profile))
+        version, users = await presence.join(self)
+        self.writer.write(presence_frame(users))
+        self.presence_floor = version
+        buffered, self.presence_buffer = self.presence_buffer, None
+        for buffered_version, event in buffered:
+            self.presence_deliver(buffered_version, event)
+        self.presence.want("", "")
+
+    def presence_deliver(self, version: int, event: Outgoing) -> None:
+        """A presence_update (called by the presence hub, encoded and framed once per process)."""
+        if self.closing:
+            return
+        if self.presence_floor is None:
+            if self.presence_buffer is not None:
+                self.presence_buffer.append((version, event))
+            return
+        if version > self.presence_floor:
+            self.writer.write(event)
 
     async def _resume(self, requested: str | None, current: int) -> None:
         if requested is None:
@@ -203,16 +265,21 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
                 return self.too_slow()
             if self.closing:
                 return
-            rows = await selectors.outbox_frames(self.unit_id, after=self.sent_seq, limit=REPLAY_PAGE)
+            rows = await selectors.outbox_frames(
+                self.unit_id, after=self.sent_seq, limit=REPLAY_PAGE, activity=self.activity
+            )
             if not rows or rows[0][0] != self.sent_seq + 1:
                 return self._resync("history_unavailable", current)
-            events = [Outgoing(seq, frame) for seq, frame in rows]
-            if self.batch:
+            events = [Outgoing(*row) for row in rows]
+            last = events[-1].seq
+            if self.filter is not None:
+                events = [event for event in events if self.filter.matches(event)]
+            if events and self.batch:
                 self._write_batch(events)
             else:
                 for event in events:
-                    self.writer.write(event)
-            self.sent_seq = events[-1].seq
+                    self._write(event)
+            self.sent_seq = last
 
     def _resync(self, reason: str, seq: int) -> None:
         self.send_message(schema.resync_required(reason=reason, seq=seq))
@@ -245,6 +312,9 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             self._flush()
             return self._resync("gap", event.seq - 1) or self.deliver(event)
         self.sent_seq = event.seq
+        # A filtered connection skips what does not match (its client sees seq jumps, by design).
+        if self.filter is not None and not self.filter.matches(event):
+            return
         if self.batch:
             self.pending.append(event)
             if len(self.pending) >= BATCH_MAX_ITEMS:
@@ -254,7 +324,14 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
                     settings.REALTIME_BATCH_WINDOW_MS / 1000, self._flush
                 )
         else:
-            self.writer.write(event)
+            self._write(event)
+
+    def _write(self, event: Outgoing) -> None:
+        """One update, then (for the activity feed) its activity frames: same order, same seq."""
+        self.writer.write(event)
+        if self.activity:
+            for frame in event.activity():
+                self.writer.write(frame)
 
     def resync(self, reason: str, seq: int) -> None:
         if self.buffer is None:
@@ -281,6 +358,10 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             size += len(event.text) + 1
         if frames:
             self.writer.write(schema.data_update_batch_frame(frames))
+        if self.activity:  # after the batch that holds their updates, in seq order
+            for event in events:
+                for frame in event.activity():
+                    self.writer.write(frame)
 
     def send_message(self, message: dict) -> None:
         self.writer.write(schema.encode(message))
@@ -356,8 +437,35 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             return self._error("invalid_message", 'A message is a JSON object with a "type".')
         if message["type"] == "ping":
             return self.send_message(schema.pong(timestamp=timezone.now()))
+        if message["type"] in ("subscribe", "unsubscribe"):
+            return await self._subscribe(message)
+        if message["type"] in ("viewing", "editing", "idle"):
+            return self._presence_message(message)
         shown = f" {message['type']!r}" if _PRINTABLE_TYPE.match(message["type"]) else ""
         return self._error("unknown_type", f"Unknown message type{shown}.")
+
+    async def _subscribe(self, message: dict) -> None:
+        """`subscribe` replaces the filter (any of entities, ids, mine); `unsubscribe` goes back to
+        the whole unit. Applies from the next update this connection is handed."""
+        if message["type"] == "unsubscribe":
+            self.filter = None
+            return
+        spec = subscriptions.parse_message(message)
+        if isinstance(spec, str):
+            return self._error("invalid_message", spec)
+        self.filter = None if spec.everything else await self._resolve_filter(spec)
+
+    def _presence_message(self, message: dict) -> None:
+        if self.presence is None:
+            return self._error("invalid_message", "Presence messages need presence=1 on the connection.")
+        if message["type"] == "idle":
+            return self.presence.want("", "")
+        target = parse_target(message)
+        if isinstance(target, str):
+            return self._error("invalid_message", target)
+        value = f"{target[0]}:{target[1]}"
+        # Editing a record is viewing it too.
+        self.presence.want(value, value if message["type"] == "editing" else "")
 
     def _take_token(self) -> bool:
         """The client-message token bucket: WS_CLIENT_MESSAGES_PER_SECOND, bursts of
@@ -393,6 +501,14 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         for handle in (self.expiry_handle, self.flush_handle):
             if handle is not None:
                 handle.cancel()
+        if self.presence_joined:
+            self.presence_joined = False
+            try:
+                await presence.leave(self)
+                if self.presence is not None:
+                    await self.presence.close()
+            except Exception:  # noqa: BLE001 - the presence sweep removes what is left
+                logger.warning("leaving presence failed", exc_info=True)
         if self.joined:
             self.joined = False
             try:

@@ -15,13 +15,25 @@ from typing import Any
 
 
 class Outgoing:
-    __slots__ = ("seq", "text", "_bytes", "_prepared")
+    __slots__ = ("seq", "text", "_bytes", "_prepared", "meta", "_activity_text", "_activity")
 
-    def __init__(self, seq: int, text: str) -> None:
+    def __init__(self, seq: int, text: str, activity: str = "") -> None:
         self.seq = seq
         self.text = text
         self._bytes: bytes | None = None
         self._prepared: dict[int, Any] = {}
+        # What a subscription filter matches on (realtime/subscriptions.py), read from the frame
+        # once per process, on the first filtered connection that needs it.
+        self.meta: tuple | None = None
+        # The `activity` frames of this update (one per line), for `activity=1` connections: made
+        # into Outgoing frames of their own once, on the first connection that wants them.
+        self._activity_text = activity
+        self._activity: tuple[Outgoing, ...] | None = None
+
+    def activity(self) -> tuple[Outgoing, ...]:
+        if self._activity is None:
+            self._activity = tuple(Outgoing(self.seq, line) for line in self._activity_text.splitlines() if line)
+        return self._activity
 
     def prepared(self, factory: Any) -> Any:
         found = self._prepared.get(id(factory))

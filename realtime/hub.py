@@ -269,25 +269,26 @@ class Hub:
         unit = self.units.get(unit_id)
         if unit is None:
             return
-        fresh = [(seq, frame) for seq, frame in events if seq > unit.delivered]
+        # An event is [seq, frame] or [seq, frame, activity frames] (backend.events.broadcast).
+        fresh = [event for event in events if event[0] > unit.delivered]
         if not fresh:
             return
         if fresh[0][0] != unit.delivered + 1:
             async with unit.lock:
                 await self._fill(unit_id, unit, upto=fresh[0][0] - 1)
-            fresh = [(seq, frame) for seq, frame in fresh if seq > unit.delivered]
+            fresh = [event for event in fresh if event[0] > unit.delivered]
         self._deliver(unit, fresh)
 
     def _deliver(self, unit: _Unit, events: list[tuple[int, str]]) -> None:
         listeners = tuple(unit.listeners)
         before = unit.delivered
-        for seq, frame in events:
+        for seq, frame, *activity in events:
             if seq != unit.delivered + 1:
                 # Publishers send each unit's events in seq order, so this cannot happen; if it
                 # ever does, stop: the next outbox fill delivers the rest in order.
                 logger.error("hub got seq %s after %s; leaving it to the outbox fill", seq, unit.delivered)
                 break
-            event = Outgoing(seq, frame)  # encoded and framed once for every listener
+            event = Outgoing(seq, frame, activity[0] if activity else "")  # encoded and framed once for all
             for listener in listeners:
                 try:
                     listener.deliver(event)
@@ -322,7 +323,7 @@ class Hub:
         Called with `unit.lock` held."""
         while upto is None or unit.delivered < upto:
             after = unit.delivered
-            rows = await selectors.outbox_frames(unit_id, after=after, upto=upto, limit=1000)
+            rows = await selectors.outbox_frames(unit_id, after=after, upto=upto, limit=1000, activity=True)
             if not rows:
                 return
             if rows[0][0] != after + 1:

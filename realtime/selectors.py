@@ -13,3 +13,41 @@ units_current_seq = realtime_db(events.units_current_seq)
 outbox_frames = realtime_db(events.outbox_frames)
 users_access = realtime_db(accounts.users_access)
 user_for_socket = realtime_db(accounts.user_for_socket)
+
+
+def _presence_profile(user_id: str) -> tuple[str, str, str] | None:
+    """(username, full name, role) of a presence-enabled connection's user."""
+    from backend.accounts.models import User
+
+    row = User.objects.filter(id=user_id).values_list("username", "first_name", "last_name", "role").first()
+    if row is None:
+        return None
+    username, first, last, role = row
+    return username, f"{first} {last}".strip(), role
+
+
+def _mine_request_ids(user_id: str, unit_id: str, limit: int) -> set[str]:
+    """Ids of the unit's requests the user created or last decided, and of those they sent back
+    (a resubmit clears `decided_by`; the send-back record keeps who): a `mine` filter's start."""
+    from django.db.models import Q
+
+    from backend.records.models import DestructionRequest, SendBackRecord, TransferRequest, WithdrawalRequest
+
+    ids: set[str] = set()
+    mine = Q(created_by_id=user_id) | Q(decided_by_id=user_id)
+    for model in (WithdrawalRequest, DestructionRequest, TransferRequest):
+        in_unit = Q(unit_id=unit_id)
+        if model is TransferRequest:
+            in_unit |= Q(destination_unit_id=unit_id)
+        rows = model.objects.filter(mine & in_unit).order_by("-created_at").values_list("id", flat=True)[:limit]
+        ids.update(str(pk) for pk in rows)
+    sent_back = (
+        SendBackRecord.objects.filter(created_by_id=user_id, unit_id=unit_id)
+        .order_by("-created_at").values_list("request_id", flat=True)[:limit]
+    )
+    ids.update(str(pk) for pk in sent_back)
+    return ids
+
+
+presence_profile = realtime_db(_presence_profile)
+mine_request_ids = realtime_db(_mine_request_ids)

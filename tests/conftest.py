@@ -89,6 +89,10 @@ def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
         METRICS_TOKEN=METRICS_TOKEN,
         OUTBOX_SWEEP_SECONDS="1",
         OUTBOX_SWEEP_GRACE_SECONDS="1",
+        # Every user a test signs in (the consoles of the browser tests, one after another) comes
+        # from 127.0.0.1: one office's worth of people, not one attacker. The per-address limit itself
+        # is tested in-process (tests/backend/accounts/test_signin.py); the per-username one stays.
+        LOGIN_RATE_PER_ADDRESS="1000/min",
     )
     env.pop("PYTEST_XDIST_WORKER", None)
     flush_test_redis()

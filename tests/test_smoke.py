@@ -11,6 +11,7 @@ import pytest
 from backend.accounts.models import Role
 from backend.records.models import CrateStatus, RequestStatus, WithdrawalRequest
 from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.signing import signed
 from tests.support.ws import connect, recv_json, recv_until
 
 pytestmark = [pytest.mark.smoke, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -33,7 +34,7 @@ def test_approval_reaches_a_connected_client_after_commit(daphne, worker):
             ws = await connect(daphne, token=tokens["access"])
             hello = await recv_json(ws)
             # and approves over the API
-            answer = await http.post(f"/api/withdrawal-requests/{request.id}/approve/", headers=auth, json={})
+            answer = await http.post(f"/api/withdrawal-requests/{request.id}/approve/", headers=auth, json=signed("approve"))
             updates = [await recv_until(ws, "data_update", timeout=15) for _ in range(3)]
             job = (await http.get(answer.headers["Location"], headers=auth)).json()
             await ws.close()

@@ -7,6 +7,11 @@ Reads ids (one per line, `#` comments allowed) from --ids-file or stdin, authent
 REST API (RECORDS_TOKEN, or RECORDS_USERNAME + RECORDS_PASSWORD or RECORDS_PASSWORD_FILE), submits POST /api/bulk-actions/,
 shows a progress bar until the job ends (unless --no-wait) and prints a summary.
 
+A decision (approve, reject, send-back) is signed as the API requires: with the password it reads
+anyway (RECORDS_PASSWORD_FILE, or RECORDS_PASSWORD) and the meaning fixed for the action (approved,
+rejected, returned). The password never comes from a command-line argument (it would sit in the
+process list and the shell history); with RECORDS_TOKEN alone, decisions are refused here.
+
 Exit codes: 0 every id succeeded (or --no-wait and the job was accepted); 2 the job finished but
 some ids failed (their outcomes are printed); 1 the job could not be submitted or failed as a whole.
 """
@@ -25,6 +30,8 @@ import httpx
 from tqdm import tqdm
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2
+# What each decision means when signed (the server refuses any other meaning).
+MEANINGS = {"approve": "approved", "reject": "rejected", "send-back": "returned"}
 
 
 def read_ids(lines: Iterable[str]) -> list[str]:
@@ -36,14 +43,19 @@ def read_ids(lines: Iterable[str]) -> list[str]:
     return ids
 
 
+def _password() -> str | None:
+    password = os.environ.get("RECORDS_PASSWORD")
+    if not password and os.environ.get("RECORDS_PASSWORD_FILE"):  # keeps the secret out of crontabs
+        with open(os.environ["RECORDS_PASSWORD_FILE"]) as secret:
+            password = secret.read().strip()
+    return password or None
+
+
 def _token(client: httpx.Client) -> str:
     token = os.environ.get("RECORDS_TOKEN")
     if token:
         return token
-    username, password = os.environ.get("RECORDS_USERNAME"), os.environ.get("RECORDS_PASSWORD")
-    if not password and os.environ.get("RECORDS_PASSWORD_FILE"):  # keeps the secret out of crontabs
-        with open(os.environ["RECORDS_PASSWORD_FILE"]) as secret:
-            password = secret.read().strip()
+    username, password = os.environ.get("RECORDS_USERNAME"), _password()
     if not (username and password):
         raise SystemExit("set RECORDS_TOKEN, or RECORDS_USERNAME and RECORDS_PASSWORD (or RECORDS_PASSWORD_FILE)")
     answer = client.post("/api/auth/token/", json={"username": username, "password": password})
@@ -96,12 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     if not ids:
         print("no ids given", file=sys.stderr)
         return EXIT_ERROR
+    body = {"entity": args.entity, "action": args.action, "ids": ids, "reason": args.reason}
+    if args.action in MEANINGS:
+        password = _password()
+        if not password:
+            print(f"{args.action} is a signed decision: set RECORDS_PASSWORD_FILE (or RECORDS_PASSWORD) to sign it",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        body["signature"] = {"password": password, "meaning": MEANINGS[args.action]}
+        if not args.quiet:
+            print(f"signing {len(ids)} {args.entity} requests: {MEANINGS[args.action]}", file=sys.stderr)
     with httpx.Client(base_url=args.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {_token(client)}"
-        answer = client.post(
-            "/api/bulk-actions/",
-            json={"entity": args.entity, "action": args.action, "ids": ids, "reason": args.reason},
-        )
+        answer = client.post("/api/bulk-actions/", json=body)
         if answer.status_code != 202:
             print(f"bulk action refused ({answer.status_code}): {answer.text[:500]}", file=sys.stderr)
             return EXIT_ERROR

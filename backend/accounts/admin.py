@@ -9,7 +9,7 @@ from .services import user_access_saved, user_set_password
 
 @admin.register(Unit)
 class UnitAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "id"]
+    list_display = ["code", "name", "timezone", "id"]
     search_fields = ["code", "name"]
 
 

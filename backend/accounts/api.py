@@ -21,13 +21,44 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from .models import Role, Unit, User
 from .selectors import locked_out_usernames
 from .services import user_unlock
+from .signatures import signature_sign, signing_unlock
 from .tickets import ticket_issue
 
 
 class UnitSerializer(serializers.ModelSerializer):
     class Meta:
         model = Unit
-        fields = ["id", "code", "name"]
+        fields = ["id", "code", "name", "timezone"]
+
+
+# --- electronic signatures on decisions ------------------------------------------------------------
+
+
+class SignatureInputSerializer(serializers.Serializer):
+    """`signature` in a decision's body. The password is checked and forgotten: never stored,
+    logged, put in a job or a task message."""
+
+    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096, style={"input_type": "password"})
+    meaning = serializers.CharField(max_length=32, help_text="approved (approve), rejected (reject), returned (send back)")
+
+
+class SignatureThrottle(UserRateThrottle):
+    """Signed decisions per user (`signature` rate): each one costs a password hash."""
+
+    scope = "signature"
+
+
+def decision_sign(request, view, *, signature: dict | None, action: str, entity: str, unit_id):
+    """Throttle, re-authenticate the requesting user and record the signature of a decision;
+    returns the Signature (its id goes into the job). Raises 400/403/423/429 as the contract says."""
+    throttle = SignatureThrottle()
+    if not throttle.allow_request(request, view):
+        raise exceptions.Throttled(wait=throttle.wait())
+    signature = signature or {}
+    return signature_sign(
+        user=request.user, password=signature.get("password"), meaning=signature.get("meaning"),
+        action=action, entity=entity, unit_id=unit_id,
+    )
 
 
 class MeSerializer(serializers.ModelSerializer):
@@ -138,14 +169,22 @@ class RefreshView(TokenRefreshView):
 
 class UserAdminSerializer(serializers.ModelSerializer):
     locked_out = serializers.SerializerMethodField()
+    signing_locked = serializers.SerializerMethodField()
 
     class Meta:
         model = User
-        fields = ["id", "username", "role", "is_active", "locked_out"]
+        fields = ["id", "username", "role", "is_active", "locked_out", "signing_locked", "signing_locked_at"]
         read_only_fields = fields
+
+    def get_signing_locked(self, user: User) -> bool:
+        return user.signing_locked_at is not None
 
     def get_locked_out(self, user: User) -> bool:
         return user.username in self.context.get("locked", ())
+
+
+class UnlockSigningSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class IsUnitAdmin(permissions.BasePermission):
@@ -176,3 +215,12 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         user = self.get_object()
         user_unlock(user=user)
         return Response(UserAdminSerializer(user, context={"locked": set()}).data)
+
+    @extend_schema(request=UnlockSigningSerializer, responses={200: UserAdminSerializer})
+    @action(detail=True, methods=["post"], url_path="unlock-signing")
+    def unlock_signing(self, request, pk=None):
+        """Lift the user's signing lock (after too many wrong signature passwords); audited."""
+        data = UnlockSigningSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = signing_unlock(actor=request.user, user=self.get_object(), reason=data.validated_data["reason"])
+        return Response(UserAdminSerializer(user, context=self.get_serializer_context()).data)

@@ -1,7 +1,14 @@
 import uuid
+import zoneinfo
 
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
+
+
+def validate_timezone(name: str) -> None:
+    if name not in zoneinfo.available_timezones():
+        raise ValidationError(f"{name!r} is not an IANA time zone (e.g. Europe/Zurich).")
 
 
 class Unit(models.Model):
@@ -10,6 +17,8 @@ class Unit(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     code = models.SlugField(max_length=32, unique=True)
     name = models.CharField(max_length=200)
+    # Where the unit is: the console shows times in this zone (the server stores and sends UTC).
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
 
     class Meta:
         ordering = ["code"]
@@ -30,6 +39,10 @@ class User(AbstractUser):
     # Null only for Django superusers that operate across units.
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, null=True, blank=True, related_name="users")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.REQUESTER)
+    # Electronic signatures: locked after SIGNATURE_MAX_FAILURES wrong passwords within
+    # SIGNATURE_FAILURE_WINDOW_MINUTES, until a unit admin unlocks (accounts.signatures).
+    signing_locked_at = models.DateTimeField(null=True, blank=True)
+    signing_unlocked_at = models.DateTimeField(null=True, blank=True)
 
     def has_role(self, *roles: str) -> bool:
         """Admins hold every role within their unit."""

@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from backend.common.admin import ReadOnlyAdmin
 
-from .models import AuditEntry, AuditPurge
+from .models import AuditEntry, AuditPurge, Signature, SignedRecord
 
 
 @admin.register(AuditEntry)
@@ -16,3 +16,16 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 @admin.register(AuditPurge)
 class AuditPurgeAdmin(ReadOnlyAdmin):
     list_display = ["at", "unit", "through_position", "entries", "before", "purged_by"]
+
+
+@admin.register(Signature)
+class SignatureAdmin(ReadOnlyAdmin):
+    list_display = ["signed_at", "unit", "signer_username", "meaning", "entity", "action"]
+    list_filter = ["unit", "meaning"]
+    search_fields = ["signer_username"]
+
+
+@admin.register(SignedRecord)
+class SignedRecordAdmin(ReadOnlyAdmin):
+    list_display = ["record_number", "entity", "version", "signature"]
+    search_fields = ["record_number"]

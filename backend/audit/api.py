@@ -6,15 +6,21 @@ from __future__ import annotations
 import uuid
 
 import django_filters
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, permissions, serializers, viewsets
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import exceptions, mixins, permissions, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from backend.common.pagination import NewestFirstCursorPagination
 
-from .models import AuditEntry
+from .export import FORMATS, MEDIA_TYPES, achunks, export_chunks, export_filename, unit_code
+from .models import AuditEntry, Signature
 from .selectors import audit_verify, entries_visible_to, record_history
 
 
@@ -28,6 +34,23 @@ class ActorSerializer(serializers.Serializer):
 class ClientSerializer(serializers.Serializer):
     ip = serializers.CharField()
     user_agent = serializers.CharField()
+
+
+class SignatureRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    meaning = serializers.CharField()
+    signed_at = serializers.DateTimeField()
+    signer = serializers.CharField()
+    full_name = serializers.CharField()
+
+
+def signature_ref(signature: Signature) -> dict:
+    """A signature where an entry or a record shows it: who signed, when, meaning what."""
+    return {
+        "id": str(signature.id), "meaning": signature.meaning,
+        "signed_at": serializers.DateTimeField().to_representation(signature.signed_at),
+        "signer": signature.signer_username, "full_name": signature.signer_full_name,
+    }
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
@@ -56,8 +79,9 @@ class AuditEntrySerializer(serializers.ModelSerializer):
     def get_client(self, entry: AuditEntry) -> ClientSerializer:
         return {"ip": entry.client_ip, "user_agent": entry.user_agent}
 
+    @extend_schema_field(SignatureRefSerializer(allow_null=True))
     def get_signature(self, entry: AuditEntry) -> dict | None:
-        return {"id": str(entry.signature_id)} if entry.signature_id else None
+        return signature_ref(entry.signature) if entry.signature_id else None
 
 
 class AuditEntryFilter(django_filters.FilterSet):
@@ -92,6 +116,40 @@ class VerificationSerializer(serializers.Serializer):
     first_bad = serializers.DictField(allow_null=True)
 
 
+class _ExportRenderer(BaseRenderer):
+    """Names an export format for DRF's content negotiation (`?format=`, `Accept`). The export streams
+    its own response, so all a renderer is ever given is an error: it renders it as JSON, in the
+    API's one error shape, and says so in Content-Type."""
+
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return JSONRenderer().render(data)
+
+
+class CSVExportRenderer(_ExportRenderer):
+    media_type = MEDIA_TYPES["csv"]
+    format = "csv"
+
+
+class NDJSONExportRenderer(_ExportRenderer):
+    media_type = MEDIA_TYPES["ndjson"]
+    format = "ndjson"
+
+
+class ExportNegotiation(DefaultContentNegotiation):
+    """`?format=` other than csv or ndjson: 400 `invalid` naming the choices (DRF would answer 404)."""
+
+    def filter_renderers(self, renderers, format):
+        chosen = [renderer for renderer in renderers if renderer.format == format]
+        if not chosen:
+            raise exceptions.ValidationError({"format": [f"One of {', '.join(FORMATS)}."]})
+        return chosen
+
+
 class AuditTrailViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Your unit's audit trail, newest first. Entries are never changed or deleted."""
 
@@ -114,6 +172,40 @@ class AuditTrailViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         broken link."""
         units = None if request.user.is_superuser else [request.user.unit_id]
         return Response(audit_verify(units).as_dict())
+
+    @extend_schema(
+        filters=True,  # the list's filters, documented here too
+        responses={
+            (200, MEDIA_TYPES["csv"]): OpenApiResponse(OpenApiTypes.STR, description="A header row, then one row an entry"),
+            (200, MEDIA_TYPES["ndjson"]): OpenApiResponse(OpenApiTypes.STR, description="One entry (JSON) a line"),
+            400: OpenApiResponse(description="An unknown format or filter value"),
+        }
+    )
+    @action(
+        detail=False, methods=["get"], pagination_class=None,
+        renderer_classes=[CSVExportRenderer, NDJSONExportRenderer], content_negotiation_class=ExportNegotiation,
+    )
+    def export(self, request):
+        """Download the trail the list shows (the same filters), as CSV or NDJSON (`?format=`, or
+        `Accept`; CSV by default), oldest first in chain order (by unit, then position): streamed,
+        constant memory however long the trail (docs/audit.md, "Export")."""
+        entries = self.filter_queryset(self.get_queryset())
+        fmt = request.accepted_renderer.format
+        if request.user.is_superuser:
+            try:
+                unit = uuid.UUID(request.query_params["unit"])
+            except (KeyError, ValueError):
+                unit = None
+        else:
+            unit = request.user.unit_id
+        chunks = export_chunks(entries, fmt)
+        # Daphne serves an asynchronous iterator as it goes (a synchronous one it would collect first).
+        content = achunks(chunks) if isinstance(request._request, ASGIRequest) else chunks
+        response = StreamingHttpResponse(content, content_type=f"{MEDIA_TYPES[fmt]}; charset=utf-8")
+        filename = export_filename(fmt, unit_code(unit) if unit else None)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 def history_response(view, record_id: uuid.UUID) -> Response:

@@ -74,3 +74,22 @@ def payload(entry) -> dict[str, Any]:
 def entry_hash(entry) -> str:
     encoded = json.dumps(payload(entry), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def binding_hash(signature, *, entity: str, record_id, version: int, content: dict[str, Any]) -> str:
+    """What binds `signature` (a Signature) to one record: its signer, meaning and time with the
+    record's identity, version and content (JSON-native, as `plain` makes it)."""
+    encoded = json.dumps(
+        {
+            "signature": {
+                "id": str(signature.id),
+                "signer": {"id": str(signature.signer_id), "username": signature.signer_username,
+                           "full_name": signature.signer_full_name},
+                "meaning": signature.meaning,
+                "signed_at": canonical_time(signature.signed_at),
+            },
+            "record": {"entity": entity, "id": str(record_id), "version": version, "content": plain(content)},
+        },
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()

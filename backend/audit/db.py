@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-TABLES = ("audit_auditentry", "audit_auditpurge")
+# The entries and purge records (migration 0002), then the signatures (migration 0004).
+FIRST_TABLES = ("audit_auditentry", "audit_auditpurge")
+SIGNATURE_TABLES = ("audit_signature", "audit_signedrecord")
+TABLES = (*FIRST_TABLES, *SIGNATURE_TABLES)
 REFUSED = "audit trail is append-only"
 
-_POSTGRES_INSTALL = f"""
+_POSTGRES_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_auditentry' THEN
@@ -28,20 +31,31 @@ BEGIN
     RAISE EXCEPTION '{REFUSED}: % on % refused', TG_OP, TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
 END
 $$;
-""" + "".join(
-    f"""
+"""
+
+
+def _postgres_triggers(table: str) -> str:
+    return f"""
 CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
 CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
     FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
 """
-    for table in TABLES
-)
 
-_POSTGRES_REMOVE = "".join(
-    f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}; DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};"
-    for table in TABLES
-) + "DROP FUNCTION IF EXISTS audit_refuse_change();"
+
+def _postgres_remove(table: str) -> str:
+    return f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}; DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};"
+
+
+def _sqlite_refusals(table: str) -> dict[str, str]:
+    return {
+        f"{table}_no_update": f"""
+CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, '{REFUSED}: UPDATE on {table} refused'); END;""",
+        f"{table}_no_delete": f"""
+CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+BEGIN SELECT RAISE(ABORT, '{REFUSED}: DELETE on {table} refused'); END;""",
+    }
 
 # SQLite has no TRUNCATE: its DELETE without WHERE runs the DELETE trigger for every row.
 _SQLITE_TRIGGERS = {
@@ -53,32 +67,35 @@ CREATE TRIGGER audit_auditentry_no_delete BEFORE DELETE ON audit_auditentry
 WHEN NOT EXISTS (SELECT 1 FROM audit_auditpurge p
                  WHERE p.unit_id = OLD.unit_id AND OLD.position <= p.through_position)
 BEGIN SELECT RAISE(ABORT, '{REFUSED}: DELETE on audit_auditentry refused'); END;""",
-    "audit_auditpurge_no_update": f"""
-CREATE TRIGGER audit_auditpurge_no_update BEFORE UPDATE ON audit_auditpurge
-BEGIN SELECT RAISE(ABORT, '{REFUSED}: UPDATE on audit_auditpurge refused'); END;""",
-    "audit_auditpurge_no_delete": f"""
-CREATE TRIGGER audit_auditpurge_no_delete BEFORE DELETE ON audit_auditpurge
-BEGIN SELECT RAISE(ABORT, '{REFUSED}: DELETE on audit_auditpurge refused'); END;""",
+    **_sqlite_refusals("audit_auditpurge"),
+    **_sqlite_refusals("audit_signature"),
+    **_sqlite_refusals("audit_signedrecord"),
 }
 
 
-def install(connection) -> None:
+def _sqlite_names(tables) -> list[str]:
+    return [name for name in _SQLITE_TRIGGERS if any(name.startswith(f"{t}_no_") for t in tables)]
+
+
+def install(connection, tables: tuple[str, ...] = TABLES) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_POSTGRES_INSTALL)
+            cursor.execute(_POSTGRES_FUNCTION + "".join(_postgres_triggers(t) for t in tables))
         elif connection.vendor == "sqlite":
-            for sql in _SQLITE_TRIGGERS.values():
-                cursor.execute(sql)
+            for name in _sqlite_names(tables):
+                cursor.execute(_SQLITE_TRIGGERS[name])
         else:
             raise NotImplementedError(f"no append-only triggers for {connection.vendor}")
 
 
-def remove(connection) -> None:
+def remove(connection, tables: tuple[str, ...] = TABLES) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_POSTGRES_REMOVE)
+            cursor.execute("".join(_postgres_remove(t) for t in tables))
+            if set(tables) >= set(FIRST_TABLES):
+                cursor.execute("DROP FUNCTION IF EXISTS audit_refuse_change();")
         elif connection.vendor == "sqlite":
-            for name in _SQLITE_TRIGGERS:
+            for name in _sqlite_names(tables):
                 cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
 
 

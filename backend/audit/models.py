@@ -35,7 +35,8 @@ class AuditEntry(models.Model):
     version = models.PositiveIntegerField(null=True, blank=True)  # the record's version after the change
     changes = models.JSONField(default=dict, blank=True)  # {field: [old, new]}
     reason = models.TextField(blank=True)
-    signature_id = models.UUIDField(null=True, blank=True)
+    # The electronic signature under which a decision was made (its meaning and time show with it).
+    signature = models.ForeignKey("Signature", on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
     job_id = models.UUIDField(null=True, blank=True)
     client_ip = models.CharField(max_length=45, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
@@ -83,3 +84,51 @@ class AuditPurge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.unit_id}: purged through #{self.through_position}"
+
+
+class Signature(models.Model):
+    """An electronic signature (21 CFR Part 11 §11.50, §11.200): the signer re-authenticated with
+    their password at `signed_at` and declared `meaning` (approved, rejected, returned). What it was
+    applied to is in `SignedRecord` (one row per record; a bulk decision is one signature over many)
+    and in the decision's audit entries (`signature_id`). The password is never stored: only the
+    fact that it was checked. Append-only, like the entries (db.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    unit = models.ForeignKey("accounts.Unit", on_delete=models.PROTECT, related_name="+")
+    signer_id = models.UUIDField()
+    signer_username = models.CharField(max_length=150)
+    signer_full_name = models.CharField(max_length=300, blank=True)
+    meaning = models.CharField(max_length=16)
+    action = models.CharField(max_length=16)  # approve | reject | send_back
+    entity = models.CharField(max_length=16)  # withdrawal | destruction | transfer
+    signed_at = models.DateTimeField()
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["signed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.signer_username} {self.meaning} at {self.signed_at:%Y-%m-%d %H:%M:%S}"
+
+
+class SignedRecord(models.Model):
+    """A signature applied to one record at one version: `binding` is SHA-256 over the signature
+    (signer, meaning, time) and the record's content as the decision left it (chain.binding_hash).
+    Recomputed from the record as it is now, it matches only while the record is unchanged: a
+    signature cannot be copied to another record or survive an edit unnoticed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    signature = models.ForeignKey(Signature, on_delete=models.PROTECT, related_name="records")
+    entity = models.CharField(max_length=16)
+    record_id = models.UUIDField()
+    record_number = models.CharField(max_length=150, blank=True)
+    version = models.PositiveIntegerField()
+    binding = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["signature", "record_id"], name="signed_record_once")]
+        indexes = [models.Index(fields=["record_id"], name="signed_record_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.record_number} v{self.version} signed ({self.signature_id})"

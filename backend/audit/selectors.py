@@ -8,13 +8,13 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from .chain import GENESIS, entry_hash
-from .models import AuditEntry, AuditPurge
+from .chain import GENESIS, binding_hash, entry_hash
+from .models import AuditEntry, AuditPurge, SignedRecord
 
 
 def entries_visible_to(user) -> QuerySet[AuditEntry]:
     """A unit's trail for its users; every unit's for a superuser."""
-    entries = AuditEntry.objects.all()
+    entries = AuditEntry.objects.select_related("signature")
     if getattr(user, "is_superuser", False):
         return entries
     return entries.filter(unit_id=getattr(user, "unit_id", None))
@@ -27,11 +27,27 @@ def unit_ids_by_code(codes: list[str]) -> dict[str, uuid.UUID]:
     return dict(units.filter(code__in=codes).values_list("code", "id"))
 
 
+def signatures_of(record_ids) -> dict[uuid.UUID, list[SignedRecord]]:
+    """{record id: its signatures (SignedRecord with .signature), oldest first}, in one query."""
+    found: dict[uuid.UUID, list[SignedRecord]] = {}
+    rows = SignedRecord.objects.filter(record_id__in=list(record_ids)).select_related("signature")
+    for row in rows.order_by("signature__signed_at", "id"):
+        found.setdefault(row.record_id, []).append(row)
+    return found
+
+
+def binding_matches(signed: SignedRecord, *, version: int, content: dict[str, Any]) -> bool:
+    """Does the record, as it is now (`version`, `content`), still carry what was signed?"""
+    return signed.version == version and signed.binding == binding_hash(
+        signed.signature, entity=signed.entity, record_id=signed.record_id, version=version, content=content
+    )
+
+
 def record_history(record_id: uuid.UUID) -> QuerySet[AuditEntry]:
     """Every entry about one record, oldest first, whichever unit's chain holds it (a transferred
     crate's history is in both units' chains; the entries one change wrote share its moment). The
     caller checks the record is visible."""
-    return AuditEntry.objects.filter(record_id=record_id).order_by("at", "position")
+    return AuditEntry.objects.filter(record_id=record_id).select_related("signature").order_by("at", "position")
 
 
 def entries_since_version(record_id: uuid.UUID, version: int) -> list[AuditEntry]:

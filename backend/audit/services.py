@@ -19,12 +19,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from backend.common.errors import ValidationFailed
-from backend.events.services import Change, outbox_write, units_lock
+from backend.common.errors import SignatureRequired, ValidationFailed
+from backend.events import schema
+from backend.events.services import Change, outbox_insert, outbox_prepare, units_lock
 
-from .chain import GENESIS, entry_hash, plain
+from .chain import GENESIS, binding_hash, entry_hash, plain
 from .context import current_origin
-from .models import AuditEntry, AuditPurge
+from .export import entry_document
+from .models import AuditEntry, AuditPurge, Signature, SignedRecord
 
 
 class Actor(Protocol):
@@ -73,10 +75,13 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
         raise RuntimeError("journal_write() must run inside the transaction that makes the change")
     changes, entries = list(changes), list(entries)
     units_lock([c.unit_id for c in changes] + [e.unit_id for e in entries])
-    events = outbox_write(changes)
-    seq_of = {id(change): event.seq for change, event in zip(changes, events, strict=True)}
+    events = outbox_prepare(changes)
+    event_of = {id(change): event for change, event in zip(changes, events, strict=True)}
+    seq_of = {key: event.seq for key, event in event_of.items()}
     if not entries:
+        outbox_insert(events)
         return []
+    signatures = Signature.objects.in_bulk({e.signature_id for e in entries if e.signature_id})
     now = timezone.now()
     origin = current_origin()
     who = _actor_fields(actor)
@@ -92,15 +97,63 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
                 unit_id=unit_id, position=position, at=now, **who,
                 entity=draft.entity, record_id=draft.record_id, record_number=draft.record_number or "",
                 action=draft.action, version=draft.version, changes=plain(draft.changes),
-                reason=(draft.reason or "").strip(), signature_id=draft.signature_id,
+                reason=(draft.reason or "").strip(),
+                signature=signatures[draft.signature_id] if draft.signature_id else None,
                 job_id=origin.job_id, client_ip=origin.client_ip, user_agent=origin.user_agent,
                 seq=seq_of.get(id(draft.change)) if draft.change is not None else None,
                 prev_hash=prev_hash,
             )
             row.hash = prev_hash = entry_hash(row)
             rows.append(row)
+            if draft.change is not None:  # the activity feed: this entry, right after its update
+                event = event_of[id(draft.change)]
+                event.activity = "\n".join(filter(None, [event.activity, activity_frame(row)]))
+    outbox_insert(events)
     AuditEntry.objects.bulk_create(rows)
     return rows
+
+
+# What an activity frame leaves out of an entry: where the client was, and the chain's hashes.
+ACTIVITY_OMITS = ("client", "hash", "prev_hash")
+
+
+def activity_frame(entry: AuditEntry) -> str:
+    """The `activity` frame of an entry, encoded once (like a data_update's frame)."""
+    document = {k: v for k, v in entry_document(entry).items() if k not in ACTIVITY_OMITS}
+    return schema.encode(schema.activity(entry=document, seq=entry.seq))
+
+
+@dataclass
+class Binding:
+    """A record a signature is applied to, as the decision left it."""
+
+    entity: str
+    record_id: uuid.UUID
+    record_number: str
+    version: int
+    content: dict[str, Any]
+
+
+def signature_for(signature_id: uuid.UUID | str | None, *, signer_id: uuid.UUID, action: str, entity: str) -> Signature:
+    """The signature a decision was submitted with: it must exist and be the decider's own, given
+    for this action on this kind of record. Anything else refuses the decision."""
+    signature = Signature.objects.filter(id=signature_id).first() if signature_id else None
+    if signature is None or (signature.signer_id, signature.action, signature.entity) != (signer_id, action, entity):
+        raise SignatureRequired(f"This {entity} {action.replace('_', ' ')} carries no signature of its decider.")
+    return signature
+
+
+def signature_apply(signature: Signature, bindings: Iterable[Binding]) -> list[SignedRecord]:
+    """Bind `signature` to each record it decided (in the decision's transaction)."""
+    rows = [
+        SignedRecord(
+            signature=signature, entity=b.entity, record_id=b.record_id, record_number=b.record_number,
+            version=b.version,
+            binding=binding_hash(signature, entity=b.entity, record_id=b.record_id, version=b.version, content=b.content),
+        )
+        for b in bindings
+    ]
+    return SignedRecord.objects.bulk_create(rows)
 
 
 def chain_head(unit_id: uuid.UUID) -> tuple[int, str]:

@@ -65,6 +65,26 @@ class FourEyes(DomainError):
     status_code = status.HTTP_403_FORBIDDEN
 
 
+class SignatureRequired(DomainError):
+    """A decision without `signature: {password, meaning}` (or with the wrong meaning for it)."""
+
+    code = "signature_required"
+
+
+class SignatureInvalid(DomainError):
+    """The password given to sign is not the signer's."""
+
+    code = "signature_invalid"
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class SignatureLocked(DomainError):
+    """Signing is locked for this user after too many wrong passwords, until a unit admin unlocks."""
+
+    code = "signature_locked"
+    status_code = status.HTTP_423_LOCKED
+
+
 class StaleVersion(DomainError):
     code = "stale_version"
     status_code = status.HTTP_409_CONFLICT

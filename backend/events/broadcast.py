@@ -57,12 +57,17 @@ def _run(coro: Coroutine, timeout: float = SEND_TIMEOUT_SECONDS) -> Any:
     return runner.run(coro, timeout)
 
 
-def unit_events_message(unit_id: str, events: list[tuple[int, str]]) -> dict[str, Any]:
-    """One channel-layer message carrying already-encoded `data_update` frames, in seq order."""
-    return {"type": "unit.events", "unit_id": str(unit_id), "events": [[seq, frame] for seq, frame in events]}
+def unit_events_message(unit_id: str, events: list[tuple]) -> dict[str, Any]:
+    """One channel-layer message carrying already-encoded `data_update` frames, in seq order: each
+    event is `[seq, frame]`, or `[seq, frame, activity]` when the update has activity frames (the
+    audit entries of a person's change, one JSON frame per line, for `activity=1` clients)."""
+    return {
+        "type": "unit.events", "unit_id": str(unit_id),
+        "events": [[seq, frame, *rest] if rest and rest[0] else [seq, frame] for seq, frame, *rest in events],
+    }
 
 
-async def _send_unit_events(batches: list[tuple[str, list[tuple[int, str]]]]) -> None:
+async def _send_unit_events(batches: list[tuple[str, list[tuple]]]) -> None:
     layer = get_channel_layer()
     for unit_id, events in batches:
         for start in range(0, len(events), EVENTS_PER_MESSAGE):
@@ -70,8 +75,9 @@ async def _send_unit_events(batches: list[tuple[str, list[tuple[int, str]]]]) ->
             await layer.group_send(unit_group_name(unit_id), unit_events_message(unit_id, chunk))
 
 
-def unit_events_send(by_unit: Iterable[tuple[str, list[tuple[int, str]]]]) -> None:
-    """Broadcast committed events: `by_unit` is [(unit_id, [(seq, frame), ...]), ...] in seq order."""
+def unit_events_send(by_unit: Iterable[tuple[str, list[tuple]]]) -> None:
+    """Broadcast committed events: `by_unit` is [(unit_id, [(seq, frame[, activity]), ...]), ...] in
+    seq order."""
     batches = [(str(unit_id), list(events)) for unit_id, events in by_unit if events]
     if batches:
         _run(_send_unit_events(batches))

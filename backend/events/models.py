@@ -34,6 +34,9 @@ class OutboxEvent(models.Model):
     action = models.CharField(max_length=16)
     object_id = models.UUIDField()
     frame = models.TextField()
+    # The `activity` frames (one per line) of the audit entries that describe this update, for
+    # clients of the activity feed; empty when no person's action is behind it.
+    activity = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     published_at = models.DateTimeField(null=True, blank=True)
 

@@ -30,14 +30,14 @@ SWEEP_BATCH = 2000
 def _publish_rows(rows: list[dict]) -> None:
     rows.sort(key=lambda r: (str(r["unit_id"]), r["seq"]))
     by_unit = [
-        (unit_id, [(r["seq"], r["frame"]) for r in group])
+        (unit_id, [(r["seq"], r["frame"], r.get("activity") or "") for r in group])
         for unit_id, group in groupby(rows, key=lambda r: str(r["unit_id"]))
     ]
     unit_events_send(by_unit)
 
 
 def outbox_publish(rows: list[dict]) -> int:
-    """Publish just-committed events ({id, unit_id, seq, frame}, as written). Never raises: if
+    """Publish just-committed events ({id, unit_id, seq, frame, activity}, as written). Never raises: if
     Redis is down the rows stay unpublished and the sweeper retries them."""
     fault_point("outbox.before_publish", events=len(rows))
     try:
@@ -63,7 +63,7 @@ def outbox_sweep() -> int:
                 OutboxEvent.objects.select_for_update(skip_locked=True)
                 .filter(published_at__isnull=True, created_at__lt=cutoff)
                 .order_by("created_at", "id")
-                .values("id", "unit_id", "seq", "frame")[:SWEEP_BATCH]
+                .values("id", "unit_id", "seq", "frame", "activity")[:SWEEP_BATCH]
             )
             if not rows:
                 return total

@@ -71,6 +71,13 @@ def job_update(*, job: dict[str, Any]) -> dict:
     return {"type": "job_update", "job": job}
 
 
+def activity(*, entry: dict[str, Any], seq: int) -> dict:
+    """What a person did, for clients that asked for the activity feed (`activity=1`): the audit
+    entry of a change (without its client address and hashes), with the seq of the update it
+    describes (an activity frame takes no seq of its own)."""
+    return {"type": "activity", "entry": entry, "seq": seq}
+
+
 def data_update_batch_frame(frames: list[str]) -> str:
     """A `data_update_batch` built from already-encoded `data_update` frames, without re-encoding."""
     return '{"type":"data_update_batch","updates":[' + ",".join(frames) + "]}"
@@ -109,8 +116,46 @@ DATA_UPDATE_SCHEMA: dict[str, Any] = {
     },
 }
 
+_NULLABLE_UUID = {"oneOf": [_UUID, {"type": "null"}]}
+
+ACTIVITY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "entry", "seq"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "activity"},
+        "seq": _SEQ,
+        "entry": {
+            "type": "object",
+            "required": ["id", "unit", "at", "actor", "entity", "record_id", "record_number", "action", "version",
+                         "changes", "reason", "signature", "job_id"],
+            "additionalProperties": False,
+            "properties": {
+                "id": _UUID, "unit": _UUID, "position": {"type": "integer"}, "at": {"type": "string"},
+                "actor": {
+                    "type": "object", "required": ["id", "username", "full_name", "role"],
+                    "additionalProperties": False,
+                    "properties": {"id": _NULLABLE_UUID, "username": {"type": "string"},
+                                   "full_name": {"type": "string"}, "role": {"type": "string"}},
+                },
+                "entity": {"type": "string"}, "record_id": _UUID, "record_number": {"type": "string"},
+                "action": {"type": "string"}, "version": {"type": ["integer", "null"]},
+                "changes": {"type": "object"}, "reason": {"type": "string"},
+                "signature": {"oneOf": [{"type": "null"}, {
+                    "type": "object", "required": ["id", "meaning", "signed_at", "signer", "full_name"],
+                    "additionalProperties": False,
+                    "properties": {"id": _UUID, "meaning": {"type": "string"}, "signed_at": {"type": "string"},
+                                   "signer": {"type": "string"}, "full_name": {"type": "string"}},
+                }]},
+                "job_id": _NULLABLE_UUID, "seq": {"type": ["integer", "null"]},
+            },
+        },
+    },
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "data_update": DATA_UPDATE_SCHEMA,
+    "activity": ACTIVITY_SCHEMA,
     "data_update_batch": {
         "type": "object",
         "required": ["type", "updates"],

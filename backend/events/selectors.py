@@ -14,9 +14,13 @@ def units_current_seq(unit_ids: list[str]) -> dict[str, int]:
     return {str(unit_id): seq for unit_id, seq in rows}
 
 
-def outbox_frames(unit_id: str, *, after: int, upto: int | None = None, limit: int = 1000) -> list[tuple[int, str]]:
-    """Committed frames of a unit with seq in (after, upto], oldest first."""
+def outbox_frames(
+    unit_id: str, *, after: int, upto: int | None = None, limit: int = 1000, activity: bool = False
+) -> list[tuple]:
+    """Committed frames of a unit with seq in (after, upto], oldest first: `(seq, frame)`, or
+    `(seq, frame, activity)` with the update's activity frames (one per line, often empty)."""
     rows = OutboxEvent.objects.filter(unit_id=unit_id, seq__gt=after)
     if upto is not None:
         rows = rows.filter(seq__lte=upto)
-    return list(rows.order_by("seq").values_list("seq", "frame")[:limit])
+    fields = ("seq", "frame", "activity") if activity else ("seq", "frame")
+    return list(rows.order_by("seq").values_list(*fields)[:limit])

@@ -69,7 +69,14 @@ def _allocate(unit_id: uuid.UUID, count: int) -> int:
 
 def outbox_write(changes: Iterable[Change]) -> list[OutboxEvent]:
     """Write `changes` as outbox events in the caller's transaction; publish them after COMMIT.
-    Returns the events in the order of `changes`.
+    Returns the events in the order of `changes`."""
+    return outbox_insert(outbox_prepare(changes))
+
+
+def outbox_prepare(changes: Iterable[Change]) -> list[OutboxEvent]:
+    """The outbox events of `changes`, in their order, with their seqs taken (the units' counters
+    are locked and advanced) but not yet inserted: the caller may add what depends on the seq (the
+    audit trail's activity frames) before `outbox_insert`.
 
     Counters are locked in ascending unit-id order, so two transactions touching the same pair of
     units (a transfer each way) always queue instead of deadlocking.
@@ -101,11 +108,20 @@ def outbox_write(changes: Iterable[Change]) -> list[OutboxEvent]:
                 frame=schema.encode(message),
                 created_at=now,
             )
+    return rows
+
+
+def outbox_insert(rows: list[OutboxEvent]) -> list[OutboxEvent]:
+    """Insert prepared events (`outbox_prepare`) and publish them once the transaction commits."""
+    if not rows:
+        return rows
     # Inserted (and published) in (unit, seq) order.
     ordered = sorted(rows, key=lambda row: (str(row.unit_id), row.seq))
     OutboxEvent.objects.bulk_create(ordered)
     # Publish what was just written, from memory (ids come back from the bulk INSERT on PostgreSQL
     # and SQLite >= 3.35): no second read of the outbox on the hot path.
-    committed = [{"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame} for r in ordered]
+    committed = [
+        {"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame, "activity": r.activity} for r in ordered
+    ]
     transaction.on_commit(lambda: outbox_publish(committed))
     return rows

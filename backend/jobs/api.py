@@ -19,11 +19,13 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
+from backend.accounts.api import SignatureInputSerializer, decision_sign
+from backend.accounts.signatures import signature_meaning
 from backend.common.api import MAX_VERSION
 
 from . import registry
 from .models import Job, JobOutcome, JobStatus
-from .services import bulk_submit
+from .services import bulk_check, bulk_submit
 
 OUTCOME_PAGE = 2000  # rows per read while streaming a bulk job's outcomes
 
@@ -171,6 +173,9 @@ class BulkActionSerializer(serializers.Serializer):
         help_text="Ids with the version the decider saw: a changed one gets a `stale_version` outcome",
     )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    signature = SignatureInputSerializer(
+        required=False, help_text="Required for approve, reject and send back: one signature for every item",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -229,6 +234,13 @@ class BulkActionView(APIView):
         versions = {str(item["id"]): item["version"] for item in data.validated_data["items"]}
         ids = [*ids, *versions]
         params = {"reason": reason, **({"versions": versions} if versions else {})}
+        if signature_meaning(action):  # a decision: one signature for every item, given now
+            bulk_check(actor=request.user, kind=kind, ids=ids, params=params)  # refusals cost no signature attempt
+            signature = decision_sign(
+                request, self, signature=data.validated_data.get("signature"), action=action, entity=entity,
+                unit_id=request.user.unit_id,
+            )
+            params["signature_id"] = str(signature.id)
         unit = request.user.unit.code if request.user.unit_id else "-"
         job = bulk_submit(
             actor=request.user, kind=kind, ids=ids, params=params,

@@ -90,6 +90,13 @@ def bulk_submit(*, actor: User, kind: JobKind, ids: list[Any], params: dict[str,
     """Validate what can be known now and queue a bulk job. Duplicated ids are collapsed; ids that
     do not exist or belong to another unit are not an error here (that would reveal which ids exist
     elsewhere): they get a `not_found` outcome."""
+    unique = bulk_check(actor=actor, kind=kind, ids=ids, params=params)
+    return job_submit(actor=actor, kind=kind, targets=unique, params=params, description=description)
+
+
+def bulk_check(*, actor: User, kind: JobKind, ids: list[Any], params: dict[str, Any]) -> list[str]:
+    """What refuses a bulk action before anything is queued (or signed): no unit, the kind's own
+    precheck (role, reason), no ids, too many. Returns the ids, unique and sorted."""
     if actor.unit_id is None:
         raise ValidationFailed("Bulk actions run within a unit; use a unit account.", code="unit_required")
     kind.precheck(actor, params)
@@ -98,7 +105,7 @@ def bulk_submit(*, actor: User, kind: JobKind, ids: list[Any], params: dict[str,
         raise ValidationFailed("No ids given.", code="ids_required")
     if len(unique) > settings.BULK_MAX_IDS:
         raise ValidationFailed(f"At most {settings.BULK_MAX_IDS} ids per bulk action.", code="too_many_ids")
-    return job_submit(actor=actor, kind=kind, targets=unique, params=params, description=description)
+    return unique
 
 
 # --- worker side ------------------------------------------------------------------------------
@@ -210,7 +217,10 @@ def _apply(kind: JobKind, actor: User, targets: list[str], params: dict[str, Any
     if not actor.is_active:
         refused = RoleRequired("The user who started this job is no longer active.", code="actor_inactive")
         return {target: refused for target in targets}
-    return kind.apply(actor, targets, params)
+    try:
+        return kind.apply(actor, targets, params)
+    except DomainError as refused:  # the round as a whole is refused (a decision without its signature)
+        return {target: refused for target in targets}
 
 
 def _record(kind: JobKind, job: Job, todo: list[str], applied: dict[str, Outcome]) -> None:

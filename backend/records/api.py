@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import django_filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backend.audit.api import AuditEntrySerializer, history_response
-from backend.audit.selectors import entries_since_version
+from backend.accounts.api import SignatureInputSerializer, decision_sign
+from backend.accounts.signatures import signature_meaning
+from backend.audit.api import AuditEntrySerializer, history_response, signature_ref
+from backend.audit.selectors import binding_matches, entries_since_version, signatures_of
 from backend.common.api import MAX_VERSION, expected_version
 from backend.common.errors import StaleVersion
 from backend.jobs.api import JobEnvelopeSerializer, job_accepted
@@ -32,6 +34,7 @@ from .models import (
     TransferRequest,
     WithdrawalRequest,
 )
+from .services.journal import signed_content
 
 ERROR_RESPONSES = {
     400: OpenApiResponse(description="Invalid input: `{code, message, details}`"),
@@ -203,14 +206,54 @@ class CrateViewSet(viewsets.ModelViewSet):
 # --- requests ---------------------------------------------------------------------------------
 
 
+class SignatureShownSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    signer = serializers.CharField()
+    full_name = serializers.CharField()
+    meaning = serializers.CharField()
+    signed_at = serializers.DateTimeField()
+    version = serializers.IntegerField(help_text="The version the signature was applied to")
+    matches_record = serializers.BooleanField(
+        help_text="False once the record changed after signing: the signature no longer covers what it shows",
+    )
+
+
+class SignedListSerializer(serializers.ListSerializer):
+    """Reads the signatures of a whole page in one query."""
+
+    def to_representation(self, data):
+        items = list(data.all() if hasattr(data, "all") else data)
+        self.child.signatures = signatures_of([item.id for item in items])
+        return super().to_representation(items)
+
+
 class RequestSerializer(serializers.ModelSerializer):
     crates = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    signatures = serializers.SerializerMethodField()
 
     class Meta:
         fields = ["id", "request_number", "unit", "crates", "status", "reason", "created_by", "created_at",
                   "updated_at", "version", "decided_by", "decided_at", "decision_reason",
-                  "deleted_at", "deleted_by", "delete_reason"]
+                  "deleted_at", "deleted_by", "delete_reason", "signatures"]
         read_only_fields = fields
+        list_serializer_class = SignedListSerializer
+
+    @extend_schema_field(SignatureShownSerializer(many=True))
+    def get_signatures(self, obj) -> list[dict]:
+        """The electronic signatures on this request (Part 11 §11.50), oldest first, each checked
+        against the request as it is now (`matches_record`)."""
+        found = getattr(self, "signatures", None)
+        rows = found.get(obj.id, []) if found is not None else signatures_of([obj.id]).get(obj.id, [])
+        if not rows:
+            return []
+        content = signed_content(obj, [c.id for c in obj.crates.all()])
+        return [
+            {
+                **signature_ref(row.signature), "version": row.version,
+                "matches_record": binding_matches(row, version=obj.version, content=content),
+            }
+            for row in rows
+        ]
 
 
 class WithdrawalRequestSerializer(RequestSerializer):
@@ -247,6 +290,9 @@ class TransferRequestWriteSerializer(RequestWriteSerializer):
 class DecisionSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
+    signature = SignatureInputSerializer(
+        required=False, help_text="Required to approve, reject or send back: your password and the decision's meaning",
+    )
 
 
 class RequestFilter(django_filters.FilterSet):
@@ -329,11 +375,18 @@ class RequestViewSet(viewsets.ModelViewSet):
                 entity=self.entity, action=action_name, actor=request.user, request=obj,
                 reason=reason, expected_version=version,
             )
+        params = {"reason": reason, "expected_version": version}
+        if signature_meaning(action_name):  # a decision: signed by the decider, now
+            signature = decision_sign(
+                request, self, signature=data.validated_data.get("signature"), action=action_name,
+                entity=self.entity, unit_id=obj.unit_id,
+            )
+            params["signature_id"] = str(signature.id)
         job = job_submit(
             actor=request.user,
             kind=TRANSITION_KINDS[self.entity, action_name],
             targets=[obj.id],
-            params={"reason": reason, "expected_version": version},
+            params=params,
             description=f"{action_name.replace('_', ' ')} {obj.unit.code} {obj.request_number} by {request.user.username}",
             unit_id=obj.unit_id,
         )

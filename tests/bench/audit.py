@@ -180,6 +180,70 @@ def measure(world: dict, repeat: int) -> dict:
     return {"api": api, "plans": plans, "verify": verify}
 
 
+def _rss_kib() -> int:
+    """The process's resident memory now (not the high-water mark, which seeding has already set)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:  # (no /proc: the high-water mark is all there is)
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def measure_export(world: dict) -> dict:
+    """GET /api/audit-trail/export/ of the big unit in both formats, through the real view, each
+    chunk counted and dropped. A timed pass (wall time, rows/s, bytes, the process's resident memory
+    sampled at every chunk), then a traced pass (tracemalloc: Python's allocations at their peak,
+    after the first five pages and over the whole export: equal when memory is constant)."""
+    import gc
+    import resource
+    import tracemalloc
+
+    from django.http import StreamingHttpResponse
+    from rest_framework.test import APIClient
+
+    from backend.audit import export
+    from backend.audit.models import AuditEntry
+
+    client = APIClient(HTTP_HOST="localhost")
+    client.force_authenticate(world["admin"])
+    expected = AuditEntry.objects.filter(unit_id=world["unit"].id).count()
+    results = {}
+    for fmt in ("csv", "ndjson"):
+        url = f"/api/audit-trail/export/?format={fmt}"
+        gc.collect()
+        rss_before, maxrss_before = _rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_peak, lines, size = rss_before, 0, 0
+        began = time.perf_counter()
+        response = client.get(url)
+        assert response.status_code == 200 and isinstance(response, StreamingHttpResponse), response
+        for chunk in response.streaming_content:
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            rss_peak = max(rss_peak, _rss_kib())
+        seconds = time.perf_counter() - began
+        rows = lines - (1 if fmt == "csv" else 0)
+        assert rows == expected, (fmt, rows, expected)
+
+        gc.collect()
+        tracemalloc.start()
+        early_peak = 0
+        for pages, _chunk in enumerate(client.get(url).streaming_content):
+            if pages == 5:
+                early_peak = tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        results[fmt] = {
+            "rows": rows, "seconds": round(seconds, 1), "rows_per_s": round(rows / seconds),
+            "bytes": size, "mib_per_s": round(size / seconds / 2**20, 1), "page": export.EXPORT_PAGE,
+            "rss_growth_kib": rss_peak - rss_before,
+            "maxrss_growth_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - maxrss_before,
+            "traced_peak_first_5_pages_kib": early_peak // 1024, "traced_peak_kib": peak // 1024,
+        }
+    return results
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -188,6 +252,8 @@ def main(argv=None) -> None:
     world = seed(args.entries)
     print(f"bench audit: seeded in {world['seconds']} s; measuring ...", flush=True)
     results = measure(world, args.repeat)
+    print("bench audit: exporting (csv, ndjson) ...", flush=True)
+    results["export"] = measure_export(world)
     from django.db import connection
 
     report = {"entries": args.entries, "database": connection.vendor, "seed_seconds": world["seconds"], **results}
@@ -203,6 +269,14 @@ def main(argv=None) -> None:
         print(f"  {name.ljust(width)}  {timing}  ({row['rows']} rows)")
     v = results["verify"]
     print(f"  verify_audit_trail: {v['entries']:,} entries in {v['seconds']} s (ok={v['ok']})")
+    print("\nGET /api/audit-trail/export/ (streamed through the view, each chunk dropped):")
+    for fmt, e in results["export"].items():
+        print(
+            f"  {fmt.ljust(6)}  {e['rows']:,} rows in {e['seconds']} s ({e['rows_per_s']:,} rows/s, "
+            f"{e['bytes'] / 2**20:.1f} MiB, {e['mib_per_s']} MiB/s); resident memory +{e['rss_growth_kib']:,} KiB "
+            f"(high-water +{e['maxrss_growth_kib']:,} KiB); Python's peak {e['traced_peak_first_5_pages_kib']:,} KiB "
+            f"after 5 pages of {e['page']:,}, {e['traced_peak_kib']:,} KiB over all"
+        )
     print(f"\nresults: {out.relative_to(ROOT)}")
 
 

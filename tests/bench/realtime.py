@@ -53,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--fanout-seconds", type=float, default=8.0, help="sustained fan-out phase (0 skips)")
     p.add_argument("--profile", action="store_true", help="py-spy the Daphne process during the fan-out phase")
     p.add_argument("--label", default="", help="a note stored with the results")
+    p.add_argument("--presence", action="store_true",
+                   help="clients connect with presence=1, each as a user of its own, and each tells a "
+                        "`viewing` of a random record every --presence-every seconds")
+    p.add_argument("--presence-every", type=float, default=2.0, help="0: presence clients stay idle")
     return p.parse_args(argv)
 
 
@@ -88,6 +92,8 @@ def prepare_environment(args) -> dict[str, str]:
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
         "JWT_ACCESS_MINUTES": "240",
+        # One approver per unit signs every approval of the run, faster than any person would.
+        "SIGNATURE_RATE": "100000/min",
         # The bench opens all of a unit's sockets with one user's token (up to 1,000 of them); the
         # per-user cap (WS_MAX_CONNECTIONS_PER_USER, docs/security.md) is not what it measures.
         "WS_MAX_CONNECTIONS_PER_USER": "100000",
@@ -122,6 +128,7 @@ def seed(args) -> dict:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
 
     from backend.accounts.models import Role, Unit, User
@@ -153,8 +160,22 @@ def seed(args) -> dict:
             .values_list("id", flat=True)
         )
         pending[str(unit.id)] = [str(i) for i in ids]
+    user_tokens: dict[str, list[str]] = {}
+    if args.presence:
+        # one user per presence client (--connections spread over the units), so presence is per user
+        count = max(args.connections // args.units, 1)
+        for unit in units:
+            users = User.objects.bulk_create(
+                User(username=f"{unit.code}.present{i}", unit=unit, role=Role.APPROVER, password="!")
+                for i in range(count)
+            )
+            user_tokens[str(unit.id)] = [
+                str(UnitTokenObtainPairSerializer.get_token(user).access_token) for user in users
+            ]
     return {"units": [str(u.id) for u in units], "tokens": tokens, "pending": pending, "crates": crates,
-            "bulk_unit": str(bulk_unit.id), "seconds": time.monotonic() - started}
+            "bulk_unit": str(bulk_unit.id), "seconds": time.monotonic() - started, "user_tokens": user_tokens,
+            # Approvals are signed: the approver's password (seed_demo's) and the meaning.
+            "signature": {"password": settings.DEMO_PASSWORD, "meaning": "approved"}}
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -220,7 +241,9 @@ def rss(processes) -> int:
 class Fleet:
     """Many WebSocket clients in this process, each reading in its own task."""
 
-    def __init__(self) -> None:
+    def __init__(self, presence: dict[str, list[str]] | None = None, presence_every: float = 2.0) -> None:
+        self.presence = presence or {}  # unit -> one token per presence client (--presence)
+        self.presence_every = presence_every
         self.clients: list[dict] = []
         self.by_unit: dict[str, list[dict]] = defaultdict(list)
         self.watch: dict[str, Watch] = {}
@@ -235,7 +258,13 @@ class Fleet:
         async def one(i):
             unit = units[i % len(units)]
             port = ports[i % len(ports)]
-            url = f"ws://127.0.0.1:{port}/ws/updates/?token={tokens[unit]}" + ("&batch=1" if batch else "")
+            token = tokens[unit]
+            present = self.presence.get(unit)
+            if present:
+                token = present[(i // len(units)) % len(present)]
+            url = f"ws://127.0.0.1:{port}/ws/updates/?token={token}" + ("&batch=1" if batch else "")
+            if present:
+                url += "&presence=1"
             async with gate:
                 for attempt in range(5):
                     try:
@@ -249,13 +278,28 @@ class Fleet:
                             raise
                         await asyncio.sleep(0.2 * (attempt + 1))
                 hello = json.loads(await ws.recv())
-            client = {"ws": ws, "unit": unit, "seq": hello["seq"]}
+            client = {"ws": ws, "unit": unit, "seq": hello["seq"], "presence": 0}
             client["task"] = asyncio.create_task(self._read(client))
+            if present and self.presence_every > 0:
+                client["activity"] = asyncio.create_task(self._activity(client))
             self.clients.append(client)
             self.by_unit[unit].append(client)
 
         await asyncio.gather(*(one(i) for i in range(count)))
         return time.perf_counter() - started
+
+    async def _activity(self, client) -> None:
+        """A presence client flicks to another record every --presence-every seconds (jittered)."""
+        import random
+        import uuid
+
+        try:
+            await asyncio.sleep(random.uniform(0, self.presence_every))
+            while True:
+                await client["ws"].send(json.dumps({"type": "viewing", "entity": "crate", "id": str(uuid.uuid4())}))
+                await asyncio.sleep(self.presence_every)
+        except Exception:  # noqa: BLE001 - closed at the end of a phase
+            pass
 
     async def _read(self, client) -> None:
         unit = client["unit"]
@@ -269,6 +313,8 @@ class Fleet:
                 elif kind == "data_update_batch":
                     for update in message["updates"]:
                         self._update(client, unit, update, now)
+                elif kind in ("presence", "presence_update"):
+                    client["presence"] += 1
         except Exception:  # noqa: BLE001 - closed at the end of a phase
             pass
 
@@ -286,6 +332,8 @@ class Fleet:
         await asyncio.gather(*(c["ws"].close() for c in clients), return_exceptions=True)
         for c in clients:
             c["task"].cancel()
+            if "activity" in c:
+                c["activity"].cancel()
             self.by_unit[c["unit"]].remove(c)
         self.clients = [c for c in self.clients if c not in clients]
 
@@ -362,7 +410,7 @@ async def phase_approvals(fleet, http, world, count) -> dict:
         watch = Watch(len(fleet.by_unit[unit]), time.time())
         fleet.watch[request_id] = watch
         answer = await http.post(
-            f"/api/withdrawal-requests/{request_id}/approve/", json={},
+            f"/api/withdrawal-requests/{request_id}/approve/", json={"signature": world["signature"]},
             headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
         )
         assert answer.status_code == 202, answer.text
@@ -386,18 +434,28 @@ async def phase_approvals(fleet, http, world, count) -> dict:
 async def phase_burst(fleet, http, world, per_unit, daphnes) -> dict:
     # every unit approves `per_unit` requests in one bulk; each change = request + crate event
     counters = {}
-    cpu_before = cpu_seconds(daphnes)
-    submitted = time.time()
+    # Every bulk decision is signed (a password hash, ~0.2 s of CPU each): the worker's bulk queue is
+    # paused while the ten are signed and queued, so the phase measures what it always did, ten units'
+    # approvals fanned out at once. The signing is measured by the single approvals (API -> client).
+    from workers.celery import app as celery_app
+
+    paused = await asyncio.to_thread(celery_app.control.cancel_consumer, "bulk", reply=True, timeout=5)
+    assert paused, "the bench worker did not answer the pause of its bulk queue"
     for unit in world["units"]:
         ids = [world["pending"][unit].pop(0) for _ in range(per_unit)]
         clients = fleet.by_unit[unit]
         start_seq = max(c["seq"] for c in clients)
         counters[unit] = fleet.counters[unit] = Counter(clients, start_seq + 2 * per_unit)
         answer = await http.post(
-            "/api/bulk-actions/", json={"entity": "withdrawal", "action": "approve", "ids": ids},
+            "/api/bulk-actions/",
+            json={"entity": "withdrawal", "action": "approve", "ids": ids, "signature": world["signature"]},
             headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
         )
         assert answer.status_code == 202, answer.text
+    cpu_before = cpu_seconds(daphnes)
+    submitted = time.time()
+    # (No reply awaited: a blocking wait here would stall this process's event loop, its sockets too.)
+    celery_app.control.add_consumer("bulk", reply=False)
     await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in counters.values())), 120)
     cpu = cpu_seconds(daphnes) - cpu_before
     fleet.counters.clear()
@@ -410,7 +468,7 @@ async def phase_burst(fleet, http, world, per_unit, daphnes) -> dict:
         "seconds_first_to_last_receipt": round(last - first, 3),
         "deliveries_per_second": round(deliveries / (last - first), 1),
         "submit_to_last_receipt_seconds": round(last - submitted, 3),
-        # all Daphne CPU during the phase (HTTP requests included) divided by deliveries
+        # Daphne CPU from the release of the queued bulks to the last receipt, divided by deliveries
         "server_cpu_us_per_delivery": round(cpu / deliveries * 1e6, 1),
     }
 
@@ -425,7 +483,7 @@ async def phase_bulk(fleet, http, world, ports, items, clients_count) -> dict:
     counter = fleet.counters[unit] = Counter(clients, start_seq + 2 * items)
     submitted = time.time()
     answer = await http.post(
-        "/api/bulk-actions/", json={"entity": "withdrawal", "action": "approve", "ids": ids},
+        "/api/bulk-actions/", json={"entity": "withdrawal", "action": "approve", "ids": ids, "signature": world["signature"]},
         headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
     )
     assert answer.status_code == 202, answer.text
@@ -572,7 +630,7 @@ async def run(args, env, world, daphnes) -> dict:
     import httpx
 
     ports = [port for _, port in daphnes]
-    fleet = Fleet()
+    fleet = Fleet(world.get("user_tokens") if args.presence else None, args.presence_every)
     results: dict = {}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as http:
         # warm the server (imports, first DB connections) so memory deltas measure connections

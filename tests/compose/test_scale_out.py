@@ -32,6 +32,7 @@ from tests.support.auth import access_token
 from tests.support.deploy import in_own_connection
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.queues import enqueue_on
+from tests.support.signing import sign
 from tests.support.ws import connect
 
 pytestmark = [
@@ -131,6 +132,7 @@ def submit(queue: str, jobs: list[tuple]) -> list[str]:
     ids = []
     with enqueue_on(queue):
         for actor, kind, target, params in jobs:
+            params = params() if callable(params) else params  # (signed here, in this thread's connection)
             ids.append(str(job_submit(actor=actor, kind=registry.get(kind), targets=[target], params=params).id))
     return ids
 
@@ -140,7 +142,8 @@ def relocation(scene: Scene, index: int, location: str) -> tuple:
 
 
 def approval(scene: Scene, index: int) -> tuple:
-    return (scene.approver, "withdrawal.approve", scene.requests[index].id, {})
+    return (scene.approver, "withdrawal.approve", scene.requests[index].id,
+            lambda: {"signature_id": str(sign(scene.approver, "withdrawal", "approve"))})
 
 
 def hold_row_lock(crate_id, locked: threading.Event, release: threading.Event) -> None:

@@ -23,6 +23,7 @@ from backend.records.models import RequestStatus, WithdrawalRequest
 from tests.support import processes
 from tests.support.deploy import ROOT, make_approver, production_secrets
 from tests.support.factories import PASSWORD, CrateFactory, UserFactory, make_request
+from tests.support.signing import signed
 from tests.support.ws import connect, recv_json, recv_until
 
 MASTER = "records-master"
@@ -216,7 +217,7 @@ def test_a_job_runs_end_to_end_through_the_sentinel_and_again_after_a_failover(l
         ticket = (await http.post("/api/auth/ws-ticket/", headers=auth)).json()["ticket"]
         ws = await connect(port, origin="https://localhost", ticket=ticket)
         hello = await recv_json(ws, 20)
-        answer = await http.post(f"/api/withdrawal-requests/{request.id}/approve/", headers=auth, json={})
+        answer = await http.post(f"/api/withdrawal-requests/{request.id}/approve/", headers=auth, json=signed("approve"))
         assert answer.status_code == 202, answer.text
         update = await recv_until(ws, "data_update", timeout=30)
         await ws.close()

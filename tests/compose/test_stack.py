@@ -41,6 +41,7 @@ from tests.support.deploy import (
     substitute,
 )
 from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.signing import sign
 from tests.support.ws import connect, recv_json, recv_until
 from workers.celery import app as celery_app
 
@@ -170,7 +171,8 @@ def test_worker_service_runs_a_job_and_answers_its_health_check(compose, live_en
         # when a job is queued for it
         send_task = celery_app.send_task
         with mock.patch.object(celery_app, "send_task", lambda *a, **kw: send_task(*a, queue=queue, **kw)):
-            job = job_submit(actor=approver, kind=registry.get("withdrawal.approve"), targets=[request.id])
+            job = job_submit(actor=approver, kind=registry.get("withdrawal.approve"), targets=[request.id],
+                             params={"signature_id": str(sign(approver, "withdrawal", "approve"))})
         deadline = time.monotonic() + 30
         while Job.objects.get(id=job.id).status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             assert time.monotonic() < deadline, worker.output()[-3000:]

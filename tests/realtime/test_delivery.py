@@ -10,6 +10,7 @@ import pytest
 
 from backend.records import services
 from tests.support.realtime import in_thread, relocate, relocate_async, unit_seq
+from tests.support.signing import sign
 from tests.support.ws import assert_silent, collect_updates, connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -57,9 +58,10 @@ def test_a_transfer_reaches_both_units_each_with_its_own_seq(daphne, unit_a, uni
             services.request_create, entity="transfer", actor=unit_a.requester, crate_ids=[c.id for c in crates],
             reason="move", destination_unit_id=unit_b.unit.id,
         )
+        signature_id = await in_thread(sign, unit_a.approver, "transfer", "approve")
         await in_thread(
             services.request_transition, entity="transfer", action="approve", actor=unit_a.approver,
-            request_id=request.id,
+            request_id=request.id, signature_id=signature_id,
         )
         got_a, got_b = await collect_updates(a, 4, timeout=15), await collect_updates(b, 4, timeout=15)
         await assert_silent(a)

@@ -86,22 +86,45 @@ class Socket:
         assert (await recv_json(self.ws))["type"] == "connection_established"
 
     async def exchange(self, frame) -> None:
-        if isinstance(frame, tuple):  # raw bytes sent as a text frame: invalid UTF-8 when it is
-            await self.ws.send(frame[1], text=True)
-        else:
-            await self.ws.send(frame)
+        """Send the frame, then a ping: every message before the ping's pong is the frame's answer.
+        A valid subscribe, unsubscribe or presence message is answered by nothing (silence), so the
+        ping is what tells that the server has handled it and is still serving the socket."""
+        pongs = 1 + _is_ping(frame)
         try:
-            answer = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            if isinstance(frame, tuple):  # raw bytes sent as a text frame: invalid UTF-8 when it is
+                await self.ws.send(frame[1], text=True)
+            else:
+                await self.ws.send(frame)
+            await self.ws.send(json.dumps({"type": "ping", "timestamp": "sync"}))
+            answers = []
+            while pongs:
+                answer = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+                assert answer["type"] in ANSWERS, answer
+                jsonschema.validate(answer, SCHEMAS[answer["type"]])
+                if answer["type"] == "pong":
+                    pongs -= 1
+                if pongs:
+                    answers.append(answer)
         except websockets.ConnectionClosed:
             code = self.ws.close_code
             assert code in FRAME_CLOSES, f"frame {str(frame)[:200]!r} closed the socket with {code}"
             self.closes[code] = self.closes.get(code, 0) + 1
             await self.open()
             return
-        assert answer["type"] in ANSWERS, answer
-        jsonschema.validate(answer, SCHEMAS[answer["type"]])
-        key = answer["type"] if answer["type"] != "error" else f"error:{answer['code']}"
+        assert len(answers) <= 1, answers
+        key = "silence" if not answers else answers[0]["type"] if answers[0]["type"] != "error" else f"error:{answers[0]['code']}"
         self.answers[key] = self.answers.get(key, 0) + 1
+
+
+def _is_ping(frame) -> bool:
+    """Whether the server answers this frame with a pong of its own."""
+    if not isinstance(frame, str) or len(frame.encode(errors="replace")) > 4096:
+        return False
+    try:
+        message = json.loads(frame)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("type") == "ping"
 
 
 def test_generated_client_frames_get_defined_answers_and_leak_nothing(spawn_daphne, unit_a):

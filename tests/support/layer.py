@@ -82,7 +82,7 @@ class LayerListener:
         frames = []
         for message in list(self.received):
             if message["type"] == "unit.events" and message["unit_id"] == str(unit_id):
-                for seq, frame in message["events"]:
+                for seq, frame, *_activity in message["events"]:
                     decoded = json.loads(frame)
                     assert decoded["seq"] == seq, (seq, frame)  # the envelope's seq is the frame's
                     frames.append(decoded)

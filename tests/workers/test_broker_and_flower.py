@@ -16,6 +16,7 @@ from tests.support import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import wait_until
+from tests.support.signing import signed
 from workers.celery import app as celery_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -39,7 +40,7 @@ def test_an_approval_while_the_broker_is_unreachable_answers_503_and_leaves_no_j
     # when the approver approves (the client gives up after 15 s, so a hang fails the test)
     answer = httpx.post(
         f"http://127.0.0.1:{port}/api/withdrawal-requests/{request.id}/approve/",
-        json={},
+        json=signed("approve"),
         headers={"Authorization": f"Bearer {access_token(approver)}"},
         timeout=15,
     )
@@ -86,7 +87,7 @@ def test_flower_requires_basic_auth_and_shows_the_job_task_by_name_and_descripti
 
     # when an approval is submitted through the API and the worker runs it
     unit, approver, request = withdrawal_scene()
-    job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
+    job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve")).json()["job"]["id"]
 
     def flower_task() -> dict | None:
         info = httpx.get(f"{flower}/api/task/info/{job_id}", auth=auth, timeout=10)
@@ -121,7 +122,7 @@ def test_flower_shows_a_bulk_job_s_progress_while_it_runs(flower, live_env, own_
     # when an operator's bulk approval of 6 ids runs, 2 per chunk
     with enqueue_on(private_queue):
         job_id = api(approver).post(
-            "/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids}
+            "/api/bulk-actions/", signed("approve", {"entity": "withdrawal", "action": "approve", "ids": ids})
         ).json()["job"]["id"]
 
     def info() -> dict:

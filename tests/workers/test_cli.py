@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from backend.accounts.models import Role
+from backend.audit.models import Signature, SignedRecord
 from backend.records.models import WithdrawalRequest
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
 from workers.cli import read_ids
@@ -67,6 +68,30 @@ def test_no_wait_exits_0_with_the_job_url_and_refusals_exit_1(daphne, worker, tm
     assert queued.returncode == 0 and "/api/jobs/" in queued.stdout
     assert refused.returncode == 1 and "403" in refused.stderr
     assert no_reason.returncode == 1 and "reason_required" in no_reason.stderr
+
+
+def test_decisions_are_signed_with_the_password_file_and_never_from_an_argument(daphne, worker, tmp_path):
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 2)]
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    # with a token and no password, a decision cannot be signed: refused before anything is sent
+    token_only = run_cli(daphne, approver, "approve", "--entity", "withdrawal", stdin=ids[0],
+                         env={"RECORDS_PASSWORD": "", "RECORDS_TOKEN": "unused"})
+    assert token_only.returncode == 1 and "RECORDS_PASSWORD_FILE" in token_only.stderr
+    # there is no option to pass a password on the command line
+    with_argument = run_cli(daphne, approver, "approve", "--entity", "withdrawal", "--password", PASSWORD, stdin=ids[0])
+    assert with_argument.returncode == 2 and "unrecognized arguments" in with_argument.stderr
+    # with the password file, every decision is signed by the approver, meaning "approved"
+    signed = run_cli(daphne, approver, "approve", "--entity", "withdrawal", stdin="\n".join(ids),
+                     env={"RECORDS_PASSWORD": "", "RECORDS_PASSWORD_FILE": str(secret)})
+    assert signed.returncode == 0, signed.stderr
+    signature = Signature.objects.get(signer_id=approver.id)
+    assert signature.meaning == "approved"
+    assert set(SignedRecord.objects.filter(signature=signature).values_list("record_id", flat=True)) == {
+        uuid.UUID(i) for i in ids
+    }
 
 
 def test_read_ids_accepts_lines_commas_and_comments():

@@ -26,6 +26,7 @@ from tests.support import processes
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import SHORT_VISIBILITY_TIMEOUT, wait_until
 from tests.support.queues import enqueue_on
+from tests.support.signing import signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -74,7 +75,7 @@ def test_a_worker_killed_in_the_middle_of_a_job_is_replaced_and_the_job_applied_
 
     # when an approval reaches it and it is SIGKILLed (the whole process group) during that pause
     with enqueue_on(private_queue):
-        job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
+        job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve")).json()["job"]["id"]
     killed_at = kill_when_printed(first, f"fault point job.before_commit reached (pause) job={job_id}")
 
     # then nothing it wrote survived and nothing was broadcast
@@ -118,7 +119,7 @@ def test_events_committed_by_a_worker_killed_before_publishing_are_published_by_
 
     # when an approval reaches it and it is SIGKILLed during that pause
     with enqueue_on(private_queue):
-        job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
+        job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve")).json()["job"]["id"]
     killed_at = kill_when_printed(first, "fault point outbox.before_publish reached (pause) events=3")
 
     # then the change and its events are committed, but unpublished and unheard
@@ -160,7 +161,7 @@ def test_a_job_that_overruns_its_time_limit_ends_failed_and_applies_nothing(
 
     # when an approval runs on it
     with enqueue_on(private_queue):
-        job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}).json()["job"]["id"]
+        job_id = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve")).json()["job"]["id"]
 
     # then the job ends failed with a clear error instead of staying `running` for good
     wait_until(lambda: Job.objects.get(id=job_id).status == JobStatus.FAILED, 20, "the job to fail")

@@ -26,6 +26,7 @@ from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.pipeline import wait_until
 from tests.support.realtime import SeqClient
+from tests.support.signing import sign, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +73,7 @@ def test_redis_restarts_under_a_running_bulk_delay_it_and_lose_nothing(live_env,
         await plain.open()
         await batched.open()
         answer = await asyncio.to_thread(_post, port, "/api/bulk-actions/", approver,
-                                         {"entity": "withdrawal", "action": "approve", "ids": ids})
+                                         signed("approve", {"entity": "withdrawal", "action": "approve", "ids": ids}))
         assert answer.status_code == 202, answer.text
         job_id = answer.json()["job"]["id"]
         # when Redis goes away for about a second, three times, while the bulk runs
@@ -188,7 +189,8 @@ def _submit_approval(approver, request) -> str:
     from backend.jobs.services import job_submit
     from backend.records.jobs import TRANSITION_KINDS
 
-    return job_submit(actor=approver, kind=TRANSITION_KINDS["withdrawal", "approve"], targets=[request.id]).id
+    params = {"signature_id": str(sign(approver, "withdrawal", "approve"))}
+    return job_submit(actor=approver, kind=TRANSITION_KINDS["withdrawal", "approve"], targets=[request.id], params=params).id
 
 
 def test_make_up_restarts_a_crashed_process_and_keeps_the_rest_running(live_env):

@@ -29,6 +29,7 @@ from tests.support.auth import access_token
 from tests.support.db import last_seq, outbox_after
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import held_enqueue, release, requires_postgres, wait_until
+from tests.support.signing import sign, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -71,7 +72,7 @@ def test_an_approval_runs_as_a_job_and_its_events_are_broadcast_in_seq_order(dap
 
     # when the approver approves over HTTP (a live Daphne) and follows the job until it is finished
     with httpx.Client(base_url=f"http://127.0.0.1:{daphne}", headers=auth, timeout=15) as http:
-        answer = http.post(f"/api/withdrawal-requests/{request.id}/approve/", json={})
+        answer = http.post(f"/api/withdrawal-requests/{request.id}/approve/", json=signed("approve"))
         job_id = answer.json()["job"]["id"]
         polled = poll_job(http, answer.headers["Location"])
     frames = listener.wait_frames(unit.id, 3)
@@ -120,7 +121,8 @@ def test_a_change_that_rolls_back_is_never_broadcast_and_gives_its_seq_back(list
         pass
 
     with pytest.raises(Abort), transaction.atomic():
-        records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id)
+        records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
+            signature_id=sign(approver, "withdrawal", "approve"))
         raise Abort
 
     # then nothing is broadcast, no outbox row remains and the unit's counter is unchanged
@@ -130,7 +132,8 @@ def test_a_change_that_rolls_back_is_never_broadcast_and_gives_its_seq_back(list
     assert WithdrawalRequest.objects.get(id=request.id).status == RequestStatus.PENDING
 
     # and when the same change commits, it is heard with the very next seq (nothing was skipped)
-    records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id)
+    records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
+        signature_id=sign(approver, "withdrawal", "approve"))
     assert [f["seq"] for f in listener.wait_frames(unit.id, 3)] == [before + 1, before + 2, before + 3]
 
 
@@ -145,7 +148,8 @@ def test_events_are_broadcast_only_once_their_transaction_commits(listen):
     def approve_and_hold_the_transaction_open():
         try:
             with transaction.atomic():
-                records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id)
+                records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
+                    signature_id=sign(approver, "withdrawal", "approve"))
                 written.set()  # outbox_write has run inside this transaction
                 assert commit.wait(30)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
@@ -241,10 +245,11 @@ def test_two_concurrent_deliveries_of_one_job_apply_it_once(api, listen):
 def test_approving_a_rejected_request_is_refused_at_the_request(api):
     # given a request that was rejected
     unit, approver, crates, request = withdrawal_scene(crate_count=1)
-    records.request_transition(entity="withdrawal", action="reject", actor=approver, request_id=request.id, reason="no")
+    records.request_transition(entity="withdrawal", action="reject", actor=approver, request_id=request.id, reason="no",
+        signature_id=sign(approver, "withdrawal", "reject"))
 
     # when the approver tries to approve it
-    answer = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {})
+    answer = api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve"))
 
     # then 409 with the stable code, and no job was queued
     assert answer.status_code == 409
@@ -257,7 +262,7 @@ def test_a_transition_that_becomes_illegal_after_queueing_fails_the_job_and_chan
     unit, approver, crates, request = withdrawal_scene()
     listener = listen(users=[approver.id])
     with held_enqueue() as held:
-        answers = [api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", {}) for _ in range(2)]
+        answers = [api(approver).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve")) for _ in range(2)]
     assert [a.status_code for a in answers] == [202, 202]
     first, second = (a.json()["job"]["id"] for a in answers)
 
@@ -297,7 +302,7 @@ def test_a_transfer_reaches_both_units_each_with_its_own_seq(worker, api, listen
     hears_a, hears_b = listen(units=[unit_a.id]), listen(units=[unit_b.id])
 
     # when the transfer is approved through the worker
-    answer = api(approver).post(f"/api/transfer-requests/{request.id}/approve/", {})
+    answer = api(approver).post(f"/api/transfer-requests/{request.id}/approve/", signed("approve"))
     assert answer.status_code == 202
     frames_a, frames_b = hears_a.wait_frames(unit_a.id, 3), hears_b.wait_frames(unit_b.id, 3)
 
@@ -326,8 +331,8 @@ def test_opposite_transfers_approved_at_the_same_moment_do_not_deadlock(api, lis
     listener = listen(units=[unit_a.id, unit_b.id])
     with held_enqueue():
         jobs = [
-            api(approver_a).post(f"/api/transfer-requests/{a_to_b.id}/approve/", {}).json()["job"]["id"],
-            api(approver_b).post(f"/api/transfer-requests/{b_to_a.id}/approve/", {}).json()["job"]["id"],
+            api(approver_a).post(f"/api/transfer-requests/{a_to_b.id}/approve/", signed("approve")).json()["job"]["id"],
+            api(approver_b).post(f"/api/transfer-requests/{b_to_a.id}/approve/", signed("approve")).json()["job"]["id"],
         ]
 
     # when both run at once (two deliveries in two threads of this process, as two worker processes

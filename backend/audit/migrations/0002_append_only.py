@@ -6,13 +6,13 @@ from django.db import migrations
 def install(apps, schema_editor):
     from backend.audit import db
 
-    db.install(schema_editor.connection)
+    db.install(schema_editor.connection, db.FIRST_TABLES)
 
 
 def remove(apps, schema_editor):
     from backend.audit import db
 
-    db.remove(schema_editor.connection)
+    db.remove(schema_editor.connection, db.FIRST_TABLES)
 
 
 class Migration(migrations.Migration):

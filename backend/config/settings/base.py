@@ -245,6 +245,8 @@ REST_FRAMEWORK = {
         "bulk": env("BULK_RATE", default="30/hour"),
         "login_address": env("LOGIN_RATE_PER_ADDRESS", default="30/min"),
         "login_username": env("LOGIN_RATE_PER_USERNAME", default="20/min"),
+        # Signed decisions per user: each costs a password hash (hundreds of ms of CPU in production).
+        "signature": env("SIGNATURE_RATE", default="30/min"),
     },
     # Throttles key on REMOTE_ADDR alone, never a client's X-Forwarded-For (behind nginx, Daphne's
     # --proxy-headers has already put the client's address in REMOTE_ADDR).
@@ -324,6 +326,12 @@ REALTIME_SLOW_CLIENT_SECONDS = env.float("REALTIME_SLOW_CLIENT_SECONDS", default
 # buffer: past it the connection is closed with 4008 at once (a resume replay waits for the client
 # to drain instead of writing more).
 REALTIME_CLIENT_BUFFER_BYTES = env.int("REALTIME_CLIENT_BUFFER_BYTES", default=1_048_576)
+# Presence (`presence=1`, docs/realtime.md): at most one presence_update per user per this many ms
+# for the whole unit (the latest state goes out when it has passed), and how often each Daphne
+# process sweeps the presence of its units (a killed process's users leave within its heartbeat's
+# expiry, 5 x REALTIME_REPORT_SECONDS, plus this).
+REALTIME_PRESENCE_INTERVAL_MS = env.int("REALTIME_PRESENCE_INTERVAL_MS", default=1000)
+REALTIME_PRESENCE_SWEEP_SECONDS = env.float("REALTIME_PRESENCE_SWEEP_SECONDS", default=5.0)
 
 # --- Celery ---------------------------------------------------------------------------------
 # One visibility timeout, read by the broker transport and the result backend alike: it must
@@ -405,6 +413,10 @@ BULK_MAX_ACTIVE_PER_USER = env.int("BULK_MAX_ACTIVE_PER_USER", default=2)
 # GMP retention for archive records is set by each site's QA (often 10 years or more): set it to
 # the longest retention of the records the archive holds.
 AUDIT_RETENTION_YEARS = env.int("AUDIT_RETENTION_YEARS", default=15)
+# Electronic signatures: this many wrong passwords within the window lock a user's signing until a
+# unit admin unlocks it (423 signature_locked; each failure, the lock and the unlock are audited).
+SIGNATURE_MAX_FAILURES = env.int("SIGNATURE_MAX_FAILURES", default=5)
+SIGNATURE_FAILURE_WINDOW_MINUTES = env.int("SIGNATURE_FAILURE_WINDOW_MINUTES", default=15)
 # Finished jobs (and their per-target outcomes) are pruned this long after they finished; the audit
 # trail, not the job table, is the record of what changed.
 JOB_RETENTION_DAYS = env.int("JOB_RETENTION_DAYS", default=90)

@@ -20,10 +20,15 @@ KEYS_REDIS_URL = env("TEST_KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, _bas
 CHANNEL_LAYER_HOST["address"] = CHANNEL_LAYER_URL  # noqa: F405
 CACHES = cache_settings(KEYS_REDIS_URL)
 
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Fast hashing for the users tests make; PBKDF2 still checks the passwords of users made the way
+# production makes them (tests/support/deploy.py), e.g. when they sign a decision.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 DEBUG = False
-LOG_LEVEL = "WARNING"
-LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# Quiet by default; a test that must see everything the processes log (the signature password is
+# never in it) starts them with TEST_LOG_LEVEL=DEBUG.
+LOG_LEVEL = env("TEST_LOG_LEVEL", default="WARNING")
+LOGGING["root"]["level"] = LOG_LEVEL  # noqa: F405
+LOGGING["loggers"]["daphne"]["level"] = LOG_LEVEL  # noqa: F405
 
 # SQLite: a file (not :memory:) so the Daphne and Celery processes the integration tests start can
 # share the test database.

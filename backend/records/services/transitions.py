@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from backend.accounts.models import User
+from backend.audit.services import signature_apply, signature_for
 from backend.common.errors import CrateUnavailable, DomainError, FourEyes, InvalidTransition, NotFound, ValidationFailed
 from backend.events.services import Change
 
@@ -25,7 +26,7 @@ from ..lifecycle import RequestKind, Transition, request_kind, transition_of
 from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest, WithdrawalRequest
 from .changes import crate_change, request_changes, sendback_change
 from .checks import check_request_scope, check_version, require_role
-from .journal import Entry, crate_entry, journal_write, request_entry, unit_codes
+from .journal import Entry, crate_entry, journal_write, request_entry, signed_binding, unit_codes
 
 # Decisions: whoever filed a request never takes them on it (four eyes).
 DECISIONS = frozenset({"approve", "reject", "send_back"})
@@ -74,11 +75,12 @@ def request_transition(
     request_id: uuid.UUID,
     reason: str = "",
     expected_version: int | None = None,
+    signature_id: uuid.UUID | None = None,
 ) -> BaseRequest:
     """approve / reject / send_back / resubmit one request, with all its effects, atomically."""
     outcome = requests_transition(
         entity=entity, action=action, actor=actor, request_ids=[request_id], reason=reason,
-        expected_versions={request_id: expected_version},
+        expected_versions={request_id: expected_version}, signature_id=signature_id,
     )[request_id]
     if isinstance(outcome, DomainError):
         raise outcome
@@ -94,6 +96,7 @@ def requests_transition(
     request_ids: Iterable[uuid.UUID],
     reason: str = "",
     expected_versions: dict[uuid.UUID, int | None] | None = None,
+    signature_id: uuid.UUID | None = None,
 ) -> dict[uuid.UUID, BaseRequest | DomainError]:
     """Apply one transition to many requests in one transaction, set-based.
 
@@ -101,6 +104,9 @@ def requests_transition(
     its DomainError in the result and nothing written. The accepted ones are changed with a handful
     of statements whatever their number (one UPDATE for the requests, one per crate effect, one
     INSERT of send-back records, one outbox write), which is what makes a 10,000-item bulk cheap.
+    A decision carries the signature its decider gave when submitting it (`signature_id`, see
+    backend.accounts.signatures): without it nothing is decided; with it, each decided request is
+    bound to it and its audit entry references it.
     Locks are taken requests first, then crates, each in id order, then the unit counters: the same
     order everywhere, so concurrent transitions queue instead of deadlocking.
     """
@@ -108,6 +114,9 @@ def requests_transition(
     transition = transition_of(entity, action)
     ids = sorted(set(request_ids), key=str)
     expected_versions = expected_versions or {}
+    signature = (
+        signature_for(signature_id, signer_id=actor.id, action=action, entity=kind.entity) if action in DECISIONS else None
+    )
     locked = {r.id: r for r in kind.model.objects.select_for_update().filter(id__in=ids).order_by("id")}
     outcomes: dict[uuid.UUID, BaseRequest | DomainError] = {}
     accepted: list[BaseRequest] = []
@@ -125,8 +134,9 @@ def requests_transition(
             outcomes[request_id] = exc
 
     crate_journal: dict[uuid.UUID, tuple[list[Change], list[Entry]]] = {}
+    crate_ids = _crate_ids(kind, accepted) if accepted else {}
     if action == "approve" and accepted:
-        accepted, crate_journal = _approve_crates(kind, accepted, outcomes, actor)
+        accepted, crate_journal = _approve_crates(kind, accepted, outcomes, actor, crate_ids)
     if not accepted:
         return outcomes
 
@@ -150,9 +160,11 @@ def requests_transition(
         )
         request_events = request_changes(kind, request, "updated", actor=actor)
         changes += request_events
-        entries.append(request_entry(
+        entry = request_entry(
             kind, request, PAST[action], {"status": [old_status, request.status]}, change=request_events[0], reason=reason,
-        ))
+        )
+        entry.signature_id = signature.id if signature else None
+        entries.append(entry)
         crate_events, crate_entries = crate_journal.get(request.id, ([], []))
         changes += crate_events
         entries += crate_entries
@@ -165,24 +177,32 @@ def requests_transition(
             changes.append(sendback_change(kind, record, request, actor=actor))
         outcomes[request.id] = request
     SendBackRecord.objects.bulk_create(records)
+    if signature is not None:
+        signature_apply(signature, [signed_binding(kind, r, crate_ids.get(r.id, [])) for r in accepted])
     journal_write(actor=actor, changes=changes, entries=entries)
     return outcomes
 
 
+def _crate_ids(kind: RequestKind, requests: list[BaseRequest]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """{request id: its crate ids}, in one query."""
+    through = kind.model.crates.through
+    link = f"{kind.model._meta.model_name}_id"
+    found: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for request_id, crate_id in through.objects.filter(**{f"{link}__in": [r.id for r in requests]}).values_list(
+        link, "crate_id"
+    ):
+        found[request_id].append(crate_id)
+    return found
+
+
 def _approve_crates(
-    kind: RequestKind, accepted: list[BaseRequest], outcomes: dict, actor: User
+    kind: RequestKind, accepted: list[BaseRequest], outcomes: dict, actor: User,
+    by_request: dict[uuid.UUID, list[uuid.UUID]],
 ) -> tuple[list[BaseRequest], dict[uuid.UUID, tuple[list[Change], list[Entry]]]]:
     """Lock the crates of the requests being approved; refuse a request whose crates are not all in
     storage in its unit (CrateUnavailable, nothing applied); apply the effect to the others:
     withdrawn, destroyed, or moved to the transfer's destination unit. Returns the approved
     requests and, per request, its crates' events and audit entries."""
-    through = kind.model.crates.through
-    link = f"{kind.model._meta.model_name}_id"
-    by_request: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    for request_id, crate_id in through.objects.filter(**{f"{link}__in": [r.id for r in accepted]}).values_list(
-        link, "crate_id"
-    ):
-        by_request[request_id].append(crate_id)
     all_ids = sorted({c for ids in by_request.values() for c in ids}, key=str)
     crates = {c.id: c for c in Crate.objects.select_for_update().filter(id__in=all_ids).order_by("id")}
 

@@ -28,7 +28,12 @@ const ACTION_WORDS = {
   created: 'Created', updated: 'Updated', relocated: 'Relocated', deleted: 'Deleted', approved: 'Approved',
   rejected: 'Rejected', sent_back: 'Sent back', resubmitted: 'Resubmitted', withdrawn: 'Withdrawn',
   destroyed: 'Destroyed', transferred: 'Transferred out', received: 'Received',
+  signature_failed: 'Signature refused (wrong password)', signature_locked: 'Signing locked',
+  signature_unlocked: 'Signing unlocked',
 };
+// What each decision means when signed (the server checks the same pairs; Part 11 §11.50).
+const MEANING = { approve: 'approved', reject: 'rejected', send_back: 'returned' };
+const LOCKED_TEXT = 'signing is locked after too many wrong passwords. Ask a unit admin to unlock it.';
 const FIELD_LABEL = {
   crate_number: 'crate number', destruction_due: 'destruction due', destination_unit: 'destination unit',
 };
@@ -45,7 +50,7 @@ const LIST_OF_ENTITY = { withdrawal: 'requests', destruction: 'requests', transf
 
 const stats = {
   updates: 0, byEntity: {}, jobUpdates: 0, resyncs: 0, gaps: 0, closes: [], refreshes: 0, statuses: [],
-  fetches: { requests: 0, crates: 0 }, lastSeq: null, status: STATUS.OFFLINE,
+  fetches: { requests: 0, crates: 0 }, auditFetches: 0, lastSeq: null, status: STATUS.OFFLINE,
 };
 window.realtimeStats = stats;
 
@@ -96,8 +101,9 @@ function refreshAccess() {
   return refreshing;
 }
 
-async function api(path, { method = 'GET', body } = {}, retried = false) {
-  const headers = { Accept: 'application/json', Authorization: `Bearer ${tokens.access}` };
+/** A fetch with the access token; a 401 refreshes it and tries once more. */
+async function authorized(path, { method = 'GET', body, accept = 'application/json' } = {}, retried = false) {
+  const headers = { Accept: accept, Authorization: `Bearer ${tokens.access}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 401 && !retried) {
@@ -107,8 +113,13 @@ async function api(path, { method = 'GET', body } = {}, retried = false) {
       signOut('Your session has ended. Please sign in again.');
       throw error;
     }
-    return api(path, { method, body }, true);
+    return authorized(path, { method, body, accept }, true);
   }
+  return response;
+}
+
+async function api(path, { method = 'GET', body } = {}) {
+  const response = await authorized(path, { method, body });
   const data = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
@@ -133,24 +144,88 @@ function el(tag, attrs = {}, ...children) {
 
 const pill = (status, testid) => el('span', { class: `pill pill--${status}`, testid }, STATUS_LABEL[status] || status);
 
+// --- time, in the unit's time zone ------------------------------------------------------------------
+
+// Times show in the unit's zone (`unit.timezone` of GET /api/me/, an IANA name; UTC without a unit),
+// with the zone's short name; hovering one shows the moment in UTC.
+const TIME_FORMATS = {
+  full: { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'short' },
+  time: { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' },
+  date: { year: 'numeric', month: 'short', day: 'numeric' },
+  zone: { hour: 'numeric', timeZoneName: 'short' },
+};
+const formatters = new Map();
+
+function formatter(zone, kind) {
+  const key = `${zone}|${kind}`;
+  if (!formatters.has(key)) {
+    // 'parts' reads a zone's wall clock as numbers: a fixed locale, whatever the user's.
+    formatters.set(key, kind === 'parts'
+      ? new Intl.DateTimeFormat('en-US', {
+        timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
+      })
+      : new Intl.DateTimeFormat([], { timeZone: zone, ...TIME_FORMATS[kind] }));
+  }
+  return formatters.get(key);
+}
+
+function validZone(zone) {
+  try {
+    formatter(zone, 'zone');
+    return true;
+  } catch (error) {
+    return false; // RangeError: a zone this browser does not know
+  }
+}
+
+/** The zone times are shown in: the unit's, UTC when there is none (a superuser) or it is unknown. */
+function unitZone() {
+  const zone = state.me && state.me.unit && state.me.unit.timezone;
+  return zone && validZone(zone) ? zone : 'UTC';
+}
+
+/** The zone's short name at a moment ("GMT+9", "CET", "EDT"): it changes with daylight saving. */
+function zoneName(zone = unitZone(), date = new Date()) {
+  const part = formatter(zone, 'zone').formatToParts(date).find((p) => p.type === 'timeZoneName');
+  return part ? part.value : zone;
+}
+
+/** The zone's wall clock at a moment, as numbers. */
+function wallClock(zone, ms) {
+  const parts = Object.fromEntries(formatter(zone, 'parts').formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
+  return Date.UTC(Number(parts.year), Number(parts.month) - 1, Number(parts.day), Number(parts.hour) % 24, Number(parts.minute), Number(parts.second));
+}
+
+/** A `datetime-local` value ("2026-03-05T14:00"), read as a wall-clock time in `zone`, as ISO 8601 UTC. */
+function zonedToIso(local, zone = unitZone()) {
+  const match = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d))?/.exec(local || '');
+  if (!match) return '';
+  const [, y, mo, d, h, mi, sec] = match;
+  const wall = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec || 0));
+  // The zone's offset at the guess, then again at the result (a daylight-saving change in between).
+  let ms = wall - (wallClock(zone, wall) - wall);
+  ms = wall - (wallClock(zone, ms) - ms);
+  return new Date(ms).toISOString();
+}
+
+const utcText = (date) => `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+
+/** A moment in a list cell: the time in the unit's zone if it was today there, else the date. */
 function when(iso) {
   if (!iso) return '';
   const date = new Date(iso);
-  const today = new Date().toDateString() === date.toDateString();
-  return today
-    ? date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false })
-    : date.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' });
+  const zone = unitZone();
+  const day = (d) => formatter(zone, 'date').format(d);
+  const text = day(new Date()) === day(date) ? formatter(zone, 'time').format(date) : day(date);
+  return el('time', { datetime: iso, title: `${formatter(zone, 'full').format(date)} · ${utcText(date)}` }, text);
 }
 
-/** A moment as the history shows it: local date and time, UTC on hover. */
+/** A moment as the history and the audit trail show it: date and time in the unit's zone with the
+ *  zone's short name, UTC on hover. */
 function timeEl(iso) {
   if (!iso) return '';
   const date = new Date(iso);
-  const local = date.toLocaleString([], {
-    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
-  });
-  const utc = `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
-  return el('time', { datetime: iso, title: utc, class: 'nowrap' }, local);
+  return el('time', { datetime: iso, title: utcText(date), class: 'nowrap' }, formatter(unitZone(), 'full').format(date));
 }
 
 function toast(message, kind = 'error', ms = 6000) {
@@ -228,6 +303,14 @@ function jobRef(jobId) {
     'via job ', el('span', { class: 'mono' }, jobId.slice(0, 8)), mine ? ` (${mine.label})` : '');
 }
 
+const actionWords = (action) => ACTION_WORDS[action] || (action.charAt(0).toUpperCase() + action.slice(1)).replace(/_/g, ' ');
+
+/** A signature as Part 11 §11.50 wants it shown: "Signed: approved by Ada Approver (north.approver), <time>". */
+function signatureLine(signature) {
+  const who = signature.full_name ? `${signature.full_name} (${signature.signer})` : signature.signer;
+  return ['Signed: ', el('strong', { class: 'signature-meaning' }, signature.meaning), ` by ${who}, `, timeEl(signature.signed_at)];
+}
+
 function historyEntry(entry) {
   const actor = entry.actor || {};
   const lines = changeLines(entry.changes, entry.action);
@@ -245,8 +328,22 @@ function historyEntry(entry) {
         el('span', { class: 'history-new' }, line.after))))
       : '',
     entry.reason ? el('p', { class: 'history-reason' }, el('span', { class: 'muted' }, 'Reason: '), entry.reason) : '',
+    entry.signature ? el('p', { class: 'history-signature', testid: 'history-signature', 'data-signature': entry.signature.id },
+      signatureLine(entry.signature)) : '',
     entry.job_id ? el('p', { class: 'history-meta muted' }, jobRef(entry.job_id)) : '',
   );
+}
+
+/** One of a request's signatures, and whether it still covers the record as it is. */
+function signatureItem(signature) {
+  const stale = signature.matches_record === false;
+  return el('li', {
+    class: `signature${stale ? ' signature--stale' : ''}`, testid: `signature-${signature.id}`,
+    'data-meaning': signature.meaning, 'data-matches-record': String(!stale),
+  },
+  el('span', {}, signatureLine(signature), el('span', { class: 'muted' }, ` · version ${signature.version}`)),
+  stale ? el('p', { class: 'signature-warning', testid: `signature-warning-${signature.id}` },
+    'Warning: this signature no longer matches the record (changed after signing).') : '');
 }
 
 // --- the history panel ------------------------------------------------------------------------------
@@ -258,10 +355,10 @@ const historyPath = (record) => (record.kind === 'crate'
   : `/api/${record.kind}-requests/${record.id}/history/?page_size=200`);
 
 /** Open the panel on one record's audit entries, oldest first, every page. */
-async function openHistory(record) {
+async function openHistory(record, returnTo = `history-${record.id}`) {
   const dialog = $('history-panel');
   const generation = (historyOpen ? historyOpen.generation : 0) + 1;
-  historyOpen = { record, returnTo: `history-${record.id}`, generation };
+  historyOpen = { record, returnTo, generation };
   $('history-title').textContent = `History of ${record.number}`;
   const list = $('history-list');
   list.replaceChildren();
@@ -270,6 +367,7 @@ async function openHistory(record) {
   const status = $('history-state');
   status.textContent = 'Loading…';
   if (!dialog.open) dialog.showModal();
+  loadSignatures(record, generation);
   let count = 0;
   try {
     for await (const page of pages(historyPath(record))) {
@@ -285,10 +383,40 @@ async function openHistory(record) {
   }
 }
 
+/** A request's signatures at the top of its history (GET /api/{kind}-requests/{id}/): who signed what
+ *  meaning when, and a warning on one the record no longer matches (it changed after signing). */
+async function loadSignatures(record, generation) {
+  const box = $('history-signatures');
+  if (box.dataset.recordId !== record.id) {
+    box.replaceChildren();
+    box.hidden = true;
+    box.dataset.recordId = record.id;
+  }
+  if (!KINDS.includes(record.kind)) {
+    box.hidden = true;
+    return;
+  }
+  try {
+    const request = await api(`/api/${record.kind}-requests/${record.id}/`);
+    if (!historyOpen || historyOpen.generation !== generation) return;
+    const signatures = request.signatures || [];
+    box.replaceChildren(
+      el('h4', {}, 'Electronic signatures'),
+      signatures.length
+        ? el('ul', { class: 'signature-list' }, signatures.map(signatureItem))
+        : el('p', { class: 'muted', testid: 'history-no-signatures' }, 'Not signed yet.'),
+    );
+    box.hidden = false;
+  } catch (error) {
+    // A record no longer listed (deleted) has no detail: its entries still show.
+    if (historyOpen && historyOpen.generation === generation) box.hidden = true;
+  }
+}
+
 /** A change to the record whose history is open: read it again (its audit entry committed with it). */
 function historyHeard(update) {
   const { data = {} } = update;
-  if (historyOpen && [data.id, data.request_id].includes(historyOpen.record.id)) openHistory(historyOpen.record);
+  if (historyOpen && [data.id, data.request_id].includes(historyOpen.record.id)) openHistory(historyOpen.record, historyOpen.returnTo);
 }
 
 function closedHistory() {
@@ -347,6 +475,93 @@ function ask({ title, label, value = '' }) {
     dialog.returnValue = '';
     dialog.showModal();
     input.focus();
+  });
+}
+
+/** The signing dialog (21 CFR Part 11 §11.50, §11.200): what is signed, by whom, meaning what, the
+ *  reason where the action takes one (`reasonMode` required | optional | fixed, the bulk form's
+ *  `fixedReason` shown as text) and the signer's password. `attempt(signature, reason)` makes the
+ *  signed call; the dialog stays open while it runs and, on a wrong password (403
+ *  signature_invalid), shows the server's message with the reason kept. Resolves `{result}` once the
+ *  call went through, `{error}` when it was refused otherwise (the dialog closed), `null` when
+ *  cancelled. The password goes from the input into the request body only: never kept in state,
+ *  logged or shown, and the input is emptied as soon as it is sent and whenever the dialog closes. */
+function signDecision({ title, action, reasonMode, fixedReason = '', attempt }) {
+  const dialog = $('sign-dialog');
+  const form = $('sign-form');
+  const password = $('sign-password');
+  const reasonInput = $('sign-reason');
+  const confirm = $('sign-confirm');
+  const cancel = $('sign-cancel');
+  const meaning = MEANING[action];
+  const returnTo = document.activeElement;
+  const showError = (message) => {
+    $('sign-error').textContent = message;
+    $('sign-error').hidden = !message;
+  };
+  $('sign-title').textContent = title;
+  $('sign-manifest').textContent = `Signed by ${state.me.username} — meaning: ${meaning}`;
+  $('sign-manifest').dataset.meaning = meaning;
+  $('sign-fixed-reason').textContent = fixedReason ? `Reason: ${fixedReason}` : '';
+  $('sign-fixed-reason').hidden = !(reasonMode === 'fixed' && fixedReason);
+  $('sign-reason-label').hidden = reasonMode === 'fixed';
+  $('sign-reason-caption').textContent = reasonMode === 'required' ? 'Reason (required)' : 'Reason (optional)';
+  reasonInput.required = reasonMode === 'required';
+  reasonInput.value = '';
+  password.value = '';
+  confirm.textContent = 'Sign';
+  showError('');
+  return new Promise((resolve) => {
+    let busy = false;
+    let outcome = null;
+    const onSubmit = async (event) => {
+      event.preventDefault();
+      if (busy) return;
+      const reason = reasonMode === 'fixed' ? undefined : reasonInput.value.trim();
+      if (reasonMode === 'required' && !reason) {
+        showError('Give a reason: it is kept in the audit trail.');
+        reasonInput.focus();
+        return;
+      }
+      busy = true;
+      confirm.disabled = true;
+      confirm.textContent = 'Signing…';
+      showError('');
+      const signature = { password: password.value, meaning };
+      password.value = '';
+      try {
+        outcome = { result: await attempt(signature, reason) };
+        dialog.close('signed');
+      } catch (error) {
+        if (errorCode(error) === 'signature_invalid') {
+          showError(errorText(error));
+          password.focus();
+        } else {
+          outcome = { error };
+          dialog.close('refused');
+        }
+      } finally {
+        busy = false;
+        confirm.disabled = false;
+        confirm.textContent = 'Sign';
+      }
+    };
+    const onCancel = () => { if (!busy) dialog.close('cancel'); };
+    const onEscape = (event) => { if (busy) event.preventDefault(); }; // not while the signed call runs
+    form.addEventListener('submit', onSubmit);
+    cancel.addEventListener('click', onCancel);
+    dialog.addEventListener('cancel', onEscape);
+    dialog.addEventListener('close', () => {
+      password.value = '';
+      form.removeEventListener('submit', onSubmit);
+      cancel.removeEventListener('click', onCancel);
+      dialog.removeEventListener('cancel', onEscape);
+      if (returnTo && returnTo.isConnected) returnTo.focus();
+      resolve(outcome);
+    }, { once: true });
+    dialog.returnValue = '';
+    dialog.showModal();
+    (reasonMode === 'required' ? reasonInput : password).focus();
   });
 }
 
@@ -515,16 +730,27 @@ const ACTION_PATH = { approve: 'approve', reject: 'reject', send_back: 'send-bac
 const ACTION_LABEL = { approve: 'Approve', reject: 'Reject', send_back: 'Send back', resubmit: 'Resubmit' };
 
 async function decide(row, action) {
-  let reason;
-  if (action === 'reject' || action === 'send_back') {
-    reason = await ask({ title: `${ACTION_LABEL[action]} ${row.request_number}`, label: 'Reason' });
-    if (reason === null) return;
-  }
+  const label = `${ACTION_LABEL[action]} ${row.request_number}`;
   const record = { kind: row.kind, id: row.id, number: row.request_number, version: row.version };
-  await submitJob(row.id, `${ACTION_LABEL[action]} ${row.request_number}`, 'requests', () =>
+  const post = (extra = {}) => startJob(row.id, label, 'requests', () =>
     api(`/api/${row.kind}-requests/${row.id}/${ACTION_PATH[action]}/`, {
-      method: 'POST', body: { version: row.version, ...(reason ? { reason } : {}) },
+      method: 'POST', body: { version: row.version, ...extra },
     }), record);
+  if (!MEANING[action]) {
+    // Resubmit is not a decision: it is not signed.
+    try {
+      await post();
+    } catch (error) {
+      jobRefused(error, { label, listName: 'requests', record });
+    }
+    return;
+  }
+  // A decision is signed: the dialog asks for the password (and the reason where one is needed).
+  const outcome = await signDecision({
+    title: label, action, reasonMode: action === 'approve' ? 'optional' : 'required',
+    attempt: (signature, reason) => post({ ...(reason ? { reason } : {}), signature }),
+  });
+  if (outcome && outcome.error) jobRefused(outcome.error, { label, listName: 'requests', record });
 }
 
 async function relocate(crate) {
@@ -535,23 +761,41 @@ async function relocate(crate) {
     api(`/api/crates/${crate.id}/relocate/`, { method: 'POST', body: { location, version: crate.version } }), record);
 }
 
-async function submitJob(targetId, label, listName, call, record = null) {
+/** Queue a job on one record (its row shows "Working…" until the job ends). What the API refused is
+ *  thrown, the row free again. */
+async function startJob(targetId, label, listName, call, record = null) {
   state.busyTargets.add(targetId);
   refreshRendering(listName);
   try {
     const { job } = await call();
     trackJob(job, { label, target: targetId, list: listName, record });
+    return job;
   } catch (error) {
     state.busyTargets.delete(targetId);
     refreshRendering(listName);
-    const details = error instanceof ApiError && error.body ? error.body.details : null;
-    if (errorCode(error) === 'stale_version' && record && details && typeof details === 'object') {
-      // What the user saw is out of date: show the record as it is, and who changed what since.
-      replaceRow(listName, details.current);
-      explainStale({ label, number: record.number, history: details.history, currentVersion: details.current_version });
-    } else {
-      toast(`${label}: ${errorText(error)}`);
-    }
+    throw error;
+  }
+}
+
+async function submitJob(targetId, label, listName, call, record = null) {
+  try {
+    await startJob(targetId, label, listName, call, record);
+  } catch (error) {
+    jobRefused(error, { label, listName, record });
+  }
+}
+
+/** Say why the API refused an action: a stale version explained, a locked signature, else the message. */
+function jobRefused(error, { label, listName, record }) {
+  const details = error instanceof ApiError && error.body ? error.body.details : null;
+  if (errorCode(error) === 'stale_version' && record && details && typeof details === 'object') {
+    // What the user saw is out of date: show the record as it is, and who changed what since.
+    replaceRow(listName, details.current);
+    explainStale({ label, number: record.number, history: details.history, currentVersion: details.current_version });
+  } else if (errorCode(error) === 'signature_locked') {
+    toast(`${label}: not signed — ${LOCKED_TEXT}`, 'error', 12000);
+  } else {
+    toast(`${label}: ${errorText(error)}`);
   }
 }
 
@@ -776,15 +1020,158 @@ async function submitBulk(event) {
   showBulkError('');
   const submit = $('bulk-submit');
   submit.disabled = true;
+  const label = `${ACTION_LABEL[action]} ${ids.length} ${entity} request${ids.length === 1 ? '' : 's'}`;
+  const body = { entity, action, ...bulkTargets(entity, ids), ...(reason ? { reason } : {}) };
+  const queue = (extra = {}) => api('/api/bulk-actions/', { method: 'POST', body: { ...body, ...extra } });
   try {
-    const body = { entity, action, ...bulkTargets(entity, ids), ...(reason ? { reason } : {}) };
-    const { job } = await api('/api/bulk-actions/', { method: 'POST', body });
+    let job;
+    if (MEANING[action]) {
+      // A bulk decision is signed once, for every request in it; its reason is the form's.
+      const outcome = await signDecision({
+        title: label, action, reasonMode: 'fixed', fixedReason: reason, attempt: (signature) => queue({ signature }),
+      });
+      if (!outcome) return;
+      if (outcome.error) throw outcome.error;
+      ({ job } = outcome.result);
+    } else {
+      ({ job } = await queue());
+    }
     state.bulkJobId = job.id;
-    trackJob(job, { label: `${ACTION_LABEL[action]} ${ids.length} ${entity} request${ids.length === 1 ? '' : 's'}`, target: null, list: 'requests', bulk: true });
+    trackJob(job, { label, target: null, list: 'requests', bulk: true });
   } catch (error) {
-    showBulkError(errorText(error));
+    if (errorCode(error) === 'signature_locked') {
+      toast(`${label}: not signed — ${LOCKED_TEXT}`, 'error', 12000);
+      showBulkError(`Not signed: ${LOCKED_TEXT}`);
+    } else {
+      showBulkError(errorText(error));
+    }
   } finally {
     submit.disabled = false;
+  }
+}
+
+// --- the audit trail page (approvers and unit admins) ----------------------------------------------
+
+const audit = { generation: 0, timer: null, next: null, open: false, loaded: 0 };
+const canAudit = () => ['approver', 'admin'].includes(state.me.role);
+
+/** The filters as the API takes them; since / until are wall-clock times in the unit's zone, sent in UTC. */
+function auditFilters() {
+  const zone = unitZone();
+  return {
+    entity: $('audit-entity').value,
+    action: $('audit-action').value.trim(),
+    actor: $('audit-actor').value.trim(),
+    since: zonedToIso($('audit-since').value, zone),
+    until: zonedToIso($('audit-until').value, zone),
+  };
+}
+
+function showAudit(open) {
+  audit.open = open;
+  $('audit-page').hidden = !open;
+  $('workspace').hidden = open;
+  $('open-audit').setAttribute('aria-pressed', String(open));
+  if (open) {
+    const zone = unitZone();
+    $('audit-zone').textContent = zoneName(zone) === zone ? `Times in ${zone}` : `Times in ${zone} (${zoneName(zone)})`;
+    loadAudit();
+    $('audit-entity').focus();
+  } else {
+    clearTimeout(audit.timer);
+    audit.generation += 1; // a response still on its way is dropped
+    $('open-audit').focus();
+  }
+}
+
+/** The first page of entries for the filters (newest first), or with `more` the next page after those shown. */
+async function loadAudit({ more = false } = {}) {
+  if (more && !audit.next) return;
+  const generation = ++audit.generation;
+  const url = more ? audit.next : `/api/audit-trail/?${query({ ...auditFilters(), page_size: 50 })}`;
+  stats.auditFetches += 1;
+  $('audit-state').textContent = 'Loading…';
+  $('audit-more').disabled = true;
+  try {
+    const page = await api(url);
+    if (generation !== audit.generation) return;
+    const body = $('audit-body');
+    const rows = page.results.map(auditRow);
+    if (more) body.append(...rows);
+    else body.replaceChildren(...rows);
+    audit.next = page.next ? samePath(page.next) : null;
+    audit.loaded = body.children.length;
+    $('audit-more').hidden = !audit.next;
+    $('audit-empty').hidden = audit.loaded > 0;
+    $('audit-count').textContent = `${audit.loaded} entr${audit.loaded === 1 ? 'y' : 'ies'}${audit.next ? ', more to load' : ''}`;
+    $('audit-state').textContent = '';
+    body.dataset.loaded = String(generation);
+  } catch (error) {
+    if (generation === audit.generation) $('audit-state').textContent = `Not updated: ${errorText(error)}`;
+  } finally {
+    if (generation === audit.generation) $('audit-more').disabled = false;
+  }
+}
+
+/** An update while the page is open: its first page again, debounced like the lists. */
+function auditHeard() {
+  if (!audit.open) return;
+  clearTimeout(audit.timer);
+  audit.timer = setTimeout(() => loadAudit(), OPTIONS.debounceMs);
+}
+
+function auditRow(entry) {
+  const actor = entry.actor || {};
+  const lines = changeLines(entry.changes, entry.action);
+  const record = entry.entity === 'crate' || KINDS.includes(entry.entity)
+    ? el('a', {
+      href: `#history-${entry.record_id}`, class: 'record-link mono', testid: `audit-record-${entry.id}`,
+      title: `History of ${entry.record_number}`,
+      onclick: (event) => {
+        event.preventDefault();
+        openHistory({ kind: entry.entity, id: entry.record_id, number: entry.record_number }, `audit-record-${entry.id}`);
+      },
+    }, entry.record_number)
+    : el('span', { class: 'mono' }, entry.record_number || '—');
+  return el('tr', {
+    testid: `audit-row-${entry.id}`, class: 'audit-row', 'data-action': entry.action, 'data-entity': entry.entity,
+    'data-record': entry.record_id,
+  },
+  el('td', {}, timeEl(entry.at)),
+  el('td', { class: 'nowrap' }, el('span', { title: actor.full_name ? actor.username : null }, actorName(actor)),
+    actor.role ? el('span', { class: 'muted' }, ` (${actor.role})`) : ''),
+  el('td', { class: 'nowrap' }, actionWords(entry.action)),
+  el('td', { class: 'nowrap' }, el('span', { class: 'muted' }, `${KIND_LABEL[entry.entity] || actionWords(entry.entity)} `), record),
+  el('td', { class: 'audit-changes' }, lines.length ? lines.map(changeText).join('; ') : '—'),
+  el('td', { class: 'audit-reason' }, entry.reason || '—'),
+  el('td', { class: 'audit-signature' }, entry.signature ? signatureLine(entry.signature) : '—'),
+  );
+}
+
+/** Download the trail the page shows (its filters) as CSV or NDJSON: fetched with the access token,
+ *  then saved from a Blob under the name the server gives (Content-Disposition). */
+async function exportAudit(format) {
+  const button = $(`export-${format}`);
+  button.disabled = true;
+  try {
+    const response = await authorized(`/api/audit-trail/export/?${query({ ...auditFilters(), format })}`, { accept: '*/*' });
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    const blob = await response.blob();
+    const disposition = response.headers.get('Content-Disposition') || '';
+    const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
+    const filename = match ? decodeURIComponent(match[1]) : `audit-trail.${format}`;
+    const url = URL.createObjectURL(blob);
+    const link = el('a', { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    $('audit-state').textContent = '';
+    $('audit-count').dataset.exported = filename;
+  } catch (error) {
+    toast(`Export ${format.toUpperCase()}: ${errorText(error)}`);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -815,6 +1202,26 @@ function addToFeed(update) {
   $('feed-empty').hidden = true;
 }
 
+/** Who did what (an `activity` message, right after its update): "north.approver approved
+ *  WR-2026-0042: signed, meaning approved", on the feed line of that update. */
+function activitySentence(entry) {
+  const who = (entry.actor && entry.actor.username) || 'system';
+  const what = (ACTION_WORDS[entry.action] || entry.action || '').toLowerCase();
+  let text = `${who} ${what} ${entry.record_number || entry.record_id}`;
+  if (entry.signature) text += `: signed, meaning ${entry.signature.meaning}`;
+  if (entry.reason) text += ` — ${entry.reason}`;
+  return text;
+}
+
+function addActivity(message) {
+  const entry = message.entry || {};
+  stats.activities = (stats.activities || 0) + 1;
+  const line = el('span', { class: 'feed-activity', testid: 'feed-activity' }, activitySentence(entry));
+  const item = [...$('feed').children].find((li) => li.dataset.seq === String(message.seq));
+  if (item) item.append(line);
+  else $('feed').prepend(el('li', { class: 'feed-item', 'data-seq': String(message.seq ?? '') }, line));
+}
+
 function showSeq() {
   stats.lastSeq = client.lastSeq;
   $('last-seq').textContent = client.lastSeq === null ? '' : `seq ${client.lastSeq}`;
@@ -841,10 +1248,14 @@ function startRealtime() {
       showSeq();
       addToFeed(update);
       historyHeard(update);
+      auditHeard();
       const list = LIST_OF_ENTITY[update.entity];
       if (list) refreshSoon(list);
       else Object.keys(lists).forEach(refreshSoon);
     },
+    // Who did what: each update's audit entry, right after it (same seq).
+    activityFeed: true,
+    onActivity: addActivity,
     onResync: () => {
       // The server could not replay what we missed: refetch everything, once.
       stats.resyncs += 1;
@@ -879,9 +1290,14 @@ async function showWorkspace() {
   state.me = await api('/api/me/');
   const { unit } = state.me;
   $('unit-name').textContent = unit ? `${unit.name} (${unit.code})` : 'All units';
+  const zone = unitZone();
+  $('unit-timezone').textContent = zoneName(zone) === zone ? zone : `${zone} · ${zoneName(zone)}`;
+  $('unit-timezone').dataset.zone = zone;
   $('user-name').textContent = `${state.me.username} · ${state.me.role}`;
   $('login').hidden = true;
   $('workspace').hidden = false;
+  $('audit-page').hidden = true;
+  $('open-audit').hidden = !canAudit();
   $('session').hidden = false;
   $('bulk-card').hidden = !(canDecide() || canResubmit());
   for (const option of $('bulk-action').options) {
@@ -908,7 +1324,13 @@ function signOut(message = '') {
   state.me = null;
   state.jobs.clear();
   state.bulkSeen = null;
-  for (const name of ['history-panel', 'stale-dialog', 'prompt-dialog']) if ($(name).open) $(name).close();
+  for (const name of ['history-panel', 'stale-dialog', 'prompt-dialog', 'sign-dialog']) if ($(name).open) $(name).close();
+  $('sign-password').value = '';
+  audit.open = false;
+  audit.generation += 1;
+  clearTimeout(audit.timer);
+  $('audit-page').hidden = true;
+  $('audit-body').replaceChildren();
   showBulkNote('');
   $('jobs').replaceChildren();
   $('feed').replaceChildren();
@@ -958,6 +1380,16 @@ function wire() {
   $('bulk-select-pending').addEventListener('click', selectAllPending);
   $('bulk-entity').addEventListener('change', () => showBulkNote(''));
   $('history-panel').addEventListener('close', closedHistory);
+  $('open-audit').addEventListener('click', () => showAudit(!audit.open));
+  $('close-audit').addEventListener('click', () => showAudit(false));
+  $('audit-filters').addEventListener('submit', (event) => {
+    event.preventDefault();
+    loadAudit();
+  });
+  $('audit-filters').addEventListener('reset', () => setTimeout(() => loadAudit(), 0)); // after the fields cleared
+  $('audit-more').addEventListener('click', () => loadAudit({ more: true }));
+  $('export-csv').addEventListener('click', () => exportAudit('csv'));
+  $('export-ndjson').addEventListener('click', () => exportAudit('ndjson'));
   setInterval(pollJobs, 500);
 }
 

@@ -34,6 +34,9 @@ export const DEFAULTS = Object.freeze({
   heartbeatTimeoutMs: 10000, // no message at all this long after a ping: the connection is dead
   connectTimeoutMs: 15000, // no `connection_established` this long after opening: try again
   batch: false,
+  presence: false, // `presence=1`: the unit's online users (onPresence) and this tab's activity (setViewing, ...)
+  filter: null, // a subscription filter from the start: {entities, ids, mine} (see subscribe())
+  activityFeed: false, // `activity=1`: who did what, each update's audit entry (onActivity)
   useTicket: true,
   apiBase: '',
   ticketPath: '/api/auth/ws-ticket/',
@@ -71,10 +74,11 @@ export class SeqTracker {
   }
 
   /** The verdict for an update's seq: 'deliver' (the next one), 'duplicate' (seen before; replays
-   *  overlap live delivery by design) or 'gap' (something in between was missed). */
-  accept(seq) {
+   *  overlap live delivery by design) or 'gap' (something in between was missed). A `filtered`
+   *  client skips the updates its filter leaves out, so any later seq is the next one for it. */
+  accept(seq, { filtered = false } = {}) {
     if (!Number.isInteger(seq)) return 'deliver'; // a seed-era server without seq: nothing to track
-    if (this.lastSeq === null || seq === this.lastSeq + 1) {
+    if (this.lastSeq === null || seq === this.lastSeq + 1 || (filtered && seq > this.lastSeq)) {
       this.lastSeq = seq;
       return 'deliver';
     }
@@ -105,15 +109,104 @@ export function closeAction(code) {
   return 'reconnect';
 }
 
-/** The WebSocket URL: credentials (ticket preferred), `last_seq` when resuming, `batch=1` on request. */
-export function buildSocketUrl(base, { ticket, token, lastSeq, batch } = {}) {
+/** The WebSocket URL: credentials (ticket preferred), `last_seq` when resuming, `batch=1` and
+ *  `presence=1` on request, and the subscription filter (so a resume replays only what matches). */
+export function buildSocketUrl(base, { ticket, token, lastSeq, batch, presence, filter, activity } = {}) {
   const url = new URL(base);
-  for (const name of ['ticket', 'token', 'last_seq', 'batch']) url.searchParams.delete(name);
+  for (const name of ['ticket', 'token', 'last_seq', 'batch', 'presence', 'activity', 'entities', 'ids', 'mine']) {
+    url.searchParams.delete(name);
+  }
   if (ticket) url.searchParams.set('ticket', ticket);
   else if (token) url.searchParams.set('token', token);
   if (Number.isInteger(lastSeq)) url.searchParams.set('last_seq', String(lastSeq));
   if (batch) url.searchParams.set('batch', '1');
+  if (presence) url.searchParams.set('presence', '1');
+  if (activity) url.searchParams.set('activity', '1');
+  if (filter) {
+    if (filter.entities) url.searchParams.set('entities', filter.entities.join(','));
+    if (filter.ids) url.searchParams.set('ids', filter.ids.join(','));
+    if (filter.mine) url.searchParams.set('mine', '1');
+  }
   return url.toString();
+}
+
+export const FILTER_MAX_IDS = 100;
+
+/**
+ * A subscription filter as the server takes it: any of `entities` (non-empty list of entity
+ * names), `ids` (1 to 100 record ids) and `mine` (boolean). Returns the normalized filter, or null
+ * for "the whole unit" (no key set); throws a TypeError for anything the server would refuse.
+ */
+export function normalizeFilter(filter) {
+  if (filter === null || filter === undefined) return null;
+  if (typeof filter !== 'object' || Array.isArray(filter)) throw new TypeError('filter must be an object');
+  const out = {};
+  if (filter.entities !== undefined) {
+    if (!Array.isArray(filter.entities) || filter.entities.length === 0
+      || !filter.entities.every((e) => ENTITY_NAMES.includes(e))) {
+      throw new TypeError(`filter.entities must be a non-empty list of ${ENTITY_NAMES.join(', ')}`);
+    }
+    out.entities = [...new Set(filter.entities)];
+  }
+  if (filter.ids !== undefined) {
+    if (!Array.isArray(filter.ids) || filter.ids.length === 0 || filter.ids.length > FILTER_MAX_IDS
+      || !filter.ids.every((id) => typeof id === 'string' && UUID_PATTERN.test(id))) {
+      throw new TypeError(`filter.ids must hold 1 to ${FILTER_MAX_IDS} record ids (UUIDs)`);
+    }
+    out.ids = [...new Set(filter.ids.map((id) => id.toLowerCase()))];
+  }
+  if (filter.mine !== undefined) {
+    if (typeof filter.mine !== 'boolean') throw new TypeError('filter.mine must be true or false');
+    if (filter.mine) out.mine = true;
+  }
+  return Object.keys(out).length ? out : null;
+}
+
+const ENTITY_NAMES = ['withdrawal', 'destruction', 'transfer', 'sendback', 'crate'];
+const UUID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/**
+ * The unit's online users, kept from `presence` (a snapshot) and `presence_update` (a delta)
+ * messages: `apply(message)` returns true when the list changed; `users` is sorted by username.
+ */
+export class PresenceRoster {
+  constructor() {
+    this.byId = new Map();
+  }
+
+  apply(message) {
+    if (!message || typeof message !== 'object') return false;
+    if (message.type === 'presence' && Array.isArray(message.users)) {
+      this.byId = new Map(message.users.filter((u) => u && u.id).map((u) => [u.id, u]));
+      return true;
+    }
+    if (message.type === 'presence_update' && message.user && message.user.id) {
+      if (message.state === 'left') return this.byId.delete(message.user.id);
+      this.byId.set(message.user.id, message.user);
+      return true;
+    }
+    return false;
+  }
+
+  clear() {
+    this.byId.clear();
+  }
+
+  get users() {
+    return [...this.byId.values()].sort((a, b) => String(a.username).localeCompare(String(b.username)));
+  }
+
+  /** Who else is viewing / editing a record: [{user, editing: boolean}]. */
+  on(entity, id, { except = null } = {}) {
+    const found = [];
+    for (const user of this.byId.values()) {
+      if (user.id === except) continue;
+      const editing = Boolean(user.editing && user.editing.entity === entity && user.editing.id === id);
+      const viewing = Boolean(user.viewing && user.viewing.entity === entity && user.viewing.id === id);
+      if (editing || viewing) found.push({ user, editing });
+    }
+    return found;
+  }
 }
 
 // The seed's React Query keys ("Cache Invalidation"), per entity.
@@ -158,6 +251,8 @@ const HOOKS = {
   giveup: 'onGiveUp',
   servererror: 'onServerError',
   message: 'onMessage',
+  presence: 'onPresence',
+  activity: 'onActivity',
 };
 
 function makeEvent(name, detail) {
@@ -205,6 +300,90 @@ export class UpdatesClient extends EventTarget {
     this._live = false; // the current socket got `connection_established`
     this._gapStreak = 0; // gaps since the last delivered update
     this._timer = { reconnect: null, heartbeat: null, dead: null, connect: null };
+    this._filter = normalizeFilter(o.filter);
+    this._jumpOnce = false; // after unsubscribe(): the next update may follow a filtered-out stretch
+    this.roster = new PresenceRoster();
+    this._activity = { type: 'idle' }; // this tab's presence, sent again after every reconnect
+  }
+
+  /** The subscription filter in force (null: the whole unit). */
+  get filter() {
+    return this._filter;
+  }
+
+  /** Only the matching updates from now on, and on every reconnect (its replay too). `filter` is
+   *  any of {entities, ids, mine}; null or {} is the whole unit. Throws a TypeError for a filter
+   *  the server would refuse. The client then sees seq jumps: they are not gaps. */
+  subscribe(filter) {
+    const normalized = normalizeFilter(filter);
+    if (!normalized) return this.unsubscribe();
+    this._filter = normalized;
+    this._send({ type: 'subscribe', ...normalized });
+    return this;
+  }
+
+  /** Back to the whole unit's stream. Updates left out while filtered are not replayed: refetch
+   *  lists over REST if they matter. */
+  unsubscribe() {
+    if (this._filter) this._jumpOnce = true;
+    this._filter = null;
+    this._send({ type: 'unsubscribe' });
+    return this;
+  }
+
+  /** `cb(message)` for each `activity` message ({type, entry, seq}: the audit entry of the update
+   *  with that seq, right after it; needs `activityFeed: true`). Returns a function that unregisters. */
+  onActivity(cb) {
+    const listener = (event) => cb(event.detail);
+    this.addEventListener('activity', listener);
+    return () => this.removeEventListener('activity', listener);
+  }
+
+  /** `cb({users, update})` on every change of the unit's online users (needs `presence: true`);
+   *  `update` is the presence_update (null for a snapshot). Returns a function that unregisters. */
+  onPresence(cb) {
+    const listener = (event) => cb(event.detail);
+    this.addEventListener('presence', listener);
+    return () => this.removeEventListener('presence', listener);
+  }
+
+  /** This tab is viewing a record (other users see it in presence). */
+  setViewing(entity, id) {
+    return this._setActivity({ type: 'viewing', entity, id });
+  }
+
+  /** This tab is editing a record (viewing it too). */
+  setEditing(entity, id) {
+    return this._setActivity({ type: 'editing', entity, id });
+  }
+
+  /** This tab is neither viewing nor editing a record. */
+  setIdle() {
+    return this._setActivity({ type: 'idle' });
+  }
+
+  _setActivity(activity) {
+    if (activity.type !== 'idle') {
+      if (!ENTITY_NAMES.includes(activity.entity) || typeof activity.id !== 'string' || !UUID_PATTERN.test(activity.id)) {
+        throw new TypeError('presence needs an entity name and a record id (UUID)');
+      }
+    }
+    const same = this._activity.type === activity.type && this._activity.entity === activity.entity
+      && this._activity.id === activity.id;
+    this._activity = activity;
+    if (!same && this.options.presence) this._send(activity);
+    return this;
+  }
+
+  /** Send a client message on the live socket; false when there is none (it goes on reconnect). */
+  _send(message) {
+    if (!this._socket || !this._live) return false;
+    try {
+      this._socket.send(JSON.stringify(message));
+      return true;
+    } catch (error) {
+      return false; // about to close; the reconnect sends the state again
+    }
   }
 
   get lastSeq() {
@@ -281,7 +460,10 @@ export class UpdatesClient extends EventTarget {
       if (answer.ticket) credentials = { ticket: answer.ticket }; // otherwise the seed's ?token= still works
     }
     const base = o.url || defaultSocketBase(o.wsPath);
-    return buildSocketUrl(base, { ...credentials, lastSeq: this.tracker.lastSeq, batch: o.batch });
+    return buildSocketUrl(base, {
+      ...credentials, lastSeq: this.tracker.lastSeq, batch: o.batch, presence: o.presence, filter: this._filter,
+      activity: o.activityFeed,
+    });
   }
 
   async _currentToken() {
@@ -351,13 +533,16 @@ export class UpdatesClient extends EventTarget {
         this.tracker.established(message.seq);
         this._live = true;
         this.attempt = 0;
+        // The filter went in the URL; this tab's activity starts over on every connection.
+        if (this.options.presence && this._activity.type !== 'idle') this._send(this._activity);
         this._setStatus(STATUS.LIVE);
         break;
       case 'data_update':
       case 'data_update_batch':
         for (const update of unpackUpdates(message)) {
-          const verdict = this.tracker.accept(update.seq);
+          const verdict = this.tracker.accept(update.seq, { filtered: Boolean(this._filter) || this._jumpOnce });
           if (verdict === 'deliver') {
+            this._jumpOnce = false;
             this._gapStreak = 0;
             this._emit('update', update);
           } else if (verdict === 'gap') {
@@ -374,6 +559,16 @@ export class UpdatesClient extends EventTarget {
         break;
       case 'error':
         this._emit('servererror', message);
+        break;
+      case 'activity':
+        // Carries the seq of the update it describes (already counted): no gap check, no seq of its own.
+        this._emit('activity', message);
+        break;
+      case 'presence':
+      case 'presence_update':
+        if (this.roster.apply(message)) {
+          this._emit('presence', { users: this.roster.users, update: message.type === 'presence_update' ? message : null });
+        }
         break;
       default:
         break; // pong, and whatever a newer server adds

@@ -67,7 +67,7 @@ def test_me_describes_the_user_and_its_unit(api, approver):
         "id": str(approver.id),
         "username": "north.approver",
         "role": "approver",
-        "unit": {"id": str(approver.unit_id), "code": "north", "name": "North archive"},
+        "unit": {"id": str(approver.unit_id), "code": "north", "name": "North archive", "timezone": "UTC"},
     }
 
 

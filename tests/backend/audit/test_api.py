@@ -16,6 +16,7 @@ from backend.jobs.services import job_execute
 from backend.records import services
 from backend.records.models import Crate, CrateStatus, WithdrawalRequest
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import signed
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,8 @@ def test_nobody_decides_on_a_request_they_filed(api, staff, enqueued, action):
     request = make_request("destruction", staff["admin"])
 
     # when the same admin decides on it
-    response = api(staff["admin"]).post(f"/api/destruction-requests/{request.id}/{action}/", {"reason": "r"}, format="json")
+    response = api(staff["admin"]).post(f"/api/destruction-requests/{request.id}/{action}/",
+        signed(action, {"reason": "r"}), format="json")
 
     # then 403 four_eyes, and nothing was queued
     assert (response.status_code, response.json()["code"]) == (403, "four_eyes")
@@ -52,7 +54,8 @@ def test_a_bulk_decision_refuses_the_deciders_own_requests_one_by_one(api, staff
     theirs = make_request("withdrawal", staff["requester"])
 
     response = api(staff["admin"]).post(
-        "/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": [str(own.id), str(theirs.id)]}, format="json"
+        "/api/bulk-actions/",
+            signed("approve", {"entity": "withdrawal", "action": "approve", "ids": [str(own.id), str(theirs.id)]}), format="json"
     )
     (job,) = run_jobs(enqueued)
 
@@ -73,7 +76,8 @@ def test_a_stale_decision_answers_409_with_the_state_and_who_changed_what_since(
                             reason="now two crates", crate_ids=[c.id for c in crates], change_reason="forgot one")
 
     # when the approver approves what they saw
-    response = api(staff["approver"]).post(f"/api/withdrawal-requests/{request.id}/approve/", {"version": 1}, format="json")
+    response = api(staff["approver"]).post(f"/api/withdrawal-requests/{request.id}/approve/",
+        signed("approve", {"version": 1}), format="json")
 
     # then 409 with the current request and the edit, by whom and why
     assert response.status_code == 409
@@ -94,7 +98,7 @@ def test_bulk_items_carry_the_versions_seen_and_a_changed_one_is_refused(api, st
 
     items = [{"id": str(seen.id), "version": 1}, {"id": str(changed.id), "version": 1}]
     response = api(staff["approver"]).post(
-        "/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "items": items}, format="json"
+        "/api/bulk-actions/", signed("approve", {"entity": "withdrawal", "action": "approve", "items": items}), format="json"
     )
     (job,) = run_jobs(enqueued)
 
@@ -122,7 +126,8 @@ def test_editing_a_submitted_request_needs_a_reason(api, staff):
 
 def test_an_approval_keeps_its_optional_reason_and_says_who_decided(api, staff, enqueued):
     request = make_request("transfer", staff["requester"])
-    api(staff["approver"]).post(f"/api/transfer-requests/{request.id}/approve/", {"reason": "as agreed with QA"}, format="json")
+    api(staff["approver"]).post(f"/api/transfer-requests/{request.id}/approve/",
+        signed("approve", {"reason": "as agreed with QA"}), format="json")
     run_jobs(enqueued)
 
     body = api(staff["requester"]).get(f"/api/transfer-requests/{request.id}/").json()
@@ -231,7 +236,7 @@ def test_a_transferred_crates_history_spans_both_units(api, staff, enqueued):
     far = UnitFactory(code="far")
     crate = CrateFactory(unit=staff["requester"].unit)
     transfer = make_request("transfer", staff["requester"], [crate], destination_unit_id=far.id)
-    api(staff["approver"]).post(f"/api/transfer-requests/{transfer.id}/approve/", {}, format="json",
+    api(staff["approver"]).post(f"/api/transfer-requests/{transfer.id}/approve/", signed("approve"), format="json",
                                 REMOTE_ADDR="10.9.8.7", HTTP_USER_AGENT="console/2")
     run_jobs(enqueued)
 
@@ -253,7 +258,8 @@ def test_a_transferred_crates_history_spans_both_units(api, staff, enqueued):
 def test_a_records_history_is_oldest_first(api, staff, enqueued):
     request = make_request("withdrawal", staff["requester"])
     client = api(staff["approver"])
-    client.post(f"/api/withdrawal-requests/{request.id}/send-back/", {"reason": "which shelf?"}, format="json")
+    client.post(f"/api/withdrawal-requests/{request.id}/send-back/",
+        signed("send-back", {"reason": "which shelf?"}), format="json")
     run_jobs(enqueued)
     api(staff["requester"]).post(f"/api/withdrawal-requests/{request.id}/resubmit/", {}, format="json")
     run_jobs(enqueued)

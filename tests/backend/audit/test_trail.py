@@ -5,16 +5,20 @@ second one, and the chain verifies after all of it. Runs on PostgreSQL and on SQ
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date
 
+import jsonschema
 import pytest
 from django.db import transaction
 
 from backend.accounts.models import Unit
+from backend.accounts.signatures import MEANINGS
 from backend.audit.context import origin
-from backend.audit.models import AuditEntry
+from backend.audit.models import AuditEntry, SignedRecord
 from backend.audit.selectors import audit_verify
+from backend.events import schema
 from backend.events.models import OutboxEvent
 from backend.jobs import registry
 from backend.jobs.models import Job
@@ -23,6 +27,7 @@ from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import sign
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +114,22 @@ def assert_journaled(before: dict, entries_before: set, expect_job: Job | None =
             assert (entry.client_ip, entry.user_agent) == (CLIENT["client_ip"], CLIENT["user_agent"])
             assert entry.job_id == (expect_job.id if expect_job else None)
             assert entry.seq is not None  # it describes an update clients saw
+            # and the activity feed carries it with that update: this entry, without client or hashes
+            activity = [json.loads(line) for line in
+                        OutboxEvent.objects.get(unit_id=entry.unit_id, seq=entry.seq).activity.splitlines()]
+            (frame,) = [f for f in activity if f["entry"]["id"] == str(entry.id)]
+            jsonschema.validate(frame, schema.ACTIVITY_SCHEMA)
+            assert frame["seq"] == entry.seq and frame["entry"]["action"] == entry.action
+            assert not {"client", "hash", "prev_hash"} & set(frame["entry"])
+            # a decision is signed by its decider, and the signature is bound to the record as decided
+            if entry.action in ("approved", "rejected", "sent_back"):
+                assert entry.signature_id, (entity, entry.action)
+                signature = entry.signature
+                assert (signature.signer_id, signature.meaning) == (entry.actor_id, MEANINGS[signature.action])
+                bound = SignedRecord.objects.get(signature=signature, record_id=record_id)
+                assert bound.version == record.version
+            else:
+                assert entry.signature_id is None, (entity, entry.action)
     return entries
 
 
@@ -125,7 +146,7 @@ def _service_steps(w: World):
         for (entity, action), request in pairs.items():
             services.request_transition(
                 entity=entity, action=action, actor=s["approver"], request_id=request.id,
-                reason="" if action == "approve" else "illegible",
+                reason="" if action == "approve" else "illegible", signature_id=sign(s["approver"], entity, action),
             )
 
     return {
@@ -166,7 +187,8 @@ def _service_steps(w: World):
         "requests_transition": (
             lambda: [w.request() for _ in range(3)],
             lambda requests: services.requests_transition(
-                entity="withdrawal", action="approve", actor=s["approver"], request_ids=[r.id for r in requests]),
+                entity="withdrawal", action="approve", actor=s["approver"], request_ids=[r.id for r in requests],
+                    signature_id=sign(s["approver"], "withdrawal", "approve")),
         ),
     }
 
@@ -194,10 +216,14 @@ def _job_params(kind, w: World):
     if status == "sent_back":
         for request in requests:
             services.request_transition(entity=entity, action="send_back", actor=w.staff["approver"],
-                                        request_id=request.id, reason="fix it")
+                                        request_id=request.id, reason="fix it",
+                                            signature_id=sign(w.staff["approver"], entity, "send_back"))
     actor = w.colleague if action == "resubmit" else w.staff["approver"]
     reason = "" if action in ("approve", "resubmit") else "illegible"
-    return [r.id for r in requests], {"reason": reason}, actor
+    params = {"reason": reason}
+    if action in MEANINGS:  # what the API puts in a decision's job: its signature, never the password
+        params["signature_id"] = str(sign(actor, entity, action))
+    return [r.id for r in requests], params, actor
 
 
 def test_every_job_kind_journals_every_change_with_its_job_and_its_client(world):
@@ -215,7 +241,10 @@ def test_every_job_kind_journals_every_change_with_its_job_and_its_client(world)
 
 def test_a_redelivered_task_writes_no_second_entry(world):
     request = world.request()
-    job = world.job("withdrawal.approve", [request.id], {"reason": ""}, world.staff["approver"])
+    approver = world.staff["approver"]
+    job = world.job(
+        "withdrawal.approve", [request.id], {"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve"))}, approver
+    )
     job_execute(job_id=str(job.id))
     entries = AuditEntry.objects.count()
 
@@ -232,7 +261,8 @@ def test_a_rolled_back_change_leaves_no_entry_and_no_event(world):
     with pytest.raises(RuntimeError), transaction.atomic():
         services.crate_create(actor=world.staff["store"])
         services.request_transition(entity="withdrawal", action="approve", actor=world.staff["approver"],
-                                    request_id=world.request().id)
+                                    request_id=world.request().id,
+                                        signature_id=sign(world.staff["approver"], "withdrawal", "approve"))
         raise RuntimeError("the caller's transaction fails after the services ran")
 
     assert (AuditEntry.objects.count(), OutboxEvent.objects.count()) == (entries, events)
@@ -242,7 +272,8 @@ def test_a_refused_change_leaves_no_entry(world):
     own = world.request(by=world.staff["admin"])  # the admin may file, and may not decide on it (four eyes)
     entries = AuditEntry.objects.count()
     outcomes = services.requests_transition(
-        entity="withdrawal", action="approve", actor=world.staff["admin"], request_ids=[own.id, uuid.uuid4()]
+        entity="withdrawal", action="approve", actor=world.staff["admin"], request_ids=[own.id, uuid.uuid4()],
+            signature_id=sign(world.staff["admin"], "withdrawal", "approve")
     )
     assert sorted(o.code for o in outcomes.values()) == ["four_eyes", "not_found"]
     assert AuditEntry.objects.count() == entries

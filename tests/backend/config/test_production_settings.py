@@ -50,3 +50,19 @@ def test_check_deploy_fails_on_what_djangos_checklist_catches():
     result = _check_deploy(SECURE_HSTS_SECONDS="0")
     assert result.returncode != 0
     assert "security.W004" in result.stderr + result.stdout
+
+
+def test_production_hashes_passwords_with_djangos_default_pbkdf2():
+    # Signatures re-check a password for every decision: the strong default hasher, not a test one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(DJANGO_SETTINGS_MODULE="backend.config.settings.production", SECRET_KEY=secrets.token_urlsafe(50),
+               JWT_SIGNING_KEY=secrets.token_urlsafe(48), METRICS_TOKEN=secrets.token_urlsafe(32),
+               FLOWER_BASIC_AUTH="ops:" + secrets.token_urlsafe(24), ALLOWED_HOSTS="example.com",
+               DATABASE_URL="postgres://records@db.example.com:5432/records")
+    shown = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.contrib.auth.hashers import get_hasher; h = get_hasher(); print(h.algorithm, h.iterations)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    algorithm, iterations = shown.stdout.strip().splitlines()[-1].split()
+    assert algorithm == "pbkdf2_sha256" and int(iterations) >= 1_000_000, shown.stdout + shown.stderr

@@ -16,6 +16,7 @@ from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest
 from tests.support.db import postgres_only, run_concurrently
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import sign
 
 pytestmark = postgres_only
 N = 20
@@ -111,7 +112,8 @@ def test_transfers_approved_both_ways_at_once_neither_deadlock_nor_skip():
     results = run_concurrently(
         len(pairs),
         lambda i: services.request_transition(
-            entity="transfer", action="approve", actor=pairs[i][1], request_id=pairs[i][0].id
+            entity="transfer", action="approve", actor=pairs[i][1], request_id=pairs[i][0].id,
+                signature_id=sign(pairs[i][1], "transfer", "approve")
         ),
     )
 

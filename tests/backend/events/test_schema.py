@@ -15,6 +15,7 @@ from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
 from tests.support.db import make_superuser
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
+from tests.support.signing import sign
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +59,8 @@ def _every_action() -> None:
             request = _file(entity, staff["requester"], **extra)
             for action in path:
                 actor = staff["requester"] if action == "resubmit" else staff["approver"]
-                services.request_transition(entity=entity, action=action, actor=actor, request_id=request.id, reason=SECRET)
+                services.request_transition(entity=entity, action=action, actor=actor, request_id=request.id, reason=SECRET,
+                    signature_id=sign(actor, entity, action))
 
 
 def test_every_frame_every_action_writes_is_a_valid_data_update():
@@ -120,6 +122,15 @@ def test_every_other_message_builder_matches_its_schema():
             }
         ),
         "data_update_batch": json.loads(schema.data_update_batch_frame([schema.encode(update), schema.encode(update)])),
+        "activity": schema.activity(seq=3, entry={
+            "id": unit_id, "unit": unit_id, "position": 7, "at": "2026-01-15T10:30:00.123456Z",
+            "actor": {"id": unit_id, "username": "north.approver", "full_name": "Ada Approver", "role": "approver"},
+            "entity": "withdrawal", "record_id": unit_id, "record_number": "WR-2026-0001", "action": "approved",
+            "version": 2, "changes": {"status": ["pending", "approved"]}, "reason": "",
+            "signature": {"id": unit_id, "meaning": "approved", "signed_at": "2026-01-15T10:30:00.100000Z",
+                          "signer": "north.approver", "full_name": "Ada Approver"},
+            "job_id": None, "seq": 3,
+        }),
     }
     assert set(messages) | {"data_update"} == set(schema.SCHEMAS)
     for kind, message in messages.items():

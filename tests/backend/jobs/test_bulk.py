@@ -21,6 +21,7 @@ from backend.records.models import RequestStatus, WithdrawalRequest
 from tests.support import processes
 from tests.support.factories import UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.queues import enqueue_on
+from tests.support.signing import sign, signed
 
 
 def _outcomes(job: Job) -> dict[str, dict]:
@@ -31,9 +32,8 @@ def _outcomes(job: Job) -> dict[str, dict]:
 def _queued(actor, ids, action="approve", reason="") -> Job:
     """Submit without a broker: these tests run the job in-process."""
     with mock.patch("backend.jobs.queue.enqueue"):
-        return bulk_submit(
-            actor=actor, kind=BULK_KINDS["withdrawal", action], ids=ids, params={"reason": reason}, description="test"
-        )
+        params = {"reason": reason, "signature_id": str(sign(actor, "withdrawal", action))}
+        return bulk_submit(actor=actor, kind=BULK_KINDS["withdrawal", action], ids=ids, params=params, description="test")
 
 
 @pytest.mark.django_db
@@ -43,7 +43,8 @@ def test_mixed_ids_get_exact_outcomes_and_nothing_else_changes(django_capture_on
     requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
     pending = [make_request("withdrawal", requester) for _ in range(2)]
     approved = make_request("withdrawal", requester)
-    services.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=approved.id)
+    services.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=approved.id,
+        signature_id=sign(approver, "withdrawal", "approve"))
     foreign = make_request("withdrawal", UserFactory(unit=other, role=Role.REQUESTER))
     unknown = uuid.uuid4()
     seq_before = OutboxEvent.objects.filter(unit=unit).order_by("-seq").values_list("seq", flat=True).first()
@@ -92,7 +93,7 @@ def test_mixed_ids_get_exact_outcomes_and_nothing_else_changes(django_capture_on
 def test_bulk_request_validation(api, body, status, code):
     approver = UserFactory(role=Role.APPROVER)
     with override_settings(BULK_MAX_IDS=3):
-        answer = api(approver).post("/api/bulk-actions/", body, format="json")
+        answer = api(approver).post("/api/bulk-actions/", signed(body["action"], body), format="json")
     assert (answer.status_code, answer.json()["code"]) == (status, code)
     assert not Job.objects.exists()
 
@@ -102,10 +103,12 @@ def test_bulk_needs_the_role_and_answers_202_with_the_deduplicated_total(api, dj
     requester = UserFactory(role=Role.REQUESTER)
     approver = UserFactory(unit=requester.unit, role=Role.APPROVER)
     ids = [str(uuid.uuid4()), str(uuid.uuid4())]
-    refused = api(requester).post("/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids})
+    refused = api(requester).post("/api/bulk-actions/",
+        signed("approve", {"entity": "withdrawal", "action": "approve", "ids": ids}))
     with mock.patch("backend.jobs.queue.enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
         answer = api(approver).post(
-            "/api/bulk-actions/", {"entity": "withdrawal", "action": "send-back", "ids": ids + ids, "reason": "why"}
+            "/api/bulk-actions/",
+                signed("send-back", {"entity": "withdrawal", "action": "send-back", "ids": ids + ids, "reason": "why"})
         )
     assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
     assert answer.status_code == 202
@@ -169,7 +172,8 @@ def test_worker_killed_mid_bulk_completes_after_redelivery_exactly_once(api, liv
     worker = processes.start_worker(env, name="bulk-victim", queues=queue)
     try:
         with enqueue_on(queue):
-            answer = api(approver).post("/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids})
+            answer = api(approver).post("/api/bulk-actions/",
+                signed("approve", {"entity": "withdrawal", "action": "approve", "ids": ids}))
         job_id = answer.json()["job"]["id"]
         # when the worker is SIGKILLed after some chunks committed
         _wait(lambda: Job.objects.get(id=job_id).progress["done"] >= 20, "two chunks")

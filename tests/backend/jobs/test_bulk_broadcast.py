@@ -13,6 +13,7 @@ from backend.accounts.models import Role
 from backend.jobs.models import Job
 from tests.support.auth import access_token
 from tests.support.factories import UnitFactory, UserFactory, pending_requests_fast
+from tests.support.signing import signed
 from tests.support.ws import connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -46,7 +47,8 @@ def test_bulk_of_1000_reaches_plain_and_batch_clients(api, daphne, worker):
 
     def _submit():
         try:
-            return api(approver).post("/api/bulk-actions/", {"entity": "withdrawal", "action": "approve", "ids": ids})
+            return api(approver).post("/api/bulk-actions/",
+                signed("approve", {"entity": "withdrawal", "action": "approve", "ids": ids}))
         finally:
             connection.close()  # this thread's own connection: never left open on the test database
 

@@ -20,6 +20,7 @@ from backend.jobs.models import Job, JobOutcome, JobStatus
 from backend.jobs.services import bulk_submit, job_execute, jobs_prune
 from backend.records.jobs import BULK_KINDS, RELOCATE
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, pending_requests_fast
+from tests.support.signing import sign, signed
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,8 @@ def people():
 
 def _bulk(approver, ids) -> Job:
     with mock.patch("backend.jobs.queue.enqueue"):
-        return bulk_submit(actor=approver, kind=BULK_KINDS["withdrawal", "approve"], ids=ids, params={}, description="t")
+        params = {"signature_id": str(sign(approver, "withdrawal", "approve"))}
+        return bulk_submit(actor=approver, kind=BULK_KINDS["withdrawal", "approve"], ids=ids, params=params, description="t")
 
 
 def _body(response) -> dict:
@@ -173,7 +175,7 @@ def test_bulk_submissions_are_throttled_per_user(api, people, enqueued, monkeypa
     body = {"entity": "withdrawal", "action": "approve", "ids": ["00000000-0000-4000-8000-000000000001"]}
     answers = []
     for _ in range(3):
-        answers.append(api(approver).post("/api/bulk-actions/", body, format="json"))
+        answers.append(api(approver).post("/api/bulk-actions/", signed(body["action"], body), format="json"))
         Job.objects.update(status=JobStatus.SUCCEEDED)  # none active: only the rate counts here
     # then the third is 429 with the time to wait
     assert [a.status_code for a in answers] == [202, 202, 429]
@@ -184,12 +186,12 @@ def test_a_user_with_too_many_active_bulks_is_told_to_wait(api, people, enqueued
     settings.BULK_MAX_ACTIVE_PER_USER = 2
     requester, approver = people
     body = {"entity": "withdrawal", "action": "approve", "ids": ["00000000-0000-4000-8000-000000000001"]}
-    answers = [api(approver).post("/api/bulk-actions/", body, format="json") for _ in range(3)]
+    answers = [api(approver).post("/api/bulk-actions/", signed(body["action"], body), format="json") for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 202, 429]
     assert answers[2].json()["code"] == "throttled" and answers[2]["Retry-After"] == "5"
     # and another user of the unit is not held up by it
     other = UserFactory(unit=approver.unit, role=Role.APPROVER)
-    assert api(other).post("/api/bulk-actions/", body, format="json").status_code == 202
+    assert api(other).post("/api/bulk-actions/", signed(body["action"], body), format="json").status_code == 202
 
 
 def test_a_round_that_loses_the_database_is_retried_in_the_same_delivery(people, monkeypatch):

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import pytest
 
+from backend.accounts.signatures import MEANINGS
+from backend.audit.models import Signature
 from backend.events.models import OutboxEvent
 from backend.jobs.models import Job, JobStatus
 from backend.records import services
 from backend.records.models import Crate, RequestStatus
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import sign, signed
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +46,8 @@ def test_an_action_is_accepted_as_a_queued_job(api, staff, enqueued, django_capt
     request = make_request(kind, staff["requester"])
     if verb == "resubmit":
         request = services.request_transition(
-            entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r"
+            entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
+                signature_id=sign(staff["approver"], kind, "send_back")
         )
     actor = staff["requester"] if verb == "resubmit" else staff["approver"]
     events_before = OutboxEvent.objects.count()
@@ -51,7 +55,8 @@ def test_an_action_is_accepted_as_a_queued_job(api, staff, enqueued, django_capt
     # when the actor posts the action (with the version it saw)
     with django_capture_on_commit_callbacks(execute=True):
         response = api(actor).post(
-            f"/api/{KINDS[kind]}/{request.id}/{verb}/", {"reason": "Shelf mark unreadable", "version": request.version},
+            f"/api/{KINDS[kind]}/{request.id}/{verb}/",
+                signed(verb, {"reason": "Shelf mark unreadable", "version": request.version}),
             format="json",
         )
 
@@ -61,9 +66,13 @@ def test_an_action_is_accepted_as_a_queued_job(api, staff, enqueued, django_capt
     assert response["Location"] == f"/api/jobs/{job.id}/"
     _job_body_matches(response.json(), job)
     # the job names what to do, to what, for whom; it went to the queue once the row committed,
+    expected = {"reason": "Shelf mark unreadable", "expected_version": request.version}
+    if verb != "resubmit":  # a decision carries the signature its decider gave with it (never the password)
+        signature = Signature.objects.get(id=job.params.get("signature_id"))
+        assert (signature.signer_id, signature.meaning) == (actor.id, MEANINGS[ACTIONS[verb]])
+        expected["signature_id"] = str(signature.id)
     assert (job.kind, job.targets, job.params, job.unit_id, job.requested_by_id) == (
-        f"{kind}.{ACTIONS[verb]}", [str(request.id)], {"reason": "Shelf mark unreadable", "expected_version": request.version},
-        staff["requester"].unit_id, actor.id,
+        f"{kind}.{ACTIONS[verb]}", [str(request.id)], expected, staff["requester"].unit_id, actor.id,
     )
     assert enqueued == [job.id]
     # and the request itself has not changed yet
@@ -79,10 +88,12 @@ def test_an_action_is_accepted_as_a_queued_job(api, staff, enqueued, django_capt
 def test_a_version_in_if_match_travels_with_the_job(api, staff, enqueued):
     request = make_request("withdrawal", staff["requester"])
     response = api(staff["approver"]).post(
-        f"/api/withdrawal-requests/{request.id}/approve/", {}, format="json", HTTP_IF_MATCH='"1"'
+        f"/api/withdrawal-requests/{request.id}/approve/", signed("approve"), format="json", HTTP_IF_MATCH='"1"'
     )
     assert response.status_code == 202
-    assert Job.objects.get().params == {"reason": "", "expected_version": 1}
+    params = Job.objects.get().params
+    assert Signature.objects.filter(id=params.pop("signature_id"), signer_id=staff["approver"].id).exists()
+    assert params == {"reason": "", "expected_version": 1}
 
 
 @pytest.mark.parametrize(
@@ -100,12 +111,14 @@ def test_an_illegal_transition_seen_at_request_time_is_409_and_queues_nothing(
     path = {RequestStatus.APPROVED: ["approve"], RequestStatus.REJECTED: ["reject"], RequestStatus.SENT_BACK: ["send_back"]}
     for action in path.get(status, []):
         services.request_transition(
-            entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r"
+            entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r",
+                signature_id=sign(staff["approver"], "withdrawal", action)
         )
 
     # when an admin (allowed every action) tries it
     with django_capture_on_commit_callbacks(execute=True):
-        response = api(staff["admin"]).post(f"/api/withdrawal-requests/{request.id}/{verb}/", {"reason": "why"}, format="json")
+        response = api(staff["admin"]).post(f"/api/withdrawal-requests/{request.id}/{verb}/",
+            signed(verb, {"reason": "why"}), format="json")
 
     # then 409 invalid_transition naming the status, and no job exists or was queued
     assert response.status_code == 409
@@ -158,7 +171,7 @@ def test_a_broker_outage_is_503_and_leaves_no_job(api, staff, monkeypatch):
     request = make_request("withdrawal", staff["requester"])
 
     # when an action is posted
-    response = api(staff["approver"]).post(f"/api/withdrawal-requests/{request.id}/approve/", {}, format="json")
+    response = api(staff["approver"]).post(f"/api/withdrawal-requests/{request.id}/approve/", signed("approve"), format="json")
 
     # then the client is told to retry and nothing is left behind
     assert response.status_code == 503

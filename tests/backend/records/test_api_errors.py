@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from backend.events.models import OutboxEvent
 from backend.records.models import Crate, TransferRequest, WithdrawalRequest
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import signed
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +75,7 @@ def test_a_stale_version_is_409_and_changes_nothing(api, staff, enqueued, how, t
         WithdrawalRequest.objects.filter(id=obj.id).update(version=2)
         path, body = f"/api/withdrawal-requests/{obj.id}/", {"reason": "edited", "change_reason": "clarified"}
         if target == "action":
-            path, body = f"{path}approve/", {}
+            path, body = f"{path}approve/", signed("approve")
     headers = {}
     if how == "body":
         body["version"] = 1
@@ -169,7 +170,8 @@ def test_a_malformed_crate_id_is_400(api, staff):
 @pytest.mark.parametrize("body", [{}, {"reason": ""}, {"reason": "  "}])
 def test_reject_and_send_back_without_a_reason_are_400(api, staff, enqueued, action, body):
     request = make_request("withdrawal", staff["requester"])
-    response = api(staff["approver"]).post(f"/api/withdrawal-requests/{request.id}/{action}/", body, format="json")
+    response = api(staff["approver"]).post(f"/api/withdrawal-requests/{request.id}/{action}/",
+        signed(action, body), format="json")
     assert response.status_code == 400
     assert response.json()["code"] == "reason_required"
     assert enqueued == []

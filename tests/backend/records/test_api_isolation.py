@@ -20,6 +20,7 @@ from backend.jobs.services import job_submit
 from backend.records import services
 from backend.records.models import Crate, DestructionRequest, SendBackRecord, TransferRequest, WithdrawalRequest
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import sign, signed
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +42,8 @@ class World:
             self.requests[kind] = make_request(kind, staff["requester"], **extra)
             self.sent_back[kind] = make_request(kind, staff["requester"], **extra)
             services.request_transition(
-                entity=kind, action="send_back", actor=staff["approver"], request_id=self.sent_back[kind].id, reason="r"
+                entity=kind, action="send_back", actor=staff["approver"], request_id=self.sent_back[kind].id, reason="r",
+                    signature_id=sign(staff["approver"], kind, "send_back")
             )
         self.sendback = SendBackRecord.objects.get(request_id=self.sent_back["withdrawal"].id)
         self.job = job_submit(
@@ -75,9 +77,9 @@ class World:
             "update": ("put", path, body),
             "partial_update": ("patch", path, body),
             "destroy": ("delete", path, None),
-            "approve": ("post", f"{path}approve/", {}),
-            "reject": ("post", f"{path}reject/", {"reason": "no"}),
-            "send-back": ("post", f"{path}send-back/", {"reason": "no"}),
+            "approve": ("post", f"{path}approve/", signed("approve")),
+            "reject": ("post", f"{path}reject/", signed("reject", {"reason": "no"})),
+            "send-back": ("post", f"{path}send-back/", signed("send-back", {"reason": "no"})),
             "resubmit": ("post", f"{path}resubmit/", {}),
         }[verb]
 
@@ -166,7 +168,8 @@ def test_lists_never_contain_another_units_objects(api, world, resource):
 def _sent_back_record(staff):
     request = make_request("withdrawal", staff["requester"])
     services.request_transition(
-        entity="withdrawal", action="send_back", actor=staff["approver"], request_id=request.id, reason="r"
+        entity="withdrawal", action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
+            signature_id=sign(staff["approver"], "withdrawal", "send_back")
     )
     return SendBackRecord.objects.get(request_id=request.id).id
 
@@ -191,7 +194,8 @@ def addressed(enqueued):
     pending = make_request("transfer", staff["requester"], destination_unit_id=destination.id)
     sent_back = make_request("transfer", staff["requester"], destination_unit_id=destination.id)
     services.request_transition(
-        entity="transfer", action="send_back", actor=staff["approver"], request_id=sent_back.id, reason="r"
+        entity="transfer", action="send_back", actor=staff["approver"], request_id=sent_back.id, reason="r",
+            signature_id=sign(staff["approver"], "transfer", "send_back")
     )
     return {"pending": pending, "sent_back": sent_back, "their": their, "destination": destination}
 
@@ -224,7 +228,7 @@ def test_a_transfers_destination_cannot_change_or_decide_it(api, addressed, verb
 
     # when it tries
     if verb in ("approve", "reject", "send-back", "resubmit"):
-        response = client.post(f"{path}{verb}/", {"reason": "no"}, format="json")
+        response = client.post(f"{path}{verb}/", signed(verb, {"reason": "no"}), format="json")
     elif verb == "destroy":
         response = client.delete(path)
     else:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from backend.records import services
 from backend.records.models import Crate, CrateStatus, WithdrawalRequest
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import sign
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +106,8 @@ def requests(staff):
         request = make_request("withdrawal", staff["requester"])
         if action:
             request = services.request_transition(
-                entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r"
+                entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r",
+                    signature_id=sign(staff["approver"], "withdrawal", action)
             )
         made[status] = request
     return made
@@ -158,7 +160,8 @@ def test_sendback_records_are_listed_with_the_contract_fields_and_filter_by_requ
     # given a second sent-back request of another kind
     other = make_request("destruction", staff["requester"])
     services.request_transition(
-        entity="destruction", action="send_back", actor=staff["approver"], request_id=other.id, reason="x"
+        entity="destruction", action="send_back", actor=staff["approver"], request_id=other.id, reason="x",
+            signature_id=sign(staff["approver"], "destruction", "send_back")
     )
     client = api(staff["requester"])
 

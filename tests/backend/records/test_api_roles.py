@@ -11,6 +11,7 @@ from backend.records import services
 from backend.records.models import Crate
 from tests.support.db import make_superuser
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.signing import sign, signed
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +99,8 @@ def test_request_writes_by_role(api, unit, kind, verb, role):
     extra = {"destination_unit_id": destination.id} if kind == "transfer" else {}
     request = make_request(kind, staff["requester"], **extra)
     if verb == "resubmit":
-        services.request_transition(entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r")
+        services.request_transition(entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
+            signature_id=sign(staff["approver"], kind, "send_back"))
     path = f"/api/{KINDS[kind]}/{request.id}/"
     body = {"crates": [str(CrateFactory(unit=unit).id)], "reason": "edited", "change_reason": "wrong crate"}
     if kind == "transfer":
@@ -112,7 +114,7 @@ def test_request_writes_by_role(api, unit, kind, verb, role):
         "update": lambda: client.put(path, body, format="json"),
         "partial_update": lambda: client.patch(path, {"reason": "edited", "change_reason": "typo"}, format="json"),
         "destroy": lambda: client.delete(path, {"reason": "filed twice"}, format="json"),
-    }.get(verb, lambda: client.post(f"{path}{verb}/", {"reason": "because"}, format="json"))()
+    }.get(verb, lambda: client.post(f"{path}{verb}/", signed(verb, {"reason": "because"}), format="json"))()
 
     # then the role decides, and a refusal changes nothing
     expected = REQUEST_RULES[verb][role]

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.accounts.models import Role
-from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, make_request, unit_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +73,12 @@ def _body(world):
             "destination_unit": st.one_of(values, st.sampled_from([str(world["unit"]), str(world["other"])])),
             "entity": st.one_of(values, st.sampled_from(KINDS)), "action": st.one_of(values, st.sampled_from(ACTIONS)),
             "ids": st.one_of(values, st.lists(st.uuids().map(str), max_size=5)), "items": values,
+            # Signatures: the right password or not, a fitting meaning or not, or anything at all
+            # (wrong passwords lock signing: 423 is a defined answer too).
+            "signature": st.one_of(values, st.fixed_dictionaries({
+                "password": st.one_of(values, st.just(PASSWORD)),
+                "meaning": st.one_of(values, st.sampled_from(["approved", "rejected", "returned", "signed"])),
+            })),
         },
     )
     return st.one_of(plausible, values)

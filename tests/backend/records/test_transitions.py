@@ -22,6 +22,7 @@ from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, SendBackRecord
 from tests.support.db import events, last_seq, make_superuser, request_snapshot, seqs
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
+from tests.support.signing import sign
 
 pytestmark = pytest.mark.django_db
 
@@ -85,7 +86,8 @@ class Scene:
         )
         for action in PATHS[status]:
             request = services.request_transition(
-                entity=kind, action=action, actor=self.staff["approver"], request_id=request.id, reason="scene"
+                entity=kind, action=action, actor=self.staff["approver"], request_id=request.id, reason="scene",
+                    signature_id=sign(self.staff["approver"], kind, action, unit_id=request.unit_id)
             )
         assert request.status == status
         return request
@@ -116,7 +118,7 @@ def test_allowed_transition_applies_all_its_effects(scene, kind, action, role, s
     # when the actor applies the action, naming the version it saw
     result = services.request_transition(
         entity=kind, action=action, actor=actor, request_id=request.id, reason=reason,
-        expected_version=request.version,
+        expected_version=request.version, signature_id=sign(actor, kind, action, unit_id=request.unit_id),
     )
 
     # then the request moved, once
@@ -190,7 +192,7 @@ def test_forbidden_transition_is_refused_and_changes_nothing(scene, kind, action
     with pytest.raises(error) as refused:
         services.request_transition(
             entity=kind, action=action, actor=scene.staff[role], request_id=request.id, reason="because",
-            expected_version=request.version,
+            expected_version=request.version, signature_id=sign(scene.staff[role], kind, action, unit_id=request.unit_id),
         )
 
     # then it is refused with its code, and nothing changed anywhere
@@ -210,7 +212,8 @@ def test_reject_and_send_back_need_a_reason(scene, kind, action, reason):
     # when the approver decides without saying why
     with pytest.raises(ValidationFailed) as refused:
         services.request_transition(
-            entity=kind, action=action, actor=scene.staff["approver"], request_id=request.id, reason=reason
+            entity=kind, action=action, actor=scene.staff["approver"], request_id=request.id, reason=reason,
+                signature_id=sign(scene.staff["approver"], kind, action, unit_id=request.unit_id)
         )
 
     # then it is refused as reason_required and nothing changed
@@ -234,7 +237,8 @@ def test_a_stale_version_is_refused_and_changes_nothing(scene, kind, action):
     # when the actor sends the version it saw
     with pytest.raises(StaleVersion) as refused:
         services.request_transition(
-            entity=kind, action=action, actor=actor, request_id=request.id, reason="why", expected_version=1
+            entity=kind, action=action, actor=actor, request_id=request.id, reason="why", expected_version=1,
+                signature_id=sign(actor, kind, action, unit_id=request.unit_id)
         )
 
     # then it is refused as stale, with the current version, and nothing changed
@@ -253,7 +257,8 @@ def test_another_units_request_does_not_exist_for_the_actor(scene, kind, action)
 
     # when an admin of another unit tries any action
     with pytest.raises(NotFound) as refused:
-        services.request_transition(entity=kind, action=action, actor=stranger, request_id=request.id, reason="x")
+        services.request_transition(entity=kind, action=action, actor=stranger, request_id=request.id, reason="x",
+            signature_id=sign(stranger, kind, action, unit_id=request.unit_id))
 
     # then the request is simply not found, and nothing changed
     assert refused.value.code == "not_found"
@@ -270,7 +275,7 @@ def test_a_transfers_destination_can_read_it_but_not_decide_it(scene, action):
     with pytest.raises(RoleRequired) as refused:
         services.request_transition(
             entity="transfer", action=action, actor=scene.destination_staff["admin"], request_id=request.id,
-            reason="x",
+            reason="x", signature_id=sign(scene.destination_staff["admin"], "transfer", action, unit_id=request.unit_id),
         )
 
     # then it is a permission refusal (403, the transfer is visible to it), and nothing changed
@@ -288,7 +293,8 @@ def test_approval_never_half_applies_when_a_crate_left_storage(scene, kind):
 
     # when the approver approves
     with pytest.raises(CrateUnavailable) as refused:
-        services.request_transition(entity=kind, action="approve", actor=scene.staff["approver"], request_id=request.id)
+        services.request_transition(entity=kind, action="approve", actor=scene.staff["approver"], request_id=request.id,
+            signature_id=sign(scene.staff["approver"], kind, "approve", unit_id=request.unit_id))
 
     # then nothing was applied: not the request, not the first crate, no event
     assert refused.value.code == "crate_unavailable"
@@ -299,6 +305,7 @@ def test_approval_never_half_applies_when_a_crate_left_storage(scene, kind):
 def test_an_unknown_action_is_invalid(scene):
     request = scene.request("withdrawal")
     with pytest.raises(ValidationFailed) as refused:
-        services.request_transition(entity="withdrawal", action="archive", actor=scene.staff["admin"], request_id=request.id)
+        services.request_transition(entity="withdrawal", action="archive", actor=scene.staff["admin"], request_id=request.id,
+            signature_id=sign(scene.staff["admin"], "withdrawal", "archive", unit_id=request.unit_id))
     assert refused.value.code == "unknown_action"
 

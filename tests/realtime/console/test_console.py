@@ -12,6 +12,9 @@ from backend.accounts.models import Role
 from backend.records import services
 from tests.support.browser import WAIT_MS, RestartableDaphne
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.signing import sign
+
+from .signing import sign_in_dialog
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -42,18 +45,20 @@ def test_an_approval_in_one_console_appears_in_another_without_a_reload(console_
     expect(status).to_have_text("Pending")
     expect(watcher.get_by_test_id(f"crate-status-{crate.id}")).to_have_text("In storage")
 
-    # when the approver clicks Approve (a job on the Celery worker)
+    # when the approver clicks Approve and signs it (a job on the Celery worker)
     approver.get_by_test_id(f"approve-{request.id}").click()
+    sign_in_dialog(approver, title=f"Approve {request.request_number}")
 
     # then the other console shows the request approved and its crate withdrawn, in the same document
     expect(status).to_have_text("Approved", timeout=WAIT_MS)
     expect(watcher.get_by_test_id(f"crate-status-{crate.id}")).to_have_text("Withdrawn")
     assert watcher.evaluate("window.__sameDocument") == "marker"
     assert consoles.loads(watcher) == 1
-    # exactly the approval's two updates arrived, over a ticket handshake (the JWT never in a URL)
+    # exactly the approval's two updates arrived, over a ticket handshake (the JWT never in a URL),
+    # with the activity feed asked for
     assert stats(watcher)["updates"] == 2
     assert stats(watcher)["byEntity"] == {"withdrawal": 1, "crate": 1}
-    assert [set(query) for query in consoles.sockets(watcher)] == [{"ticket", "batch"}]
+    assert [set(query) for query in consoles.sockets(watcher)] == [{"ticket", "batch", "activity"}]
     # and the approver sees its job succeed and the row change too
     expect(approver.locator('[data-testid="jobs"] li').first).to_have_attribute("data-status", "succeeded")
     expect(approver.get_by_test_id(f"request-status-{request.id}")).to_have_text("Approved")
@@ -74,6 +79,7 @@ def test_a_console_of_another_unit_hears_nothing(console_daphne, worker, console
 
     # when our unit's request is approved (and our console has seen it, so it went through Daphne)
     approver.get_by_test_id(f"approve-{mine.id}").click()
+    sign_in_dialog(approver)
     expect(approver.get_by_test_id(f"request-status-{mine.id}")).to_have_text("Approved", timeout=WAIT_MS)
     # and afterwards something happens in the other unit: if ours had leaked, it would have come first
     newer = make_request("withdrawal", theirs[Role.REQUESTER])
@@ -107,7 +113,8 @@ def test_the_console_resumes_after_the_server_restarts(console_daphne, consoles)
     consoles.shot(page, "syncing")
     # and, meanwhile, the request is approved and another one filed (through the services)
     services.request_transition(
-        entity="withdrawal", action="approve", actor=people[Role.APPROVER], request_id=request.id
+        entity="withdrawal", action="approve", actor=people[Role.APPROVER], request_id=request.id,
+            signature_id=sign(people[Role.APPROVER], "withdrawal", "approve")
     )
     filed = make_request("destruction", people[Role.REQUESTER], [spare])
     # and Daphne comes back on the same port
@@ -158,6 +165,7 @@ def test_an_expired_token_is_refreshed_and_the_console_reconnects_by_itself(shor
     expect(page.get_by_test_id("login")).to_be_hidden()
     # and it still works on the refreshed credentials: an approval goes out and its update comes in
     page.get_by_test_id(f"approve-{request.id}").click()
+    sign_in_dialog(page)
     expect(page.get_by_test_id(f"request-status-{request.id}")).to_have_text("Approved", timeout=WAIT_MS)
     assert page.evaluate("window.__sameDocument") == "marker"
     assert consoles.loads(page) == 1
@@ -177,7 +185,7 @@ def test_a_bulk_approval_shows_its_progress_and_updates_the_list(console_daphne,
     other = make_request("destruction", people[Role.REQUESTER])
     page = consoles.open(console_daphne.port, people[Role.APPROVER].username)
 
-    # when the approver picks "select all pending" withdrawals and runs Approve
+    # when the approver picks "select all pending" withdrawals, runs Approve and signs it once
     page.get_by_test_id("bulk-entity").select_option("withdrawal")
     page.get_by_test_id("bulk-action").select_option("approve")
     page.get_by_test_id("bulk-select-pending").click()
@@ -185,6 +193,7 @@ def test_a_bulk_approval_shows_its_progress_and_updates_the_list(console_daphne,
     expect(ids).not_to_have_value("")
     assert set(ids.input_value().split()) == {str(r.id) for r in pending}
     page.get_by_test_id("bulk-submit").click()
+    sign_in_dialog(page, title="Approve 3 withdrawal requests")
 
     # then the progress bar runs to the end, the job's own messages having driven it
     progress = page.get_by_test_id("bulk-progress")

@@ -14,6 +14,9 @@ from backend.jobs.models import Job
 from backend.records import services
 from tests.support.browser import CONSOLE_OPTIONS, WAIT_MS
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.signing import sign
+
+from .signing import sign_in_dialog
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -37,8 +40,9 @@ def test_the_history_panel_lists_who_did_what_oldest_first_with_the_job(console_
     request = make_request("withdrawal", requester, [crate])
     page = consoles.open(console_daphne.port, approver.username)
 
-    # when the approver approves it, then opens its history
+    # when the approver approves it (signed), then opens its history
     page.get_by_test_id(f"approve-{request.id}").click()
+    sign_in_dialog(page)
     expect(page.get_by_test_id(f"request-status-{request.id}")).to_have_text("Approved", timeout=WAIT_MS)
     job = Job.objects.get(kind="withdrawal.approve", requested_by=approver)
     history_button = page.get_by_test_id(f"history-{request.id}")
@@ -59,8 +63,9 @@ def test_the_history_panel_lists_who_did_what_oldest_first_with_the_job(console_
     expect(approved).to_contain_text("status: Pending → Approved")
     expect(approved).to_contain_text(f"via job {str(job.id)[:8]}")
     expect(approved.locator("[data-job]")).to_have_attribute("data-job", str(job.id))
+    expect(approved.get_by_test_id("history-signature")).to_contain_text(f"Signed: approved by {approver.username}, ")
     # the moment in local time, UTC on hover
-    expect(approved.locator("time")).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+    expect(approved.locator(".history-head time")).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
     consoles.shot(page, "request-history")
     # and Esc closes it, giving the focus back to the History button
     page.keyboard.press("Escape")
@@ -102,6 +107,7 @@ def test_the_decision_buttons_are_off_on_requests_the_user_filed(console_daphne,
     approve = page.get_by_test_id(f"approve-{own.id}")
     approve.evaluate("button => { button.disabled = false; }")
     approve.click()
+    sign_in_dialog(page)
     expect(page.get_by_test_id("toasts")).to_contain_text(
         f"Approve {own.request_number}: you filed this request, so someone else must decide on it (four eyes)."
     )
@@ -126,6 +132,7 @@ def test_a_stale_approval_says_who_changed_what_since_and_shows_the_request_as_i
     )
     expect(page.get_by_test_id("feed")).to_contain_text(f"{request.request_number} updated by {requester.username}")
     page.get_by_test_id(f"approve-{request.id}").click()
+    sign_in_dialog(page)
 
     # then nothing is queued, and a dialog says who changed what since, and why
     dialog = page.get_by_test_id("stale-dialog")
@@ -156,7 +163,8 @@ def test_a_stale_approval_says_who_changed_what_since_and_shows_the_request_as_i
     expect(entries.nth(1)).to_contain_text(f"Updated by {requester.username} (requester)")
     expect(entries.nth(1)).to_contain_text("Reason: forgot one")
     services.request_transition(
-        entity="withdrawal", action="reject", actor=people[Role.APPROVER], request_id=request.id, reason="not yet"
+        entity="withdrawal", action="reject", actor=people[Role.APPROVER], request_id=request.id, reason="not yet",
+            signature_id=sign(people[Role.APPROVER], "withdrawal", "reject")
     )
     expect(entries).to_have_count(3)
     expect(entries.nth(2)).to_contain_text(f"Rejected by {people[Role.APPROVER].username} (approver)")
@@ -190,6 +198,7 @@ def test_select_all_pending_sends_the_versions_seen_and_the_summary_counts_the_r
     )
     ids.fill(f"{ids.input_value()}\n{own.id}")
     page.get_by_test_id("bulk-submit").click()
+    sign_in_dialog(page, title="Approve 3 withdrawal requests")
 
     # then the job got the selected ids with the versions the admin saw, the typed id without one
     progress = page.get_by_test_id("bulk-progress")

@@ -288,6 +288,23 @@ describe('UpdatesClient: connecting', () => {
     assert.deepEqual(updatesOf(events), [6, 7, 8]);
   });
 
+  it('asks activity=1 for the activity feed and hands each activity to onActivity, seqs untouched', async () => {
+    const seen = [];
+    const { sockets, events } = await makeClient({ client: { activityFeed: true, onActivity: (m) => seen.push(m) } });
+    assert.equal(sockets[0].url.searchParams.get('activity'), '1');
+    sockets[0].greet(5);
+    const activity = (seq) => ({ type: 'activity', seq, entry: { action: 'approved', seq, actor: { username: 'a' } } });
+    sockets[0].receive(update(6));
+    sockets[0].receive(activity(6));
+    sockets[0].receive(update(7));
+    sockets[0].receive(activity(7));
+    assert.deepEqual(updatesOf(events), [6, 7]);
+    assert.deepEqual(seen.map((m) => m.seq), [6, 7]);
+    assert.equal(events.filter(([kind]) => kind === 'resync').length, 0); // an activity is no gap
+    const plain = await makeClient();
+    assert.equal(plain.sockets[0].url.searchParams.get('activity'), null);
+  });
+
   it('passes job_update jobs to onJobUpdate and dispatches DOM-style events too', async () => {
     const { client, sockets, events } = await makeClient();
     const seen = [];

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from backend.accounts.models import Role, Unit, User
+from backend.accounts.signatures import MEANINGS, signature_sign
 from backend.events.services import unit_sequence_ensure
 from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             for n in range(1, opts["users_per_unit"] + 1):
                 self._user(f"{code}.user{n}", unit, Role.REQUESTER, password)
             self._crates(unit, people[Role.STORE], opts["crates"])
-            self._requests(unit, people, opts["requests"], units)
+            self._requests(unit, people, opts["requests"], units, password)
             self._crates(unit, people[Role.STORE], opts["crates"])  # top up what approvals took
             self._pending(people[Role.REQUESTER], opts["pending"])
         User.objects.filter(username="admin").exists() or User.objects.create_superuser(
@@ -91,7 +92,7 @@ class Command(BaseCommand):
             services.crates_create_bulk(actor=store, unit=unit, count=batch)
             missing -= batch
 
-    def _requests(self, unit: Unit, people: dict, per_status: int, units: list) -> None:
+    def _requests(self, unit: Unit, people: dict, per_status: int, units: list, password: str) -> None:
         requester, approver = people[Role.REQUESTER], people[Role.APPROVER]
         other = Unit.objects.exclude(id=unit.id).order_by("code").first()
         for entity, kind in REQUEST_KINDS.items():
@@ -110,9 +111,14 @@ class Command(BaseCommand):
                             destination_unit_id=other.id if entity == "transfer" else None,
                         )
                         for action in path:
+                            # Signed as every decision is: the demo approver gives their password.
+                            signature = signature_sign(
+                                user=approver, password=password, meaning=MEANINGS[action], action=action,
+                                entity=entity, unit_id=unit.id,
+                            )
                             services.request_transition(
                                 entity=entity, action=action, actor=approver, request_id=request.id,
-                                reason="Demo decision" if action != "approve" else "",
+                                reason="Demo decision" if action != "approve" else "", signature_id=signature.id,
                             )
 
     def _pending(self, requester: User, wanted: int) -> None:

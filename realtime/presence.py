@@ -1,0 +1,547 @@
+"""Presence: who of the unit is online, and what they are viewing or editing (docs/realtime.md,
+"Presence"). Advisory: not audited, not in the outbox, no seq.
+
+Design (chosen by measurement, see the docs): the state is shared in the keys Redis, with the
+liveness of each Daphne process taken from realtime/connections.py's heartbeat keys; changes travel
+to the unit's processes over the channel layer, on a channel and group of their own
+(`presence_<unit>`), so presence traffic never queues in front of data updates.
+
+Per unit `U`, under `pr:U:`:
+
+| key | type | holds |
+| --- | --- | --- |
+| `c:<user>` | hash | one field per connection, `<process>|<connection>` -> `<ms>|<viewing>|<editing>` |
+| `u` | set | users with connections or an unpublished change |
+| `p` | hash | user -> the state last published, `<version>|<since ms>|<viewing>|<editing>` |
+| `t` | hash | user -> when a change of the user was last published (the throttle) |
+| `i` | hash | user -> profile JSON (username, full_name, role) |
+| `v` | string | the unit's presence version, incremented by every publish |
+
+One Lua script applies a connection's change and decides, atomically, whether to publish: a
+user's state is the merge of their connections (the most recent non-empty `viewing` and
+`editing`), so two tabs are one user; a publish happens only when the merged state changed, and
+at most once per REALTIME_PRESENCE_INTERVAL_MS per user (the latest state goes out when the
+interval has passed: a trailing flush). The snapshot a new connection gets is the published state,
+read atomically with the version, so deltas at or below it are dropped for that connection. A
+killed process's connections go with its heartbeat key: every process sweeps the units it serves
+every REALTIME_PRESENCE_SWEEP_SECONDS and publishes whoever left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from datetime import UTC, datetime
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from backend.common.redis import keys_client_async
+from backend.events import schema
+
+from . import connections
+from .frames import Outgoing
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "pr:"
+STATES = ("joined", "left", "viewing", "editing", "idle")
+ENTITIES = frozenset(schema.ENTITIES)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Presence keys live this long after the unit's last presence change or sweep.
+KEY_TTL = 86_400
+# A sweep removes this process's own field of a connection it no longer holds only once the field is
+# this old (a connection registering while the sweep runs is never taken for a leftover).
+OWN_FIELD_GRACE_MS = 5_000
+
+
+def presence_group_name(unit_id: str) -> str:
+    return f"presence_{unit_id}"
+
+
+def unit_prefix(unit_id: str) -> str:
+    return f"{PREFIX}{unit_id}:"
+
+
+# The user's merged state is computed from their connections' fields; `prune` drops fields of dead
+# processes (heartbeat gone) and this process's fields whose connection is no longer registered.
+_APPLY = r"""
+local P, proc_prefix = ARGV[1], ARGV[2]
+local interval, ttl, mode = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local users_key, pub_key, last_key, info_key, ver_key = P .. 'u', P .. 'p', P .. 't', P .. 'i', P .. 'v'
+local alive, own, ownlive, grace = {}, nil, {}, 0
+local function live(process)
+  local known = alive[process]
+  if known == nil then
+    known = redis.call('EXISTS', proc_prefix .. process) == 1
+    alive[process] = known
+  end
+  return known
+end
+local function merged(user, prune)
+  local key = P .. 'c:' .. user
+  local all = redis.call('HGETALL', key)
+  local n, vt, et, v, e = 0, -1, -1, '', ''
+  for i = 1, #all, 2 do
+    local process, conn = string.match(all[i], '^(.*)|([^|]*)$')
+    local ts, view, edit = string.match(all[i + 1], '^(%d+)|([^|]*)|([^|]*)$')
+    ts = tonumber(ts) or 0
+    local keep = true
+    if prune then
+      if not process or not live(process) then keep = false
+      -- this process's field of a connection it no longer holds (its leave failed); a field set
+      -- in the last `grace` ms may belong to a connection registered after the sweep began
+      elseif process == own and not ownlive[conn] and ts < now - grace then keep = false end
+    end
+    if keep then
+      n = n + 1
+      if view and view ~= '' and ts > vt then vt, v = ts, view end
+      if edit and edit ~= '' and ts > et then et, e = ts, edit end
+    else
+      redis.call('HDEL', key, all[i])
+    end
+  end
+  if n == 0 then return nil end
+  redis.call('EXPIRE', key, ttl)
+  return v .. '|' .. e
+end
+local out = {}
+local function decide(user, prune)
+  local m = merged(user, prune)
+  local pub = redis.call('HGET', pub_key, user)
+  local old = pub and string.match(pub, '^%d+|%d+|(.*)$')
+  if m == nil and not pub then
+    redis.call('SREM', users_key, user)
+    redis.call('HDEL', info_key, user)
+    return
+  end
+  if m ~= nil and old == m then return end
+  local last = tonumber(redis.call('HGET', last_key, user) or '0')
+  if now - last < interval then
+    table.insert(out, {user, 'wait', interval - (now - last)})
+    return
+  end
+  local ver = redis.call('INCR', ver_key)
+  local profile = redis.call('HGET', info_key, user) or '{}'
+  redis.call('HSET', last_key, user, now)
+  local state, view, edit = 'left', '', ''
+  if m == nil then
+    redis.call('HDEL', pub_key, user)
+  else
+    view, edit = string.match(m, '^([^|]*)|([^|]*)$')
+    if not pub then state = 'joined'
+    elseif edit ~= '' then state = 'editing'
+    elseif view ~= '' then state = 'viewing'
+    else state = 'idle' end
+    redis.call('HSET', pub_key, user, ver .. '|' .. now .. '|' .. m)
+  end
+  table.insert(out, {user, 'pub', ver, state, view, edit, now, profile})
+end
+if mode == 'sweep' then
+  own, grace = ARGV[6], tonumber(ARGV[7])
+  for i = 8, #ARGV do ownlive[ARGV[i]] = true end
+  for _, user in ipairs(redis.call('SMEMBERS', users_key)) do decide(user, true) end
+else
+  local user = ARGV[6]
+  if mode == 'set' then
+    redis.call('HSET', P .. 'c:' .. user, ARGV[7], now .. '|' .. ARGV[8])
+    redis.call('SADD', users_key, user)
+    if ARGV[9] ~= '' then redis.call('HSET', info_key, user, ARGV[9]) end
+  elseif mode == 'del' then
+    redis.call('HDEL', P .. 'c:' .. user, ARGV[7])
+  end
+  decide(user, false)
+end
+for _, k in ipairs({users_key, pub_key, last_key, info_key, ver_key}) do redis.call('EXPIRE', k, ttl) end
+return out
+"""
+
+_SNAPSHOT = r"""
+local P = ARGV[1]
+return {redis.call('GET', P .. 'v') or '0', redis.call('HGETALL', P .. 'p'), redis.call('HGETALL', P .. 'i')}
+"""
+
+_scripts: dict[tuple[int, str], object] = {}
+
+
+def _script(source: str):
+    """The script registered on the running loop's keys client (EVALSHA, loaded on first use)."""
+    client = keys_client_async()
+    key = (id(client), source)
+    found = _scripts.get(key)
+    if found is None:
+        found = _scripts[key] = client.register_script(source)
+    return found
+
+
+# --- the frames ------------------------------------------------------------------------------------
+
+
+def _target(value: str) -> dict | None:
+    if not value:
+        return None
+    entity, _, object_id = value.partition(":")
+    return {"entity": entity, "id": object_id}
+
+
+def _since(ms: int) -> str:
+    return schema.utc_timestamp(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def user_object(user_id: str, profile: str | bytes, viewing: str, editing: str, since_ms: int) -> dict:
+    try:
+        info = json.loads(profile) if profile else {}
+    except ValueError:
+        info = {}
+    return {
+        "id": user_id,
+        "username": info.get("username", ""),
+        "full_name": info.get("full_name", ""),
+        "role": info.get("role", ""),
+        "viewing": _target(viewing),
+        "editing": _target(editing),
+        "since": _since(since_ms),
+    }
+
+
+_TARGET = {
+    "oneOf": [
+        {"type": "null"},
+        {
+            "type": "object", "required": ["entity", "id"], "additionalProperties": False,
+            "properties": {"entity": {"enum": list(schema.ENTITIES)}, "id": {"type": "string"}},
+        },
+    ]
+}
+_USER = {
+    "type": "object",
+    "required": ["id", "username", "full_name", "role", "viewing", "editing", "since"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"}, "username": {"type": "string"}, "full_name": {"type": "string"},
+        "role": {"type": "string"}, "viewing": _TARGET, "editing": _TARGET,
+        "since": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"},
+    },
+}
+# The JSON Schemas of the two presence messages (to join backend/events/schema.py's SCHEMAS).
+SCHEMAS = {
+    "presence": {
+        "type": "object", "required": ["type", "users"], "additionalProperties": False,
+        "properties": {"type": {"const": "presence"}, "users": {"type": "array", "items": _USER}},
+    },
+    "presence_update": {
+        "type": "object", "required": ["type", "user", "state"], "additionalProperties": False,
+        "properties": {"type": {"const": "presence_update"}, "user": _USER, "state": {"enum": list(STATES)}},
+    },
+}
+
+
+def presence_update_frame(user: dict, state: str) -> str:
+    return schema.encode({"type": "presence_update", "user": user, "state": state})
+
+
+def presence_frame(users: list[dict]) -> str:
+    return schema.encode({"type": "presence", "users": users})
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- validating client messages ---------------------------------------------------------------------
+
+
+def parse_target(message: dict) -> tuple[str, str] | str:
+    """(entity, id) of a `viewing` / `editing` message, or the reason it is not valid."""
+    entity, object_id = message.get("entity"), message.get("id")
+    if not isinstance(entity, str) or entity not in ENTITIES:
+        return f'"entity" must be one of {", ".join(schema.ENTITIES)}.'
+    if not isinstance(object_id, str) or not _UUID.match(object_id.lower()):
+        return '"id" must be a record id (a UUID).'
+    return entity, object_id.lower()
+
+
+# --- one connection's presence ------------------------------------------------------------------------
+
+
+class ConnectionPresence:
+    """A presence-enabled connection's state in Redis. Changes are applied one at a time, latest
+    wins: while one is in flight, further ones only replace the wanted state (a burst collapses)."""
+
+    def __init__(self, unit_id: str, user_id: str, slot: str, profile: str) -> None:
+        self.unit_id, self.user_id, self.profile = unit_id, user_id, profile
+        self.field = f"{connections.PROCESS}|{slot}"
+        self.slot = slot
+        self.wanted: tuple[str, str] | None = ("", "")  # (viewing, editing) as "entity:id" or ""
+        self.applied: tuple[str, str] | None = None
+        self.task: asyncio.Task | None = None
+
+    def want(self, viewing: str, editing: str) -> None:
+        self.wanted = (viewing, editing)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while self.wanted is not None and self.wanted != self.applied:
+            state = self.wanted
+            try:
+                await presence.apply(
+                    self.unit_id, self.user_id, "set", self.field, f"{state[0]}|{state[1]}",
+                    self.profile if self.applied is None else "",
+                )
+                self.applied = state
+            except Exception:  # noqa: BLE001 - advisory: the next change or sweep corrects it
+                logger.warning("presence change of user %s failed", self.user_id, exc_info=True)
+                return
+
+    async def close(self) -> None:
+        self.wanted = None
+        task = self.task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.applied is None:
+            return
+        try:
+            await presence.apply(self.unit_id, self.user_id, "del", self.field, "", "")
+        except Exception:  # noqa: BLE001 - the sweep removes a field whose connection is gone
+            logger.warning("presence leave of user %s failed", self.user_id, exc_info=True)
+
+
+# --- the process's presence hub ---------------------------------------------------------------------
+
+
+class _PresenceUnit:
+    __slots__ = ("listeners", "seen", "lock", "joined")
+
+    def __init__(self) -> None:
+        self.listeners: set = set()
+        self.seen: dict[str, int] = {}  # user -> the highest version delivered here
+        self.lock = asyncio.Lock()
+        self.joined = False
+
+
+class PresenceHub:
+    """The process's presence traffic: one channel-layer channel (separate from the data hub's),
+    the `presence_<unit>` groups of the units whose presence-enabled connections it holds, the
+    periodic sweep, and the throttle's trailing flushes."""
+
+    def __init__(self) -> None:
+        self.layer = None
+        self.channel_name: str | None = None
+        self.units: dict[str, _PresenceUnit] = {}
+        self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._group_ops: asyncio.Semaphore | None = None
+        self.published_total = 0
+        self.delivered_total = 0
+
+    async def _ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self.channel_name is not None:
+            return
+        if self._start_lock is None or self._loop is not loop:
+            self._start_lock = asyncio.Lock()
+            self._group_ops = asyncio.Semaphore(8)
+            self._loop = loop
+            self.channel_name = None
+            self.units.clear()
+            self.timers.clear()
+        async with self._start_lock:
+            if self.channel_name is not None:
+                return
+            self.layer = get_channel_layer()
+            self.channel_name = await self.layer.new_channel("presence.")
+            self._tasks = [
+                loop.create_task(self._reader(), name="realtime-presence-reader"),
+                loop.create_task(self._sweeper(), name="realtime-presence-sweeper"),
+            ]
+
+    # --- Redis ---------------------------------------------------------------------------------
+
+    async def apply(self, unit_id: str, user_id: str, mode: str, field: str, value: str, profile: str) -> None:
+        script = _script(_APPLY)
+        result = await script(
+            args=[
+                unit_prefix(unit_id), connections.PROCESS_KEY, settings.REALTIME_PRESENCE_INTERVAL_MS, KEY_TTL,
+                mode, user_id, field, value, profile,
+            ]
+        )
+        await self._publish(unit_id, result)
+
+    async def _sweep_unit(self, unit_id: str) -> None:
+        unit = self.units.get(unit_id)
+        own = [listener.presence.slot for listener in (unit.listeners if unit else ()) if listener.presence is not None]
+        script = _script(_APPLY)
+        result = await script(
+            args=[
+                unit_prefix(unit_id), connections.PROCESS_KEY, settings.REALTIME_PRESENCE_INTERVAL_MS, KEY_TTL,
+                "sweep", connections.PROCESS, OWN_FIELD_GRACE_MS, *own,
+            ]
+        )
+        await self._publish(unit_id, result)
+
+    async def _flush(self, unit_id: str, user_id: str) -> None:
+        self.timers.pop((unit_id, user_id), None)
+        try:
+            await self.apply(unit_id, user_id, "flush", "", "", "")
+        except Exception:  # noqa: BLE001 - the sweep flushes it later
+            logger.warning("presence flush of user %s failed", user_id, exc_info=True)
+
+    async def _publish(self, unit_id: str, result: list) -> None:
+        for record in result or ():
+            user_id, kind = _text(record[0]), _text(record[1])
+            if kind == "wait":
+                self._schedule_flush(unit_id, user_id, int(record[2]) / 1000)
+                continue
+            version, state, viewing, editing, since, profile = record[2:8]
+            user = user_object(user_id, profile, _text(viewing), _text(editing), int(since))
+            self.published_total += 1
+            await self.layer.group_send(
+                presence_group_name(unit_id),
+                {
+                    "type": "presence.update", "unit_id": unit_id, "user_id": user_id, "version": int(version),
+                    "frame": presence_update_frame(user, _text(state)),
+                },
+            )
+
+    def _schedule_flush(self, unit_id: str, user_id: str, delay: float) -> None:
+        key = (unit_id, user_id)
+        if key in self.timers:
+            return
+        loop = asyncio.get_running_loop()
+        self.timers[key] = loop.call_later(
+            max(delay, 0.0) + 0.005, lambda: asyncio.ensure_future(self._flush(unit_id, user_id))
+        )
+
+    async def snapshot(self, unit_id: str) -> tuple[int, list[dict]]:
+        version, published, profiles = await _script(_SNAPSHOT)(args=[unit_prefix(unit_id)])
+        info = {_text(profiles[i]): profiles[i + 1] for i in range(0, len(profiles), 2)}
+        users = []
+        for i in range(0, len(published), 2):
+            user_id = _text(published[i])
+            _, since, viewing, editing = _text(published[i + 1]).split("|", 3)
+            users.append(user_object(user_id, info.get(user_id, b""), viewing, editing, int(since)))
+        users.sort(key=lambda user: (user["username"], user["id"]))
+        return int(version), users
+
+    # --- membership ----------------------------------------------------------------------------
+
+    async def join(self, listener) -> tuple[int, list[dict]]:
+        """Register a presence-enabled connection (its `presence_deliver` gets the unit's deltas
+        from now on) and return the snapshot (version, users) taken after the subscription."""
+        await self._ensure_started()
+        while True:
+            unit = self.units.get(listener.unit_id)
+            if unit is None:
+                unit = self.units[listener.unit_id] = _PresenceUnit()
+            async with unit.lock:
+                if self.units.get(listener.unit_id) is not unit:
+                    continue
+                if not unit.joined:
+                    try:
+                        async with self._group_ops:
+                            await self.layer.group_add(presence_group_name(listener.unit_id), self.channel_name)
+                    except BaseException:
+                        if not unit.listeners and self.units.get(listener.unit_id) is unit:
+                            del self.units[listener.unit_id]
+                        raise
+                    unit.joined = True
+                unit.listeners.add(listener)
+                break
+        return await self.snapshot(listener.unit_id)
+
+    async def leave(self, listener) -> None:
+        unit = self.units.get(listener.unit_id)
+        if unit is None:
+            return
+        unit.listeners.discard(listener)
+        if not unit.listeners:
+            async with unit.lock:
+                if not unit.listeners and self.units.get(listener.unit_id) is unit:
+                    del self.units[listener.unit_id]
+                    try:
+                        async with self._group_ops:
+                            if listener.unit_id not in self.units:
+                                await self.layer.group_discard(presence_group_name(listener.unit_id), self.channel_name)
+                    except Exception:  # noqa: BLE001 - membership expires by itself
+                        logger.warning("presence group_discard failed", exc_info=True)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis restarted or unreachable: wait, re-join
+                logger.warning("presence receive failed; retrying in %.1fs", backoff, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                await self._refresh_groups()
+                continue
+            try:
+                if message.get("type") == "presence.update":
+                    self._deliver(message["unit_id"], message["user_id"], int(message["version"]), message["frame"])
+            except Exception:  # noqa: BLE001 - one bad message must not stop presence
+                logger.exception("presence failed to dispatch a message")
+
+    def _deliver(self, unit_id: str, user_id: str, version: int, frame: str) -> None:
+        unit = self.units.get(unit_id)
+        if unit is None:
+            return
+        # Publishers race (two tabs on two processes): an older state of a user never follows a newer one.
+        if version <= unit.seen.get(user_id, 0):
+            return
+        unit.seen[user_id] = version
+        event = Outgoing(0, frame)  # framed once for every local connection
+        for listener in tuple(unit.listeners):
+            try:
+                listener.presence_deliver(version, event)
+                self.delivered_total += 1
+            except Exception:  # noqa: BLE001
+                logger.exception("delivering presence to a connection failed")
+
+    async def _sweeper(self) -> None:
+        interval = settings.REALTIME_PRESENCE_SWEEP_SECONDS
+        since_refresh = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            since_refresh += interval
+            if since_refresh >= 600:
+                since_refresh = 0.0
+                await self._refresh_groups()
+            for unit_id in list(self.units):
+                try:
+                    await self._sweep_unit(unit_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - try again next tick
+                    logger.warning("presence sweep of unit %s failed", unit_id, exc_info=True)
+
+    async def _refresh_groups(self) -> None:
+        try:
+            for unit_id in list(self.units):
+                async with self._group_ops:
+                    await self.layer.group_add(presence_group_name(unit_id), self.channel_name)
+        except Exception:  # noqa: BLE001
+            logger.warning("re-joining presence groups failed; will retry", exc_info=True)
+
+
+presence = PresenceHub()
+
+
+def profile_json(username: str, full_name: str, role: str) -> str:
+    return schema.encode({"username": username, "full_name": full_name, "role": role})
+
