@@ -6,13 +6,21 @@ Daphne's own command line, with two changes:
   query string, so `?token=` / `?ticket=` would land in it verbatim;
 - a WebSocket that breaks the protocol (a message over --websocket-max-message-size, say) is closed
   with the reason's code (1009 message too big, 1002 protocol error) instead of a bare TCP drop that
-  clients can only report as 1006.
+  clients can only report as 1006;
+- `permessage-deflate` (RFC 7692) can be negotiated: WS_DEFLATE=off (the default), `on`,
+  `no_context_takeover` or `small` (a 512-byte window). Daphne never turns it on itself. Off by default because of what it costs
+  (docs/performance.md, "Compression"): a compressor per connection (hundreds of KB once it has
+  sent a message) and a compression per delivery, where an uncompressed update is framed once for
+  every client of the unit.
 """
 
 from __future__ import annotations
 
+import os
+
 import daphne.cli
 import daphne.server
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from daphne.access import AccessLogGenerator
 from daphne.ws_protocol import WebSocketFactory
 
@@ -24,12 +32,41 @@ class RedactingAccessLog(AccessLogGenerator):
         super().write_entry(host, date, redact(request), status, length, ident, user)
 
 
+DEFLATE_MODES = ("off", "on", "no_context_takeover", "small")
+# What the server's compressor is made with, per mode: autobahn's default is a 32 KiB window and
+# memLevel 8 (about 260 KiB per connection); `small` is a 512-byte window and memLevel 1 (about
+# 9 KiB), which any client's decompressor reads (a smaller window needs no announcing).
+DEFLATE_OPTIONS = {"on": {}, "no_context_takeover": {"no_context_takeover": True},
+                   "small": {"window_bits": 9, "mem_level": 1}}
+
+
+def deflate_accept(mode: str):
+    """autobahn's `perMessageCompressionAccept` for WS_DEFLATE, or None for off: the first
+    permessage-deflate offer is accepted (with the server's own context reset per message for
+    `no_context_takeover`); a client that offers nothing gets plain frames."""
+    if mode not in DEFLATE_MODES:
+        raise SystemExit(f"WS_DEFLATE must be one of {', '.join(DEFLATE_MODES)}, not {mode!r}")
+    if mode == "off":
+        return None
+
+    def accept(offers):
+        for offer in offers:
+            if isinstance(offer, PerMessageDeflateOffer):
+                return PerMessageDeflateOfferAccept(offer, **DEFLATE_OPTIONS[mode])
+        return None
+
+    return accept
+
+
 class ClosingWebSocketFactory(WebSocketFactory):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # autobahn's default drops the TCP connection on a protocol error; Daphne's own options
         # (set after this) leave failByDrop alone.
         self.setProtocolOptions(failByDrop=False)
+        accept = deflate_accept(os.environ.get("WS_DEFLATE", "off").strip().lower() or "off")
+        if accept is not None:
+            self.setProtocolOptions(perMessageCompressionAccept=accept)
 
 
 def tune_gc() -> None:
@@ -45,6 +82,7 @@ def tune_gc() -> None:
 
 
 def main() -> None:
+    deflate_accept(os.environ.get("WS_DEFLATE", "off").strip().lower() or "off")  # a bad value stops here
     tune_gc()
     daphne.cli.AccessLogGenerator = RedactingAccessLog
     daphne.server.WebSocketFactory = ClosingWebSocketFactory

@@ -52,6 +52,8 @@ def parse_args(argv=None):
                    help="channel layer backend (default: the settings default, the pub/sub layer)")
     p.add_argument("--fanout-seconds", type=float, default=8.0, help="sustained fan-out phase (0 skips)")
     p.add_argument("--profile", action="store_true", help="py-spy the Daphne process during the fan-out phase")
+    p.add_argument("--deflate", choices=["off", "on", "no_context_takeover", "small"], default="off",
+                   help="WS_DEFLATE for the Daphnes; clients offer permessage-deflate unless off")
     p.add_argument("--label", default="", help="a note stored with the results")
     p.add_argument("--presence", action="store_true",
                    help="clients connect with presence=1, each as a user of its own, and each tells a "
@@ -94,6 +96,7 @@ def prepare_environment(args) -> dict[str, str]:
         "JWT_ACCESS_MINUTES": "240",
         # One approver per unit signs every approval of the run, faster than any person would.
         "SIGNATURE_RATE": "100000/min",
+        "WS_DEFLATE": args.deflate,
         # The bench opens all of a unit's sockets with one user's token (up to 1,000 of them); the
         # per-user cap (WS_MAX_CONNECTIONS_PER_USER, docs/security.md) is not what it measures.
         "WS_MAX_CONNECTIONS_PER_USER": "100000",
@@ -248,6 +251,7 @@ class Fleet:
         self.by_unit: dict[str, list[dict]] = defaultdict(list)
         self.watch: dict[str, Watch] = {}
         self.counters: dict[str, Counter] = {}
+        self.compression: str | None = None  # "deflate": clients offer permessage-deflate (--deflate)
 
     async def open(self, ports, units, tokens, count, batch=False, concurrency=200) -> float:
         import websockets
@@ -270,7 +274,7 @@ class Fleet:
                     try:
                         ws = await websockets.connect(
                             url, origin="http://127.0.0.1", max_size=None, ping_interval=None,
-                            compression=None, open_timeout=60, close_timeout=2,
+                            compression=self.compression, open_timeout=60, close_timeout=2,
                         )
                         break
                     except (TimeoutError, OSError):
@@ -631,6 +635,7 @@ async def run(args, env, world, daphnes) -> dict:
 
     ports = [port for _, port in daphnes]
     fleet = Fleet(world.get("user_tokens") if args.presence else None, args.presence_every)
+    fleet.compression = "deflate" if args.deflate != "off" else None
     results: dict = {}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as http:
         # warm the server (imports, first DB connections) so memory deltas measure connections
