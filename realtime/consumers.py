@@ -115,6 +115,10 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     presence_joined = False
     presence_floor: int | None = None
     presence_buffer: list | None = None
+    # Notifications (backend.notifications): frames that arrive before the greeting wait here; the
+    # ids the greeting's `unread_notifications` already counts are never sent as frames too.
+    notifications_buffer: list | None = None
+    notifications_counted: frozenset = frozenset()
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -186,9 +190,17 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             self.filter = await self._resolve_filter(spec)
         # Marked before the await: a join that fails half-way is undone by _release().
         self.joined = True
+        self.notifications_buffer = []
         await hub.join(self)
         current = await selectors.unit_current_seq(self.unit_id)
-        self.send_message(schema.connection_established(unit_id=self.unit_id, seq=current))
+        unread, counted = await selectors.unread_notifications(self.user_id)
+        self.notifications_counted = frozenset(counted)
+        self.send_message(
+            schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread)
+        )
+        buffered_notifications, self.notifications_buffer = self.notifications_buffer, None
+        for notification in buffered_notifications:
+            self._notification(notification)
         if isinstance(spec, str):
             self._error("invalid_message", f"The filter in the URL was ignored: {spec}")
         await self._resume(requested, current)
@@ -369,8 +381,18 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     async def user_message(self, message: dict) -> None:
         if message["type"] == "job.update":
             self.send_message(schema.job_update(job=message["job"]))
+        elif message["type"] == "user.notifications":
+            for notification in message.get("notifications", ()):
+                if self.notifications_buffer is not None:
+                    self.notifications_buffer.append(notification)
+                else:
+                    self._notification(notification)
         elif message["type"] == "user.close":
             await self._close(message.get("code", CLOSE_ACCESS_REVOKED))
+
+    def _notification(self, notification: dict) -> None:
+        if notification.get("id") not in self.notifications_counted and not self.closing:
+            self.send_message(schema.notification(notification=notification))
 
     def broken(self) -> None:
         """Delivery to this connection failed: close it (1011); its resume fills the gap."""

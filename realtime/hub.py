@@ -261,7 +261,7 @@ class Hub:
         kind = message.get("type")
         if kind == "unit.events":
             await self._unit_events(message["unit_id"], message["events"])
-        elif kind in ("job.update", "user.close"):
+        elif kind in ("job.update", "user.close", "user.notifications"):
             for listener in list(self.users.get(message.get("user_id", ""), ())):
                 await listener.user_message(message)
 

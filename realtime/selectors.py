@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from backend.accounts import selectors as accounts
 from backend.events import selectors as events
+from backend.notifications import selectors as notifications
 
 from .db import realtime_db
 
@@ -13,6 +14,7 @@ units_current_seq = realtime_db(events.units_current_seq)
 outbox_frames = realtime_db(events.outbox_frames)
 users_access = realtime_db(accounts.users_access)
 user_for_socket = realtime_db(accounts.user_for_socket)
+unread_notifications = realtime_db(notifications.unread_state)
 
 
 def _presence_profile(user_id: str) -> tuple[str, str, str] | None:

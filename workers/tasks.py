@@ -2,7 +2,7 @@
 
 One task per job kind, named after it (`withdrawal.approve`, `bulk.withdrawal.approve`,
 `crate.relocate`, ...), on its kind's queue: the registry (backend/jobs/registry.py) is the list.
-Plus the hourly prunes beat schedules. The outbox relay and the sweeper of stranded jobs are not
+Plus the hourly prunes and the destruction-due alert beat schedules. The outbox relay and the sweeper of stranded jobs are not
 tasks: they run in the relay process (workers/relay.py).
 Django is set up before Celery imports this module (Celery's Django fix-up), so the registry is full.
 """
@@ -13,6 +13,7 @@ from backend.events.relay import outbox_prune
 from backend.jobs import registry
 from backend.jobs.registry import JobKind
 from backend.jobs.services import job_execute, jobs_prune
+from backend.records.services.notices import destruction_due_notify
 
 from .base import records_task
 
@@ -55,3 +56,9 @@ def prune() -> int:
 @records_task("jobs.prune", time_limit=300, max_retries=0)
 def prune_jobs() -> int:
     return jobs_prune()
+
+
+@records_task("records.destruction_due", time_limit=600, max_retries=0)
+def destruction_due() -> int:
+    """Alert units of crates nearing their destruction date (idempotent: once per crate, threshold, user)."""
+    return destruction_due_notify()

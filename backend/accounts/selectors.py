@@ -34,3 +34,13 @@ def locked_out_usernames(usernames=None) -> set[str]:
         attempts = attempts.filter(attempt_time__gt=timezone.now() - cool_off)
     totals = attempts.values("username").annotate(failures=Sum("failures_since_start"))
     return {row["username"] for row in totals if row["failures"] >= settings.AXES_FAILURE_LIMIT}
+
+
+def unit_recipients(unit_ids, roles) -> dict:
+    """unit id -> ids of the unit's active users holding one of `roles` (as named: admins only when
+    `roles` names them): who a unit's notifications go to."""
+    found: dict = {unit_id: [] for unit_id in unit_ids}
+    rows = User.objects.filter(unit_id__in=list(found), role__in=list(roles), is_active=True).order_by("username")
+    for unit_id, user_id in rows.values_list("unit_id", "id"):
+        found[unit_id].append(user_id)
+    return found

@@ -29,6 +29,7 @@ from backend.audit.context import current_origin
 from backend.audit.models import AuditEntry, Signature
 from backend.audit.services import Entry, journal_write
 from backend.common.errors import RoleRequired, SignatureInvalid, SignatureLocked, SignatureRequired
+from backend.notifications.services import Draft, Kind, notify
 
 from .models import Role, User
 
@@ -105,6 +106,7 @@ def signature_sign(
                 f"{failures} wrong passwords within {settings.SIGNATURE_FAILURE_WINDOW_MINUTES} minutes",
                 {"signing_locked": [False, True]},
             )])
+            _locked_notify(signer, unit_id, failures)
             failure = SignatureLocked(
                 f"Wrong password. Signing is now locked after {failures} wrong passwords: ask a unit admin to unlock it.",
                 details={"locked_at": now.isoformat()},
@@ -116,6 +118,20 @@ def signature_sign(
                 details={"attempts_left": left},
             )
     raise failure
+
+
+def _locked_notify(signer: User, unit_id: uuid.UUID, failures: int) -> None:
+    """`signature_locked` to the admins of the unit the signature was for (in the lock's transaction)."""
+    admins = User.objects.filter(unit_id=unit_id, role=Role.ADMIN, is_active=True).values_list("id", flat=True)
+    notify(
+        Draft(
+            user_id=admin_id, kind=Kind.SIGNATURE_LOCKED, title=f"Signing locked: {signer.username}",
+            body=f"{signer.username}'s signing was locked after {failures} wrong passwords within "
+            f"{settings.SIGNATURE_FAILURE_WINDOW_MINUTES} minutes. Unlock it in the users list when it is safe.",
+            link_entity="user", link_id=signer.id,
+        )
+        for admin_id in admins
+    )
 
 
 @transaction.atomic

@@ -12,6 +12,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from backend.accounts.api import MeView, RefreshView, SignInView, UnitViewSet, UserViewSet, WsTicketView
 from backend.audit.api import AuditTrailViewSet
 from backend.jobs.api import BulkActionView, JobViewSet
+from backend.notifications.api import NotificationViewSet
 from backend.records.api import (
     CrateViewSet,
     DestructionRequestViewSet,
@@ -33,6 +34,7 @@ router.register("jobs", JobViewSet, basename="job")
 router.register("units", UnitViewSet, basename="unit")
 router.register("users", UserViewSet, basename="user")
 router.register("audit-trail", AuditTrailViewSet, basename="audit-entry")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 
 def healthz(request):

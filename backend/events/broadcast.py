@@ -104,3 +104,27 @@ def user_close_send(user_id: Any, code: int) -> None:
         _run(layer.group_send(user_group_name(user_id), message))
     except Exception:  # noqa: BLE001 - the periodic re-validation closes them within seconds
         logger.warning("closing the sockets of user %s not sent", user_id, exc_info=True)
+
+
+# Notifications per channel-layer message (a bulk chunk may notify one creator of hundreds).
+NOTIFICATIONS_PER_MESSAGE = 100
+
+
+async def _send_notifications(by_user: dict[str, list[dict[str, Any]]]) -> None:
+    layer = get_channel_layer()
+    for user_id, notifications in by_user.items():
+        for start in range(0, len(notifications), NOTIFICATIONS_PER_MESSAGE):
+            message = {
+                "type": "user.notifications", "user_id": str(user_id),
+                "notifications": notifications[start : start + NOTIFICATIONS_PER_MESSAGE],
+            }
+            await layer.group_send(user_group_name(user_id), message)
+
+
+def notifications_send(by_user: dict[str, list[dict[str, Any]]]) -> None:
+    """Committed notifications to the connections of their users (`{user id: [notification, ...]}`).
+    Best effort: the rows are durable; a reconnecting client gets the count and lists them."""
+    try:
+        _run(_send_notifications(by_user))
+    except Exception:  # noqa: BLE001 - a lost frame must never fail the change that committed
+        logger.warning("notifications for %d users not sent", len(by_user), exc_info=True)

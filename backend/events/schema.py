@@ -46,12 +46,14 @@ def data_update(*, entity: str, action: str, data: dict[str, Any], timestamp: da
     }
 
 
-def connection_established(*, unit_id: str, seq: int) -> dict:
+def connection_established(*, unit_id: str, seq: int, unread_notifications: int = 0) -> dict:
     return {
         "type": "connection_established",
         "message": f"Connected to unit {unit_id} updates",
         "unit_id": unit_id,
         "seq": seq,
+        # The user's unread notifications now (backend.notifications): a reconnecting client's count.
+        "unread_notifications": unread_notifications,
     }
 
 
@@ -78,10 +80,23 @@ def activity(*, entry: dict[str, Any], seq: int) -> dict:
     return {"type": "activity", "entry": entry, "seq": seq}
 
 
+def notification(*, notification: dict[str, Any]) -> dict:
+    """A notification for the user it was written for (backend.notifications), after its COMMIT:
+    `{id, kind, title, body, link: {entity, id}, created_at, read}`."""
+    return {"type": "notification", "notification": notification}
+
+
 def data_update_batch_frame(frames: list[str]) -> str:
     """A `data_update_batch` built from already-encoded `data_update` frames, without re-encoding."""
     return '{"type":"data_update_batch","updates":[' + ",".join(frames) + "]}"
 
+
+# What a notification is about (backend.notifications; docs/realtime.md, "Notifications").
+NOTIFICATION_KINDS = (
+    "request_decided", "transfer_incoming", "job_finished", "job_failed", "destruction_due", "signature_locked",
+)
+# What a notification links to: a request or crate (the console opens its history), a job, a user.
+NOTIFICATION_LINK_ENTITIES = ("withdrawal", "destruction", "transfer", "crate", "job", "user")
 
 _TIMESTAMP = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"}
 _UUID = {"type": "string", "pattern": r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
@@ -153,8 +168,35 @@ ACTIVITY_SCHEMA: dict[str, Any] = {
     },
 }
 
+NOTIFICATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "notification"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "notification"},
+        "notification": {
+            "type": "object",
+            "required": ["id", "kind", "title", "body", "link", "created_at", "read"],
+            "additionalProperties": False,
+            "properties": {
+                "id": _UUID,
+                "kind": {"enum": list(NOTIFICATION_KINDS)},
+                "title": {"type": "string"},
+                "body": {"type": "string"},
+                "link": {
+                    "type": "object", "required": ["entity", "id"], "additionalProperties": False,
+                    "properties": {"entity": {"enum": list(NOTIFICATION_LINK_ENTITIES)}, "id": _UUID},
+                },
+                "created_at": _TIMESTAMP,
+                "read": {"type": "boolean"},
+            },
+        },
+    },
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "data_update": DATA_UPDATE_SCHEMA,
+    "notification": NOTIFICATION_SCHEMA,
     "activity": ACTIVITY_SCHEMA,
     "data_update_batch": {
         "type": "object",
@@ -167,13 +209,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "connection_established": {
         "type": "object",
-        "required": ["type", "message", "unit_id", "seq"],
+        "required": ["type", "message", "unit_id", "seq", "unread_notifications"],
         "additionalProperties": False,
         "properties": {
             "type": {"const": "connection_established"},
             "message": {"type": "string", "pattern": "^Connected to unit .+ updates$"},
             "unit_id": _UUID,
             "seq": {"type": "integer", "minimum": 0},
+            "unread_notifications": {"type": "integer", "minimum": 0},
         },
     },
     "pong": {

@@ -27,6 +27,7 @@ from backend.audit.context import current_origin, origin
 from backend.common.errors import DomainError, RoleRequired, ValidationFailed
 from backend.common.faults import fault_point
 from backend.events.broadcast import job_update_send
+from backend.notifications.services import Draft, Kind, notify
 
 from . import queue, registry
 from .heartbeats import live_workers
@@ -42,6 +43,24 @@ def job_as_message(job: Job) -> dict[str, Any]:
     if job.error:
         body["error"] = job.error
     return body
+
+
+def job_notice(job: Job) -> Draft:
+    """The notification of a job that ended (`job_finished` / `job_failed`), for who started it:
+    one for the job, however many targets a bulk job had."""
+    what = job.description or job.kind.replace(".", " ").replace("_", " ")
+    suffix = f" by {getattr(job.requested_by, 'username', '')}" if job.requested_by_id else ""
+    if suffix and what.endswith(suffix):
+        what = what[: -len(suffix)]
+    progress = job.progress or {}
+    total, failed = progress.get("total", 0), progress.get("failed", 0)
+    if job.status == JobStatus.FAILED:
+        kind, title = Kind.JOB_FAILED, f"Failed: {what}"
+        body = (job.error or {}).get("message", "") if isinstance(job.error, dict) else str(job.error or "")
+    else:
+        kind, title = Kind.JOB_FINISHED, f"Done: {what}"
+        body = f"{total - failed} of {total} succeeded, {failed} refused." if total != 1 or failed else "Succeeded."
+    return Draft(user_id=job.requested_by_id, kind=kind, title=title, body=body, link_entity="job", link_id=job.id)
 
 
 def job_push(job: Job) -> None:
@@ -208,6 +227,9 @@ def _round(kind: JobKind, job_id, actor: User, targets: list[str], params: dict[
         applied = _apply(kind, actor, todo, params)
         _record(kind, locked, todo, applied)
         locked.touched_at = timezone.now()
+        if locked.status in TERMINAL_STATUSES:  # the round that ends the job tells its requester
+            locked.requested_by = actor
+            notify([job_notice(locked)])
         fault_point("job.before_commit", job=job_id)
         locked.save(update_fields=["status", "result", "error", "progress", "finished_at", "touched_at"])
         return locked
@@ -352,5 +374,6 @@ def job_fail(*, job_id: uuid.UUID | str, error: dict[str, Any]) -> Job:
         job.progress = {"total": total, "done": total, "failed": total - succeeded}
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "error", "progress", "finished_at"])
+        notify([job_notice(job)])
     job_push(job)
     return job

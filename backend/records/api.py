@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from backend.accounts.api import SignatureInputSerializer, decision_sign
 from backend.accounts.signatures import signature_meaning
-from backend.audit.api import AuditEntrySerializer, history_response, signature_ref
+from backend.audit.api import AuditEntrySerializer, SignatureRefSerializer, history_response, signature_ref
 from backend.audit.selectors import binding_matches, entries_since_version, signatures_of
 from backend.common.api import MAX_VERSION, expected_version
 from backend.common.errors import StaleVersion
@@ -206,12 +206,9 @@ class CrateViewSet(viewsets.ModelViewSet):
 # --- requests ---------------------------------------------------------------------------------
 
 
-class SignatureShownSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    signer = serializers.CharField()
-    full_name = serializers.CharField()
-    meaning = serializers.CharField()
-    signed_at = serializers.DateTimeField()
+class SignatureShownSerializer(SignatureRefSerializer):
+    """A signature as the record shows it: the entries' signature, and whether it still binds."""
+
     version = serializers.IntegerField(help_text="The version the signature was applied to")
     matches_record = serializers.BooleanField(
         help_text="False once the record changed after signing: the signature no longer covers what it shows",

@@ -112,3 +112,26 @@ def outbox_history_fast(unit: Unit, count: int) -> int:
         counter.last_seq = first + count - 1
         counter.save(update_fields=["last_seq"])
     return counter.last_seq
+
+
+def destruction_due_world():
+    """A unit with one user per role (and another unit with its own) and crates whose destruction is
+    due in 20, 3 and 60 days, one destroyed (due in 3) and one with no date: (unit, staff, crates)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from backend.records.models import CrateStatus
+
+    unit, other = UnitFactory(), UnitFactory()
+    staff = unit_staff(unit)
+    unit_staff(other)
+    today = timezone.now().date()
+    crates = {
+        "in_20": CrateFactory(unit=unit, destruction_due=today + timedelta(days=20)),
+        "in_3": CrateFactory(unit=unit, destruction_due=today + timedelta(days=3)),
+        "in_60": CrateFactory(unit=unit, destruction_due=today + timedelta(days=60)),
+        "destroyed": CrateFactory(unit=unit, destruction_due=today + timedelta(days=3), status=CrateStatus.DESTROYED),
+        "none": CrateFactory(unit=unit),
+    }
+    return unit, staff, crates

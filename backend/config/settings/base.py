@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "backend.accounts",
+    "backend.notifications",
     "backend.audit",
     "backend.events",
     "backend.records",
@@ -382,6 +383,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"queue": "default", "expires": 600},
     },
+    # Idempotent (once per crate, threshold and user, by a unique constraint): two beats are harmless.
+    "destruction-due-notify": {
+        "task": "records.destruction_due",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 600},
+    },
     "jobs-prune": {
         "task": "jobs.prune",
         "schedule": 3600.0,
@@ -400,6 +407,14 @@ JOB_RESCUE_SECONDS = env.float("JOB_RESCUE_SECONDS", default=15.0)
 JOB_RESCUE_AFTER_SECONDS = env.float("JOB_RESCUE_AFTER_SECONDS", default=60.0)
 JOB_RESCUE_BATCH = 500
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
+
+# --- Notifications --------------------------------------------------------------------------
+# Days before a crate's `destruction_due` date at which its unit's approvers, store users and admins
+# are alerted (once per crate, threshold and user), by the hourly `records.destruction_due` task.
+NOTIFY_DESTRUCTION_DUE_DAYS = sorted(
+    {int(days) for days in env.list("NOTIFY_DESTRUCTION_DUE_DAYS", default=["30", "7"]) if str(days).strip()},
+    reverse=True,
+)
 
 # --- Bulk actions ---------------------------------------------------------------------------
 BULK_MAX_IDS = env.int("BULK_MAX_IDS", default=20_000)

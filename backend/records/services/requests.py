@@ -20,6 +20,7 @@ from .changes import crate_change, request_changes
 from .checks import check_request_scope, check_version, require_role
 from .crates import bump, new_crates, require_reason
 from .journal import crate_entry, crate_state, diff, journal_write, request_entry, request_state, unit_codes
+from .notices import incoming_notify
 from .numbers import next_number, reserve_numbers
 
 
@@ -98,6 +99,7 @@ def request_create(
         kind, request, "created", diff({}, request_state(request, [c.crate_number for c in crates], codes)), change=changes[0]
     )
     journal_write(actor=actor, changes=changes, entries=[entry])
+    incoming_notify([request], actor, "filed")
     return request
 
 
@@ -194,6 +196,8 @@ def request_update(
     state_after = request_state(request, list(request.crates.values_list("crate_number", flat=True)), codes)
     entry = request_entry(kind, request, "updated", diff(state_before, state_after), change=after[0], reason=change_reason)
     journal_write(actor=actor, changes=[*after, *gone], entries=[entry])
+    if gone:  # redirected to another unit: its approvers learn of it as if it were filed to them
+        incoming_notify([request], actor, "redirected")
     return request
 
 

@@ -27,6 +27,7 @@ from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRe
 from .changes import crate_change, request_changes, sendback_change
 from .checks import check_request_scope, check_version, require_role
 from .journal import Entry, crate_entry, journal_write, request_entry, signed_binding, unit_codes
+from .notices import decided_notify, incoming_notify
 
 # Decisions: whoever filed a request never takes them on it (four eyes).
 DECISIONS = frozenset({"approve", "reject", "send_back"})
@@ -180,6 +181,10 @@ def requests_transition(
     if signature is not None:
         signature_apply(signature, [signed_binding(kind, r, crate_ids.get(r.id, [])) for r in accepted])
     journal_write(actor=actor, changes=changes, entries=entries)
+    if action in DECISIONS:
+        decided_notify(kind, accepted, action, actor, reason)
+    elif kind.model is TransferRequest:
+        incoming_notify(accepted, actor, PAST[action])
     return outcomes
 
 

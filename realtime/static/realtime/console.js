@@ -11,6 +11,7 @@ const OPTIONS = {
   jobPollLiveMs: 5000, // job polling while job_update messages flow (a safety net only)
   jobPollOfflineMs: 1500, // job polling while the socket is down
   feedSize: 20,
+  mineRefreshMs: 15000, // with "only mine" on, others' changes no longer come live: lists re-read this often
   client: {}, // passed on to UpdatesClient (baseDelayMs, maxDelayMs, heartbeatMs, ...)
   ...(window.CONSOLE_OPTIONS || {}),
 };
@@ -359,6 +360,7 @@ async function openHistory(record, returnTo = `history-${record.id}`) {
   const dialog = $('history-panel');
   const generation = (historyOpen ? historyOpen.generation : 0) + 1;
   historyOpen = { record, returnTo, generation };
+  setActivity('viewing', record);
   $('history-title').textContent = `History of ${record.number}`;
   const list = $('history-list');
   list.replaceChildren();
@@ -422,6 +424,7 @@ function historyHeard(update) {
 function closedHistory() {
   const returnTo = historyOpen && historyOpen.returnTo;
   historyOpen = null;
+  setActivity('viewing', null);
   // The row may have been redrawn meanwhile: focus its History button as it is now.
   const button = returnTo && $(returnTo);
   if (button) button.focus();
@@ -429,9 +432,12 @@ function closedHistory() {
 
 // --- stale decisions explained ----------------------------------------------------------------------
 
+let staleList = null; // the list the stale dialog's Reload reads again
+
 /** Tell who changed a record since the version the user saw, and what (audit entries since then). */
-function explainStale({ label, number, history, currentVersion }) {
+function explainStale({ label, number, history, currentVersion, listName = null }) {
   const dialog = $('stale-dialog');
+  staleList = listName; // Reload (stale-reload) reads that list again
   const returnTo = document.activeElement;
   $('stale-title').textContent = `${number} changed since you saw it`;
   const items = (history || []).map((entry) => el('li', { testid: 'stale-change' },
@@ -678,7 +684,7 @@ function requestRow(row) {
     kind.push(' ', el('span', { class: 'tag' }, `${own ? 'to' : 'from'} ${state.units.get(other) || 'another unit'}`));
   }
   return el('tr', { testid: `request-row-${row.id}`, 'data-kind': row.kind, 'data-status': row.status },
-    el('td', { class: 'mono' }, row.request_number),
+    el('td', { class: 'mono' }, row.request_number, presenceBadge(row.kind, row.id)),
     el('td', { class: 'nowrap' }, kind),
     el('td', {}, pill(row.status, `request-status-${row.id}`)),
     el('td', { class: 'reason', title: row.decision_reason || row.reason || '' }, row.decision_reason || row.reason || ''),
@@ -710,7 +716,7 @@ function crateRow(crate) {
     ? [actionButton('Relocate', `relocate-${crate.id}`, busy, () => relocate(crate))]
     : [];
   return el('tr', { testid: `crate-row-${crate.id}`, 'data-status': crate.status },
-    el('td', { class: 'mono' }, crate.crate_number),
+    el('td', { class: 'mono' }, crate.crate_number, presenceBadge('crate', crate.id)),
     el('td', {}, pill(crate.status, `crate-status-${crate.id}`)),
     el('td', { testid: `crate-location-${crate.id}` }, crate.location || '—'),
     el('td', {}, crate.destruction_due || '—'),
@@ -746,15 +752,19 @@ async function decide(row, action) {
     return;
   }
   // A decision is signed: the dialog asks for the password (and the reason where one is needed).
+  // While it is open, the unit's other consoles show this user editing the request.
+  setActivity('editing', record);
   const outcome = await signDecision({
     title: label, action, reasonMode: action === 'approve' ? 'optional' : 'required',
     attempt: (signature, reason) => post({ ...(reason ? { reason } : {}), signature }),
-  });
+  }).finally(() => setActivity('editing', null));
   if (outcome && outcome.error) jobRefused(outcome.error, { label, listName: 'requests', record });
 }
 
 async function relocate(crate) {
-  const location = await ask({ title: `Relocate ${crate.crate_number}`, label: 'New location', value: crate.location });
+  setActivity('editing', { kind: 'crate', id: crate.id });
+  const location = await ask({ title: `Relocate ${crate.crate_number}`, label: 'New location', value: crate.location })
+    .finally(() => setActivity('editing', null));
   if (location === null || location === crate.location) return;
   const record = { kind: 'crate', id: crate.id, number: crate.crate_number, version: crate.version };
   await submitJob(crate.id, `Relocate ${crate.crate_number}`, 'crates', () =>
@@ -791,7 +801,7 @@ function jobRefused(error, { label, listName, record }) {
   if (errorCode(error) === 'stale_version' && record && details && typeof details === 'object') {
     // What the user saw is out of date: show the record as it is, and who changed what since.
     replaceRow(listName, details.current);
-    explainStale({ label, number: record.number, history: details.history, currentVersion: details.current_version });
+    explainStale({ label, number: record.number, history: details.history, currentVersion: details.current_version, listName });
   } else if (errorCode(error) === 'signature_locked') {
     toast(`${label}: not signed — ${LOCKED_TEXT}`, 'error', 12000);
   } else {
@@ -806,7 +816,7 @@ async function explainStaleJob(entry) {
   try {
     const history = [];
     for await (const page of pages(historyPath(record))) history.push(...page.results.filter((e) => e.version > record.version));
-    explainStale({ label, number: record.number, history });
+    explainStale({ label, number: record.number, history, listName: entry.list });
   } catch (error) {
     toast(`${label}: ${record.number} changed since you saw it; the list shows it as it is now.`);
   }
@@ -1175,6 +1185,97 @@ async function exportAudit(format) {
   }
 }
 
+// --- presence: who is online, who views or edits which record ------------------------------------
+
+// What this tab tells the unit (docs/realtime.md "Presence"): the record whose history panel is open
+// (viewing), the record a decision's signing dialog or the relocation prompt is about (editing).
+const activity = { viewing: null, editing: null };
+let mineTimer = null; // with "only mine" on: re-reads the lists (others' changes no longer come live)
+
+/** `kind` 'viewing' | 'editing', `record` {kind, id} or null; sends what this tab now does. */
+function setActivity(kind, record) {
+  activity[kind] = record ? { kind: record.kind, id: String(record.id) } : null;
+  if (!client) return;
+  const { viewing, editing } = activity;
+  try {
+    if (editing) client.setEditing(editing.kind, editing.id);
+    else if (viewing) client.setViewing(viewing.kind, viewing.id);
+    else client.setIdle();
+  } catch (error) {
+    // a record the server would not take (not a UUID): presence is advisory, the console goes on
+  }
+}
+
+const isMe = (user) => Boolean(state.me) && String(user.id) === String(state.me.id);
+
+/** A record's number as the lists show it, for a title ("viewing WR-2026-0001"). */
+function recordNumber(target) {
+  if (!target) return '';
+  const row = target.entity === 'crate'
+    ? state.crates.find((c) => c.id === target.id)
+    : state.requests.find((r) => r.id === target.id);
+  return row ? (row.request_number || row.crate_number) : target.entity;
+}
+
+function presenceTitle(user) {
+  let text = user.full_name ? `${user.full_name} (${user.username}, ${user.role})` : `${user.username} (${user.role})`;
+  if (user.editing) text += ` · editing ${recordNumber(user.editing)}`;
+  else if (user.viewing) text += ` · viewing ${recordNumber(user.viewing)}`;
+  return text;
+}
+
+/** The unit's online users in the top bar (the signed-in user as "you", first), and the rows' badges. */
+function renderPresence({ users }) {
+  const ordered = [...users.filter(isMe), ...users.filter((user) => !isMe(user))];
+  $('online-users').replaceChildren(...ordered.map((user) => el('li', {
+    class: `online-user${isMe(user) ? ' online-user--me' : ''}`, testid: `online-${user.username}`,
+    'data-user': user.username, 'data-state': user.editing ? 'editing' : user.viewing ? 'viewing' : 'idle',
+    title: presenceTitle(user),
+  }, isMe(user) ? 'you' : user.username)));
+  stats.online = ordered.map((user) => user.username);
+  renderPresenceBadges();
+}
+
+/** Who else views or edits a record: "north.requester is viewing", "a, b are editing; c is viewing". */
+function presenceBadge(entity, id) {
+  const slot = el('span', { class: 'presence-slot', 'data-entity': entity, 'data-record': id });
+  const here = (client && state.me ? client.roster.on(entity, id).filter(({ user }) => !isMe(user)) : [])
+    .sort((a, b) => String(a.user.username).localeCompare(String(b.user.username)));
+  if (!here.length) return slot;
+  const editors = here.filter((h) => h.editing).map(({ user }) => user);
+  const viewers = here.filter((h) => !h.editing).map(({ user }) => user);
+  const said = (people, verb) => `${people.map((u) => u.username).join(', ')} ${people.length > 1 ? 'are' : 'is'} ${verb}`;
+  const text = [editors.length ? said(editors, 'editing') : '', viewers.length ? said(viewers, 'viewing') : ''].filter(Boolean).join('; ');
+  slot.append(el('span', {
+    class: `presence-badge presence-badge--${editors.length ? 'editing' : 'viewing'}`, testid: `presence-${id}`,
+    'data-editing': editors.map((u) => u.username).join(' '), 'data-viewing': viewers.map((u) => u.username).join(' '),
+    title: here.map(({ user }) => presenceTitle(user)).join('\n'),
+  }, text));
+  return slot;
+}
+
+function renderPresenceBadges() {
+  for (const slot of document.querySelectorAll('.presence-slot')) {
+    slot.replaceWith(presenceBadge(slot.dataset.entity, slot.dataset.record));
+  }
+}
+
+/** "Only mine" (`only-mine`): the socket then carries only the user's own updates (`subscribe`
+ *  {mine: true}), so the feed shows only those. Others' changes no longer refresh the lists live:
+ *  while it is on, the lists are read again every `mineRefreshMs` and on every reconnect, and once
+ *  more when it goes off (what the filter left out is not replayed). */
+function setOnlyMine(on) {
+  if (client) {
+    if (on) client.subscribe({ mine: true });
+    else client.unsubscribe();
+  }
+  $('only-mine-note').hidden = !on;
+  clearInterval(mineTimer);
+  mineTimer = null;
+  if (on) mineTimer = setInterval(() => Object.keys(lists).forEach(refreshSoon), OPTIONS.mineRefreshMs);
+  else if (client) Object.keys(lists).forEach(refreshSoon);
+}
+
 // --- the realtime connection ------------------------------------------------------------------------
 
 let client = null;
@@ -1232,6 +1333,10 @@ function startRealtime() {
     getToken: () => tokens.access,
     refreshToken: refreshAccess,
     batch: true,
+    // Who of the unit is online and what they view or edit (the top bar, the rows' badges).
+    presence: true,
+    onPresence: renderPresence,
+    filter: $('only-mine').checked ? { mine: true } : null,
     ...OPTIONS.client,
     onStatus: ({ status }) => {
       stats.status = status;
@@ -1240,6 +1345,10 @@ function startRealtime() {
       if (status === STATUS.LIVE) {
         showSeq();
         for (const name of Object.keys(lists)) if (lists[name].dirty) refresh(name);
+        // Filtered, the resume replayed only the user's own updates: read the lists again.
+        if (client && client.filter) Object.keys(lists).forEach(refreshSoon);
+      } else if (status === STATUS.OFFLINE) {
+        $('online-users').replaceChildren(); // not known while offline (a reconnect brings a snapshot)
       }
     },
     onUpdate: (update) => {
@@ -1272,7 +1381,119 @@ function startRealtime() {
     },
   });
   window.consoleClient = client;
+  watchNotifications(client);
   client.start();
+}
+
+// --- notifications: the bell (unread count) and its panel --------------------------------------------
+
+const notifications = { items: new Map(), generation: 0 };
+const RECORD_NUMBER = /\b(?:WR|DR|TR|CR)-[A-Za-z0-9-]+/;
+
+/** The count in the bell: the greeting's `unread_notifications`, plus each unread notification since. */
+function renderBell() {
+  const count = client && Number.isInteger(client.unreadNotifications) ? client.unreadNotifications : 0;
+  const badge = $('notifications-count');
+  badge.textContent = count > 99 ? '99+' : String(count);
+  badge.dataset.count = String(count);
+  stats.unreadNotifications = count;
+}
+
+function notificationItem(n) {
+  const item = el('li', {
+    class: `notification${n.read ? '' : ' notification--unread'}`, testid: `notification-${n.id}`,
+    'data-kind': n.kind, 'data-read': String(Boolean(n.read)), tabindex: '0', role: 'button',
+    onclick: () => openNotification(n),
+    onkeydown: (event) => { if (event.key === 'Enter') openNotification(n); },
+  }, n.title, el('span', { class: 'notification-body' }, n.body), el('span', { class: 'muted notification-time' }, when(n.created_at)));
+  return item;
+}
+
+function renderNotifications() {
+  const rows = [...notifications.items.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  $('notifications-list').replaceChildren(...rows.map(notificationItem));
+  $('notifications-empty').hidden = rows.length > 0;
+}
+
+/** The first page of the user's notifications (GET /api/notifications/), newest first. */
+async function loadNotifications() {
+  const generation = ++notifications.generation;
+  try {
+    const page = await api('/api/notifications/?page_size=50');
+    if (generation !== notifications.generation) return;
+    notifications.items = new Map(page.results.map((n) => [n.id, n]));
+    renderNotifications();
+  } catch (error) {
+    // the bell keeps its count; the list comes with the next greeting or opening
+  }
+}
+
+function toggleNotifications(open = $('notifications-panel').hidden) {
+  $('notifications-panel').hidden = !open;
+  $('notifications-bell').setAttribute('aria-expanded', String(open));
+  if (open) loadNotifications();
+}
+
+/** Clicking one marks it read (POST …/{id}/read/) and opens its record's history. */
+async function openNotification(n) {
+  if (!n.read) {
+    n.read = true;
+    if (client) client.setUnreadNotifications((client.unreadNotifications || 1) - 1);
+    renderBell();
+    renderNotifications();
+    api(`/api/notifications/${n.id}/read/`, { method: 'POST' }).catch((error) => toast(errorText(error)));
+  }
+  const { entity, id } = n.link || {};
+  if (['withdrawal', 'destruction', 'transfer', 'crate'].includes(entity)) {
+    toggleNotifications(false);
+    const number = (RECORD_NUMBER.exec(n.title) || [entity])[0];
+    openHistory({ kind: entity, id, number }, 'notifications-bell');
+  }
+}
+
+async function readAllNotifications() {
+  try {
+    await api('/api/notifications/read-all/', { method: 'POST' });
+    for (const n of notifications.items.values()) n.read = true;
+    if (client) client.setUnreadNotifications(0);
+    renderBell();
+    renderNotifications();
+  } catch (error) {
+    toast(errorText(error));
+  }
+}
+
+function watchNotifications(updates) {
+  updates.onNotification((n) => {
+    stats.notifications = (stats.notifications || 0) + 1;
+    notifications.items.set(n.id, n);
+    renderBell();
+    if (!$('notifications-panel').hidden) renderNotifications();
+  });
+  // Every greeting (first connect and each reconnect) brings the server's unread count.
+  updates.addEventListener('status', ({ detail }) => {
+    if (detail.status !== STATUS.LIVE) return;
+    renderBell();
+    if (!$('notifications-panel').hidden) loadNotifications();
+  });
+}
+
+function wireNotifications() {
+  $('notifications-bell').addEventListener('click', () => toggleNotifications());
+  $('notifications-read-all').addEventListener('click', readAllNotifications);
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && !$('notifications-panel').hidden) toggleNotifications(false);
+  });
+}
+
+function resetNotifications() {
+  notifications.items.clear();
+  notifications.generation += 1;
+  $('notifications-panel').hidden = true;
+  $('notifications-bell').setAttribute('aria-expanded', 'false');
+  $('notifications-list').replaceChildren();
+  $('notifications-count').textContent = '0';
+  $('notifications-count').dataset.count = '0';
 }
 
 // --- session ----------------------------------------------------------------------------------------
@@ -1325,6 +1546,11 @@ function signOut(message = '') {
   state.jobs.clear();
   state.bulkSeen = null;
   for (const name of ['history-panel', 'stale-dialog', 'prompt-dialog', 'sign-dialog']) if ($(name).open) $(name).close();
+  activity.viewing = null;
+  activity.editing = null;
+  $('only-mine').checked = false;
+  setOnlyMine(false);
+  $('online-users').replaceChildren();
   $('sign-password').value = '';
   audit.open = false;
   audit.generation += 1;
@@ -1334,6 +1560,7 @@ function signOut(message = '') {
   showBulkNote('');
   $('jobs').replaceChildren();
   $('feed').replaceChildren();
+  resetNotifications();
   setBadge(STATUS.OFFLINE);
   showLogin(message);
 }
@@ -1380,6 +1607,13 @@ function wire() {
   $('bulk-select-pending').addEventListener('click', selectAllPending);
   $('bulk-entity').addEventListener('change', () => showBulkNote(''));
   $('history-panel').addEventListener('close', closedHistory);
+  $('only-mine').addEventListener('change', (event) => setOnlyMine(event.target.checked));
+  $('only-mine-note').textContent = `Only your own changes come live: others' show in the lists when they are read again (every ${Math.round(OPTIONS.mineRefreshMs / 1000)} s and on reconnect).`;
+  $('stale-reload').addEventListener('click', () => {
+    const name = staleList;
+    $('stale-dialog').close('reload');
+    if (name) refresh(name);
+  });
   $('open-audit').addEventListener('click', () => showAudit(!audit.open));
   $('close-audit').addEventListener('click', () => showAudit(false));
   $('audit-filters').addEventListener('submit', (event) => {
@@ -1390,6 +1624,7 @@ function wire() {
   $('audit-more').addEventListener('click', () => loadAudit({ more: true }));
   $('export-csv').addEventListener('click', () => exportAudit('csv'));
   $('export-ndjson').addEventListener('click', () => exportAudit('ndjson'));
+  wireNotifications();
   setInterval(pollJobs, 500);
 }
 

@@ -253,7 +253,11 @@ const HOOKS = {
   message: 'onMessage',
   presence: 'onPresence',
   activity: 'onActivity',
+  notification: 'onNotification',
 };
+
+// Notification ids remembered for de-duplication (a frame is never counted twice).
+const NOTIFICATION_IDS_KEPT = 500;
 
 function makeEvent(name, detail) {
   if (typeof CustomEvent === 'function') return new CustomEvent(name, { detail });
@@ -273,7 +277,8 @@ function defaultSocketBase(wsPath) {
  * Events (an EventTarget; each also calls the matching `on…` option): `status` {status, previous},
  * `update` (a data_update), `job` (job_update's job), `resync` (resync_required), `signout`
  * {code, reason}, `close` {code, reason}, `gap` {expected, got}, `giveup` {attempts},
- * `servererror` (an `error` message), `message` (every parsed message).
+ * `servererror` (an `error` message), `notification` (a `notification` frame's notification, once
+ * per id; `unreadNotifications` counts it), `message` (every parsed message).
  */
 export class UpdatesClient extends EventTarget {
   constructor(options = {}) {
@@ -304,6 +309,10 @@ export class UpdatesClient extends EventTarget {
     this._jumpOnce = false; // after unsubscribe(): the next update may follow a filtered-out stretch
     this.roster = new PresenceRoster();
     this._activity = { type: 'idle' }; // this tab's presence, sent again after every reconnect
+    // The user's unread notifications: the greeting's `unread_notifications` (null before the first
+    // greeting), plus one for each unread `notification` frame since.
+    this.unreadNotifications = null;
+    this._notificationIds = new Set();
   }
 
   /** The subscription filter in force (null: the whole unit). */
@@ -337,6 +346,22 @@ export class UpdatesClient extends EventTarget {
     const listener = (event) => cb(event.detail);
     this.addEventListener('activity', listener);
     return () => this.removeEventListener('activity', listener);
+  }
+
+  /** `cb(notification)` for each `notification` frame ({id, kind, title, body, link: {entity, id},
+   *  created_at, read}), once per id; `unreadNotifications` already counts it. Returns a function
+   *  that unregisters. */
+  onNotification(cb) {
+    const listener = (event) => cb(event.detail);
+    this.addEventListener('notification', listener);
+    return () => this.removeEventListener('notification', listener);
+  }
+
+  /** Set the unread count after the app marked notifications read over REST (e.g. 0 after
+   *  POST /api/notifications/read-all/); the next greeting brings the server's count again. */
+  setUnreadNotifications(count) {
+    this.unreadNotifications = Math.max(0, Number(count) || 0);
+    return this;
   }
 
   /** `cb({users, update})` on every change of the unit's online users (needs `presence: true`);
@@ -531,6 +556,8 @@ export class UpdatesClient extends EventTarget {
       case 'connection_established':
         this._clear('connect');
         this.tracker.established(message.seq);
+        // Every unread notification committed before the greeting (frames follow only for later ones).
+        if (Number.isInteger(message.unread_notifications)) this.unreadNotifications = message.unread_notifications;
         this._live = true;
         this.attempt = 0;
         // The filter went in the URL; this tab's activity starts over on every connection.
@@ -564,6 +591,9 @@ export class UpdatesClient extends EventTarget {
         // Carries the seq of the update it describes (already counted): no gap check, no seq of its own.
         this._emit('activity', message);
         break;
+      case 'notification':
+        this._notification(message.notification);
+        break;
       case 'presence':
       case 'presence_update':
         if (this.roster.apply(message)) {
@@ -574,6 +604,16 @@ export class UpdatesClient extends EventTarget {
         break; // pong, and whatever a newer server adds
     }
     return undefined;
+  }
+
+  _notification(notification) {
+    if (!notification || typeof notification.id !== 'string' || this._notificationIds.has(notification.id)) return;
+    this._notificationIds.add(notification.id);
+    if (this._notificationIds.size > NOTIFICATION_IDS_KEPT) {
+      this._notificationIds.delete(this._notificationIds.values().next().value);
+    }
+    if (!notification.read) this.unreadNotifications = (this.unreadNotifications || 0) + 1;
+    this._emit('notification', notification);
   }
 
   /** A seq jumped: drop this socket and resume from the last seq we have; the server replays.

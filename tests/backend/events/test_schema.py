@@ -111,7 +111,11 @@ def test_every_other_message_builder_matches_its_schema():
     unit_id = "6f1c2a52-8d5e-4a57-9b0e-2f1d3c4b5a69"
     update = schema.data_update(entity="withdrawal", action="created", data={"id": unit_id}, timestamp=now, seq=3)
     messages = {
-        "connection_established": schema.connection_established(unit_id=unit_id, seq=0),
+        "connection_established": schema.connection_established(unit_id=unit_id, seq=0, unread_notifications=2),
+        "notification": schema.notification(notification={
+            "id": unit_id, "kind": "request_decided", "title": "WR-2026-0001 approved", "body": "…",
+            "link": {"entity": "withdrawal", "id": unit_id}, "created_at": "2026-01-15T10:30:00.123Z", "read": False,
+        }),
         "pong": schema.pong(timestamp=now),
         "resync_required": schema.resync_required(reason="gap too old", seq=900),
         "error": schema.error(code="unknown_type", message="Unknown message type."),

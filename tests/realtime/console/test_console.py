@@ -55,10 +55,10 @@ def test_an_approval_in_one_console_appears_in_another_without_a_reload(console_
     assert watcher.evaluate("window.__sameDocument") == "marker"
     assert consoles.loads(watcher) == 1
     # exactly the approval's two updates arrived, over a ticket handshake (the JWT never in a URL),
-    # with the activity feed asked for
+    # with the activity feed and presence asked for
     assert stats(watcher)["updates"] == 2
     assert stats(watcher)["byEntity"] == {"withdrawal": 1, "crate": 1}
-    assert [set(query) for query in consoles.sockets(watcher)] == [{"ticket", "batch", "activity"}]
+    assert [set(query) for query in consoles.sockets(watcher)] == [{"ticket", "batch", "activity", "presence"}]
     # and the approver sees its job succeed and the row change too
     expect(approver.locator('[data-testid="jobs"] li').first).to_have_attribute("data-status", "succeeded")
     expect(approver.get_by_test_id(f"request-status-{request.id}")).to_have_text("Approved")

@@ -317,6 +317,59 @@ describe('UpdatesClient: connecting', () => {
   });
 });
 
+describe('UpdatesClient: notifications', () => {
+  const note = (id, read = false) => ({
+    type: 'notification',
+    notification: { id, kind: 'request_decided', title: 'WR-1 approved', body: 'b', link: { entity: 'withdrawal', id: 'r' }, created_at: 't', read },
+  });
+
+  it('takes unreadNotifications from the greeting and counts each unread notification once', async () => {
+    const { client, sockets } = await makeClient();
+    const seen = [];
+    const off = client.onNotification((n) => seen.push([n.id, client.unreadNotifications]));
+    assert.equal(client.unreadNotifications, null);
+    sockets[0].open();
+    sockets[0].receive({ type: 'connection_established', message: 'Connected to unit u updates', unit_id: 'u', seq: 1, unread_notifications: 3 });
+    assert.equal(client.unreadNotifications, 3);
+    sockets[0].receive(note('n-1'));
+    sockets[0].receive(note('n-1')); // the same id again: not counted, not delivered
+    sockets[0].receive(note('n-2', true)); // already read: delivered, not counted
+    assert.deepEqual(seen, [['n-1', 4], ['n-2', 4]]);
+    off();
+    sockets[0].receive(note('n-3'));
+    assert.equal(seen.length, 2);
+    assert.equal(client.unreadNotifications, 5);
+    client.setUnreadNotifications(0);
+    assert.equal(client.unreadNotifications, 0);
+  });
+
+  it('a reconnecting client takes the server count from its new greeting', async () => {
+    const { client, sockets, clock } = await makeClient({ client: { onNotification: () => {} } });
+    sockets[0].open();
+    sockets[0].receive({ type: 'connection_established', message: 'Connected to unit u updates', unit_id: 'u', seq: 1, unread_notifications: 0 });
+    sockets[0].receive(note('n-1'));
+    assert.equal(client.unreadNotifications, 1);
+    sockets[0].serverClose(1006);
+    clock.tick(30000);
+    await settle();
+    const again = sockets[sockets.length - 1];
+    assert.notEqual(again, sockets[0]);
+    again.open();
+    again.receive({ type: 'connection_established', message: 'Connected to unit u updates', unit_id: 'u', seq: 1, unread_notifications: 4 });
+    assert.equal(client.unreadNotifications, 4);
+  });
+
+  it('the onNotification option is called too, and a greeting without the field keeps the count', async () => {
+    const got = [];
+    const { client, sockets } = await makeClient({ client: { onNotification: (n) => got.push(n.id) } });
+    sockets[0].greet(1); // an older server: no unread_notifications
+    assert.equal(client.unreadNotifications, null);
+    sockets[0].receive(note('n-9'));
+    assert.deepEqual(got, ['n-9']);
+    assert.equal(client.unreadNotifications, 1);
+  });
+});
+
 describe('UpdatesClient: resume and de-duplication', () => {
   it('drops duplicates and old seqs', async () => {
     const { sockets, events } = await makeClient();

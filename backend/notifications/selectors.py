@@ -1,0 +1,38 @@
+"""Reads of a user's notifications: only ever their own."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import QuerySet
+
+from .models import Notification
+
+# A greeting's count covers the unread notifications committed before it; a frame of one of them
+# may still be on its way (sent after its COMMIT). The ids of those created this recently are read
+# with the count, so the connection can drop such a frame instead of counting it twice.
+RECENT = timedelta(minutes=5)
+RECENT_LIMIT = 500
+
+
+def user_notifications(user_id, *, unread: bool = False) -> QuerySet[Notification]:
+    rows = Notification.objects.filter(user_id=user_id)
+    return rows.filter(read_at__isnull=True) if unread else rows
+
+
+def unread_count(user_id) -> int:
+    return Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
+
+
+def unread_state(user_id, now: datetime | None = None) -> tuple[int, set[str]]:
+    """(the user's unread count, the ids of the unread ones created within RECENT): a greeting's."""
+    from django.utils import timezone
+
+    unread = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
+    since = (now or timezone.now()) - RECENT
+    # The recent ids first, then the count of the older ones: one committed between the two reads
+    # is in neither (its frame then counts it), never in the count without its id.
+    recent = {str(pk) for pk in unread.filter(created_at__gte=since).values_list("id", flat=True)[:RECENT_LIMIT]}
+    if len(recent) >= RECENT_LIMIT:  # a flood (a bulk decision): count them all; a frame may count twice
+        return unread.count(), recent
+    return len(recent) + unread.filter(created_at__lt=since).count(), recent
