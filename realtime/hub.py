@@ -38,6 +38,7 @@ from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, LatencyHistogram, re
 
 from . import connections, selectors
 from .frames import Outgoing
+from .receiving import receive_forever
 
 logger = logging.getLogger(__name__)
 
@@ -239,23 +240,7 @@ class Hub:
     # --- receiving ------------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                message = await self.layer.receive(self.channel_name)
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - Redis restarted or unreachable: wait, re-join
-                logger.warning("hub receive failed; retrying in %.1fs", backoff, exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                await self._refresh_groups()
-                continue
-            try:
-                await self._dispatch(message)
-            except Exception:  # noqa: BLE001 - one bad message must not stop the hub
-                logger.exception("hub failed to dispatch %s", message.get("type"))
+        await receive_forever(self.layer, self.channel_name, self._dispatch, self._refresh_groups, "hub")
 
     async def _dispatch(self, message: dict) -> None:
         kind = message.get("type")

@@ -43,6 +43,7 @@ from backend.events import schema
 
 from . import connections
 from .frames import Outgoing
+from .receiving import receive_forever
 
 logger = logging.getLogger(__name__)
 
@@ -478,24 +479,11 @@ class PresenceHub:
     # --- receiving -----------------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                message = await self.layer.receive(self.channel_name)
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - Redis restarted or unreachable: wait, re-join
-                logger.warning("presence receive failed; retrying in %.1fs", backoff, exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                await self._refresh_groups()
-                continue
-            try:
-                if message.get("type") == "presence.update":
-                    self._deliver(message["unit_id"], message["user_id"], int(message["version"]), message["frame"])
-            except Exception:  # noqa: BLE001 - one bad message must not stop presence
-                logger.exception("presence failed to dispatch a message")
+        await receive_forever(self.layer, self.channel_name, self._dispatch, self._refresh_groups, "presence")
+
+    def _dispatch(self, message: dict) -> None:
+        if message.get("type") == "presence.update":
+            self._deliver(message["unit_id"], message["user_id"], int(message["version"]), message["frame"])
 
     def _deliver(self, unit_id: str, user_id: str, version: int, frame: str) -> None:
         unit = self.units.get(unit_id)
