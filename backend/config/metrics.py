@@ -69,6 +69,8 @@ def redis_roles_up(timeout: float = PROBE_TIMEOUT_SECONDS) -> dict[str, bool]:
     """Whether each Redis role answers: the broker, the channel layer, the short-lived keys. One
     PING per server (roles on one server share it), whatever their database number."""
     roles = {"broker": settings.CELERY_BROKER_URL, "channels": settings.CHANNEL_LAYER_URL, "keys": settings.KEYS_REDIS_URL}
+    # The channel layer's other shards, if any: the layer needs every one of them.
+    roles.update({f"channels-{n}": url for n, url in enumerate(settings.CHANNEL_LAYER_SHARD_URLS, start=2)})
     answers: dict[str, bool] = {}
     up = {}
     for role, url in roles.items():

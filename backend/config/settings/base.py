@@ -196,23 +196,33 @@ CHANNEL_LAYER_BACKEND = env(
     "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
 )
 # With sentinels the host entry names them and the master instead of an address (same options).
-CHANNEL_LAYER_HOST = channel_layer_host(
-    CHANNEL_LAYER_URL,
-    master_name=REDIS_SENTINEL_MASTER,
-    sentinel_kwargs=REDIS_SENTINEL_KWARGS,
-    max_connections=env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=10_000),
+CHANNEL_LAYER_HOST_OPTIONS = {
+    "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=10_000),
     # Only tests set this (to prove the guard in tests/realtime/test_resilience.py): leave it unset.
-    socket_timeout=env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=None),
-    socket_connect_timeout=5,
-    socket_keepalive=True,
-    health_check_interval=30,
-    retry_on_timeout=True,
+    "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=None),
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+    "retry_on_timeout": True,
+}
+CHANNEL_LAYER_HOST = channel_layer_host(
+    CHANNEL_LAYER_URL, master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=REDIS_SENTINEL_KWARGS,
+    **CHANNEL_LAYER_HOST_OPTIONS,
 )
+# More Redis servers for the channel layer (comma-separated URLs): channels-redis spreads the
+# groups (`unit_<id>`, `user_<id>`) and each process's channel over `hosts` by a hash of the name,
+# so every process must list the same servers in the same order (docs/realtime.md, "Sharding").
+CHANNEL_LAYER_SHARD_URLS = env.list("CHANNEL_LAYER_SHARD_URLS", default=[])
+CHANNEL_LAYER_HOSTS = [CHANNEL_LAYER_HOST] + [
+    channel_layer_host(url, master_name=REDIS_SENTINEL_MASTER, sentinel_kwargs=REDIS_SENTINEL_KWARGS,
+                       **CHANNEL_LAYER_HOST_OPTIONS)
+    for url in CHANNEL_LAYER_SHARD_URLS
+]
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": CHANNEL_LAYER_BACKEND,
         "CONFIG": {
-            "hosts": [CHANNEL_LAYER_HOST],
+            "hosts": CHANNEL_LAYER_HOSTS,
             "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1500),
             "expiry": 60,
             "group_expiry": 86400,

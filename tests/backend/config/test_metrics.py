@@ -342,6 +342,17 @@ def test_with_redis_unreachable_metrics_answer_with_redis_up_0_and_the_database_
 
 
 @pytest.mark.django_db
+def test_a_channel_layer_shard_that_is_down_shows_as_redis_down(client):
+    # given the channel layer sharded over a second Redis server that does not answer
+    closed = f"redis://127.0.0.1:{processes.free_port()}/1"
+    assert total(scrape(client), "records_redis_up") == 1
+    with override_settings(CHANNEL_LAYER_SHARD_URLS=[closed]):
+        body = scrape(client)
+    # then Redis is not up: the layer needs every shard
+    assert total(body, "records_redis_up") == 0
+
+
+@pytest.mark.django_db
 def test_the_probes_give_up_quickly_on_a_server_that_never_answers():
     # given a Redis and a database address whose server accepts connections and never answers
     listener = silent_listener()
