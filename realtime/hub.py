@@ -29,7 +29,6 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Protocol
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from backend.common.faults import afault_point
@@ -38,7 +37,7 @@ from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, LatencyHistogram, re
 
 from . import connections, selectors
 from .frames import Outgoing
-from .receiving import receive_forever
+from .receiving import ProcessChannel, receive_forever
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +101,14 @@ class _Unit:
         self.lock = asyncio.Lock()  # held while joining and while filling from the outbox
 
 
-class Hub:
+class Hub(ProcessChannel):
+    channel_prefix = "hub."
+    group_ops_concurrency = GROUP_OPS_CONCURRENCY
+
     def __init__(self) -> None:
-        self.layer = None
-        self.channel_name: str | None = None
+        super().__init__()
         self.units: dict[str, _Unit] = {}
         self.users: dict[str, set[Listener]] = defaultdict(set)
-        self._tasks: list[asyncio.Task] = []
-        self._start_lock: asyncio.Lock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._group_ops: asyncio.Semaphore | None = None
         self.delivered_total = 0  # frames handed to connections, for /metrics
         self.reaped_total = 0  # connections dropped because their transport had closed under us
         # Events delivered from the outbox rather than by the channel layer's push (a gap, a missed
@@ -126,28 +123,18 @@ class Hub:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def _ensure_started(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is loop and self.channel_name is not None:
-            return
-        if self._start_lock is None or self._loop is not loop:
-            self._start_lock = asyncio.Lock()
-            self._group_ops = asyncio.Semaphore(GROUP_OPS_CONCURRENCY)
-            self._loop = loop
-            self.channel_name = None
-            self.units.clear()
-            self.users.clear()
-            self._closed_seen.clear()
-        async with self._start_lock:
-            if self.channel_name is not None:
-                return
-            self.layer = get_channel_layer()
-            self.channel_name = await self.layer.new_channel("hub.")
-            self._tasks = [
-                loop.create_task(self._reader(), name="realtime-hub-reader"),
-                loop.create_task(self._maintenance(), name="realtime-hub-maintenance"),
-            ]
-            self._ensure_reporting()
+    def _on_new_loop(self) -> None:
+        self.units.clear()
+        self.users.clear()
+        self._closed_seen.clear()
+
+    def _background(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task]:
+        tasks = [
+            loop.create_task(self._reader(), name="realtime-hub-reader"),
+            loop.create_task(self._maintenance(), name="realtime-hub-maintenance"),
+        ]
+        self._ensure_reporting()
+        return tasks
 
     def _ensure_reporting(self) -> None:
         """Run the housekeeping (which reports this process's numbers) on the running loop. Also

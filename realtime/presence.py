@@ -35,7 +35,6 @@ import logging
 import re
 from datetime import UTC, datetime
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from backend.common.redis import keys_client_async
@@ -43,7 +42,7 @@ from backend.events import schema
 
 from . import connections
 from .frames import Outgoing
-from .receiving import receive_forever
+from .receiving import ProcessChannel, receive_forever
 
 logger = logging.getLogger(__name__)
 
@@ -328,43 +327,29 @@ class _PresenceUnit:
         self.joined = False
 
 
-class PresenceHub:
+class PresenceHub(ProcessChannel):
     """The process's presence traffic: one channel-layer channel (separate from the data hub's),
     the `presence_<unit>` groups of the units whose presence-enabled connections it holds, the
     periodic sweep, and the throttle's trailing flushes."""
 
+    channel_prefix = "presence."
+
     def __init__(self) -> None:
-        self.layer = None
-        self.channel_name: str | None = None
+        super().__init__()
         self.units: dict[str, _PresenceUnit] = {}
         self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._start_lock: asyncio.Lock | None = None
-        self._group_ops: asyncio.Semaphore | None = None
         self.published_total = 0
         self.delivered_total = 0
 
-    async def _ensure_started(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is loop and self.channel_name is not None:
-            return
-        if self._start_lock is None or self._loop is not loop:
-            self._start_lock = asyncio.Lock()
-            self._group_ops = asyncio.Semaphore(8)
-            self._loop = loop
-            self.channel_name = None
-            self.units.clear()
-            self.timers.clear()
-        async with self._start_lock:
-            if self.channel_name is not None:
-                return
-            self.layer = get_channel_layer()
-            self.channel_name = await self.layer.new_channel("presence.")
-            self._tasks = [
-                loop.create_task(self._reader(), name="realtime-presence-reader"),
-                loop.create_task(self._sweeper(), name="realtime-presence-sweeper"),
-            ]
+    def _on_new_loop(self) -> None:
+        self.units.clear()
+        self.timers.clear()
+
+    def _background(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task]:
+        return [
+            loop.create_task(self._reader(), name="realtime-presence-reader"),
+            loop.create_task(self._sweeper(), name="realtime-presence-sweeper"),
+        ]
 
     # --- Redis ---------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Reading a process's own channel-layer channel for as long as the process runs: the hub's
-(`unit.events`, `job.update`, ...) and presence's (`presence.update`) each run one of these."""
+"""A process's own channel-layer channel, started on the running event loop and read for as long
+as the process runs: the hub's (`unit.events`, `job.update`, ...) and presence's
+(`presence.update`) are each one of these."""
 
 from __future__ import annotations
 
@@ -7,7 +8,49 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from channels.layers import get_channel_layer
+
 logger = logging.getLogger(__name__)
+
+
+class ProcessChannel:
+    """Owns a channel on the layer (named `channel_prefix` + a random part) and the background tasks
+    that serve it, started lazily on the running loop, and again on a new loop (a test's, say):
+    `_on_new_loop` forgets what belonged to the old one, `_background` starts the tasks."""
+
+    channel_prefix = "process."
+    group_ops_concurrency = 8
+
+    def __init__(self) -> None:
+        self.layer = None
+        self.channel_name: str | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._start_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._group_ops: asyncio.Semaphore | None = None
+
+    def _on_new_loop(self) -> None:
+        """Forget the state of the previous event loop."""
+
+    def _background(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task]:
+        raise NotImplementedError
+
+    async def _ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self.channel_name is not None:
+            return
+        if self._start_lock is None or self._loop is not loop:
+            self._start_lock = asyncio.Lock()
+            self._group_ops = asyncio.Semaphore(self.group_ops_concurrency)
+            self._loop = loop
+            self.channel_name = None
+            self._on_new_loop()
+        async with self._start_lock:
+            if self.channel_name is not None:
+                return
+            self.layer = get_channel_layer()
+            self.channel_name = await self.layer.new_channel(self.channel_prefix)
+            self._tasks = self._background(loop)
 
 
 async def receive_forever(
