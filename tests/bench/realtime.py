@@ -13,6 +13,10 @@ process, and reports (JSON in bench-results/ and a table):
   two million single frames fast enough to measure the server);
 - the machine and the versions it ran on.
 
+With --client-processes K > 1 the big idle phase's clients live in K child processes (spawned), each
+reading every frame and reporting its receipts and its own CPU, so commit -> client at that scale
+measures the server rather than one Python process parsing every frame.
+
 Usage: make bench [BENCH_ARGS="--connections 1000 --units 10 --big-connections 10000"]
 """
 
@@ -59,6 +63,9 @@ def parse_args(argv=None):
                    help="clients connect with presence=1, each as a user of its own, and each tells a "
                         "`viewing` of a random record every --presence-every seconds")
     p.add_argument("--presence-every", type=float, default=2.0, help="0: presence clients stay idle")
+    p.add_argument("--client-processes", type=int, default=1,
+                   help="the big phase's clients are opened and read by this many child processes "
+                        "(1: by this process, as before)")
     return p.parse_args(argv)
 
 
@@ -582,6 +589,299 @@ async def phase_fanout(fleet, world, daphnes, seconds: float, profile: bool) -> 
     return result
 
 
+# --- the big phase from several client processes (--client-processes) -----------------------
+
+
+def _ephemeral_ports() -> int:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return high - low + 1
+    except (OSError, ValueError):
+        return 28_000
+
+
+def _source_addresses(count: int, ports: list[int]) -> list[str]:
+    """Local addresses to connect from: 127.0.0.1 alone unless one (source, Daphne port) pair would
+    run short of ephemeral ports, then as many 127.0.0.N as it takes (all of 127/8 is loopback)."""
+    per_port = -(-count // max(len(ports), 1))
+    usable = max(_ephemeral_ports() - 2000, 1000)  # leave room for everything else on the machine
+    return [f"127.0.0.{n + 1}" for n in range(-(-per_port // usable))]
+
+
+def _client_child(conn, spec: dict) -> None:
+    """A child process of the big phase: opens spec["count"] clients (global indices from
+    spec["first"]), reads every frame, and answers the parent's commands over `conn`:
+
+    - ("open",)          -> ("opened", {connections, connect_seconds, failed})
+    - ("wait", id, unit) -> ("receipts", id, {commit: [...], received: [...]}) once each of its clients
+                            of `unit` has the data_update of `id` (or 30 s passed)
+    - ("close",)         -> ("closed", {cpu_seconds, wall_seconds, ...}) and exits
+    """
+    _raise_nofile()
+    asyncio.run(_client_child_main(conn, spec))
+
+
+async def _client_child_main(conn, spec: dict) -> None:
+    import websockets
+
+    loop = asyncio.get_running_loop()
+    units, ports, tokens, sources = spec["units"], spec["ports"], spec["tokens"], spec["sources"]
+    sockets: list = []
+    per_unit: dict[str, int] = defaultdict(int)
+    receipts: dict[str, list[tuple[float, float]]] = defaultdict(list)  # data id -> (commit latency, receipt)
+    waiters: dict[str, tuple[asyncio.Event, int]] = {}
+    tasks: list[asyncio.Task] = []
+    frames = 0
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    async def read(ws, unit: str) -> None:
+        nonlocal frames
+        try:
+            async for raw in ws:
+                now = time.time()
+                frames += 1
+                message = json.loads(raw)
+                kind = message["type"]
+                if kind == "data_update":
+                    updates = [message]
+                elif kind == "data_update_batch":
+                    updates = message["updates"]
+                else:
+                    continue
+                for update in updates:
+                    key = update["data"]["id"]
+                    committed = datetime.fromisoformat(update["timestamp"].replace("Z", "+00:00")).timestamp()
+                    receipts[key].append((now - committed, now))
+                    waiter = waiters.get(key)
+                    if waiter is not None and len(receipts[key]) >= waiter[1]:
+                        waiter[0].set()
+        except Exception:  # noqa: BLE001 - closed at the end of the phase
+            pass
+
+    failed = 0
+
+    async def one(i: int, gate: asyncio.Semaphore) -> None:
+        nonlocal failed
+        unit = units[i % len(units)]
+        port = ports[i % len(ports)]
+        source = sources[(i // len(ports)) % len(sources)]
+        url = f"ws://127.0.0.1:{port}/ws/updates/?token={tokens[unit]}"
+        async with gate:
+            for attempt in range(5):
+                try:
+                    ws = await websockets.connect(
+                        url, origin="http://127.0.0.1", max_size=None, ping_interval=None,
+                        compression=spec["compression"], open_timeout=60, close_timeout=2,
+                        local_addr=(source, 0),
+                    )
+                    await ws.recv()  # hello
+                    break
+                except (TimeoutError, OSError, websockets.WebSocketException):
+                    # (a handshake Daphne dropped: its 5 s websocket handshake timeout ran out)
+                    if attempt == 4:
+                        failed += 1
+                        return
+                    await asyncio.sleep(0.2 * (attempt + 1))
+        sockets.append(ws)
+        per_unit[unit] += 1
+        tasks.append(asyncio.create_task(read(ws, unit)))
+
+    started_wall, started_cpu = time.time(), cpu()
+    marks: dict[str, tuple[float, float]] = {}
+    pending_waits: set[asyncio.Task] = set()
+
+    async def answer_wait(key: str, unit: str) -> None:
+        expected = per_unit.get(unit, 0)
+        event = asyncio.Event()
+        waiters[key] = (event, expected)
+        if len(receipts[key]) >= expected:
+            event.set()
+        try:
+            await asyncio.wait_for(event.wait(), 30)
+        except TimeoutError:
+            pass
+        del waiters[key]
+        samples = receipts.pop(key, [])
+        conn.send(("receipts", key, {"expected": expected, "commit": [c for c, _ in samples],
+                                     "received": [r for _, r in samples]}))
+
+    conn.send(("ready", os.getpid()))
+    while True:
+        command = await loop.run_in_executor(None, conn.recv)
+        if command[0] == "open":
+            gate = asyncio.Semaphore(spec["concurrency"])
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i, gate) for i in range(spec["first"], spec["first"] + spec["count"])))
+            seconds = time.perf_counter() - t0
+            marks["opened"] = (time.time(), cpu())
+            conn.send(("opened", {"connections": len(sockets), "failed": failed,
+                                  "connect_seconds": round(seconds, 3)}))
+        elif command[0] == "wait":
+            task = asyncio.create_task(answer_wait(command[1], command[2]))
+            pending_waits.add(task)
+            task.add_done_callback(pending_waits.discard)
+        elif command[0] == "close":
+            if pending_waits:
+                await asyncio.gather(*pending_waits, return_exceptions=True)
+            closing = (time.time(), cpu())
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            opened = marks.get("opened", (started_wall, started_cpu))
+            wall, used = time.time() - started_wall, cpu() - started_cpu
+            idle_wall, idle_cpu = closing[0] - opened[0], closing[1] - opened[1]
+            conn.send(("closed", {
+                "pid": os.getpid(),
+                "frames": frames,
+                "cpu_seconds": round(used, 2),
+                "wall_seconds": round(wall, 2),
+                "cpu_per_wall": round(used / wall, 3) if wall else None,
+                # from all connected to the close: the approvals, what the latency is measured in
+                "after_connect_cpu_seconds": round(idle_cpu, 2),
+                "after_connect_wall_seconds": round(idle_wall, 2),
+                "after_connect_cpu_per_wall": round(idle_cpu / idle_wall, 3) if idle_wall else None,
+            }))
+            conn.close()
+            return
+
+
+class ClientProcesses:
+    """The big phase's clients spread over K spawned child processes (see _client_child)."""
+
+    def __init__(self, count: int, ports: list[int], world: dict, processes: int, compression) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.count = count
+        self.sources = _source_addresses(count, ports)
+        self.children = []
+        first = 0
+        for k in range(processes):
+            share = count // processes + (1 if k < count % processes else 0)
+            spec = {"units": world["units"], "ports": ports, "tokens": world["tokens"], "sources": self.sources,
+                    "first": first, "count": share, "compression": compression,
+                    # handshakes in flight over all the children: Fleet's 200 (more and Daphne's
+                    # 5 s handshake timeout drops some on a small machine)
+                    "concurrency": max(1, 200 // processes)}
+            parent, child = context.Pipe()
+            proc = context.Process(target=_client_child, args=(child, spec), name=f"bench-clients-{k}", daemon=True)
+            proc.start()
+            child.close()
+            self.children.append({"proc": proc, "conn": parent, "spec": spec, "inbox": []})
+            first += share
+
+    async def _recv(self, child, kind: str, key: str | None = None, timeout: float = 300):
+        """The next message of `kind` (and `key`) from one child; others are kept for later."""
+        for i, message in enumerate(child["inbox"]):
+            if message[0] == kind and (key is None or message[1] == key):
+                return child["inbox"].pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"client process {child['proc'].name}: no {kind} in {timeout} s")
+            ready = await asyncio.to_thread(child["conn"].poll, min(left, 1.0))
+            if not ready:
+                if not child["proc"].is_alive():
+                    raise RuntimeError(f"client process {child['proc'].name} exited ({child['proc'].exitcode})")
+                continue
+            message = child["conn"].recv()
+            if message[0] == kind and (key is None or message[1] == key):
+                return message
+            child["inbox"].append(message)
+
+    async def open(self) -> tuple[float, list[dict]]:
+        await asyncio.gather(*(self._recv(c, "ready", timeout=120) for c in self.children))
+        started = time.perf_counter()
+        for c in self.children:
+            c["conn"].send(("open",))
+        opened = await asyncio.gather(*(self._recv(c, "opened", timeout=900) for c in self.children))
+        seconds = time.perf_counter() - started
+        return seconds, [message[1] for message in opened]
+
+    def watch(self, key: str, unit: str) -> None:
+        for c in self.children:
+            c["conn"].send(("wait", key, unit))
+
+    async def receipts(self, key: str) -> list[dict]:
+        answers = await asyncio.gather(*(self._recv(c, "receipts", key, timeout=60) for c in self.children))
+        return [message[2] for message in answers]
+
+    async def close(self) -> list[dict]:
+        for c in self.children:
+            c["conn"].send(("close",))
+        closed = await asyncio.gather(*(self._recv(c, "closed", timeout=120) for c in self.children))
+        for c in self.children:
+            await asyncio.to_thread(c["proc"].join, 30)
+            if c["proc"].is_alive():
+                c["proc"].kill()
+        return [message[1] for message in closed]
+
+
+async def phase_big_processes(http, world, ports, count, daphnes, processes, approvals, compression) -> dict:
+    """The big idle phase with its clients in `processes` child processes: connect rate, server
+    memory per idle connection, and single approvals' commit -> client over every client of the unit."""
+    before = rss(daphnes)
+    fleet = ClientProcesses(count, ports, world, processes, compression)
+    try:
+        seconds, opened = await fleet.open()
+        connected = sum(o["connections"] for o in opened)
+        await asyncio.sleep(3)  # idle: let allocations settle
+        after = rss(daphnes)
+        result = {
+            "connections": connected,
+            "connections_asked": count,
+            "connections_failed": sum(o["failed"] for o in opened),
+            "connect_seconds": round(seconds, 3),
+            "connects_per_second": round(connected / seconds, 1),
+            "server_rss_mb": round(after / 2**20, 1),
+            "memory_per_connection_kb": round((after - before) / connected / 1024, 2),
+            "client_processes": processes,
+            "source_addresses": fleet.sources,
+        }
+        commit, api, http_202, expected_total, per_approval = [], [], [], 0, []
+        units = world["units"]
+        for i in range(approvals):
+            unit = units[i % len(units)]
+            request_id = world["pending"][unit].pop(0)
+            fleet.watch(request_id, unit)
+            api_started = time.time()
+            answer = await http.post(
+                f"/api/withdrawal-requests/{request_id}/approve/", json={"signature": world["signature"]},
+                headers={"Authorization": f"Bearer {world['tokens'][unit]}"},
+            )
+            assert answer.status_code == 202, answer.text
+            http_202.append(time.time() - api_started)
+            this = []
+            for part in await fleet.receipts(request_id):
+                expected_total += part["expected"]
+                this += part["commit"]
+                api += [received - api_started for received in part["received"]]
+            commit += this
+            # first and last client of the unit: the server's delay before the fan-out vs its spread
+            per_approval.append([round(min(this) * 1000, 1), round(max(this) * 1000, 1)] if this else None)
+            await asyncio.sleep(0.02)
+    finally:
+        clients = await fleet.close()
+    for opened_part, client in zip(opened, clients, strict=True):
+        client.update(opened_part)
+    ms = lambda v: round(v * 1000, 1)  # noqa: E731
+    result["single_approvals"] = {
+        "approvals": approvals,
+        "receipts": len(api),
+        "receipts_expected": expected_total,
+        "commit_to_client_ms": {"p50": ms(pct(commit, 0.5)), "p99": ms(pct(commit, 0.99)), "max": ms(max(commit))},
+        "api_to_client_ms": {"p50": ms(pct(api, 0.5)), "p99": ms(pct(api, 0.99)), "max": ms(max(api))},
+        "api_202_ms": {"p50": ms(pct(http_202, 0.5)), "p99": ms(pct(http_202, 0.99)), "max": ms(max(http_202))},
+        "commit_to_first_and_last_client_ms": per_approval,
+    }
+    result["clients"] = clients
+    return result
+
+
 def top_frames(path: Path, limit: int = 15) -> list[str]:
     """Self time per function from py-spy's collapsed stacks (idle event-loop waits removed)."""
     self_time: dict[str, int] = defaultdict(int)
@@ -650,7 +950,13 @@ async def run(args, env, world, daphnes) -> dict:
         if args.bulk:
             results["bulk"] = await phase_bulk(fleet, http, world, ports, args.bulk, args.bulk_clients)
         await fleet.close()
-        if args.big_connections:
+        if args.big_connections and args.client_processes > 1:
+            await asyncio.sleep(2)
+            results["big"] = await phase_big_processes(
+                http, world, ports, args.big_connections, daphnes, args.client_processes,
+                min(20, args.approvals), fleet.compression,
+            )
+        elif args.big_connections:
             await asyncio.sleep(2)
             big = await phase_connect(fleet, ports, world, args.big_connections, daphnes)
             big["single_approvals"] = await phase_approvals(fleet, http, world, min(20, args.approvals))
@@ -688,6 +994,11 @@ def print_table(results: dict) -> None:
         gs = g["single_approvals"]
         rows.append((f"at {g['connections']}: commit -> client p50/p99",
                      f"{gs['commit_to_client_ms']['p50']} / {gs['commit_to_client_ms']['p99']} ms"))
+        for k, child in enumerate(g.get("clients", [])):
+            rows.append((f"at {g['connections']}: client process {k} CPU",
+                         f"{child['cpu_per_wall']} of a core overall, {child['after_connect_cpu_per_wall']} "
+                         f"after connect ({child['connections']} clients, {child['cpu_seconds']} s CPU / "
+                         f"{child['wall_seconds']} s)"))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
