@@ -135,7 +135,8 @@ def requests_transition(
             outcomes[request_id] = exc
 
     crate_journal: dict[uuid.UUID, tuple[list[Change], list[Entry]]] = {}
-    crate_ids = _crate_ids(kind, accepted) if accepted else {}
+    # The crates of each request: what an approval moves, and part of what a signature binds.
+    crate_ids = _crate_ids(kind, accepted) if accepted and action in DECISIONS else {}
     if action == "approve" and accepted:
         accepted, crate_journal = _approve_crates(kind, accepted, outcomes, actor, crate_ids)
     if not accepted:
