@@ -19,6 +19,7 @@ After every finished round it writes its heartbeat (the round's Unix time) to th
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ import django
 from backend.common.entrypoint import require_settings_module  # noqa: E402
 
 require_settings_module()
+os.environ["RECORDS_PROCESS"] = "relay"  # names its database sessions (settings: application_name)
 django.setup()
 
 from django.conf import settings  # noqa: E402

@@ -74,8 +74,8 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("journal_write() must run inside the transaction that makes the change")
     changes, entries = list(changes), list(entries)
-    units_lock([c.unit_id for c in changes] + [e.unit_id for e in entries])
-    events = outbox_prepare(changes)
+    locked = units_lock([c.unit_id for c in changes] + [e.unit_id for e in entries])
+    events = outbox_prepare(changes, locked)
     event_of = {id(change): event for change, event in zip(changes, events, strict=True)}
     seq_of = {key: event.seq for key, event in event_of.items()}
     if not entries:

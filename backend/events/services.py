@@ -39,24 +39,31 @@ def unit_sequence_ensure(unit_id: uuid.UUID) -> None:
     UnitSequence.objects.bulk_create([UnitSequence(unit_id=unit_id)], ignore_conflicts=True)
 
 
-def units_lock(unit_ids: Iterable[uuid.UUID]) -> None:
+def units_lock(unit_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Lock the units' counter rows until COMMIT, in ascending id order (the order every writer
     takes them in). Whoever holds a unit's row is the only writer of its seqs and of its audit
-    chain until COMMIT."""
+    chain until COMMIT. Returns each unit's last seq as locked (for `outbox_prepare`)."""
     ids = sorted(set(unit_ids), key=str)
     if not ids:
-        return
+        return {}
     rows = UnitSequence.objects.select_for_update().filter(unit_id__in=ids).order_by("unit_id")
-    found = set(rows.values_list("unit_id", flat=True))
+    found = dict(rows.values_list("unit_id", "last_seq"))
     if len(found) < len(ids):
         for unit_id in ids:
             if unit_id not in found:
                 unit_sequence_ensure(unit_id)
-        list(rows.values_list("unit_id", flat=True))
+        found = dict(rows.values_list("unit_id", "last_seq"))
+    return found
 
 
-def _allocate(unit_id: uuid.UUID, count: int) -> int:
-    """Reserve `count` seqs for `unit_id`; returns the first. Holds the counter row until COMMIT."""
+def _allocate(unit_id: uuid.UUID, count: int, locked: dict[uuid.UUID, int]) -> int:
+    """Reserve `count` seqs for `unit_id`; returns the first. Holds the counter row until COMMIT.
+    A unit in `locked` (units_lock's answer, in this transaction) is already held: one UPDATE."""
+    if unit_id in locked:
+        first = locked[unit_id] + 1
+        UnitSequence.objects.filter(unit_id=unit_id).update(last_seq=first + count - 1)
+        locked[unit_id] = first + count - 1
+        return first
     counter = UnitSequence.objects.select_for_update().filter(unit_id=unit_id).first()
     if counter is None:
         unit_sequence_ensure(unit_id)
@@ -73,10 +80,11 @@ def outbox_write(changes: Iterable[Change]) -> list[OutboxEvent]:
     return outbox_insert(outbox_prepare(changes))
 
 
-def outbox_prepare(changes: Iterable[Change]) -> list[OutboxEvent]:
+def outbox_prepare(changes: Iterable[Change], locked: dict[uuid.UUID, int] | None = None) -> list[OutboxEvent]:
     """The outbox events of `changes`, in their order, with their seqs taken (the units' counters
     are locked and advanced) but not yet inserted: the caller may add what depends on the seq (the
-    audit trail's activity frames) before `outbox_insert`.
+    audit trail's activity frames) before `outbox_insert`. `locked`: what `units_lock` returned in
+    this transaction, if the caller already holds the counters.
 
     Counters are locked in ascending unit-id order, so two transactions touching the same pair of
     units (a transfer each way) always queue instead of deadlocking.
@@ -93,7 +101,7 @@ def outbox_prepare(changes: Iterable[Change]) -> list[OutboxEvent]:
     rows: list[OutboxEvent | None] = [None] * len(changes)
     for unit_id in sorted(by_unit, key=str):
         indexes = by_unit[unit_id]
-        first = _allocate(unit_id, len(indexes))
+        first = _allocate(unit_id, len(indexes), {} if locked is None else locked)
         for offset, index in enumerate(indexes):
             change, seq = changes[index], first + offset
             message = schema.data_update(

@@ -14,8 +14,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db import transaction
-
 from backend.accounts.models import User
 from backend.common.errors import DomainError
 from backend.jobs.registry import JobKind, Outcome
@@ -53,11 +51,12 @@ def _transition_precheck(entity: str, action: str):
 def _relocate_apply(actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
     (crate_id,) = targets
     try:
-        with transaction.atomic():  # a refused relocation leaves nothing behind
-            crate = crate_relocate(
-                actor=actor, crate_id=uuid.UUID(crate_id), location=params.get("location", ""),
-                expected_version=params.get("expected_version"), reason=params.get("reason", ""),
-            )
+        # A refused relocation leaves nothing behind: crate_relocate's atomic block is a savepoint
+        # inside the job's transaction, rolled back when it raises (no second savepoint around it).
+        crate = crate_relocate(
+            actor=actor, crate_id=uuid.UUID(crate_id), location=params.get("location", ""),
+            expected_version=params.get("expected_version"), reason=params.get("reason", ""),
+        )
     except DomainError as exc:
         return {crate_id: exc}
     return {crate_id: {"id": str(crate.id), "location": crate.location, "version": crate.version}}

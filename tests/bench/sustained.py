@@ -117,9 +117,6 @@ def parse_args(argv=None):
     p.add_argument("--database-url", default=os.environ.get("BENCH_SUSTAINED_DATABASE_URL", DEFAULT_DATABASE_URL))
     p.add_argument("--redis-url", default=os.environ.get("BENCH_SUSTAINED_REDIS_URL", DEFAULT_REDIS_URL),
                    help="a Redis server of the benchmark's own: databases 0, 1, 2 are flushed")
-    p.add_argument("--daphne-conn-max-age", default="0",
-                   help="CONN_MAX_AGE for Daphne (default 0; the project's 60 leaks a PostgreSQL session per "
-                        "request thread under load: docs/performance.md, 'Sustained state changes')")
     p.add_argument("--label", default="")
     return p.parse_args(argv)
 
@@ -200,7 +197,7 @@ def start_stack(args, env) -> dict:
 
     port = free_port()
     procs = {}
-    daphne_env = {**env, "CONN_MAX_AGE": str(args.daphne_conn_max_age)}
+    daphne_env = env
     procs["daphne"] = LiveProcess("bench-sustained-daphne", [
         sys.executable, "-m", "realtime.daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
         "--proxy-headers", "--ping-interval", "20", "--ping-timeout", "30",
@@ -615,11 +612,14 @@ async def phase_ours(args, world, procs, meter_args, stamp) -> dict:
                  for c, s in zip(world["clients"], socks, strict=True)]
         await asyncio.sleep(max(0.0, window.begin - time.time()))
         meter = CpuMeter(*meter_args)
-        meter.start()
+        # In a thread: the meter's reads (psutil over every process, a PostgreSQL connection, the
+        # one-second wait for PostgreSQL's statistics) would otherwise stall this loop, and every
+        # update in flight at that moment would look a second late.
+        await asyncio.to_thread(meter.start)
         spy = asyncio.create_task(profile(procs, max(0.0, (args.seconds - args.profile_seconds) / 2),
                                           args.profile_seconds, stamp))
         await asyncio.sleep(max(0.0, window.end - time.time()))
-        cpu = meter.stop()
+        cpu = await asyncio.to_thread(meter.stop)
         await asyncio.gather(*tasks)
         profiled = await spy
     await asyncio.sleep(1.0)  # let every socket receive the last updates of its unit
@@ -703,9 +703,9 @@ async def phase_baseline(args, world, meter_args, redis_url) -> dict:
     tasks = [asyncio.create_task(noops(c, window, samples, errors, redis_url)) for c in world["clients"]]
     await asyncio.sleep(max(0.0, window.begin - time.time()))
     meter = CpuMeter(*meter_args)
-    meter.start()
+    await asyncio.to_thread(meter.start)
     await asyncio.sleep(max(0.0, window.end - time.time()))
-    cpu = meter.stop()
+    cpu = await asyncio.to_thread(meter.stop)
     await asyncio.gather(*tasks)
     inside, delivered_rate = rates(samples, window)
     return {

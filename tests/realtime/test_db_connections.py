@@ -1,7 +1,8 @@
-"""The web tier keeps no database connections: under ASGI each request's sync code runs in a thread
-of its own, so a kept connection is never reused and piles up until its thread is collected (it once
-exhausted PostgreSQL's max_connections under 20 API clients). Measured on a real Daphne whose
-environment asks for persistent connections."""
+"""The web tier keeps no persistent database connections: under ASGI each request's sync code runs
+in a thread of its own, so a kept connection is never reused and piles up until its thread is
+collected (it once exhausted PostgreSQL's max_connections under 20 API clients). Measured on a real
+Daphne whose environment asks for persistent connections; its connections come from a pool
+(tests/workers/test_db_sessions.py)."""
 
 from __future__ import annotations
 

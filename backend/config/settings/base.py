@@ -104,6 +104,31 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Who holds a session, in pg_stat_activity: each entry point names its process in
+    # RECORDS_PROCESS (records-web, records-worker, records-relay; manage.py is plain `records`),
+    # unless DATABASE_APPLICATION_NAME says otherwise.
+    _process = env("RECORDS_PROCESS", default="")
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "application_name", env("DATABASE_APPLICATION_NAME", default=f"records-{_process}" if _process else "records")
+    )
+    # A connection pool (psycopg_pool, through Django's own `pool` option) of at most
+    # DATABASE_POOL_SIZE connections, for a process whose requests each run in a thread of their
+    # own: the web tier (backend/config/asgi.py turns it on). There a persistent connection belongs
+    # to one request's thread and is never used again, so without a pool every API request opened
+    # a PostgreSQL session of its own. A pooled connection goes back to the pool at the end of
+    # each request (Django requires CONN_MAX_AGE 0 with a pool); a request that finds all of them
+    # busy (or, with the database away, none can be opened) waits up to DATABASE_POOL_TIMEOUT
+    # seconds, then fails with 503 (a WebSocket handshake: 1013) rather than pile up sessions or
+    # outlast the handshake's own timeout. 0 (the default elsewhere): no pool.
+    DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=0)
+    if DATABASE_POOL_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
+            "max_idle": 300,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The largest request body the API reads (bytes): 413 payload_too_large beyond. Django's own
 # default (2.5 MiB) fits a bulk action of BULK_MAX_IDS ids with their versions.

@@ -141,10 +141,11 @@ def crate_relocate_check(*, actor: User, crate: Crate, location: str, expected_v
         raise InvalidTransition(f"{crate} is destroyed and can no longer be relocated.")
 
 
-@transaction.atomic
 def crate_relocate(
     *, actor: User, crate_id: uuid.UUID, location: str, expected_version: int | None = None, reason: str = ""
 ) -> Crate:
+    """Move a crate: `crate_update`'s one transaction (its own atomic block, a savepoint inside a
+    caller's transaction, which undoes a refused move); the location is checked before it."""
     if not location or not location.strip():
         raise ValidationFailed("A relocation needs a location.", code="location_required")
     return crate_update(
