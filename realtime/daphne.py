@@ -81,9 +81,67 @@ def tune_gc() -> None:
     gc.set_threshold(*thresholds)
 
 
+def watch_stalls() -> None:
+    """The server-side trace of a late update, Daphne's part (the hub watches the loop itself:
+    realtime/hub.py `_watch_loop`): log each pass of Daphne's own over every connection (its
+    application checker every second, its timeout and ping checker every two) and each full garbage
+    collection that kept the event loop longer than REALTIME_STALL_WARN_MS."""
+    import gc
+    import logging
+    import time
+
+    logger = logging.getLogger("realtime.daphne")
+
+    known: list[float] = []
+
+    def limit() -> float:
+        # Never loads the settings: they must load after backend/config/asgi.py has set the web
+        # tier's environment (no persistent connections, the pool), not here before it.
+        from django.conf import settings
+
+        if not known:
+            if not settings.configured:
+                return float("inf")
+            known.append(settings.REALTIME_STALL_WARN_MS / 1000 or float("inf"))
+        return known[0]
+
+    def timed(method):
+        def run(server):
+            started = time.monotonic()
+            try:
+                return method(server)
+            finally:
+                took = time.monotonic() - started
+                if took > limit():
+                    logger.warning("daphne's %s took %.0f ms over %d connections", method.__name__, took * 1000,
+                                   len(server.connections))
+
+        run.__name__ = method.__name__
+        return run
+
+    for name in ("application_checker", "timeout_checker"):
+        setattr(daphne.server.Server, name, timed(getattr(daphne.server.Server, name)))
+
+    collecting = {}
+
+    def on_gc(phase, info):
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            collecting["at"] = time.monotonic()
+        elif "at" in collecting:
+            took = time.monotonic() - collecting.pop("at")
+            if took > limit():
+                logger.warning("a full garbage collection took %.0f ms (%d objects collected)", took * 1000,
+                               info["collected"])
+
+    gc.callbacks.append(on_gc)
+
+
 def main() -> None:
     deflate_accept(os.environ.get("WS_DEFLATE", "off").strip().lower() or "off")  # a bad value stops here
     tune_gc()
+    watch_stalls()
     daphne.cli.AccessLogGenerator = RedactingAccessLog
     daphne.server.WebSocketFactory = ClosingWebSocketFactory
     daphne.cli.CommandLineInterface.entrypoint()

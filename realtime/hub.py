@@ -41,6 +41,8 @@ from .receiving import ProcessChannel, receive_forever
 
 logger = logging.getLogger(__name__)
 
+# How often the stall watch looks at the event loop (REALTIME_STALL_WARN_MS is the threshold).
+STALL_PROBE_SECONDS = 0.02
 # Group memberships expire in the channel layer (group_expiry); re-add them well before that.
 GROUP_REFRESH_SECONDS = 600
 # group_add / group_discard calls in flight at once: each holds a Redis connection, and a burst of
@@ -120,6 +122,8 @@ class Hub(ProcessChannel):
         self.error_closes: dict[int, int] = {}
         self._reporting: asyncio.Task | None = None  # the housekeeping task, which reports them
         self._closed_seen: set[Listener] = set()  # closed at the last tick, still registered
+        self.stalls_total = 0  # event-loop stalls over REALTIME_STALL_WARN_MS (logged)
+        self._longest_pass: tuple[str, float] = ("", 0.0)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -133,8 +137,40 @@ class Hub(ProcessChannel):
             loop.create_task(self._reader(), name="realtime-hub-reader"),
             loop.create_task(self._maintenance(), name="realtime-hub-maintenance"),
         ]
+        if settings.REALTIME_STALL_WARN_MS > 0:
+            tasks.append(loop.create_task(self._watch_loop(), name="realtime-hub-stall-watch"))
         self._ensure_reporting()
         return tasks
+
+    # --- the server-side trace of a late update ----------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        """Warn when the event loop could not run for longer than REALTIME_STALL_WARN_MS: every
+        update to this process's clients waited that long. The warning names the longest periodic
+        pass over the connections that ran meanwhile (`_timed`), if any; a stall with none was
+        something else (a garbage collection, Daphne's own passes: realtime/daphne.py logs those)."""
+        limit = settings.REALTIME_STALL_WARN_MS / 1000
+        while True:
+            before = time.monotonic()
+            self._longest_pass = ("", 0.0)
+            await asyncio.sleep(STALL_PROBE_SECONDS)
+            late = time.monotonic() - before - STALL_PROBE_SECONDS
+            if late > limit:
+                self.stalls_total += 1
+                name, took = self._longest_pass
+                logger.warning(
+                    "event loop stalled %.0f ms with %d connections%s", late * 1000, self._connections(),
+                    f" (longest pass meanwhile: {name}, {took * 1000:.0f} ms)" if name else "",
+                )
+
+    def _timed(self, name: str, started: float) -> None:
+        """Note how long a synchronous pass over the connections took (since `started`)."""
+        took = time.monotonic() - started
+        if took > self._longest_pass[1]:
+            self._longest_pass = (name, took)
+
+    def _connections(self) -> int:
+        return sum(len(unit.listeners) for unit in self.units.values())
 
     def _ensure_reporting(self) -> None:
         """Run the housekeeping (which reports this process's numbers) on the running loop. Also
@@ -350,12 +386,14 @@ class Hub(ProcessChannel):
 
         Daphne tells a consumer its socket closed, and the consumer leaves; this is the net under
         that: a connection seen closed at two housekeeping ticks in a row is unregistered here."""
+        # One walk over the units' sets: every registered connection is in its unit's (join adds it
+        # there first, leave removes it from both before any await), so the users' sets add nothing
+        # but time (the walk is O(connections) on the event loop, every REALTIME_REPORT_SECONDS).
+        started = time.monotonic()
         closed = {
-            listener
-            for listeners in (*(unit.listeners for unit in self.units.values()), *self.users.values())
-            for listener in listeners
-            if not listener.is_open()
+            listener for unit in self.units.values() for listener in unit.listeners if not listener.is_open()
         }
+        self._timed("reap closed", started)
         stale, self._closed_seen = closed & self._closed_seen, closed
         for listener in stale:
             logger.warning("unregistering a closed connection of user %s the consumer did not release", listener.user_id)
@@ -382,6 +420,7 @@ class Hub(ProcessChannel):
         # (behind a burst of handshakes, say) has just been authenticated, and is checked next tick.
         user_ids = list(self.users)
         states = await selectors.users_access(user_ids)
+        started = time.monotonic()
         for user_id in user_ids:
             active, unit_id = states.get(user_id, (False, None))
             for listener in list(self.users.get(user_id, ())):
@@ -389,12 +428,13 @@ class Hub(ProcessChannel):
                     await listener.user_message(
                         {"type": "user.close", "code": 4003, "reason": "access_revoked"}
                     )
+        self._timed("revalidate users", started)
 
     async def _report_metrics(self, ttl: float) -> None:
         """This process's WebSocket numbers, for /metrics (labelled by process, or summed across
         processes there): counters, connections in all and per unit, the commit-to-client histogram's
         buckets and sum, closes by code."""
-        connections = sum(len(unit.listeners) for unit in self.units.values())
+        connections = self._connections()
         numbers = {
             "connections": connections,
             "delivered": self.delivered_total,

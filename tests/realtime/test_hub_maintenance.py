@@ -4,6 +4,8 @@ filled gap or a closed socket, are in test_resume.py and test_live_rules.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 
 from realtime import hub as hub_module
 from realtime.hub import Hub, _Unit
@@ -63,3 +65,39 @@ async def test_one_units_failed_fill_does_not_hold_up_the_others(monkeypatch):
     # then the second unit was filled up to the committed seq, and no lock was left held
     assert filled == [("unit-2", 5)]
     assert not any(unit.lock.locked() for unit in hub.units.values())
+
+
+async def test_a_stalled_event_loop_is_logged_with_the_pass_that_held_it(settings, caplog):
+    # given a hub watching its loop with a 50 ms threshold, and a periodic pass that blocks the loop
+    settings.REALTIME_STALL_WARN_MS = 50
+    hub = Hub()
+    watch = asyncio.create_task(hub._watch_loop())
+    await asyncio.sleep(0.05)
+
+    # when the loop is held for 200 ms by one pass (timed as the hub times its passes), then runs freely
+    started = time.monotonic()
+    time.sleep(0.2)
+    hub._timed("reap closed", started)
+    await asyncio.sleep(0.1)
+    watch.cancel()
+    await asyncio.gather(watch, return_exceptions=True)
+
+    # then one warning says how long the loop stood still and which pass held it; nothing else is logged
+    stalls = [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
+    assert len(stalls) == 1 and hub.stalls_total == 1, stalls
+    assert re.fullmatch(r"event loop stalled (\d+) ms with 0 connections \(longest pass meanwhile: reap closed, \d+ ms\)",
+                        stalls[0])
+    assert 180 <= int(re.match(r"event loop stalled (\d+)", stalls[0]).group(1)) <= 400
+
+
+async def test_a_loop_that_keeps_running_is_not_reported(settings, caplog):
+    settings.REALTIME_STALL_WARN_MS = 50
+    hub = Hub()
+    watch = asyncio.create_task(hub._watch_loop())
+    for _ in range(20):  # short pieces of work, each well under the threshold
+        time.sleep(0.01)
+        await asyncio.sleep(0.005)
+    watch.cancel()
+    await asyncio.gather(watch, return_exceptions=True)
+    assert hub.stalls_total == 0
+    assert not [r for r in caplog.records if "event loop stalled" in r.getMessage()]

@@ -353,6 +353,10 @@ REALTIME_REVALIDATE_SECONDS = env.float("REALTIME_REVALIDATE_SECONDS", default=2
 # How often each Daphne process reports its numbers for /metrics and unregisters connections it
 # finds closed (the snapshot expires after 5 of these, so a dead process drops out).
 REALTIME_REPORT_SECONDS = env.float("REALTIME_REPORT_SECONDS", default=2.0)
+# A Daphne process logs a warning (logger realtime.hub) whenever its event loop could not run for
+# longer than this (every update to its clients waits that long), naming the periodic pass that ran
+# longest meanwhile; and each periodic pass over its connections that takes longer. 0: off.
+REALTIME_STALL_WARN_MS = env.int("REALTIME_STALL_WARN_MS", default=50)
 # Coalescing window for `batch=1` clients.
 REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
 # A connection whose socket stays full (the client stopped reading) this long is closed with 4008;
