@@ -9,7 +9,8 @@ code path in production.
 
     FAULT_POINTS="job.before_commit=pause:5;hub.group_add=raise"
 
-Actions: `pause:<seconds>` (sleep there, after logging `fault point <name> reached`), `raise`
+Actions: `pause:<seconds>` (sleep there, after logging `fault point <name> reached`), `block:<seconds>`
+(on an event loop: hold the whole loop that long, as a blocking call in async code would), `raise`
 (raise InjectedFault: a bug), `drop` (raise InjectedConnectionError: a backing service's connection
 dropped, which callers treat as transient). Every point in use is listed in POINTS: a typo in a
 test's environment fails loudly instead of silently testing nothing.
@@ -45,7 +46,7 @@ class InjectedConnectionError(ConnectionError):
 
 @dataclass(frozen=True)
 class Fault:
-    action: str  # "pause" | "raise" | "drop"
+    action: str  # "pause" | "block" | "raise" | "drop"
     seconds: float = 0.0
 
     def trip(self, name: str) -> None:
@@ -66,12 +67,12 @@ def parse_fault_points(text: str) -> dict[str, Fault]:
         if name not in POINTS:
             raise ValueError(f"unknown fault point {name!r}; known: {', '.join(sorted(POINTS))}")
         action, _, argument = spec.partition(":")
-        if action == "pause":
-            faults[name] = Fault("pause", float(argument))
+        if action in ("pause", "block"):
+            faults[name] = Fault(action, float(argument))
         elif action in ("raise", "drop") and not argument:
             faults[name] = Fault(action)
         else:
-            raise ValueError(f"fault point {name}: {spec!r} is not pause:<seconds>, raise or drop")
+            raise ValueError(f"fault point {name}: {spec!r} is not pause:<seconds>, block:<seconds>, raise or drop")
     return faults
 
 
@@ -95,4 +96,7 @@ async def afault_point(name: str, **context: object) -> None:
     fault = _armed(name, context)
     if fault is not None:
         fault.trip(name)
-        await asyncio.sleep(fault.seconds)
+        if fault.action == "block":
+            time.sleep(fault.seconds)  # deliberately on the loop: nothing else of the process runs
+        else:
+            await asyncio.sleep(fault.seconds)

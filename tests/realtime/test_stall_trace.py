@@ -1,0 +1,101 @@
+"""Daphne's part of the server-side trace (realtime/daphne.py `watch_stalls`): its own passes over
+every connection and full garbage collections that hold the event loop past REALTIME_STALL_WARN_MS
+are logged; quicker ones are not. (The hub's own watch: test_hub_maintenance.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import re
+import time
+
+import daphne.server
+import pytest
+
+from realtime import daphne as entry
+from tests.support.pipeline import wait_until
+from tests.support.realtime import relocate_async
+from tests.support.ws import collect_updates, connect, recv_json
+
+PING = json.dumps({"type": "ping", "timestamp": "2026-01-15T10:30:00.000Z"})
+
+
+class SlowProtocol:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def check_timeouts(self) -> None:
+        time.sleep(self.seconds)
+
+
+class FakeServer:
+    """What Daphne's timeout checker reads of its server: the connections."""
+
+    def __init__(self, *protocols) -> None:
+        self.connections = {protocol: {} for protocol in protocols}
+
+    def timeout_checker(self) -> None:  # what the pass schedules again
+        pass
+
+
+@pytest.fixture
+def watching(monkeypatch, settings, request):
+    settings.REALTIME_STALL_WARN_MS = getattr(request, "param", 50)
+    for name in ("application_checker", "timeout_checker"):  # restored after the test
+        monkeypatch.setattr(daphne.server.Server, name, getattr(daphne.server.Server, name))
+    callbacks = list(gc.callbacks)
+    entry.watch_stalls()
+    yield
+    gc.callbacks[:] = callbacks
+
+
+def test_a_slow_pass_of_daphne_over_its_connections_is_logged(watching, caplog, monkeypatch):
+    monkeypatch.setattr(daphne.server, "reactor", type("NoReactor", (), {"callLater": lambda *a: None})())
+    with caplog.at_level(logging.WARNING, logger="realtime.daphne"):
+        daphne.server.Server.timeout_checker(FakeServer(SlowProtocol(0.04), SlowProtocol(0.04)))  # ~80 ms
+        daphne.server.Server.timeout_checker(FakeServer(SlowProtocol(0.0), SlowProtocol(0.0)))  # quick
+    lines = [r.getMessage() for r in caplog.records if r.name == "realtime.daphne"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("daphne's timeout_checker took ") and lines[0].endswith(" ms over 2 connections")
+
+
+@pytest.mark.parametrize("watching", [1], indirect=True)  # 1 ms: less than any full collection here
+def test_a_long_full_garbage_collection_is_logged(watching, caplog):
+    garbage = [[i] for i in range(300_000)]
+    with caplog.at_level(logging.WARNING, logger="realtime.daphne"):
+        caplog.clear()  # collections the allocations above set off on their own
+        gc.collect(2)
+        lines = [r.getMessage() for r in caplog.records if "garbage collection" in r.getMessage()]
+        caplog.clear()
+        gc.collect(1)  # a young collection is never reported
+    del garbage
+    assert len(lines) == 1 and lines[0].startswith("a full garbage collection took "), lines
+    assert not [r for r in caplog.records if "garbage collection" in r.getMessage()]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_daphne_logs_a_stall_of_its_event_loop_and_loses_nothing(spawn_daphne, unit_a):
+    # given a Daphne whose message handling holds its event loop for 300 ms (a blocking call in
+    # async code, the kind of bug the trace is for)
+    proc, port = spawn_daphne(FAULT_POINTS="consumer.receive=block:0.3")
+
+    async def scenario():
+        ws = await connect(port, token=unit_a.token())
+        await recv_json(ws)
+        await ws.send(PING)  # the loop stands still here
+        await recv_json(ws)  # the pong, late
+        seqs = await relocate_async(unit_a, 2)
+        updates = await collect_updates(ws, 2, timeout=15)
+        await ws.close()
+        return seqs, updates
+
+    seqs, updates = asyncio.run(scenario())
+
+    # then the process says how long its loop stood still, and the client got every update after it
+    wait_until(lambda: "event loop stalled" in proc.output(), 10, "the stall warning")
+    stalled = [int(m) for m in re.findall(r"event loop stalled (\d+) ms with \d+ connections", proc.output())]
+    assert any(280 <= ms <= 1000 for ms in stalled), stalled
+    assert [u["seq"] for u in updates] == seqs
