@@ -37,7 +37,7 @@ from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, LatencyHistogram, re
 
 from . import connections, selectors
 from .frames import Outgoing
-from .receiving import ProcessChannel, receive_forever
+from .receiving import ProcessChannel, join_unit, receive_forever
 
 logger = logging.getLogger(__name__)
 
@@ -192,28 +192,14 @@ class Hub(ProcessChannel):
         """Register a connection. Its unit's events reach `listener.deliver` from now on, in
         seq order, starting after the unit's seq as of this call (the caller replays older ones)."""
         await self._ensure_started()
-        while True:
-            unit = self.units.get(listener.unit_id)
-            if unit is None:
-                unit = self.units[listener.unit_id] = _Unit()
-            async with unit.lock:
-                if self.units.get(listener.unit_id) is not unit:
-                    continue  # the last listener left while we waited: start over
-                if not unit.joined:
-                    try:
-                        await self._group_add(unit_group_name(listener.unit_id))
-                        # Baseline read after the subscription: every later seq arrives by message
-                        # (or is filled from the outbox); every earlier one is the caller's replay.
-                        unit.delivered = await selectors.unit_current_seq(listener.unit_id)
-                    except BaseException:
-                        # Nobody is registered on a unit that never joined: forget it, so the
-                        # next connection of the unit starts over instead of finding a husk.
-                        if not unit.listeners and self.units.get(listener.unit_id) is unit:
-                            del self.units[listener.unit_id]
-                        raise
-                    unit.joined = True
-                unit.listeners.add(listener)
-                break
+
+        async def first_join(unit: _Unit) -> None:
+            await self._group_add(unit_group_name(listener.unit_id))
+            # Baseline read after the subscription: every later seq arrives by message (or is
+            # filled from the outbox); every earlier one is the caller's replay.
+            unit.delivered = await selectors.unit_current_seq(listener.unit_id)
+
+        await join_unit(self.units, listener.unit_id, _Unit, listener, first_join)
         users = self.users[listener.user_id]
         first = not users
         # Registered before the await, so a concurrent leave of this user's other connection

@@ -42,7 +42,7 @@ from backend.events import schema
 
 from . import connections
 from .frames import Outgoing
-from .receiving import ProcessChannel, receive_forever
+from .receiving import ProcessChannel, join_unit, receive_forever
 
 logger = logging.getLogger(__name__)
 
@@ -425,24 +425,12 @@ class PresenceHub(ProcessChannel):
         """Register a presence-enabled connection (its `presence_deliver` gets the unit's deltas
         from now on) and return the snapshot (version, users) taken after the subscription."""
         await self._ensure_started()
-        while True:
-            unit = self.units.get(listener.unit_id)
-            if unit is None:
-                unit = self.units[listener.unit_id] = _PresenceUnit()
-            async with unit.lock:
-                if self.units.get(listener.unit_id) is not unit:
-                    continue
-                if not unit.joined:
-                    try:
-                        async with self._group_ops:
-                            await self.layer.group_add(presence_group_name(listener.unit_id), self.channel_name)
-                    except BaseException:
-                        if not unit.listeners and self.units.get(listener.unit_id) is unit:
-                            del self.units[listener.unit_id]
-                        raise
-                    unit.joined = True
-                unit.listeners.add(listener)
-                break
+
+        async def first_join(_unit: _PresenceUnit) -> None:
+            async with self._group_ops:
+                await self.layer.group_add(presence_group_name(listener.unit_id), self.channel_name)
+
+        await join_unit(self.units, listener.unit_id, _PresenceUnit, listener, first_join)
         return await self.snapshot(listener.unit_id)
 
     async def leave(self, listener) -> None:

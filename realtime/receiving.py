@@ -1,12 +1,13 @@
 """A process's own channel-layer channel, started on the running event loop and read for as long
 as the process runs: the hub's (`unit.events`, `job.update`, ...) and presence's
-(`presence.update`) are each one of these."""
+(`presence.update`) are each one of these; both register connections per unit (`join_unit`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from channels.layers import get_channel_layer
 
@@ -51,6 +52,42 @@ class ProcessChannel:
             self.layer = get_channel_layer()
             self.channel_name = await self.layer.new_channel(self.channel_prefix)
             self._tasks = self._background(loop)
+
+
+class UnitRecord(Protocol):
+    """What `join_unit` needs of a process's record of one unit."""
+
+    joined: bool
+    listeners: set
+    lock: asyncio.Lock
+
+
+async def join_unit(
+    units: dict[str, UnitRecord], unit_id: str, make: Callable[[], UnitRecord], listener,
+    first_join: Callable[[UnitRecord], Awaitable[None]],
+) -> UnitRecord:
+    """Register `listener` on `units[unit_id]` (made by `make` if the process has none), after
+    `first_join(unit)` if the unit has not joined its group yet (under the unit's lock, so concurrent
+    connections of one unit join once). Race-safe against the last listener leaving meanwhile (the
+    record it waited on is gone: start over); a first join that fails leaves no husk behind, so the
+    next connection of the unit starts over."""
+    while True:
+        unit = units.get(unit_id)
+        if unit is None:
+            unit = units[unit_id] = make()
+        async with unit.lock:
+            if units.get(unit_id) is not unit:
+                continue  # the last listener left while we waited: start over
+            if not unit.joined:
+                try:
+                    await first_join(unit)
+                except BaseException:
+                    if not unit.listeners and units.get(unit_id) is unit:
+                        del units[unit_id]
+                    raise
+                unit.joined = True
+            unit.listeners.add(listener)
+            return unit
 
 
 async def receive_forever(
