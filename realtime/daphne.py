@@ -1,12 +1,15 @@
 """`python -m realtime.daphne [daphne options] backend.config.asgi:application`
 
-Daphne's own command line, with two changes:
+Daphne's own command line, with these changes:
 - its access log goes through the same credential redaction as every other log line. Daphne writes
   the access log straight to a stream (not through `logging`), and an HTTP request line keeps its
   query string, so `?token=` / `?ticket=` would land in it verbatim;
 - a WebSocket that breaks the protocol (a message over --websocket-max-message-size, say) is closed
   with the reason's code (1009 message too big, 1002 protocol error) instead of a bare TCP drop that
   clients can only report as 1006;
+- its pass over every connection for timeouts and pings runs in slices, the reactor free between
+  them (`sliced_timeout_checker`), and its passes and full garbage collections that hold the event
+  loop too long are logged (`watch_stalls`);
 - `permessage-deflate` (RFC 7692) can be negotiated: WS_DEFLATE=off (the default), `on`,
   `no_context_takeover` or `small` (a 512-byte window). Daphne never turns it on itself. Off by default because of what it costs
   (docs/performance.md, "Compression"): a compressor per connection (hundreds of KB once it has
@@ -16,7 +19,10 @@ Daphne's own command line, with two changes:
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import time
 
 import daphne.cli
 import daphne.server
@@ -25,6 +31,8 @@ from daphne.access import AccessLogGenerator
 from daphne.ws_protocol import WebSocketFactory
 
 from backend.common.logging import redact
+
+logger = logging.getLogger("realtime.daphne")
 
 
 class RedactingAccessLog(AccessLogGenerator):
@@ -74,54 +82,78 @@ def tune_gc() -> None:
     with the default thresholds, gen-2 passes of tens of milliseconds land in the middle of HTTP
     requests (the API -> client p99 in docs/performance.md). A larger gen-0 threshold makes
     collections rarer; GC_THRESHOLD="700,10,10" restores CPython's defaults."""
-    import gc
-    import os
-
     thresholds = [int(n) for n in os.environ.get("GC_THRESHOLD", "50000,20,100").split(",")]
     gc.set_threshold(*thresholds)
 
 
+# Connections checked per turn of the reactor by Daphne's timeout-and-ping pass (`sliced_timeout_checker`).
+TIMEOUT_CHECK_SLICE = 500
+_stall_limit: list[float] = []  # REALTIME_STALL_WARN_MS in seconds, once the settings are loaded
+_watching = False  # watch_stalls() was called
+
+
+def _over_limit(took: float) -> bool:
+    """Whether a pass that held the loop `took` seconds is worth a warning. Never loads the settings:
+    they must load after backend/config/asgi.py has set the web tier's environment (no persistent
+    connections, the pool), not before it from here."""
+    from django.conf import settings
+
+    if not _watching:
+        return False
+    if not _stall_limit:
+        if not settings.configured:
+            return False
+        _stall_limit.append(settings.REALTIME_STALL_WARN_MS / 1000 or float("inf"))
+    return took > _stall_limit[0]
+
+
+def _note_pass(name: str, started: float, connections: int) -> None:
+    took = time.monotonic() - started
+    if _over_limit(took):
+        logger.warning("daphne's %s took %.0f ms over %d connections", name, took * 1000, connections)
+
+
+def sliced_timeout_checker(server) -> None:
+    """Daphne's timeout-and-ping pass (`daphne.server.Server.timeout_checker`: each connection's
+    `check_timeouts`, then the same again in 2 s), TIMEOUT_CHECK_SLICE connections at a time with
+    the reactor free to write and read between slices. Done in one go, it held the event loop for
+    62-82 ms at ~4,500 connections every 2 s (docs/performance.md, "The server-side trace"), and
+    every update to every client of the process waited behind it."""
+    protocols = list(server.connections)
+
+    def check(start: int) -> None:
+        began = time.monotonic()
+        batch = protocols[start : start + TIMEOUT_CHECK_SLICE]
+        for protocol in batch:
+            if protocol in server.connections:  # closed and reaped since the pass began: nothing to check
+                protocol.check_timeouts()
+        _note_pass("timeout_checker", began, len(batch))
+        if start + TIMEOUT_CHECK_SLICE < len(protocols):
+            daphne.server.reactor.callLater(0, check, start + TIMEOUT_CHECK_SLICE)
+        else:
+            daphne.server.reactor.callLater(2, server.timeout_checker)
+
+    check(0)
+
+
 def watch_stalls() -> None:
     """The server-side trace of a late update, Daphne's part (the hub watches the loop itself:
-    realtime/hub.py `_watch_loop`): log each pass of Daphne's own over every connection (its
-    application checker every second, its timeout and ping checker every two) and each full garbage
-    collection that kept the event loop longer than REALTIME_STALL_WARN_MS."""
-    import gc
-    import logging
-    import time
+    realtime/hub.py `_watch_loop`): log each pass of Daphne's own over its connections (its
+    application checker every second, each slice of its timeout and ping checker) and each full
+    garbage collection that kept the event loop longer than REALTIME_STALL_WARN_MS."""
+    global _watching
+    _watching = True
+    _stall_limit.clear()
+    checker = daphne.server.Server.application_checker
 
-    logger = logging.getLogger("realtime.daphne")
+    def application_checker(server) -> None:
+        started = time.monotonic()
+        try:
+            checker(server)
+        finally:
+            _note_pass("application_checker", started, len(server.connections))
 
-    known: list[float] = []
-
-    def limit() -> float:
-        # Never loads the settings: they must load after backend/config/asgi.py has set the web
-        # tier's environment (no persistent connections, the pool), not here before it.
-        from django.conf import settings
-
-        if not known:
-            if not settings.configured:
-                return float("inf")
-            known.append(settings.REALTIME_STALL_WARN_MS / 1000 or float("inf"))
-        return known[0]
-
-    def timed(method):
-        def run(server):
-            started = time.monotonic()
-            try:
-                return method(server)
-            finally:
-                took = time.monotonic() - started
-                if took > limit():
-                    logger.warning("daphne's %s took %.0f ms over %d connections", method.__name__, took * 1000,
-                                   len(server.connections))
-
-        run.__name__ = method.__name__
-        return run
-
-    for name in ("application_checker", "timeout_checker"):
-        setattr(daphne.server.Server, name, timed(getattr(daphne.server.Server, name)))
-
+    daphne.server.Server.application_checker = application_checker
     collecting = {}
 
     def on_gc(phase, info):
@@ -131,7 +163,7 @@ def watch_stalls() -> None:
             collecting["at"] = time.monotonic()
         elif "at" in collecting:
             took = time.monotonic() - collecting.pop("at")
-            if took > limit():
+            if _over_limit(took):
                 logger.warning("a full garbage collection took %.0f ms (%d objects collected)", took * 1000,
                                info["collected"])
 
@@ -141,6 +173,7 @@ def watch_stalls() -> None:
 def main() -> None:
     deflate_accept(os.environ.get("WS_DEFLATE", "off").strip().lower() or "off")  # a bad value stops here
     tune_gc()
+    daphne.server.Server.timeout_checker = sliced_timeout_checker
     watch_stalls()
     daphne.cli.AccessLogGenerator = RedactingAccessLog
     daphne.server.WebSocketFactory = ClosingWebSocketFactory

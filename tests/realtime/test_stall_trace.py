@@ -43,12 +43,52 @@ class FakeServer:
 @pytest.fixture
 def watching(monkeypatch, settings, request):
     settings.REALTIME_STALL_WARN_MS = getattr(request, "param", 50)
-    for name in ("application_checker", "timeout_checker"):  # restored after the test
-        monkeypatch.setattr(daphne.server.Server, name, getattr(daphne.server.Server, name))
+    # as realtime/daphne.py's main() installs them; all restored after the test
+    monkeypatch.setattr(daphne.server.Server, "application_checker", daphne.server.Server.application_checker)
+    monkeypatch.setattr(daphne.server.Server, "timeout_checker", entry.sliced_timeout_checker)
+    monkeypatch.setattr(entry, "_watching", False)
+    monkeypatch.setattr(entry, "_stall_limit", [])
     callbacks = list(gc.callbacks)
     entry.watch_stalls()
     yield
     gc.callbacks[:] = callbacks
+
+
+class RecordingReactor:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def callLater(self, delay, function, *args):  # noqa: N802 - Twisted's name
+        self.calls.append((delay, function, args))
+
+
+class QuickProtocol:
+    def __init__(self, checked: list) -> None:
+        self.checked = checked
+
+    def check_timeouts(self) -> None:
+        self.checked.append(self)
+
+
+def test_daphnes_timeout_pass_runs_in_slices_with_the_reactor_free_between_them(monkeypatch):
+    reactor = RecordingReactor()
+    monkeypatch.setattr(daphne.server, "reactor", reactor)
+    checked: list = []
+    server = FakeServer(*(QuickProtocol(checked) for _ in range(1200)))
+    gone = list(server.connections)[700]
+
+    # when the pass starts, then the reactor runs what it scheduled (one connection closes meanwhile)
+    entry.sliced_timeout_checker(server)
+    first = len(checked)
+    del server.connections[gone]
+    while reactor.calls and reactor.calls[-1][0] == 0:
+        _, function, args = reactor.calls.pop()
+        function(*args)
+
+    # then it checked 500 connections per turn, skipped the closed one, and comes back in 2 s
+    assert first == entry.TIMEOUT_CHECK_SLICE == 500
+    assert len(checked) == 1199 and gone not in checked
+    assert reactor.calls == [(2, server.timeout_checker, ())]
 
 
 def test_a_slow_pass_of_daphne_over_its_connections_is_logged(watching, caplog, monkeypatch):
