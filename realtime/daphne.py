@@ -86,6 +86,7 @@ def tune_gc() -> None:
     gc.set_threshold(*thresholds)
 
 
+GC_GENERATIONS = ("generation-0", "generation-1", "full")  # how a collection is named in the log
 # Connections checked per turn of the reactor by Daphne's timeout-and-ping pass (`sliced_timeout_checker`).
 TIMEOUT_CHECK_SLICE = 500
 _stall_limit: list[float] = []  # REALTIME_STALL_WARN_MS in seconds, once the settings are loaded
@@ -139,8 +140,10 @@ def sliced_timeout_checker(server) -> None:
 def watch_stalls() -> None:
     """The server-side trace of a late update, Daphne's part (the hub watches the loop itself:
     realtime/hub.py `_watch_loop`): log each pass of Daphne's own over its connections (its
-    application checker every second, each slice of its timeout and ping checker) and each full
-    garbage collection that kept the event loop longer than REALTIME_STALL_WARN_MS."""
+    application checker every second, each slice of its timeout and ping checker) and each garbage
+    collection, of any generation, that kept the event loop longer than REALTIME_STALL_WARN_MS.
+    A young collection is not always short: one of generation 1 walks every object that survived
+    the last `GC_THRESHOLD[1]` young ones, and a connect burst leaves a lot of those."""
     global _watching
     _watching = True
     _stall_limit.clear()
@@ -157,15 +160,13 @@ def watch_stalls() -> None:
     collecting = {}
 
     def on_gc(phase, info):
-        if info["generation"] != 2:
-            return
         if phase == "start":
             collecting["at"] = time.monotonic()
         elif "at" in collecting:
             took = time.monotonic() - collecting.pop("at")
             if _over_limit(took):
-                logger.warning("a full garbage collection took %.0f ms (%d objects collected)", took * 1000,
-                               info["collected"])
+                logger.warning("a %s garbage collection took %.0f ms (%d objects collected)",
+                               GC_GENERATIONS[info["generation"]], took * 1000, info["collected"])
 
     gc.callbacks.append(on_gc)
 
