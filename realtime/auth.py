@@ -100,7 +100,9 @@ class WebSocketAuthMiddleware(BaseMiddleware):
             logger.warning("websocket credentials could not be checked: %s", type(exc).__name__)
             scope["identity"] = None
             scope["auth_error"] = "unavailable"
-        return await super().__call__(scope, receive, send)
+        # Straight to the inner application: BaseMiddleware.__call__ would copy the scope again
+        # and keep one more coroutine frame alive for the connection's whole life.
+        return await self.inner(scope, receive, send)
 
 
 def origin_validator(application):

@@ -121,8 +121,19 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     notifications_counted: frozenset = frozenset()
 
     async def __call__(self, scope, receive, send) -> None:
+        """Channels' `AsyncConsumer.__call__` for a consumer without a channel of its own: the
+        client's messages, one at a time, straight to `dispatch`. Channels' version hands them to
+        `await_many_dispatch`, made for several sources, which runs each receive as a task of its
+        own and waits on it with `asyncio.wait`: with the one source, that is a second task, its
+        context and a chain of waiters kept alive by every idle connection."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             await self._release()
 

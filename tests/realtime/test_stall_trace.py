@@ -159,3 +159,42 @@ def test_a_real_daphne_logs_a_stall_of_its_event_loop_and_loses_nothing(spawn_da
     stalled = [int(m) for m in re.findall(r"event loop stalled (\d+) ms with \d+ connections", proc.output())]
     assert any(280 <= ms <= 1000 for ms in stalled), stalled
     assert [u["seq"] for u in updates] == seqs
+
+
+@pytest.fixture
+def gc_restored():
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+def test_start_up_objects_are_frozen_out_of_every_later_collection(gc_restored, monkeypatch):
+    # given a process that has loaded Django (the URL configuration not yet imported, as in a
+    # Daphne that has served nothing)
+    from django.conf import settings
+    from django.urls import clear_url_caches
+
+    clear_url_caches()
+    gc.unfreeze()
+
+    # when Daphne's reactor starts
+    entry.freeze_startup()
+
+    # then the URL configuration (and every view) was loaded first, and all of it is out of the
+    # collector's sight: a full collection walks only what came after
+    from django.urls import get_resolver
+
+    assert get_resolver().url_patterns and settings.ROOT_URLCONF in __import__("sys").modules
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000
+    assert len(gc.get_objects()) < frozen / 10
+
+
+def test_daphne_collects_generation_1_after_every_second_young_collection(gc_restored, monkeypatch):
+    monkeypatch.delenv("GC_THRESHOLD", raising=False)
+    entry.tune_gc()
+    assert gc.get_threshold() == (50_000, 1, 100)
+    monkeypatch.setenv("GC_THRESHOLD", "700,10,10")
+    entry.tune_gc()
+    assert gc.get_threshold() == (700, 10, 10)
