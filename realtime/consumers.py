@@ -210,8 +210,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread)
         )
         buffered_notifications, self.notifications_buffer = self.notifications_buffer, None
-        for notification in buffered_notifications:
-            self._notification(notification)
+        for notification_id, frame in buffered_notifications:
+            self.notification_frame(notification_id, frame)
         if isinstance(spec, str):
             self._error("invalid_message", f"The filter in the URL was ignored: {spec}")
         await self._resume(requested, current)
@@ -389,21 +389,21 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     def send_message(self, message: dict) -> None:
         self.writer.write(schema.encode(message))
 
-    async def user_message(self, message: dict) -> None:
-        if message["type"] == "job.update":
-            self.send_message(schema.job_update(job=message["job"]))
-        elif message["type"] == "user.notifications":
-            for notification in message.get("notifications", ()):
-                if self.notifications_buffer is not None:
-                    self.notifications_buffer.append(notification)
-                else:
-                    self._notification(notification)
-        elif message["type"] == "user.close":
-            await self._close(message.get("code", CLOSE_ACCESS_REVOKED))
+    def job_frame(self, frame: Outgoing) -> None:
+        """A job_update of this connection's user (encoded once by the hub for all of them)."""
+        self.writer.write(frame)
 
-    def _notification(self, notification: dict) -> None:
-        if notification.get("id") not in self.notifications_counted and not self.closing:
-            self.send_message(schema.notification(notification=notification))
+    def notification_frame(self, notification_id: str, frame: Outgoing) -> None:
+        """A notification of this connection's user: held until the greeting is sent, and never
+        sent when the greeting's `unread_notifications` already counted it."""
+        if self.notifications_buffer is not None:
+            self.notifications_buffer.append((notification_id, frame))
+        elif notification_id not in self.notifications_counted and not self.closing:
+            self.writer.write(frame)
+
+    async def user_message(self, message: dict) -> None:
+        if message["type"] == "user.close":
+            await self._close(message.get("code", CLOSE_ACCESS_REVOKED))
 
     def broken(self) -> None:
         """Delivery to this connection failed: close it (1011); its resume fills the gap."""

@@ -96,7 +96,8 @@ def freeze_startup() -> None:
     after Daphne has loaded the application."""
     from django.urls import get_resolver
 
-    get_resolver().url_patterns  # imports the URL configuration, and with it every view
+    loaded = get_resolver().url_patterns  # imports the URL configuration, and with it every view
+    del loaded
     gc.collect()
     gc.freeze()
 

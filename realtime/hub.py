@@ -32,6 +32,7 @@ from typing import Protocol
 from django.conf import settings
 
 from backend.common.faults import afault_point
+from backend.events import schema
 from backend.events.groups import unit_group_name, user_group_name
 from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, LatencyHistogram, realtime_snapshot_save
 
@@ -89,6 +90,10 @@ class Listener(Protocol):
     def broken(self) -> None: ...
 
     def is_open(self) -> bool: ...
+
+    def job_frame(self, frame: Outgoing) -> None: ...
+
+    def notification_frame(self, notification_id: str, frame: Outgoing) -> None: ...
 
     async def user_message(self, message: dict) -> None: ...
 
@@ -255,9 +260,32 @@ class Hub(ProcessChannel):
         kind = message.get("type")
         if kind == "unit.events":
             await self._unit_events(message["unit_id"], message["events"])
-        elif kind in ("job.update", "user.close", "user.notifications"):
+        elif kind in ("job.update", "user.notifications"):
+            self._to_user(message)
+        elif kind == "user.close":
             for listener in list(self.users.get(message.get("user_id", ""), ())):
                 await listener.user_message(message)
+
+    def _to_user(self, message: dict) -> None:
+        """A user's job_update or notifications, each encoded and framed once for all of the
+        user's connections in this process, as a unit's events are (a user with many tabs, or
+        one account on many screens, would otherwise cost a JSON encoding and a frame each)."""
+        listeners = tuple(self.users.get(message.get("user_id", ""), ()))
+        if not listeners:
+            return
+        if message["type"] == "job.update":
+            frame = Outgoing(0, schema.encode(schema.job_update(job=message["job"])))
+            writes = [(listener.job_frame, (frame,)) for listener in listeners]
+        else:
+            notes = [(note.get("id"), Outgoing(0, schema.encode(schema.notification(notification=note))))
+                     for note in message.get("notifications", ())]
+            writes = [(listener.notification_frame, note) for listener in listeners for note in notes]
+        for write, args in writes:
+            try:
+                write(*args)
+            except Exception:  # noqa: BLE001 - one broken connection must not starve the others
+                logger.exception("a user's frame could not be written; closing the connection")
+                write.__self__.broken()
 
     async def _unit_events(self, unit_id: str, events: list) -> None:
         unit = self.units.get(unit_id)

@@ -6,6 +6,7 @@ layers; what they add up to is measured by `make bench`."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from realtime.auth import WebSocketAuthMiddleware
 from realtime.consumers import UpdatesConsumer
@@ -63,3 +64,39 @@ async def test_the_auth_middleware_adds_one_coroutine_and_one_scope_copy_to_a_co
     assert scopes[0] is not outer_scope and scopes[0]["auth_error"] == "credentials_missing"
     waiting.set()
     await task
+
+
+class UserConnection:
+    """What the hub calls on a connection for its user's frames."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id, self.unit_id = user_id, "unit-1"
+        self.frames: list = []
+
+    def job_frame(self, frame) -> None:
+        self.frames.append(frame)
+
+    def notification_frame(self, notification_id, frame) -> None:
+        self.frames.append((notification_id, frame))
+
+
+async def test_a_users_job_updates_and_notifications_are_encoded_once_for_all_their_connections():
+    # given one user with three connections in this process (three tabs, or a shared kiosk user)
+    from realtime.hub import Hub
+
+    hub = Hub()
+    tabs = [UserConnection("user-1") for _ in range(3)]
+    hub.users = {"user-1": set(tabs)}
+
+    # when the worker's job_update and a notification for that user arrive
+    await hub._dispatch({"type": "job.update", "user_id": "user-1", "job": {"id": "j1", "status": "running"}})
+    note = {"id": "n1", "kind": "request_approved", "title": "t", "body": "b", "link": None,
+            "created_at": "2026-01-15T10:30:00Z", "read": False}
+    await hub._dispatch({"type": "user.notifications", "user_id": "user-1", "notifications": [note]})
+
+    # then every connection got the very same frames, encoded once (not one JSON encoding and one
+    # WebSocket frame per connection, which held the event loop ~0.1 ms per connection)
+    first = tabs[0].frames
+    assert all(tab.frames[0] is first[0] and tab.frames[1][1] is first[1][1] for tab in tabs)
+    assert json.loads(first[0].text) == {"type": "job_update", "job": {"id": "j1", "status": "running"}}
+    assert first[1][0] == "n1" and json.loads(first[1][1].text) == {"type": "notification", "notification": note}
