@@ -156,7 +156,7 @@ def seed(args) -> dict:
         requester = User.objects.get(username=f"{bulk_unit.code}.requester")
         for start in range(0, args.bulk, 2000):
             services.requests_create_bulk(entity="withdrawal", actor=requester, count=min(2000, args.bulk - start))
-    tokens, pending, crates = {}, {}, {}
+    tokens, watch_tokens, pending, crates = {}, {}, {}, {}
     from backend.records.models import Crate
 
     for unit in units:
@@ -164,6 +164,14 @@ def seed(args) -> dict:
         crates[str(unit.id)] = str(in_storage.values_list("id", flat=True)[0])
         approver = User.objects.get(username=f"{unit.code}.{Role.APPROVER}")
         tokens[str(unit.id)] = str(UnitTokenObtainPairSerializer.get_token(approver).access_token)
+        # The sockets watch the unit as someone other than the approver, as a site's screens do:
+        # the approver's own job_updates and notifications go to the approver's connections only
+        # (before 2026-12-02 every socket was the approver's, so each approval also sent every
+        # socket its job's `running` and `succeeded`).
+        watcher, _ = User.objects.get_or_create(
+            username=f"{unit.code}.watcher", defaults={"unit": unit, "role": Role.REQUESTER, "password": "!"}
+        )
+        watch_tokens[str(unit.id)] = str(UnitTokenObtainPairSerializer.get_token(watcher).access_token)
         ids = list(
             WithdrawalRequest.objects.filter(unit=unit, status=RequestStatus.PENDING)
             .order_by("created_at", "request_number")
@@ -182,7 +190,8 @@ def seed(args) -> dict:
             user_tokens[str(unit.id)] = [
                 str(UnitTokenObtainPairSerializer.get_token(user).access_token) for user in users
             ]
-    return {"units": [str(u.id) for u in units], "tokens": tokens, "pending": pending, "crates": crates,
+    return {"units": [str(u.id) for u in units], "tokens": tokens, "watch_tokens": watch_tokens,
+            "pending": pending, "crates": crates,
             "bulk_unit": str(bulk_unit.id), "seconds": time.monotonic() - started, "user_tokens": user_tokens,
             # Approvals are signed: the approver's password (seed_demo's) and the meaning.
             "signature": {"password": settings.DEMO_PASSWORD, "meaning": "approved"}}
@@ -400,7 +409,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def phase_connect(fleet, ports, world, count, daphnes) -> dict:
     before = rss(daphnes)
-    seconds = await fleet.open(ports, world["units"], world["tokens"], count)
+    seconds = await fleet.open(ports, world["units"], world["watch_tokens"], count)
     await asyncio.sleep(3)  # idle: let allocations settle
     after = rss(daphnes)
     return {
@@ -487,7 +496,7 @@ async def phase_burst(fleet, http, world, per_unit, daphnes) -> dict:
 async def phase_bulk(fleet, http, world, ports, items, clients_count) -> dict:
     unit = world["bulk_unit"]
     await fleet.close(list(fleet.by_unit[unit]))
-    await fleet.open(ports, [unit], world["tokens"], clients_count, batch=True)
+    await fleet.open(ports, [unit], world["watch_tokens"], clients_count, batch=True)
     clients = fleet.by_unit[unit]
     ids = world["pending"][unit][-items:]
     start_seq = max(c["seq"] for c in clients)
@@ -761,7 +770,7 @@ class ClientProcesses:
         first = 0
         for k in range(processes):
             share = count // processes + (1 if k < count % processes else 0)
-            spec = {"units": world["units"], "ports": ports, "tokens": world["tokens"], "sources": self.sources,
+            spec = {"units": world["units"], "ports": ports, "tokens": world["watch_tokens"], "sources": self.sources,
                     "first": first, "count": share, "compression": compression,
                     # handshakes in flight over all the children: Fleet's 200 (more and Daphne's
                     # 5 s handshake timeout drops some on a small machine)
@@ -939,7 +948,7 @@ async def run(args, env, world, daphnes) -> dict:
     results: dict = {}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as http:
         # warm the server (imports, first DB connections) so memory deltas measure connections
-        await fleet.open(ports, world["units"], world["tokens"], len(world["units"]))
+        await fleet.open(ports, world["units"], world["watch_tokens"], len(world["units"]))
         await fleet.close()
         results["connect"] = await phase_connect(fleet, ports, world, args.connections, daphnes)
         results["single_approvals"] = await phase_approvals(fleet, http, world, args.approvals)
