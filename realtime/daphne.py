@@ -7,9 +7,10 @@ Daphne's own command line, with these changes:
 - a WebSocket that breaks the protocol (a message over --websocket-max-message-size, say) is closed
   with the reason's code (1009 message too big, 1002 protocol error) instead of a bare TCP drop that
   clients can only report as 1006;
-- its pass over every connection for timeouts and pings runs in slices, the reactor free between
-  them (`sliced_timeout_checker`), and its passes and full garbage collections that hold the event
-  loop too long are logged (`watch_stalls`);
+- its passes over every connection (timeouts and pings; reaping finished applications) run in
+  slices with the reactor free between them (`_in_slices`), the garbage collector is tuned
+  (`tune_gc`, `freeze_startup`), and slices and collections that hold the event loop too long are
+  logged (`watch_stalls`);
 - `permessage-deflate` (RFC 7692) can be negotiated: WS_DEFLATE=off (the default), `on`,
   `no_context_takeover` or `small` (a 512-byte window). Daphne never turns it on itself. Off by default because of what it costs
   (docs/performance.md, "Compression"): a compressor per connection (hundreds of KB once it has
@@ -19,10 +20,12 @@ Daphne's own command line, with these changes:
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import time
+from concurrent.futures import CancelledError
 
 import daphne.cli
 import daphne.server
@@ -103,8 +106,8 @@ def freeze_startup() -> None:
 
 
 GC_GENERATIONS = ("generation-0", "generation-1", "full")  # how a collection is named in the log
-# Connections checked per turn of the reactor by Daphne's timeout-and-ping pass (`sliced_timeout_checker`).
-TIMEOUT_CHECK_SLICE = 500
+# Connections per turn of the reactor in Daphne's passes over them all (`_in_slices`).
+CONNECTION_SLICE = 500
 _stall_limit: list[float] = []  # REALTIME_STALL_WARN_MS in seconds, once the settings are loaded
 _watching = False  # watch_stalls() was called
 
@@ -130,27 +133,75 @@ def _note_pass(name: str, started: float, connections: int) -> None:
         logger.warning("daphne's %s took %.0f ms over %d connections", name, took * 1000, connections)
 
 
-def sliced_timeout_checker(server) -> None:
-    """Daphne's timeout-and-ping pass (`daphne.server.Server.timeout_checker`: each connection's
-    `check_timeouts`, then the same again in 2 s), TIMEOUT_CHECK_SLICE connections at a time with
-    the reactor free to write and read between slices. Done in one go, it held the event loop for
-    62-82 ms at ~4,500 connections every 2 s (docs/performance.md, "The server-side trace"), and
-    every update to every client of the process waited behind it."""
+def _in_slices(server, name: str, step, again_in: float, again) -> None:
+    """One of Daphne's passes over every connection (`step(protocol)` for each), CONNECTION_SLICE
+    connections per turn of the reactor, each slice timed; `again` runs `again_in` seconds after
+    the last slice, as Daphne schedules its own passes."""
     protocols = list(server.connections)
 
-    def check(start: int) -> None:
+    def run(start: int) -> None:
         began = time.monotonic()
-        batch = protocols[start : start + TIMEOUT_CHECK_SLICE]
+        batch = protocols[start : start + CONNECTION_SLICE]
         for protocol in batch:
-            if protocol in server.connections:  # closed and reaped since the pass began: nothing to check
-                protocol.check_timeouts()
-        _note_pass("timeout_checker", began, len(batch))
-        if start + TIMEOUT_CHECK_SLICE < len(protocols):
-            daphne.server.reactor.callLater(0, check, start + TIMEOUT_CHECK_SLICE)
+            if protocol in server.connections:  # closed and reaped since the pass began: nothing to do
+                step(protocol)
+        _note_pass(name, began, len(batch))
+        if start + CONNECTION_SLICE < len(protocols):
+            daphne.server.reactor.callLater(0, run, start + CONNECTION_SLICE)
         else:
-            daphne.server.reactor.callLater(2, server.timeout_checker)
+            daphne.server.reactor.callLater(again_in, again)
 
-    check(0)
+    run(0)
+
+
+def sliced_timeout_checker(server) -> None:
+    """Daphne's timeout-and-ping pass (`daphne.server.Server.timeout_checker`: each connection's
+    `check_timeouts`, then the same again in 2 s), in slices with the reactor free to write and read
+    between them. Done in one go, it held the event loop for 62-82 ms at ~4,500 connections every
+    2 s (docs/performance.md, "The server-side trace"), and every update to every client of the
+    process waited behind it."""
+    _in_slices(server, "timeout_checker", lambda protocol: protocol.check_timeouts(), 2, server.timeout_checker)
+
+
+def sliced_application_checker(server) -> None:
+    """Daphne's reaping pass (`daphne.server.Server.application_checker`, every second), in slices:
+    at 10,000 connections its one pass held the loop ~60 ms every second."""
+    _in_slices(server, "application_checker", lambda protocol: reap_application(server, protocol), 1,
+               server.application_checker)
+
+
+def reap_application(server, protocol) -> None:
+    """Daphne 4.2's `application_checker` for one connection, unchanged: cancel an application
+    that outlived its disconnect by `application_close_timeout`, log (and report to the protocol)
+    the exception of one that failed, forget one that finished, and forget the connection once both
+    it and its application are gone."""
+    details = server.connections[protocol]
+    disconnected = details.get("disconnected", None)
+    application_instance = details.get("application_instance", None)
+    if disconnected and time.time() - disconnected > server.application_close_timeout:
+        if application_instance and not application_instance.done():
+            daphne.server.logger.warning(
+                "Application instance %r for connection %s took too long to shut down and was killed.",
+                application_instance, repr(protocol),
+            )
+            application_instance.cancel()
+    if application_instance and application_instance.done():
+        try:
+            exception = application_instance.exception()
+        except (CancelledError, asyncio.CancelledError):
+            pass  # a cancelled application: nothing to report
+        else:
+            if exception:
+                if isinstance(exception, KeyboardInterrupt):
+                    server.stop()  # the protocol asks the server to exit (tests)
+                else:
+                    daphne.server.logger.error("Exception inside application: %s", exception, exc_info=exception)
+                    if not disconnected:
+                        protocol.handle_exception(exception)
+        del details["application_instance"]
+        application_instance = None
+    if not application_instance and disconnected:
+        del server.connections[protocol]
 
 
 def watch_stalls() -> None:
@@ -163,16 +214,6 @@ def watch_stalls() -> None:
     global _watching
     _watching = True
     _stall_limit.clear()
-    checker = daphne.server.Server.application_checker
-
-    def application_checker(server) -> None:
-        started = time.monotonic()
-        try:
-            checker(server)
-        finally:
-            _note_pass("application_checker", started, len(server.connections))
-
-    daphne.server.Server.application_checker = application_checker
     collecting = {}
 
     def on_gc(phase, info):
@@ -192,6 +233,7 @@ def main() -> None:
     tune_gc()
     daphne.server.reactor.callWhenRunning(freeze_startup)
     daphne.server.Server.timeout_checker = sliced_timeout_checker
+    daphne.server.Server.application_checker = sliced_application_checker
     watch_stalls()
     daphne.cli.AccessLogGenerator = RedactingAccessLog
     daphne.server.WebSocketFactory = ClosingWebSocketFactory

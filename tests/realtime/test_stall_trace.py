@@ -86,9 +86,72 @@ def test_daphnes_timeout_pass_runs_in_slices_with_the_reactor_free_between_them(
         function(*args)
 
     # then it checked 500 connections per turn, skipped the closed one, and comes back in 2 s
-    assert first == entry.TIMEOUT_CHECK_SLICE == 500
+    assert first == entry.CONNECTION_SLICE == 500
     assert len(checked) == 1199 and gone not in checked
     assert reactor.calls == [(2, server.timeout_checker, ())]
+
+
+class FinishedApplication:
+    """What Daphne keeps as a connection's application instance, done."""
+
+    def __init__(self, exception: BaseException | None = None, cancelled: bool = False) -> None:
+        self._exception, self._cancelled = exception, cancelled
+
+    def done(self) -> bool:
+        return True
+
+    def exception(self):
+        if self._cancelled:
+            raise asyncio.CancelledError()
+        return self._exception
+
+
+class ReapedProtocol:
+    def __init__(self) -> None:
+        self.exceptions: list = []
+
+    def handle_exception(self, exception) -> None:
+        self.exceptions.append(exception)
+
+
+def test_daphnes_reaping_pass_runs_in_slices_and_does_what_daphnes_does(monkeypatch, caplog):
+    reactor = RecordingReactor()
+    monkeypatch.setattr(daphne.server, "reactor", reactor)
+    server = FakeServer()
+    server.application_close_timeout = 10
+    server.application_checker = lambda: None
+    # 1,200 connections: most open with a running application, and four with something to do
+    running = type("Running", (), {"done": lambda self: False, "cancel": lambda self: None})
+    for _ in range(1196):
+        server.connections[ReapedProtocol()] = {"application_instance": running()}
+    gone_and_done, failed, open_and_done, hung = (ReapedProtocol() for _ in range(4))
+    killed = []
+    hung_app = type("Hung", (), {"done": lambda self: False, "cancel": lambda self: killed.append(self)})()
+    server.connections[gone_and_done] = {"disconnected": time.time(), "application_instance": FinishedApplication(cancelled=True)}
+    server.connections[failed] = {"application_instance": FinishedApplication(ValueError("boom"))}
+    server.connections[open_and_done] = {"application_instance": FinishedApplication()}
+    server.connections[hung] = {"disconnected": time.time() - 11, "application_instance": hung_app}
+
+    with caplog.at_level(logging.ERROR, logger="daphne.server"):
+        entry.sliced_application_checker(server)
+        turns = 1
+        while reactor.calls and reactor.calls[-1][0] == 0:
+            _, function, args = reactor.calls.pop()
+            function(*args)
+            turns += 1
+
+    # then it took three turns of 500, and comes back in a second
+    assert turns == 3 and reactor.calls == [(1, server.application_checker, ())]
+    # a connection closed with its application finished is forgotten
+    assert gone_and_done not in server.connections
+    # a failed application is logged and reported to its (still open) connection, then forgotten
+    assert [str(e) for e in failed.exceptions] == ["boom"]
+    assert "application_instance" not in server.connections[failed]
+    assert any("Exception inside application: boom" in r.getMessage() for r in caplog.records)
+    # a finished application of an open connection is dropped, the connection kept
+    assert server.connections[open_and_done] == {}
+    # an application that outlived its disconnect by the close timeout is cancelled
+    assert killed == [hung_app] and hung in server.connections
 
 
 def test_a_slow_pass_of_daphne_over_its_connections_is_logged(watching, caplog, monkeypatch):
