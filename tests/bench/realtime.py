@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -891,6 +892,31 @@ async def phase_big_processes(http, world, ports, count, daphnes, processes, app
     return result
 
 
+_STALL = re.compile(r"event loop stalled (\d+) ms with (\d+) connections")
+_PASS = re.compile(r"daphne's (\w+) took (\d+) ms")
+_COLLECTION = re.compile(r"a (\S+) garbage collection took (\d+) ms")
+
+
+def stall_trace(log_text: str) -> dict:
+    """What one Daphne's server-side trace logged over the run (docs/operations.md,
+    CommitToClientLatencyOverBudget): stalls of its event loop over REALTIME_STALL_WARN_MS, and
+    Daphne's own passes and garbage collections over it, by name, as count and longest (ms)."""
+    stalls = [(int(ms), int(conns)) for ms, conns in _STALL.findall(log_text)]
+    named: dict[str, dict] = {}
+    for kind, pattern in (("pass", _PASS), ("collection", _COLLECTION)):
+        for name, ms in pattern.findall(log_text):
+            entry = named.setdefault(f"{kind} {name}", {"count": 0, "longest_ms": 0})
+            entry["count"] += 1
+            entry["longest_ms"] = max(entry["longest_ms"], int(ms))
+    return {
+        "stalls": len(stalls),
+        "longest_stall_ms": max((ms for ms, _ in stalls), default=0),
+        "stalled_ms_total": sum(ms for ms, _ in stalls),
+        "most_connections_in_a_stall": max((c for _, c in stalls), default=0),
+        "named": dict(sorted(named.items())),
+    }
+
+
 def top_frames(path: Path, limit: int = 15) -> list[str]:
     """Self time per function from py-spy's collapsed stacks (idle event-loop waits removed)."""
     self_time: dict[str, int] = defaultdict(int)
@@ -1008,6 +1034,11 @@ def print_table(results: dict) -> None:
                          f"{child['cpu_per_wall']} of a core overall, {child['after_connect_cpu_per_wall']} "
                          f"after connect ({child['connections']} clients, {child['cpu_seconds']} s CPU / "
                          f"{child['wall_seconds']} s)"))
+    for k, trace in enumerate(results.get("stall_trace", {}).values()):
+        worst = max(trace["named"].items(), key=lambda item: item[1]["longest_ms"], default=None)
+        rows.append((f"daphne {k}: loop stalls over the limit",
+                     f"{trace['stalls']} (longest {trace['longest_stall_ms']} ms"
+                     + (f"; longest named: {worst[0]} {worst[1]['longest_ms']} ms)" if worst else ")")))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
@@ -1029,6 +1060,10 @@ def main(argv=None) -> None:
         for proc, _ in daphnes:
             proc.stop()
         worker.stop()
+    results["stall_trace"] = {
+        str(proc.log_path.relative_to(ROOT)): stall_trace(proc.log_path.read_text(errors="replace"))
+        for proc, _ in daphnes
+    }
     report = {"machine": machine_info(env), "args": vars(args), "seed_seconds": round(world["seconds"], 1),
               "results": results}
     RESULTS.mkdir(exist_ok=True)

@@ -261,3 +261,29 @@ def test_daphne_collects_generation_1_after_every_second_young_collection(gc_res
     monkeypatch.setenv("GC_THRESHOLD", "700,10,10")
     entry.tune_gc()
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_the_benchmark_sums_up_a_daphnes_trace_from_its_log():
+    from tests.bench.realtime import stall_trace
+
+    log = "\n".join([
+        "2026-12-02 07:37:40,732 WARNING realtime.hub event loop stalled 229 ms with 0 connections",
+        "2026-12-02 07:38:57,961 WARNING realtime.daphne a generation-1 garbage collection took 604 ms"
+        " (93698 objects collected)",
+        "2026-12-02 07:38:57,966 WARNING realtime.daphne daphne's application_checker took 609 ms over 3409 connections",
+        "2026-12-02 07:38:58,500 WARNING realtime.hub event loop stalled 612 ms with 3409 connections"
+        " (longest pass meanwhile: reap closed, 9 ms)",
+        "2026-12-02 07:39:04,027 WARNING realtime.daphne daphne's timeout_checker took 66 ms over 500 connections",
+        "2026-12-02 07:39:06,946 WARNING realtime.daphne daphne's timeout_checker took 54 ms over 500 connections",
+        "2026-12-02 07:39:32,275 WARNING realtime.daphne a full garbage collection took 797 ms (263004 objects collected)",
+        "2026-12-02 07:39:33,000 INFO something else entirely",
+    ])
+    assert stall_trace(log) == {
+        "stalls": 2, "longest_stall_ms": 612, "stalled_ms_total": 841, "most_connections_in_a_stall": 3409,
+        "named": {
+            "collection full": {"count": 1, "longest_ms": 797},
+            "collection generation-1": {"count": 1, "longest_ms": 604},
+            "pass application_checker": {"count": 1, "longest_ms": 609},
+            "pass timeout_checker": {"count": 2, "longest_ms": 66},
+        },
+    }
