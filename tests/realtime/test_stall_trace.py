@@ -287,3 +287,25 @@ def test_the_benchmark_sums_up_a_daphnes_trace_from_its_log():
             "pass timeout_checker": {"count": 2, "longest_ms": 66},
         },
     }
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_daphnes_sliced_reaping_pass_kills_an_application_that_outlives_its_client(spawn_daphne, unit_a):
+    # given a Daphne (application close timeout 5 s) whose consumer is busy with a client message
+    # for 8 s, and the client leaves meanwhile
+    proc, port = spawn_daphne(FAULT_POINTS="consumer.receive=pause:8")
+
+    async def scenario():
+        ws = await connect(port, token=unit_a.token())
+        await recv_json(ws)
+        await ws.send(PING)
+        await asyncio.sleep(0.3)
+        await ws.close()
+
+    asyncio.run(scenario())
+
+    # then the reaping pass (sliced by realtime/daphne.py) cancels the application 5 s after the
+    # disconnect, as Daphne's own does, and nothing fails in the process
+    wait_until(lambda: "took too long to shut down and was killed" in proc.output(), 15, "the reaping pass")
+    assert "Traceback" not in proc.output() and "Unhandled Error" not in proc.output()
