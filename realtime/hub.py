@@ -275,17 +275,20 @@ class Hub(ProcessChannel):
             return
         if message["type"] == "job.update":
             frame = Outgoing(0, schema.encode(schema.job_update(job=message["job"])))
-            writes = [(listener.job_frame, (frame,)) for listener in listeners]
+            notes = None
         else:
             notes = [(note.get("id"), Outgoing(0, schema.encode(schema.notification(notification=note))))
                      for note in message.get("notifications", ())]
-            writes = [(listener.notification_frame, note) for listener in listeners for note in notes]
-        for write, args in writes:
+        for listener in listeners:
             try:
-                write(*args)
+                if notes is None:
+                    listener.job_frame(frame)
+                else:
+                    for notification_id, note_frame in notes:
+                        listener.notification_frame(notification_id, note_frame)
             except Exception:  # noqa: BLE001 - one broken connection must not starve the others
                 logger.exception("a user's frame could not be written; closing the connection")
-                write.__self__.broken()
+                listener.broken()
 
     async def _unit_events(self, unit_id: str, events: list) -> None:
         unit = self.units.get(unit_id)
