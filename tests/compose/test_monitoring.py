@@ -472,6 +472,9 @@ def send_task_events(task_id: str, what: str) -> None:
         dispatcher.close()
 
 
+SUCCEEDED_SERIES = r'^flower_events_total\{.*type="task-succeeded".*\} [1-9]\d*\.0$'
+
+
 def start_flower(compose: dict, live_env: dict, db: Path) -> tuple[processes.LiveProcess, int]:
     port = processes.free_port()
     command = substitute(compose["flower"]["command"], "--address=0.0.0.0", "--address=127.0.0.1")
@@ -502,8 +505,14 @@ def test_flower_keeps_its_tasks_across_a_restart_and_answers_prometheus(compose,
                 if seen.status_code == 200 or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            # Prometheus's scrape: no credentials, a Content-Type Prometheus 3 accepts
-            metrics = http.get("/flower/metrics")
+            # Flower's receiver thread applies the three events one by one: the task can be visible
+            # (task-received) before task-succeeded is counted, so read until all three are in
+            while True:
+                # Prometheus's scrape: no credentials, a Content-Type Prometheus 3 accepts
+                metrics = http.get("/flower/metrics")
+                if re.search(SUCCEEDED_SERIES, metrics.text, re.M) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
     finally:
         # when it stops (SIGTERM, as `docker compose stop` does) and starts again on the same file
         proc.stop(timeout=30)
@@ -525,7 +534,7 @@ def test_flower_keeps_its_tasks_across_a_restart_and_answers_prometheus(compose,
     # and Prometheus can read Flower's metrics inside the compose network
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].split(";")[0] == "text/plain"
-    assert re.search(r'^flower_events_total\{.*type="task-succeeded".*\} [1-9]\d*\.0$', metrics.text, re.M), metrics.text[:2000]
+    assert re.search(SUCCEEDED_SERIES, metrics.text, re.M), metrics.text[-3000:]
 
 
 # --- the application's /metrics, scraped as Prometheus scrapes it ---------------------------------
