@@ -56,7 +56,9 @@ class LayerListener:
             self._error = exc
             self._ready.set()
         finally:
-            if hasattr(self.layer, "close_pools"):
+            # the core layer has pools to close; the pub/sub layer's proxy closes its own when the
+            # loop closes (and answers any other attribute only inside a running loop)
+            if hasattr(type(self.layer), "close_pools"):
                 self._loop.run_until_complete(self.layer.close_pools())
             self._loop.close()
 
