@@ -90,19 +90,24 @@ class WebSocketAuthMiddleware(BaseMiddleware):
 
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        try:
-            scope["identity"] = await authenticate(query)
-        except AuthFailed as failure:
-            scope["identity"] = None
-            scope["auth_error"] = failure.reason
-        except UNAVAILABLE as exc:
-            logger.warning("websocket credentials could not be checked: %s", type(exc).__name__)
-            scope["identity"] = None
-            scope["auth_error"] = "unavailable"
+        await identify(scope)
         # Straight to the inner application: BaseMiddleware.__call__ would copy the scope again
-        # and keep one more coroutine frame alive for the connection's whole life.
+        # and keep one more coroutine frame alive for the connection's whole life. This frame
+        # lives as long: what it holds besides the scope (the parsed query) is gone by now.
         return await self.inner(scope, receive, send)
+
+
+async def identify(scope: dict) -> None:
+    """Set the scope's `identity` from the credentials in its query string, or its `auth_error`."""
+    try:
+        scope["identity"] = await authenticate(parse_qs(scope.get("query_string", b"").decode("latin-1")))
+    except AuthFailed as failure:
+        scope["identity"] = None
+        scope["auth_error"] = failure.reason
+    except UNAVAILABLE as exc:
+        logger.warning("websocket credentials could not be checked: %s", type(exc).__name__)
+        scope["identity"] = None
+        scope["auth_error"] = "unavailable"
 
 
 def origin_validator(application):

@@ -53,7 +53,7 @@ async def test_the_auth_middleware_adds_one_coroutine_and_one_scope_copy_to_a_co
         scopes.append(scope)
         await waiting.wait()
 
-    outer_scope = {"type": "websocket", "query_string": b"", "headers": []}
+    outer_scope = {"type": "websocket", "query_string": b"batch=1&last_seq=12", "headers": []}
     task = asyncio.ensure_future(WebSocketAuthMiddleware(inner)(outer_scope, None, None))
     await asyncio.sleep(0.01)
 
@@ -62,6 +62,9 @@ async def test_the_auth_middleware_adds_one_coroutine_and_one_scope_copy_to_a_co
     chain = coroutine_chain(task)
     assert chain[:2] == ["__call__", "inner"], chain
     assert scopes[0] is not outer_scope and scopes[0]["auth_error"] == "credentials_missing"
+    # and the middleware's frame, alive as long as the connection, keeps nothing else (the parsed
+    # query string was ~540 bytes per connection)
+    assert set(task.get_coro().cr_frame.f_locals) <= {"self", "scope", "receive", "send"}
     waiting.set()
     await task
 
@@ -100,3 +103,146 @@ async def test_a_users_job_updates_and_notifications_are_encoded_once_for_all_th
     assert all(tab.frames[0] is first[0] and tab.frames[1][1] is first[1][1] for tab in tabs)
     assert json.loads(first[0].text) == {"type": "job_update", "job": {"id": "j1", "status": "running"}}
     assert first[1][0] == "n1" and json.loads(first[1][1].text) == {"type": "notification", "notification": note}
+
+
+# --- the application's receive queue (realtime/daphne.py `Inbox`) -----------------------------------
+
+
+async def bytes_kept_per_queue(queue_class, count: int = 300) -> float:
+    """What a connection's receive queue keeps allocated once its application has read the
+    websocket.connect message and waits for the next one (tracemalloc, bytes per queue)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        queues = []
+        for _ in range(count):
+            queue = queue_class()
+            queue.put_nowait({"type": "websocket.connect"})
+            await queue.get()
+            queues.append(queue)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / count
+
+
+async def test_an_idle_connections_receive_queue_costs_a_few_dozen_bytes():
+    from realtime.daphne import Inbox
+
+    inbox, stock = await bytes_kept_per_queue(Inbox), await bytes_kept_per_queue(asyncio.Queue)
+    # asyncio.Queue keeps three deques and an Event with a fourth: ~3.2 KB per idle connection, for
+    # the one reader an ASGI application is; the inbox keeps its messages only while they wait
+    assert stock > 3000 and inbox < 100, (inbox, stock)
+
+
+async def test_the_inbox_hands_over_every_message_in_order_to_a_waiting_or_late_reader():
+    from realtime.daphne import Inbox
+
+    inbox = Inbox()
+    # a reader waiting before anything arrived is woken by the first message
+    reader = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait(1)
+    assert await reader == 1
+    # messages that arrive while nobody reads wait, in order
+    for n in (2, 3, 4):
+        inbox.put_nowait(n)
+    assert [await inbox.get() for _ in range(3)] == [2, 3, 4]
+
+
+async def test_a_cancelled_read_loses_no_message():
+    from realtime.daphne import Inbox
+
+    # given a reader that is woken and cancelled in the same turn of the loop (the message was
+    # handed over, the reader never ran): asyncio.Queue keeps the message for the next get
+    inbox = Inbox()
+    reader = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("connect")
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    assert reader.cancelled()
+    # then the next read still gets it
+    assert await asyncio.wait_for(inbox.get(), 1) == "connect"
+
+
+async def test_a_second_concurrent_reader_is_refused_not_left_waiting_forever():
+    from realtime.daphne import Inbox
+
+    inbox = Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    try:
+        with __import__("pytest").raises(RuntimeError, match="one reader"):
+            await inbox.get()
+    finally:
+        first.cancel()
+
+
+async def test_daphne_gives_websocket_applications_an_inbox_and_http_requests_asyncios_queue():
+    from daphne.server import Server
+
+    from realtime.daphne import Inbox, create_application
+
+    scopes = []
+
+    async def app(scope, receive, send):
+        scopes.append((scope["type"], receive))
+
+    server = Server.__new__(Server)
+    server.application, server.connections = app, {}
+    for kind in ("websocket", "http"):
+        protocol = object()
+        server.connections[protocol] = {}
+        queue = create_application(server, protocol, {"type": kind})
+        await server.connections[protocol]["application_instance"]
+        assert scopes[-1] == (kind, queue.get)
+        assert isinstance(queue, Inbox) == (kind == "websocket") and bool(queue)
+
+
+# --- the WebSocket protocol's options (realtime/daphne.py `ClosingWebSocketFactory`) ----------------
+
+
+def connected_protocol(factory):
+    from twisted.internet.testing import StringTransport
+
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+def test_a_connection_reads_its_options_from_its_factory_without_a_copy_of_its_own():
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+
+    from realtime.daphne import ClosingWebSocketFactory
+
+    # given Daphne's factory, with the options Daphne sets from its command line after creating it
+    factory = ClosingWebSocketFactory(object, server="daphne")
+    factory.setProtocolOptions(autoPingInterval=20, autoPingTimeout=30, maxMessagePayloadSize=65536)
+    protocol = connected_protocol(factory)
+
+    # then the connection sees them all, and ours (failByDrop off)
+    assert (protocol.autoPingInterval, protocol.autoPingTimeout, protocol.maxMessagePayloadSize) == (20, 30, 65536)
+    assert protocol.failByDrop is False
+    # a function among them is the factory's own, not a method of the connection
+    accept = lambda offers: None  # noqa: E731
+    factory.setProtocolOptions(perMessageCompressionAccept=accept)
+    assert connected_protocol(factory).perMessageCompressionAccept is accept
+    assert all(getattr(protocol, name) == getattr(factory, name) for name in WebSocketServerProtocol.CONFIG_ATTRS)
+    # without autobahn's per-connection copy of all 29 (they pushed every connection's attribute
+    # table from 128 to 256 slots: ~1.7 KB per connection)
+    assert not set(WebSocketServerProtocol.CONFIG_ATTRS) & set(vars(protocol))
+
+
+def test_two_factories_keep_their_own_options():
+    from realtime.daphne import ClosingWebSocketFactory
+
+    first, second = ClosingWebSocketFactory(object), ClosingWebSocketFactory(object)
+    first.setProtocolOptions(autoPingInterval=5)
+    second.setProtocolOptions(autoPingInterval=50)
+    assert connected_protocol(first).autoPingInterval == 5
+    assert connected_protocol(second).autoPingInterval == 50
+    second.resetProtocolOptions()
+    assert connected_protocol(second).autoPingInterval == 0 and connected_protocol(first).autoPingInterval == 5
