@@ -203,8 +203,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.joined = True
         self.notifications_buffer = []
         await hub.join(self)
-        current = await selectors.unit_current_seq(self.unit_id)
-        unread, counted = await selectors.unread_notifications(self.user_id)
+        current, unread, counted = await selectors.greeting_state(self.unit_id, self.user_id)
         self.notifications_counted = frozenset(counted)
         self.send_message(
             schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread)

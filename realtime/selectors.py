@@ -14,7 +14,17 @@ units_current_seq = realtime_db(events.units_current_seq)
 outbox_frames = realtime_db(events.outbox_frames)
 users_access = realtime_db(accounts.users_access)
 user_for_socket = realtime_db(accounts.user_for_socket)
-unread_notifications = realtime_db(notifications.unread_state)
+
+
+def _greeting_state(unit_id: str, user_id: str) -> tuple[int, int, set[str]]:
+    """What a connection's greeting needs, read in one trip to the pool (each trip is a checkout,
+    its health check and its return): the unit's current seq, then the user's unread notifications
+    (count, ids counted). The seq first: the connection has joined the hub already, so an event
+    committed after this read reaches it live."""
+    return (events.unit_current_seq(unit_id), *notifications.unread_state(user_id))
+
+
+greeting_state = realtime_db(_greeting_state)
 
 
 def _presence_profile(user_id: str) -> tuple[str, str, str] | None:

@@ -246,3 +246,48 @@ def test_two_factories_keep_their_own_options():
     assert connected_protocol(second).autoPingInterval == 50
     second.resetProtocolOptions()
     assert connected_protocol(second).autoPingInterval == 0 and connected_protocol(first).autoPingInterval == 5
+
+
+# --- the database on the way in -------------------------------------------------------------------
+
+
+@__import__("pytest").mark.django_db(transaction=True)
+async def test_opening_a_connection_takes_two_trips_to_the_database_pool(unit_a, monkeypatch):
+    """Each trip is a pooled connection's checkout, its health check (a round trip of its own) and
+    its return: the user behind the token, then the greeting's unit seq and unread notifications."""
+    from channels.db import DatabaseSyncToAsync
+    from channels.testing import WebsocketCommunicator
+
+    from realtime import consumers
+    from realtime.hub import Hub
+
+    trips: list[str] = []
+    original = DatabaseSyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        trips.append(self.func.__name__)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseSyncToAsync, "__call__", counted)
+    monkeypatch.setattr(consumers, "hub", Hub())  # this test's event loop's own
+    token = await asyncio.to_thread(unit_a.token, unit_a.store)
+
+    def client():
+        return WebsocketCommunicator(WebSocketAuthMiddleware(UpdatesConsumer.as_asgi()), f"/ws/updates/?token={token}")
+
+    # given a process whose hub already follows the unit (its first connection made the hub read
+    # the unit's seq once)
+    first = client()
+    await first.connect()
+    await first.receive_json_from(timeout=10)
+    trips.clear()
+    # when another connection of the unit opens
+    second = client()
+    connected, _ = await second.connect()
+    hello = await second.receive_json_from(timeout=10)
+    for ws in (first, second):
+        await ws.disconnect()
+
+    # then it was greeted after two trips: the user, then the greeting's reads in one
+    assert connected and hello["type"] == "connection_established" and hello["unread_notifications"] == 0
+    assert trips == ["user_for_socket", "_greeting_state"], trips
