@@ -136,23 +136,22 @@ def job_start(*, job_id: str, worker: str = "") -> Job | None:
 
     Returns None for a job that does not exist (its enqueue was compensated) and the job as it is
     for one already finished (a duplicate delivery: the caller does nothing)."""
-    job = Job.objects.select_related("requested_by").filter(id=job_id).first()
-    if job is None:
-        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
-        return None
-    if job.status in TERMINAL_STATUSES:
-        logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
-        return job
-    # One statement; F(): two deliveries of one job may both get here and each must count.
+    # Count first, then read what was counted (two statements, not a read, the update and a
+    # re-read). One statement; F(): two deliveries of one job may both get here and each must count.
     now = timezone.now()
-    Job.objects.filter(id=job.id).update(
+    counted = Job.objects.filter(id=job_id).exclude(status__in=TERMINAL_STATUSES).update(
         status=Case(When(status=JobStatus.QUEUED, then=Value(JobStatus.RUNNING)), default=F("status")),
         started_at=Coalesce(F("started_at"), Value(now)),
         attempts=F("attempts") + 1,
         worker=worker,
         touched_at=now,
     )
-    job.refresh_from_db(fields=["status", "started_at", "attempts", "worker", "touched_at"])
+    job = Job.objects.select_related("requested_by").filter(id=job_id).first()
+    if job is None:
+        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
+        return None
+    if not counted:
+        logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
     return job
 
 

@@ -140,7 +140,9 @@ class CrateViewSet(viewsets.ModelViewSet):
     ordering = ["-created_at", "id"]
 
     def get_queryset(self):
-        return selectors.crates_visible_to(self.request.user, include_deleted=_include_deleted(self.request))
+        crates = selectors.crates_visible_to(self.request.user, include_deleted=_include_deleted(self.request))
+        # a relocation's job description names the crate's unit: read with the crate, not after it
+        return crates.select_related("unit") if self.action == "relocate" else crates
 
     def _write_input(self, partial: bool) -> dict:
         data = CrateWriteSerializer(data=self.request.data, partial=partial)
