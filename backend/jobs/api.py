@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from backend.accounts.api import SignatureInputSerializer, decision_sign
 from backend.accounts.signatures import signature_meaning
-from backend.common.api import MAX_VERSION
+from backend.common.api import MAX_VERSION, ListFiltersForListsOnly
 
 from . import registry
 from .models import Job, JobOutcome, JobStatus
@@ -109,7 +109,7 @@ OUTCOMES_PARAMETER = OpenApiParameter(
 )
 
 
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(ListFiltersForListsOnly, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Jobs of your unit. A job of another unit is a plain 404."""
 
     serializer_class = JobSerializer

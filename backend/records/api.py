@@ -18,7 +18,7 @@ from backend.accounts.api import SignatureInputSerializer, decision_sign
 from backend.accounts.signatures import signature_meaning
 from backend.audit.api import AuditEntrySerializer, SignatureRefSerializer, history_response, signature_ref
 from backend.audit.selectors import binding_matches, entries_since_version, signatures_of
-from backend.common.api import MAX_VERSION, expected_version
+from backend.common.api import MAX_VERSION, ListFiltersForListsOnly, expected_version
 from backend.common.errors import StaleVersion
 from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
@@ -132,7 +132,7 @@ class CrateFilter(django_filters.FilterSet):
     partial_update=extend_schema(request=CrateWriteSerializer, responses={200: CrateSerializer, **ERROR_RESPONSES}),
     list=extend_schema(parameters=[INCLUDE_DELETED]),
 )
-class CrateViewSet(viewsets.ModelViewSet):
+class CrateViewSet(ListFiltersForListsOnly, viewsets.ModelViewSet):
     serializer_class = CrateSerializer
     filterset_class = CrateFilter
     search_fields = ["crate_number", "location"]
@@ -308,7 +308,7 @@ def _request_filter(model):
     return type(f"{model.__name__}Filter", (RequestFilter,), {"Meta": type("Meta", (RequestFilter.Meta,), {"model": model})})
 
 
-class RequestViewSet(viewsets.ModelViewSet):
+class RequestViewSet(ListFiltersForListsOnly, viewsets.ModelViewSet):
     """Shared by the three request kinds; subclasses name the `entity`."""
 
     entity: str
@@ -451,7 +451,7 @@ class SendBackRecordSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SendBackRecordViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SendBackRecordViewSet(ListFiltersForListsOnly, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = SendBackRecordSerializer
     filterset_fields = ["entity", "request_id"]
     search_fields = ["reason"]

@@ -175,3 +175,22 @@ def test_sendback_records_are_listed_with_the_contract_fields_and_filter_by_requ
     # and filter by the request they belong to
     only = client.get(f"/api/sendback-records/?request_id={other.id}").json()["results"]
     assert [r["request_id"] for r in only] == [str(other.id)]
+
+
+def test_list_filters_narrow_lists_not_the_object_an_action_names(api, staff, requests):
+    """An action on one crate or request finds it by id and by what the user may see, never by a
+    list's filters: they are not run (django-filter builds and validates a FilterSet each time,
+    ~1.4 ms of a relocation's ~12 ms of CPU), and a stray `?status=` or `?search=` on its URL
+    neither hides the object nor turns into a 400."""
+    crate = CrateFactory(unit=staff["store"].unit, location="Aisle 2")
+    store, requester = api(staff["store"]), api(staff["requester"])
+    assert store.get(f"/api/crates/{crate.id}/?status=withdrawn&search=nothing").status_code == 200
+    assert store.get(f"/api/crates/{crate.id}/?status=lost").status_code == 200
+    moved = store.post(f"/api/crates/{crate.id}/relocate/?status=lost", {"location": "Bay 1"}, format="json")
+    assert moved.status_code == 202, moved.content
+    pending = requests["pending"]
+    assert requester.get(f"/api/withdrawal-requests/{pending.id}/?status=approved").status_code == 200
+    # while the lists still filter (and refuse a status that does not exist)
+    assert str(crate.id) not in _ids(store.get("/api/crates/?status=withdrawn"))
+    assert _ids(store.get("/api/crates/?search=nothing-like-it")) == []
+    assert store.get("/api/crates/?status=lost").status_code == 400
