@@ -59,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="py-spy the Daphne process during the fan-out phase")
     p.add_argument("--deflate", choices=["off", "on", "no_context_takeover", "small"], default="off",
                    help="WS_DEFLATE for the Daphnes; clients offer permessage-deflate unless off")
+    p.add_argument("--ping-interval", type=int, default=20,
+                   help="the Daphnes' --ping-interval in seconds (20: the Procfile's); what a server's "
+                        "idle connections cost in pings and pongs")
     p.add_argument("--label", default="", help="a note stored with the results")
     p.add_argument("--presence", action="store_true",
                    help="clients connect with presence=1, each as a user of its own, and each tells a "
@@ -215,7 +218,7 @@ def start_stack(args, env):
         port = free_port()
         cmd = [
             sys.executable, "-m", "realtime.daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-            "--proxy-headers", "--ping-interval", "20", "--ping-timeout", "30",
+            "--proxy-headers", "--ping-interval", str(args.ping_interval), "--ping-timeout", "30",
             "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536",
             "--application-close-timeout", "10", "-v", "0", "backend.config.asgi:application",
         ]
