@@ -13,6 +13,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
+
 
 class Outgoing:
     __slots__ = ("seq", "text", "_bytes", "_prepared", "meta", "_activity_text", "_activity")
@@ -114,7 +116,10 @@ class FrameWriter:
                         self.on_overflow()
                     return
             if isinstance(frame, Outgoing):
-                protocol.sendPreparedMessage(prepared)
+                if protocol._perMessageCompress is not None or protocol.send_queue:
+                    protocol.sendPreparedMessage(prepared)  # compressed per connection, or queued behind
+                else:
+                    send_now(protocol.transport, prepared.payloadHybi)
             else:
                 protocol.sendMessage(data)
             return
@@ -139,6 +144,39 @@ class FrameWriter:
         if previous is not None and not previous.done():
             await previous
         await self.send({"type": "websocket.send", "text": text})
+
+
+def send_now(transport, data: bytes) -> None:
+    """Write `data` to a connection's socket at once when nothing is waiting before it, else through
+    Twisted's buffer (`transport.write`), which keeps the order and the producer's pause.
+
+    Twisted's own write always buffers and asks the reactor to wait for the socket to be writable:
+    under the asyncio reactor that is `add_writer` (an epoll_ctl and a Handle), a turn of the loop,
+    the send, then `remove_writer` (another epoll_ctl), with Twisted's logging context around each
+    step: most of a delivery's cost when one update goes to thousands of idle connections, whose
+    kernel buffers are empty (docs/performance.md, "20,000 again"). autobahn's `sendData` adds a debug
+    line it formats on every call. A TLS transport, or one with anything buffered or closing, takes
+    the usual way."""
+    if (
+        not isinstance(transport, tcp.Connection)
+        or transport.dataBuffer
+        or transport._tempDataBuffer
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or getattr(transport, "TLS", False)
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)  # Twisted's write path meets the error and closes the connection
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 class _RequestPath:

@@ -834,6 +834,49 @@ class ClientProcesses:
         return [message[1] for message in closed]
 
 
+def hub_histograms() -> dict[str, float]:
+    """The Daphnes' commit -> handed-to-connections histograms, as their hubs last reported them to
+    the keys Redis (every REALTIME_REPORT_SECONDS), summed: {bucket upper bound: observations}."""
+    from backend.common.redis import keys_client
+    from backend.events.metrics import C2C_FIELD, REALTIME_KEY_PREFIX
+
+    client, total = keys_client(), {}
+    for key in client.scan_iter(f"{REALTIME_KEY_PREFIX}*"):
+        for field, value in client.hgetall(key).items():
+            field = field.decode()
+            if field.startswith(C2C_FIELD):
+                bound = field[len(C2C_FIELD):]
+                total[bound] = total.get(bound, 0.0) + float(value)
+    return total
+
+
+def server_side_latency(before: dict[str, float], after: dict[str, float]) -> dict:
+    """What the hubs observed between two readings of `hub_histograms()`: observations (one per
+    event per connection it was handed to), the share handed over within 100 ms of the commit, and
+    the buckets p50 and p99 fall in (upper bounds, ms; "+Inf" beyond the last)."""
+    bounds = sorted((b for b in after if b != "+Inf"), key=float) + ["+Inf"]
+    counts = [after.get(b, 0.0) - before.get(b, 0.0) for b in bounds]
+    seen = sum(counts)
+    if seen <= 0:
+        return {"observations": 0}
+
+    def bucket_of(q: float) -> str:
+        running = 0.0
+        for bound, count in zip(bounds, counts, strict=True):
+            running += count
+            if running >= q * seen:
+                return bound if bound == "+Inf" else f"<= {float(bound) * 1000:g}"
+        return "+Inf"
+
+    within = sum(c for b, c in zip(bounds, counts, strict=True) if b != "+Inf" and float(b) <= 0.1)
+    return {
+        "observations": int(seen),
+        "share_within_100_ms": round(within / seen, 4),
+        "p50_bucket_ms": bucket_of(0.5),
+        "p99_bucket_ms": bucket_of(0.99),
+    }
+
+
 async def phase_big_processes(http, world, ports, count, daphnes, processes, approvals, compression) -> dict:
     """The big idle phase with its clients in `processes` child processes: connect rate, server
     memory per idle connection, and single approvals' commit -> client over every client of the unit."""
@@ -857,6 +900,11 @@ async def phase_big_processes(http, world, ports, count, daphnes, processes, app
         }
         commit, api, http_202, expected_total, per_approval = [], [], [], 0, []
         units = world["units"]
+        # the hubs' own view (commit -> handed to the connections, before any client reads it):
+        # their last report before the approvals, and the first one after the last
+        report_every = float(os.environ.get("REALTIME_REPORT_SECONDS", "2"))
+        await asyncio.sleep(report_every * 1.5)
+        hubs_before = hub_histograms()
         for i in range(approvals):
             unit = units[i % len(units)]
             request_id = world["pending"][unit].pop(0)
@@ -877,6 +925,8 @@ async def phase_big_processes(http, world, ports, count, daphnes, processes, app
             # first and last client of the unit: the server's delay before the fan-out vs its spread
             per_approval.append([round(min(this) * 1000, 1), round(max(this) * 1000, 1)] if this else None)
             await asyncio.sleep(0.02)
+        await asyncio.sleep(report_every * 1.5)
+        result["server_side"] = server_side_latency(hubs_before, hub_histograms())
     finally:
         clients = await fleet.close()
     for opened_part, client in zip(opened, clients, strict=True):
@@ -1032,6 +1082,11 @@ def print_table(results: dict) -> None:
         gs = g["single_approvals"]
         rows.append((f"at {g['connections']}: commit -> client p50/p99",
                      f"{gs['commit_to_client_ms']['p50']} / {gs['commit_to_client_ms']['p99']} ms"))
+        side = g.get("server_side") or {}
+        if side.get("observations"):
+            rows.append((f"at {g['connections']}: commit -> handed over (hubs)",
+                         f"p50 {side['p50_bucket_ms']} ms, p99 {side['p99_bucket_ms']} ms, "
+                         f"{side['share_within_100_ms'] * 100:.1f} % within 100 ms ({side['observations']} handed)"))
         for k, child in enumerate(g.get("clients", [])):
             rows.append((f"at {g['connections']}: client process {k} CPU",
                          f"{child['cpu_per_wall']} of a core overall, {child['after_connect_cpu_per_wall']} "

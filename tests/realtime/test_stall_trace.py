@@ -309,3 +309,17 @@ def test_a_real_daphnes_sliced_reaping_pass_kills_an_application_that_outlives_i
     # disconnect, as Daphne's own does, and nothing fails in the process
     wait_until(lambda: "took too long to shut down and was killed" in proc.output(), 15, "the reaping pass")
     assert "Traceback" not in proc.output() and "Unhandled Error" not in proc.output()
+
+
+def test_the_bench_splits_the_hubs_own_commit_to_handover_from_two_readings():
+    from tests.bench.realtime import server_side_latency
+
+    # given two readings of the hubs' summed histograms (bucket upper bound in seconds: observations)
+    before = {"0.05": 100.0, "0.1": 10.0, "0.25": 0.0, "+Inf": 0.0}
+    after = {"0.05": 1100.0, "0.1": 960.0, "0.25": 50.0, "+Inf": 0.0}
+
+    # then what was handed over between them: 2,000 observations, 97.5 % within 100 ms
+    side = server_side_latency(before, after)
+    assert side == {"observations": 2000, "share_within_100_ms": 0.975, "p50_bucket_ms": "<= 50",
+                    "p99_bucket_ms": "<= 250"}
+    assert server_side_latency(after, after) == {"observations": 0}
