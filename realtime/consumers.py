@@ -323,6 +323,18 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
 
     # --- delivery (called by the hub, synchronously, in seq order) -----------------------------
 
+    def deliver_all(self, events: tuple[Outgoing, ...]) -> None:
+        """The hub's events of one message, in seq order: their frames leave in one write."""
+        if len(events) == 1:
+            self.deliver(events[0])
+            return
+        self.writer.cork()
+        try:
+            for event in events:
+                self.deliver(event)
+        finally:
+            self.writer.uncork()
+
     def deliver(self, event: Outgoing) -> None:
         if self.buffer is not None:
             self.buffer.append(event)

@@ -64,7 +64,7 @@ class FrameWriter:
     of buffering on. `drained()` lets a writer of many frames (a resume's replay) wait for the
     client instead."""
 
-    __slots__ = ("protocol", "send", "_pending", "paused", "backlog", "budget", "on_overflow", "_drained")
+    __slots__ = ("protocol", "send", "_pending", "paused", "backlog", "budget", "on_overflow", "_drained", "_corked")
 
     def __init__(self, send: Callable, budget: int | None = None, on_overflow: Callable[[], None] | None = None) -> None:
         self.send = send
@@ -75,6 +75,20 @@ class FrameWriter:
         self.budget = budget
         self.on_overflow = on_overflow
         self._drained: asyncio.Event | None = None
+        self._corked: list[bytes] | None = None  # frames held between cork() and uncork()
+
+    def cork(self) -> None:
+        """Hold this connection's next frames until `uncork()`, which writes them in one go (under
+        Daphne; elsewhere each frame is an ASGI send anyway)."""
+        if self.protocol is not None and self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        # (a connection closed meanwhile, say past its slow-reader budget, gets nothing more: its
+        # resume with last_seq fills what it missed)
+        if corked and self.protocol.state == self.protocol.STATE_OPEN:
+            send_now(self.protocol.transport, corked[0] if len(corked) == 1 else b"".join(corked))
 
     def pause(self) -> None:
         self.paused = True
@@ -115,11 +129,17 @@ class FrameWriter:
                     if self.on_overflow is not None:
                         self.on_overflow()
                     return
-            if isinstance(frame, Outgoing):
-                if protocol._perMessageCompress is not None or protocol.send_queue:
-                    protocol.sendPreparedMessage(prepared)  # compressed per connection, or queued behind
+            if isinstance(frame, Outgoing) and protocol._perMessageCompress is None and not protocol.send_queue:
+                if self._corked is not None:
+                    self._corked.append(prepared.payloadHybi)
                 else:
                     send_now(protocol.transport, prepared.payloadHybi)
+                return
+            if self._corked:  # what was held goes first: the order of a connection's frames is kept
+                self.uncork()
+                self._corked = []
+            if isinstance(frame, Outgoing):
+                protocol.sendPreparedMessage(prepared)  # compressed per connection, or queued behind
             else:
                 protocol.sendMessage(data)
             return

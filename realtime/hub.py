@@ -85,6 +85,8 @@ class Listener(Protocol):
 
     def deliver(self, event: Outgoing) -> None: ...
 
+    def deliver_all(self, events: tuple[Outgoing, ...]) -> None: ...
+
     def resync(self, reason: str, seq: int) -> None: ...
 
     def broken(self) -> None: ...
@@ -307,23 +309,30 @@ class Hub(ProcessChannel):
     def _deliver(self, unit: _Unit, events: list[tuple[int, str]]) -> None:
         listeners = tuple(unit.listeners)
         before = unit.delivered
+        outgoing = []
         for seq, frame, *activity in events:
-            if seq != unit.delivered + 1:
+            if seq != before + len(outgoing) + 1:
                 # Publishers send each unit's events in seq order, so this cannot happen; if it
                 # ever does, stop: the next outbox fill delivers the rest in order.
-                logger.error("hub got seq %s after %s; leaving it to the outbox fill", seq, unit.delivered)
+                logger.error("hub got seq %s after %s; leaving it to the outbox fill", seq, before + len(outgoing))
                 break
-            event = Outgoing(seq, frame, activity[0] if activity else "")  # encoded and framed once for all
-            for listener in listeners:
-                try:
-                    listener.deliver(event)
-                except Exception:  # noqa: BLE001 - one broken connection must not starve the others
-                    logger.exception("delivering seq %s to a connection failed; closing it", seq)
-                    listener.broken()
-            unit.delivered = seq
-            self.delivered_total += len(listeners)
-        if listeners and unit.delivered > before:
-            self._observe(events, unit.delivered - before, len(listeners))
+            outgoing.append(Outgoing(seq, frame, activity[0] if activity else ""))  # encoded and framed once for all
+        if not outgoing:
+            return
+        outgoing = tuple(outgoing)
+        # Connection by connection, all of the message's events at once: a connection's frames of
+        # one change (a request and its crates) leave in one write, one system call, not one each.
+        for listener in listeners:
+            try:
+                listener.deliver_all(outgoing)
+            except Exception:  # noqa: BLE001 - one broken connection must not starve the others
+                logger.exception("delivering seqs %s-%s to a connection failed; closing it",
+                                 outgoing[0].seq, outgoing[-1].seq)
+                listener.broken()
+        unit.delivered = outgoing[-1].seq
+        self.delivered_total += len(listeners) * len(outgoing)
+        if listeners:
+            self._observe(events, len(outgoing), len(listeners))
 
     def _observe(self, events: list[tuple[int, str]], delivered: int, listeners: int) -> None:
         """Commit-to-client latency of the first `delivered` events, each handed to `listeners`
