@@ -136,22 +136,25 @@ def job_start(*, job_id: str, worker: str = "") -> Job | None:
 
     Returns None for a job that does not exist (its enqueue was compensated) and the job as it is
     for one already finished (a duplicate delivery: the caller does nothing)."""
-    # Count first, then read what was counted (two statements, not a read, the update and a
-    # re-read). One statement; F(): two deliveries of one job may both get here and each must count.
+    job = Job.objects.select_related("requested_by").filter(id=job_id).first()
+    if job is None:
+        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
+        return None
+    if job.status in TERMINAL_STATUSES:
+        logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
+        return job
+    # One statement; F(): two deliveries of one job may both get here and each must count (so the
+    # UPDATE does not exclude finished jobs: a delivery that got past the check above while the
+    # other's transaction was still open is counted even though that one has committed since).
     now = timezone.now()
-    counted = Job.objects.filter(id=job_id).exclude(status__in=TERMINAL_STATUSES).update(
+    Job.objects.filter(id=job.id).update(
         status=Case(When(status=JobStatus.QUEUED, then=Value(JobStatus.RUNNING)), default=F("status")),
         started_at=Coalesce(F("started_at"), Value(now)),
         attempts=F("attempts") + 1,
         worker=worker,
         touched_at=now,
     )
-    job = Job.objects.select_related("requested_by").filter(id=job_id).first()
-    if job is None:
-        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
-        return None
-    if not counted:
-        logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
+    job.refresh_from_db(fields=["status", "started_at", "attempts", "worker", "touched_at"])
     return job
 
 

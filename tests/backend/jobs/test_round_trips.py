@@ -39,11 +39,11 @@ def test_a_relocation_costs_its_request_and_its_job_few_round_trips(api, enqueue
     assert (job.status, job.attempts, job.result["version"]) == (JobStatus.SUCCEEDED, 1, 3)
     # the request: the user (JWT), the crate with its unit, the job row in its own transaction
     assert statements(request) == ["SELECT", "SELECT", "BEGIN", "INSERT", "COMMIT"]
-    # the job: start (count the attempt, read the job); one transaction with a single savepoint (the one that
+    # the job: start (read, count the attempt, re-read); one transaction with a single savepoint (the one that
     # undoes a refused relocation) for the change, its seq, its audit entry, the outbox row, the
     # requester's notification and the job's outcome; then the event is marked published
     assert statements(run) == [
-        "UPDATE", "SELECT",
+        "SELECT", "UPDATE", "SELECT",
         "BEGIN", "SELECT", "SAVEPOINT",
         "SELECT", "UPDATE",  # the crate, locked and changed
         "SELECT", "UPDATE",  # the unit's counter, locked and advanced
