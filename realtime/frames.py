@@ -84,10 +84,18 @@ class FrameWriter:
             self._corked = []
 
     def uncork(self) -> None:
-        corked, self._corked = self._corked, None
+        self._send_corked()
+        self._corked = None
+
+    def _send_corked(self) -> None:
+        """Write what is held, in one go, and keep holding what comes next."""
+        corked = self._corked
+        if not corked:
+            return
+        self._corked = []
         # (a connection closed meanwhile, say past its slow-reader budget, gets nothing more: its
         # resume with last_seq fills what it missed)
-        if corked and self.protocol.state == self.protocol.STATE_OPEN:
+        if self.protocol.state == self.protocol.STATE_OPEN:
             send_now(self.protocol.transport, corked[0] if len(corked) == 1 else b"".join(corked))
 
     def pause(self) -> None:
@@ -135,9 +143,7 @@ class FrameWriter:
                 else:
                     send_now(protocol.transport, prepared.payloadHybi)
                 return
-            if self._corked:  # what was held goes first: the order of a connection's frames is kept
-                self.uncork()
-                self._corked = []
+            self._send_corked()  # what was held goes first: the order of a connection's frames is kept
             if isinstance(frame, Outgoing):
                 protocol.sendPreparedMessage(prepared)  # compressed per connection, or queued behind
             else:

@@ -902,7 +902,9 @@ async def phase_big_processes(http, world, ports, count, daphnes, processes, app
         units = world["units"]
         # the hubs' own view (commit -> handed to the connections, before any client reads it):
         # their last report before the approvals, and the first one after the last
-        report_every = float(os.environ.get("REALTIME_REPORT_SECONDS", "2"))
+        from django.conf import settings
+
+        report_every = settings.REALTIME_REPORT_SECONDS
         await asyncio.sleep(report_every * 1.5)
         hubs_before = hub_histograms()
         for i in range(approvals):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from realtime.auth import WebSocketAuthMiddleware
 from realtime.consumers import UpdatesConsumer
 
@@ -175,7 +177,7 @@ async def test_a_second_concurrent_reader_is_refused_not_left_waiting_forever():
     first = asyncio.ensure_future(inbox.get())
     await asyncio.sleep(0)
     try:
-        with __import__("pytest").raises(RuntimeError, match="one reader"):
+        with pytest.raises(RuntimeError, match="one reader"):
             await inbox.get()
     finally:
         first.cancel()
@@ -251,7 +253,7 @@ def test_two_factories_keep_their_own_options():
 # --- the database on the way in -------------------------------------------------------------------
 
 
-@__import__("pytest").mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)
 async def test_opening_a_connection_takes_two_trips_to_the_database_pool(unit_a, monkeypatch):
     """Each trip is a pooled connection's checkout, its health check (a round trip of its own) and
     its return: the user behind the token, then the greeting's unit seq and unread notifications."""
