@@ -36,6 +36,8 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from tests.bench import wsclient
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results"
 
@@ -274,8 +276,6 @@ class Fleet:
         self.compression: str | None = None  # "deflate": clients offer permessage-deflate (--deflate)
 
     async def open(self, ports, units, tokens, count, batch=False, concurrency=200) -> float:
-        import websockets
-
         gate = asyncio.Semaphore(concurrency)
         started = time.perf_counter()
 
@@ -289,21 +289,21 @@ class Fleet:
             url = f"ws://127.0.0.1:{port}/ws/updates/?token={token}" + ("&batch=1" if batch else "")
             if present:
                 url += "&presence=1"
+            client = {"unit": unit, "presence": 0}
             async with gate:
                 for attempt in range(5):
                     try:
-                        ws = await websockets.connect(
-                            url, origin="http://127.0.0.1", max_size=None, ping_interval=None,
-                            compression=self.compression, open_timeout=60, close_timeout=2,
+                        ws = await wsclient.connect(
+                            url, lambda raw, now: self._on_text(client, raw, now),
+                            origin="http://127.0.0.1", compression=self.compression,
+                            on_hello=lambda hello: client.update(seq=hello["seq"]),
                         )
                         break
-                    except (TimeoutError, OSError):
+                    except (TimeoutError, OSError, wsclient.WebSocketRefused):
                         if attempt == 4:
                             raise
                         await asyncio.sleep(0.2 * (attempt + 1))
-                hello = json.loads(await ws.recv())
-            client = {"ws": ws, "unit": unit, "seq": hello["seq"], "presence": 0}
-            client["task"] = asyncio.create_task(self._read(client))
+            client["ws"] = ws
             if present and self.presence_every > 0:
                 client["activity"] = asyncio.create_task(self._activity(client))
             self.clients.append(client)
@@ -325,22 +325,17 @@ class Fleet:
         except Exception:  # noqa: BLE001 - closed at the end of a phase
             pass
 
-    async def _read(self, client) -> None:
+    def _on_text(self, client, raw: str, now: float) -> None:
         unit = client["unit"]
-        try:
-            async for raw in client["ws"]:
-                now = time.time()
-                message = json.loads(raw)
-                kind = message["type"]
-                if kind == "data_update":
-                    self._update(client, unit, message, now)
-                elif kind == "data_update_batch":
-                    for update in message["updates"]:
-                        self._update(client, unit, update, now)
-                elif kind in ("presence", "presence_update"):
-                    client["presence"] += 1
-        except Exception:  # noqa: BLE001 - closed at the end of a phase
-            pass
+        message = json.loads(raw)
+        kind = message["type"]
+        if kind == "data_update":
+            self._update(client, unit, message, now)
+        elif kind == "data_update_batch":
+            for update in message["updates"]:
+                self._update(client, unit, update, now)
+        elif kind in ("presence", "presence_update"):
+            client["presence"] += 1
 
     def _update(self, client, unit, update, now) -> None:
         client["seq"] = update["seq"]
@@ -355,7 +350,6 @@ class Fleet:
         clients = self.clients if clients is None else clients
         await asyncio.gather(*(c["ws"].close() for c in clients), return_exceptions=True)
         for c in clients:
-            c["task"].cancel()
             if "activity" in c:
                 c["activity"].cancel()
             self.by_unit[c["unit"]].remove(c)
@@ -635,44 +629,36 @@ def _client_child(conn, spec: dict) -> None:
 
 
 async def _client_child_main(conn, spec: dict) -> None:
-    import websockets
-
     loop = asyncio.get_running_loop()
     units, ports, tokens, sources = spec["units"], spec["ports"], spec["tokens"], spec["sources"]
     sockets: list = []
     per_unit: dict[str, int] = defaultdict(int)
     receipts: dict[str, list[tuple[float, float]]] = defaultdict(list)  # data id -> (commit latency, receipt)
     waiters: dict[str, tuple[asyncio.Event, int]] = {}
-    tasks: list[asyncio.Task] = []
     frames = 0
 
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    async def read(ws, unit: str) -> None:
+    def on_text(raw: str, now: float) -> None:
         nonlocal frames
-        try:
-            async for raw in ws:
-                now = time.time()
-                frames += 1
-                message = json.loads(raw)
-                kind = message["type"]
-                if kind == "data_update":
-                    updates = [message]
-                elif kind == "data_update_batch":
-                    updates = message["updates"]
-                else:
-                    continue
-                for update in updates:
-                    key = update["data"]["id"]
-                    committed = datetime.fromisoformat(update["timestamp"].replace("Z", "+00:00")).timestamp()
-                    receipts[key].append((now - committed, now))
-                    waiter = waiters.get(key)
-                    if waiter is not None and len(receipts[key]) >= waiter[1]:
-                        waiter[0].set()
-        except Exception:  # noqa: BLE001 - closed at the end of the phase
-            pass
+        frames += 1
+        message = json.loads(raw)
+        kind = message["type"]
+        if kind == "data_update":
+            updates = [message]
+        elif kind == "data_update_batch":
+            updates = message["updates"]
+        else:
+            return
+        for update in updates:
+            key = update["data"]["id"]
+            committed = datetime.fromisoformat(update["timestamp"].replace("Z", "+00:00")).timestamp()
+            receipts[key].append((now - committed, now))
+            waiter = waiters.get(key)
+            if waiter is not None and len(receipts[key]) >= waiter[1]:
+                waiter[0].set()
 
     failed = 0
 
@@ -685,14 +671,10 @@ async def _client_child_main(conn, spec: dict) -> None:
         async with gate:
             for attempt in range(5):
                 try:
-                    ws = await websockets.connect(
-                        url, origin="http://127.0.0.1", max_size=None, ping_interval=None,
-                        compression=spec["compression"], open_timeout=60, close_timeout=2,
-                        local_addr=(source, 0),
-                    )
-                    await ws.recv()  # hello
+                    ws = await wsclient.connect(url, on_text, origin="http://127.0.0.1",
+                                                compression=spec["compression"], local_addr=(source, 0))
                     break
-                except (TimeoutError, OSError, websockets.WebSocketException):
+                except (TimeoutError, OSError, wsclient.WebSocketRefused):
                     # (a handshake Daphne dropped: its 5 s websocket handshake timeout ran out)
                     if attempt == 4:
                         failed += 1
@@ -700,7 +682,6 @@ async def _client_child_main(conn, spec: dict) -> None:
                     await asyncio.sleep(0.2 * (attempt + 1))
         sockets.append(ws)
         per_unit[unit] += 1
-        tasks.append(asyncio.create_task(read(ws, unit)))
 
     started_wall, started_cpu = time.time(), cpu()
     marks: dict[str, tuple[float, float]] = {}
@@ -741,8 +722,6 @@ async def _client_child_main(conn, spec: dict) -> None:
                 await asyncio.gather(*pending_waits, return_exceptions=True)
             closing = (time.time(), cpu())
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-            for task in tasks:
-                task.cancel()
             opened = marks.get("opened", (started_wall, started_cpu))
             wall, used = time.time() - started_wall, cpu() - started_cpu
             idle_wall, idle_cpu = closing[0] - opened[0], closing[1] - opened[1]
@@ -1002,7 +981,7 @@ def machine_info(env) -> dict:
     except (OSError, StopIteration):
         pass
     packages = ["django", "channels", "channels-redis", "daphne", "twisted", "autobahn", "redis", "celery",
-                "kombu", "psycopg", "websockets"]
+                "kombu", "psycopg", "websockets", "picows"]
     import redis as redis_lib
 
     info = {

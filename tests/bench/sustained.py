@@ -49,6 +49,8 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from tests.bench import wsclient
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results"
 DATABASE_NAME = "records_bench_sustained"
@@ -373,40 +375,28 @@ class Socket:
         self.unexpected = 0
 
     async def open(self) -> None:
-        import websockets
-
         url = f"ws://127.0.0.1:{self.port}/ws/updates/?token={self.client['token']}"
-        self.ws = await websockets.connect(url, origin="http://127.0.0.1", max_size=None, ping_interval=None,
-                                           open_timeout=60, close_timeout=2)
-        hello = json.loads(await self.ws.recv())
-        self.seq = hello["seq"]
-        self.task = asyncio.create_task(self._read())
+        self.ws = await wsclient.connect(url, self._on_text, origin="http://127.0.0.1",
+                                         on_hello=lambda hello: setattr(self, "seq", hello["seq"]))
 
-    async def _read(self) -> None:
-        crate = self.client["crate"]
-        try:
-            async for raw in self.ws:
-                now = time.time()
-                message = json.loads(raw)
-                kind = message["type"]
-                self.kinds[kind] += 1
-                updates = message["updates"] if kind == "data_update_batch" else [message] if kind == "data_update" else []
-                for update in updates:
-                    if update["seq"] != self.seq + 1:
-                        self.gaps += update["seq"] > self.seq + 1
-                    self.seq = max(self.seq, update["seq"])
-                    if update["data"]["id"] == crate:
-                        self.own_updates += 1
-                        if self.waiting is not None and not self.waiting.done():
-                            self.waiting.set_result(now)
-                        else:
-                            self.unexpected += 1
-        except Exception:  # noqa: BLE001 - closed at the end
-            pass
+    def _on_text(self, raw: str, now: float) -> None:
+        message = json.loads(raw)
+        kind = message["type"]
+        self.kinds[kind] += 1
+        updates = message["updates"] if kind == "data_update_batch" else [message] if kind == "data_update" else []
+        for update in updates:
+            if update["seq"] != self.seq + 1:
+                self.gaps += update["seq"] > self.seq + 1
+            self.seq = max(self.seq, update["seq"])
+            if update["data"]["id"] == self.client["crate"]:
+                self.own_updates += 1
+                if self.waiting is not None and not self.waiting.done():
+                    self.waiting.set_result(now)
+                else:
+                    self.unexpected += 1
 
     async def close(self) -> None:
         await self.ws.close()
-        self.task.cancel()
 
 
 class Window:
@@ -733,7 +723,7 @@ def machine(env) -> dict:
     except (OSError, StopIteration):
         pass
     packages = ["django", "djangorestframework", "channels", "channels-redis", "daphne", "twisted", "celery", "kombu",
-                "billiard", "redis", "psycopg", "httpx", "websockets"]
+                "billiard", "redis", "psycopg", "httpx", "websockets", "picows"]
     return {
         "when": datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
         "platform": platform.platform(), "python": platform.python_version(), "postgresql": postgres,
