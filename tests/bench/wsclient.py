@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 
 OnText = Callable[[str, float], None]
+
+# picows logs every connect and disconnect at INFO: 20,000 lines a phase in a benchmark's output
+logging.getLogger("picows").setLevel(logging.WARNING)
 
 
 class WebSocketRefused(Exception):
