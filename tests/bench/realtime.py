@@ -15,7 +15,9 @@ process, and reports (JSON in bench-results/ and a table):
 
 With --client-processes K > 1 the big idle phase's clients live in K child processes (spawned), each
 reading every frame and reporting its receipts and its own CPU, so commit -> client at that scale
-measures the server rather than one Python process parsing every frame.
+measures the server rather than one Python process parsing every frame. Once the servers run, the
+client processes put themselves under SCHED_BATCH (--client-scheduling), so a frame's arrival at a
+client does not preempt a Daphne in the middle of a fan-out.
 
 Usage: make bench [BENCH_ARGS="--connections 1000 --units 10 --big-connections 10000"]
 """
@@ -69,6 +71,10 @@ def parse_args(argv=None):
                    help="clients connect with presence=1, each as a user of its own, and each tells a "
                         "`viewing` of a random record every --presence-every seconds")
     p.add_argument("--presence-every", type=float, default=2.0, help="0: presence clients stay idle")
+    p.add_argument("--client-scheduling", choices=["batch", "normal"], default="batch",
+                   help="the client processes' Linux scheduling policy once the servers run: batch (SCHED_BATCH: "
+                        "a frame's arrival does not preempt a server mid-fan-out, as remote clients would not) "
+                        "or normal (they compete for the cores like any process)")
     p.add_argument("--client-processes", type=int, default=1,
                    help="the big phase's clients are opened and read by this many child processes "
                         "(1: by this process, as before)")
@@ -242,12 +248,20 @@ def start_stack(args, env):
 
 
 def cpu_seconds(processes) -> float:
+    """CPU time of the processes, all their threads, to the nanosecond where Linux tells it: the
+    kernel's per-process CPU clock (clock id `(~pid << 3) | 2`, what clock_getcpuclockid(3) returns);
+    /proc's user + system times count 10 ms ticks, too coarse for a burst of a few thousand
+    deliveries at a few µs each."""
     import psutil
 
     total = 0.0
     for proc, _ in processes:
-        times = psutil.Process(proc.popen.pid).cpu_times()
-        total += times.user + times.system
+        pid = proc.popen.pid
+        try:
+            total += time.clock_gettime((~pid << 3) | 2)
+        except (AttributeError, OSError):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
     return total
 
 
@@ -615,6 +629,19 @@ def _source_addresses(count: int, ports: list[int]) -> list[str]:
     return [f"127.0.0.{n + 1}" for n in range(-(-per_port // usable))]
 
 
+def client_scheduling(policy: str) -> str:
+    """Put this (client) process under SCHED_BATCH, or leave it. The benchmark's clients share the
+    machine's cores with the servers they measure; under the normal policy every frame a Daphne
+    writes wakes a client process that may preempt that Daphne in the middle of a fan-out, so the
+    fan-out to the rest of the unit waits for the clients that already have it: a cost remote
+    clients never put on a server. SCHED_BATCH tasks get their fair share of CPU but do not preempt
+    on wake-up. Returns the policy in force (Linux only; elsewhere "normal")."""
+    if policy == "batch" and hasattr(os, "SCHED_BATCH"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        return "batch"
+    return "normal"
+
+
 def _client_child(conn, spec: dict) -> None:
     """A child process of the big phase: opens spec["count"] clients (global indices from
     spec["first"]), reads every frame, and answers the parent's commands over `conn`:
@@ -625,6 +652,7 @@ def _client_child(conn, spec: dict) -> None:
     - ("close",)         -> ("closed", {cpu_seconds, wall_seconds, ...}) and exits
     """
     _raise_nofile()
+    client_scheduling(spec["scheduling"])
     asyncio.run(_client_child_main(conn, spec))
 
 
@@ -743,7 +771,7 @@ async def _client_child_main(conn, spec: dict) -> None:
 class ClientProcesses:
     """The big phase's clients spread over K spawned child processes (see _client_child)."""
 
-    def __init__(self, count: int, ports: list[int], world: dict, processes: int, compression) -> None:
+    def __init__(self, count: int, ports: list[int], world: dict, processes: int, compression, scheduling: str) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
@@ -755,6 +783,7 @@ class ClientProcesses:
             share = count // processes + (1 if k < count % processes else 0)
             spec = {"units": world["units"], "ports": ports, "tokens": world["watch_tokens"], "sources": self.sources,
                     "first": first, "count": share, "compression": compression,
+                    "scheduling": scheduling,
                     # handshakes in flight over all the children: Fleet's 200 (more and Daphne's
                     # 5 s handshake timeout drops some on a small machine)
                     "concurrency": max(1, 200 // processes)}
@@ -856,11 +885,12 @@ def server_side_latency(before: dict[str, float], after: dict[str, float]) -> di
     }
 
 
-async def phase_big_processes(http, world, ports, count, daphnes, processes, approvals, compression) -> dict:
+async def phase_big_processes(http, world, ports, count, daphnes, processes, approvals, compression,
+                              scheduling) -> dict:
     """The big idle phase with its clients in `processes` child processes: connect rate, server
     memory per idle connection, and single approvals' commit -> client over every client of the unit."""
     before = rss(daphnes)
-    fleet = ClientProcesses(count, ports, world, processes, compression)
+    fleet = ClientProcesses(count, ports, world, processes, compression, scheduling)
     try:
         seconds, opened = await fleet.open()
         connected = sum(o["connections"] for o in opened)
@@ -1006,6 +1036,8 @@ async def run(args, env, world, daphnes) -> dict:
     fleet = Fleet(world.get("user_tokens") if args.presence else None, args.presence_every)
     fleet.compression = "deflate" if args.deflate != "off" else None
     results: dict = {}
+    # (after the servers started: they must not inherit the clients' policy)
+    results["client_scheduling"] = scheduling = client_scheduling(args.client_scheduling)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as http:
         # warm the server (imports, first DB connections) so memory deltas measure connections
         await fleet.open(ports, world["units"], world["watch_tokens"], len(world["units"]))
@@ -1023,7 +1055,7 @@ async def run(args, env, world, daphnes) -> dict:
             await asyncio.sleep(2)
             results["big"] = await phase_big_processes(
                 http, world, ports, args.big_connections, daphnes, args.client_processes,
-                min(20, args.approvals), fleet.compression,
+                min(20, args.approvals), fleet.compression, scheduling,
             )
         elif args.big_connections:
             await asyncio.sleep(2)
@@ -1037,6 +1069,7 @@ async def run(args, env, world, daphnes) -> dict:
 def print_table(results: dict) -> None:
     c, s = results["connect"], results["single_approvals"]
     rows = [
+        ("client processes' scheduling", results.get("client_scheduling", "normal")),
         ("connect rate", f"{c['connects_per_second']}/s ({c['connections']} clients)"),
         ("memory per idle connection", f"{c['memory_per_connection_kb']} KB (server RSS {c['server_rss_mb']} MB)"),
         ("commit -> client p50 / p99", f"{s['commit_to_client_ms']['p50']} / {s['commit_to_client_ms']['p99']} ms"),
