@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -70,7 +72,7 @@ def flush_test_redis() -> None:
 
 
 @pytest.fixture(scope="session")
-def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
+def live_env(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
     """Environment for processes that must see the test database and the test Redis databases."""
     from django.db import connection
 
@@ -96,7 +98,28 @@ def live_env(django_db_setup, django_db_blocker) -> dict[str, str]:
     )
     env.pop("PYTEST_XDIST_WORKER", None)
     flush_test_redis()
-    return env
+    yield env
+    # (the live processes started on this environment are stopped by now: their fixtures depend on it)
+    _let_other_sessions_end(django_db_blocker)
+
+
+def _let_other_sessions_end(django_db_blocker, timeout: float = 10.0) -> None:
+    """Before pytest-django drops the test database: wait for the sessions of the processes the
+    tests stopped to end (PostgreSQL ends a session a moment after its client went), then end any
+    left. Otherwise the DROP fails ("being accessed by other users") and leaves the database behind."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        deadline = time.monotonic() + timeout
+        while True:
+            cursor.execute(f"SELECT count(*) {others}")
+            if not cursor.fetchone()[0] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
 
 
 @pytest.fixture(scope="session")

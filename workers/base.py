@@ -1,4 +1,4 @@
-"""The one task decorator: name, queue, limits, late acks and a retry policy for transient errors.
+"""The one task decorator: name, limits, late acks and a retry policy for transient errors.
 
 Transient = the database or Redis went away for a moment. Every job task is safe to retry because
 the change and the job's completion commit together (backend.jobs.services.job_execute).
@@ -38,10 +38,11 @@ class RecordsTask(Task):
         job_fail(job_id=job_id, error=error)
 
 
-def records_task(
-    name: str, *, queue: str = "default", time_limit: int | None = None, max_retries: int = 5, bind: bool = False
-):
-    """`@records_task("requests.approve")`: a named, late-acked, retrying task on `queue`."""
+def records_task(name: str, *, time_limit: int | None = None, max_retries: int = 5, bind: bool = False):
+    """`@records_task("requests.approve")`: a named, late-acked, retrying task. Which queue it goes to
+    is the app's `task_routes` (backend/jobs/celery_app.py): the web process sends tasks by name
+    without importing this module, and a per-task `queue` attribute is deprecated in Celery 5.x
+    (no effect from 6.0)."""
     limits = {}
     if time_limit is not None:
         limits = {"time_limit": time_limit, "soft_time_limit": max(time_limit - 10, 1)}
@@ -50,7 +51,6 @@ def records_task(
         return app.task(
             base=RecordsTask,
             name=name,
-            queue=queue,
             acks_late=True,
             reject_on_worker_lost=True,
             autoretry_for=TRANSIENT_ERRORS,

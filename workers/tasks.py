@@ -42,7 +42,7 @@ def _job_task(kind: JobKind):
         return "no such job" if job is None else f"{job.status}: {progress_text(job.progress)}"
 
     run.__name__ = run.__qualname__ = kind.name.replace(".", "_")
-    return records_task(kind.name, queue=kind.queue, bind=True)(run)
+    return records_task(kind.name, bind=True)(run)  # on its kind's queue: the app's task_routes
 
 
 JOB_TASKS = {kind.name: _job_task(kind) for kind in registry.kinds()}

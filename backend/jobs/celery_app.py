@@ -18,8 +18,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     # Result backends read the visibility timeout from their own options: keep them equal.
     result_backend_transport_options=app.conf.broker_transport_options,
-    # A job kind's task goes to its kind's queue; housekeeping tasks to `default`.
-    task_routes=(route, {"outbox.*": {"queue": "default"}, "jobs.*": {"queue": "default"}}),
+    # Where every task goes (tasks declare no queue of their own: that attribute is deprecated in
+    # Celery 5.x): a job kind's task to its kind's queue; housekeeping tasks to `default`.
+    task_routes=(route, {"outbox.*": {"queue": "default"}, "jobs.*": {"queue": "default"},
+                         "records.*": {"queue": "default"}}),
     task_queues=None,
     worker_cancel_long_running_tasks_on_connection_loss=True,
 )
