@@ -3,7 +3,8 @@
     RECORDS_URL=https://records.example.com RECORDS_USERNAME=north.approver RECORDS_PASSWORD=... \\
         python -m workers.cli approve --entity withdrawal --ids-file ids.txt
 
-Reads ids (one per line, `#` comments allowed) from --ids-file or stdin, authenticates against the
+Reads ids (one per line, `#` comments allowed; `ID@VERSION` binds a decision to the version the
+decider saw) from --ids-file or stdin, authenticates against the
 REST API (RECORDS_TOKEN, or RECORDS_USERNAME + RECORDS_PASSWORD or RECORDS_PASSWORD_FILE), submits POST /api/bulk-actions/,
 shows a progress bar until the job ends (unless --no-wait) and prints a summary.
 
@@ -41,6 +42,22 @@ def read_ids(lines: Iterable[str]) -> list[str]:
         if line:
             ids.extend(part for part in line.replace(",", " ").split() if part)
     return ids
+
+
+def split_versions(tokens: list[str]) -> tuple[list[str], list[dict]]:
+    """`ID` or `ID@VERSION` tokens -> (ids, items). An item carries the version the decider saw, so a
+    request changed since (edited, resubmitted) gets a `stale_version` outcome instead of a decision
+    on what nobody reviewed. Raises ValueError naming the first malformed token."""
+    ids, items = [], []
+    for token in tokens:
+        if "@" not in token:
+            ids.append(token)
+            continue
+        target, _, version = token.partition("@")
+        if not target or not version.isdigit() or int(version) < 1:
+            raise ValueError(f"{token!r}: expected ID or ID@VERSION (a version from 1)")
+        items.append({"id": target, "version": int(version)})
+    return ids, items
 
 
 def _password() -> str | None:
@@ -104,11 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the final job as JSON")
     args = parser.parse_args(argv)
 
-    ids = read_ids(args.ids_file or sys.stdin)
-    if not ids:
+    tokens = read_ids(args.ids_file or sys.stdin)
+    if not tokens:
         print("no ids given", file=sys.stderr)
         return EXIT_ERROR
+    try:
+        ids, items = split_versions(tokens)
+    except ValueError as exc:
+        print(f"nothing sent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     body = {"entity": args.entity, "action": args.action, "ids": ids, "reason": args.reason}
+    if items:
+        body["items"] = items
     if args.action in MEANINGS:
         password = _password()
         if not password:
@@ -117,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERROR
         body["signature"] = {"password": password, "meaning": MEANINGS[args.action]}
         if not args.quiet:
-            print(f"signing {len(ids)} {args.entity} requests: {MEANINGS[args.action]}", file=sys.stderr)
+            print(f"signing {len(tokens)} {args.entity} requests: {MEANINGS[args.action]}", file=sys.stderr)
     with httpx.Client(base_url=args.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {_token(client)}"
         answer = client.post("/api/bulk-actions/", json=body)

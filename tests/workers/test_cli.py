@@ -5,14 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
 from backend.accounts.models import Role
 from backend.audit.models import Signature, SignedRecord
+from backend.records import services
 from backend.records.models import WithdrawalRequest
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
-from workers.cli import read_ids
+from workers.cli import read_ids, split_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -96,3 +98,35 @@ def test_decisions_are_signed_with_the_password_file_and_never_from_an_argument(
 
 def test_read_ids_accepts_lines_commas_and_comments():
     assert read_ids(["a, b", "# skip", "c # trailing", "", "  d  "]) == ["a", "b", "c", "d"]
+
+
+def test_an_id_with_the_version_the_decider_saw_is_not_decided_once_it_changed(daphne, worker):
+    # given two pending requests exported for review at version 1, and one edited since
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    kept, edited = (str(r.id) for r in pending_requests_fast("withdrawal", requester, 2))
+    services.request_update(entity="withdrawal", actor=requester, request_id=uuid.UUID(edited), expected_version=1,
+                            reason="more crates", change_reason="scope grew")
+
+    # when the batch host approves both as ID@VERSION
+    result = run_cli(daphne, approver, "approve", "--entity", "withdrawal", stdin=f"{kept}@1\n{edited}@1  # as reviewed")
+
+    # then the unchanged one is approved and the edited one is refused as stale, not approved unseen
+    assert result.returncode == 2, result.stderr
+    assert "succeeded: 1 succeeded, 1 stale_version" in result.stdout
+    assert f"  {edited}: stale_version:" in result.stdout
+    statuses = dict(WithdrawalRequest.objects.filter(id__in=[kept, edited]).values_list("id", "status"))
+    assert statuses == {uuid.UUID(kept): "approved", uuid.UUID(edited): "pending"}
+
+
+@pytest.mark.parametrize("token", ["@3", "abc@", "abc@x", "abc@0", "abc@-1", "abc@1.5"])
+def test_a_malformed_version_sends_nothing(token):
+    # (port 9, where nothing listens: the CLI must stop before it connects)
+    result = run_cli(9, SimpleNamespace(username="north.approver"), "approve", "--entity", "withdrawal", stdin=token)
+    assert result.returncode == 1 and "nothing sent" in result.stderr and "ID@VERSION" in result.stderr
+
+
+def test_split_versions_keeps_plain_ids_and_reads_versions():
+    assert split_versions(["a", "b@2", "c@10"]) == (["a"], [{"id": "b", "version": 2}, {"id": "c", "version": 10}])
+    with pytest.raises(ValueError, match="'b@two'"):
+        split_versions(["a", "b@two"])
