@@ -47,7 +47,7 @@ from .receiving import ProcessChannel, join_unit, receive_forever
 logger = logging.getLogger(__name__)
 
 PREFIX = "pr:"
-STATES = ("joined", "left", "viewing", "editing", "idle")
+STATES = schema.PRESENCE_STATES
 ENTITIES = frozenset(schema.ENTITIES)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Presence keys live this long after the unit's last presence change or sweep.
@@ -208,44 +208,12 @@ def user_object(user_id: str, profile: str | bytes, viewing: str, editing: str, 
     }
 
 
-_TARGET = {
-    "oneOf": [
-        {"type": "null"},
-        {
-            "type": "object", "required": ["entity", "id"], "additionalProperties": False,
-            "properties": {"entity": {"enum": list(schema.ENTITIES)}, "id": {"type": "string"}},
-        },
-    ]
-}
-_USER = {
-    "type": "object",
-    "required": ["id", "username", "full_name", "role", "viewing", "editing", "since"],
-    "additionalProperties": False,
-    "properties": {
-        "id": {"type": "string"}, "username": {"type": "string"}, "full_name": {"type": "string"},
-        "role": {"type": "string"}, "viewing": _TARGET, "editing": _TARGET,
-        "since": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"},
-    },
-}
-# The JSON Schemas of the two presence messages (to join backend/events/schema.py's SCHEMAS).
-SCHEMAS = {
-    "presence": {
-        "type": "object", "required": ["type", "users"], "additionalProperties": False,
-        "properties": {"type": {"const": "presence"}, "users": {"type": "array", "items": _USER}},
-    },
-    "presence_update": {
-        "type": "object", "required": ["type", "user", "state"], "additionalProperties": False,
-        "properties": {"type": {"const": "presence_update"}, "user": _USER, "state": {"enum": list(STATES)}},
-    },
-}
-
-
 def presence_update_frame(user: dict, state: str) -> str:
-    return schema.encode({"type": "presence_update", "user": user, "state": state})
+    return schema.encode(schema.presence_update(user=user, state=state))
 
 
 def presence_frame(users: list[dict]) -> str:
-    return schema.encode({"type": "presence", "users": users})
+    return schema.encode(schema.presence(users=users))
 
 
 def _text(value) -> str:

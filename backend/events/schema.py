@@ -86,6 +86,16 @@ def notification(*, notification: dict[str, Any]) -> dict:
     return {"type": "notification", "notification": notification}
 
 
+def presence(*, users: list[dict[str, Any]]) -> dict:
+    """Who else is on the unit's screens (sent to a `presence=1` connection when it joins)."""
+    return {"type": "presence", "users": users}
+
+
+def presence_update(*, user: dict[str, Any], state: str) -> dict:
+    """One user joined, left, or now views / edits a record or is idle."""
+    return {"type": "presence_update", "user": user, "state": state}
+
+
 def data_update_batch_frame(frames: list[str]) -> str:
     """A `data_update_batch` built from already-encoded `data_update` frames, without re-encoding."""
     return '{"type":"data_update_batch","updates":[' + ",".join(frames) + "]}"
@@ -194,6 +204,27 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
     },
 }
 
+PRESENCE_STATES = ("joined", "left", "viewing", "editing", "idle")
+_PRESENCE_TARGET = {
+    "oneOf": [
+        {"type": "null"},
+        {
+            "type": "object", "required": ["entity", "id"], "additionalProperties": False,
+            "properties": {"entity": {"enum": list(ENTITIES)}, "id": {"type": "string"}},
+        },
+    ]
+}
+_PRESENCE_USER = {
+    "type": "object",
+    "required": ["id", "username", "full_name", "role", "viewing", "editing", "since"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"}, "username": {"type": "string"}, "full_name": {"type": "string"},
+        "role": {"type": "string"}, "viewing": _PRESENCE_TARGET, "editing": _PRESENCE_TARGET,
+        "since": _TIMESTAMP,
+    },
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "data_update": DATA_UPDATE_SCHEMA,
     "notification": NOTIFICATION_SCHEMA,
@@ -270,6 +301,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "error": {},
                 },
             },
+        },
+    },
+    "presence": {
+        "type": "object", "required": ["type", "users"], "additionalProperties": False,
+        "properties": {"type": {"const": "presence"}, "users": {"type": "array", "items": _PRESENCE_USER}},
+    },
+    "presence_update": {
+        "type": "object", "required": ["type", "user", "state"], "additionalProperties": False,
+        "properties": {
+            "type": {"const": "presence_update"}, "user": _PRESENCE_USER, "state": {"enum": list(PRESENCE_STATES)},
         },
     },
 }

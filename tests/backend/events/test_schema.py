@@ -136,6 +136,10 @@ def test_every_other_message_builder_matches_its_schema():
             "job_id": None, "seq": 3,
         }),
     }
+    someone = {"id": unit_id, "username": "north.approver", "full_name": "Ada Approver", "role": "approver",
+               "viewing": {"entity": "withdrawal", "id": unit_id}, "editing": None, "since": "2026-01-15T10:30:00.123Z"}
+    messages["presence"] = schema.presence(users=[someone])
+    messages["presence_update"] = schema.presence_update(user=someone, state="viewing")
     assert set(messages) | {"data_update"} == set(schema.SCHEMAS)
     for kind, message in messages.items():
         assert message["type"] == kind
