@@ -129,7 +129,9 @@ def outbox_insert(rows: list[OutboxEvent]) -> list[OutboxEvent]:
     # Publish what was just written, from memory (ids come back from the bulk INSERT on PostgreSQL
     # and SQLite >= 3.35): no second read of the outbox on the hot path.
     committed = [
-        {"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame, "activity": r.activity} for r in ordered
+        {"id": r.id, "unit_id": r.unit_id, "seq": r.seq, "frame": r.frame, "activity": r.activity,
+         "created_at": r.created_at}
+        for r in ordered
     ]
     transaction.on_commit(lambda: outbox_publish(committed))
     return rows
