@@ -981,6 +981,21 @@ def stall_trace(log_text: str) -> dict:
     }
 
 
+_LATE_PUBLISH = re.compile(r"reached the channel layer (\d+) ms after they were written: (\d+) ms before the send"
+                           r" \(the rest of the transaction, COMMIT\), (\d+) ms the send")
+
+
+def publish_trace(log_text: str) -> dict:
+    """What the worker logged of late publishes over the run (backend/events/relay.py): a change's
+    events that reached the channel layer over REALTIME_STALL_WARN_MS after their timestamp, as
+    count and the longest with its split (before the send: the transaction's rest and COMMIT; the
+    send)."""
+    late = [tuple(map(int, found)) for found in _LATE_PUBLISH.findall(log_text)]
+    worst = max(late, default=(0, 0, 0))
+    return {"late_publishes": len(late), "longest_ms": worst[0], "longest_before_send_ms": worst[1],
+            "longest_send_ms": worst[2]}
+
+
 def top_frames(path: Path, limit: int = 15) -> list[str]:
     """Self time per function from py-spy's collapsed stacks (idle event-loop waits removed)."""
     self_time: dict[str, int] = defaultdict(int)
@@ -1111,6 +1126,12 @@ def print_table(results: dict) -> None:
         rows.append((f"daphne {k}: loop stalls over the limit",
                      f"{trace['stalls']} (longest {trace['longest_stall_ms']} ms"
                      + (f"; longest named: {worst[0]} {worst[1]['longest_ms']} ms)" if worst else ")")))
+    if "publish_trace" in results:
+        late = results["publish_trace"]
+        rows.append(("worker: publishes over the limit",
+                     f"{late['late_publishes']}" + (f" (longest {late['longest_ms']} ms: {late['longest_before_send_ms']} ms "
+                                                    f"before the send, {late['longest_send_ms']} ms the send)"
+                                                    if late["late_publishes"] else "")))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
@@ -1136,6 +1157,7 @@ def main(argv=None) -> None:
         str(proc.log_path.relative_to(ROOT)): stall_trace(proc.log_path.read_text(errors="replace"))
         for proc, _ in daphnes
     }
+    results["publish_trace"] = publish_trace(worker.log_path.read_text(errors="replace"))
     report = {"machine": machine_info(env), "args": vars(args), "seed_seconds": round(world["seconds"], 1),
               "results": results}
     RESULTS.mkdir(exist_ok=True)

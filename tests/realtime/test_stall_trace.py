@@ -323,3 +323,16 @@ def test_the_bench_splits_the_hubs_own_commit_to_handover_from_two_readings():
     assert side == {"observations": 2000, "share_within_100_ms": 0.975, "p50_bucket_ms": "<= 50",
                     "p99_bucket_ms": "<= 250"}
     assert server_side_latency(after, after) == {"observations": 0}
+
+
+def test_the_benchmark_sums_up_the_workers_late_publishes_from_its_log():
+    from tests.bench.realtime import publish_trace
+
+    line = ("2026-12-05 04:51:51,707 WARNING backend.events.relay 2 event(s) (unit u seq 7 .. unit u seq 8) reached "
+            "the channel layer {} ms after they were written: {} ms before the send (the rest of the transaction, "
+            "COMMIT), {} ms the send")
+    log = "\n".join([line.format(61, 58, 3), "2026-12-05 04:51:52,000 WARNING other", line.format(140, 12, 128)])
+    assert publish_trace(log) == {"late_publishes": 2, "longest_ms": 140, "longest_before_send_ms": 12,
+                                  "longest_send_ms": 128}
+    assert publish_trace("") == {"late_publishes": 0, "longest_ms": 0, "longest_before_send_ms": 0,
+                                 "longest_send_ms": 0}
