@@ -25,6 +25,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import picows
+
 OnText = Callable[[str, float], None]
 
 # picows logs every connect and disconnect at INFO: 20,000 lines a phase in a benchmark's output
@@ -45,56 +47,58 @@ async def connect(url: str, on_text: OnText, *, origin: str, compression: str | 
     return await _PicowsClient.connect(url, on_text, on_hello, origin, local_addr, timeout)
 
 
+class _Listener(picows.WSListener):
+    """One connection's frames, handed over as they are parsed: the greeting to `on_hello` (and the
+    `greeted` future), every later text message to `on_text`; a fragmented message is joined."""
+
+    def __init__(self, greeted: asyncio.Future, on_text: OnText, on_hello: Callable[[dict], None]) -> None:
+        self.greeted, self.on_text, self.on_hello = greeted, on_text, on_hello
+        self.parts: list[bytes] = []
+
+    def on_ws_frame(self, transport, frame) -> None:
+        kind = frame.msg_type
+        if kind == picows.WSMsgType.TEXT or (kind == picows.WSMsgType.CONTINUATION and self.parts):
+            if not frame.fin:
+                self.parts.append(frame.get_payload_as_bytes())
+                return
+            if self.parts:
+                self.parts.append(frame.get_payload_as_bytes())
+                text = b"".join(self.parts).decode()
+                self.parts = []
+            else:
+                text = frame.get_payload_as_utf8_text()
+            if self.greeted.done():
+                self.on_text(text, time.time())
+            else:
+                hello = json.loads(text)
+                self.on_hello(hello)
+                self.greeted.set_result(hello)
+        elif kind == picows.WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport) -> None:
+        if not self.greeted.done():
+            self.greeted.set_exception(WebSocketRefused("closed before the greeting"))
+
+
 class _PicowsClient:
-    def __init__(self, transport, listener) -> None:
-        self._transport, self._listener = transport, listener
+    def __init__(self, transport) -> None:
+        self._transport = transport
         self.hello: dict = {}
 
     @classmethod
     async def connect(cls, url, on_text, on_hello, origin, local_addr, timeout):
-        import picows
-
         greeted: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        class Listener(picows.WSListener):
-            def __init__(self) -> None:
-                self.parts: list[bytes] = []
-
-            def on_ws_frame(self, transport, frame) -> None:
-                kind = frame.msg_type
-                if kind == picows.WSMsgType.TEXT or (kind == picows.WSMsgType.CONTINUATION and self.parts):
-                    if not frame.fin:
-                        self.parts.append(frame.get_payload_as_bytes())
-                        return
-                    if self.parts:
-                        self.parts.append(frame.get_payload_as_bytes())
-                        text = b"".join(self.parts).decode()
-                        self.parts = []
-                    else:
-                        text = frame.get_payload_as_utf8_text()
-                    if greeted.done():
-                        on_text(text, time.time())
-                    else:
-                        hello = json.loads(text)
-                        on_hello(hello)
-                        greeted.set_result(hello)
-                elif kind == picows.WSMsgType.CLOSE:
-                    transport.send_close(frame.get_close_code())
-                    transport.disconnect()
-
-            def on_ws_disconnected(self, transport) -> None:
-                if not greeted.done():
-                    greeted.set_exception(WebSocketRefused("closed before the greeting"))
-
         kwargs = {"local_addr": local_addr} if local_addr else {}
         try:
-            transport, listener = await picows.ws_connect(
-                Listener, url, extra_headers={"Origin": origin}, websocket_handshake_timeout=timeout,
-                read_buffer_init_size=4096, use_aiofastnet=False, **kwargs,
+            transport, _ = await picows.ws_connect(
+                lambda: _Listener(greeted, on_text, on_hello), url, extra_headers={"Origin": origin},
+                websocket_handshake_timeout=timeout, read_buffer_init_size=4096, use_aiofastnet=False, **kwargs,
             )
         except picows.WSError as exc:
             raise WebSocketRefused(str(exc)) from exc
-        client = cls(transport, listener)
+        client = cls(transport)
         try:
             client.hello = await asyncio.wait_for(greeted, timeout)
         except (TimeoutError, WebSocketRefused):
@@ -107,8 +111,6 @@ class _PicowsClient:
         return self._transport.underlying_transport.get_extra_info("sockname")[0]
 
     async def send(self, text: str) -> None:
-        import picows
-
         self._transport.send(picows.WSMsgType.TEXT, text.encode())
 
     async def close(self) -> None:
