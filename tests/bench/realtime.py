@@ -651,8 +651,7 @@ def _client_child(conn, spec: dict) -> None:
                             of `unit` has the data_update of `id` (or 30 s passed)
     - ("close",)         -> ("closed", {cpu_seconds, wall_seconds, ...}) and exits
     """
-    _raise_nofile()
-    client_scheduling(spec["scheduling"])
+    _raise_nofile()  # (its scheduling policy is the parent's: a spawned process inherits it)
     asyncio.run(_client_child_main(conn, spec))
 
 
@@ -771,7 +770,7 @@ async def _client_child_main(conn, spec: dict) -> None:
 class ClientProcesses:
     """The big phase's clients spread over K spawned child processes (see _client_child)."""
 
-    def __init__(self, count: int, ports: list[int], world: dict, processes: int, compression, scheduling: str) -> None:
+    def __init__(self, count: int, ports: list[int], world: dict, processes: int, compression) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
@@ -783,7 +782,6 @@ class ClientProcesses:
             share = count // processes + (1 if k < count % processes else 0)
             spec = {"units": world["units"], "ports": ports, "tokens": world["watch_tokens"], "sources": self.sources,
                     "first": first, "count": share, "compression": compression,
-                    "scheduling": scheduling,
                     # handshakes in flight over all the children: Fleet's 200 (more and Daphne's
                     # 5 s handshake timeout drops some on a small machine)
                     "concurrency": max(1, 200 // processes)}
@@ -885,12 +883,11 @@ def server_side_latency(before: dict[str, float], after: dict[str, float]) -> di
     }
 
 
-async def phase_big_processes(http, world, ports, count, daphnes, processes, approvals, compression,
-                              scheduling) -> dict:
+async def phase_big_processes(http, world, ports, count, daphnes, processes, approvals, compression) -> dict:
     """The big idle phase with its clients in `processes` child processes: connect rate, server
     memory per idle connection, and single approvals' commit -> client over every client of the unit."""
     before = rss(daphnes)
-    fleet = ClientProcesses(count, ports, world, processes, compression, scheduling)
+    fleet = ClientProcesses(count, ports, world, processes, compression)
     try:
         seconds, opened = await fleet.open()
         connected = sum(o["connections"] for o in opened)
@@ -1052,7 +1049,8 @@ async def run(args, env, world, daphnes) -> dict:
     fleet.compression = "deflate" if args.deflate != "off" else None
     results: dict = {}
     # (after the servers started: they must not inherit the clients' policy)
-    results["client_scheduling"] = scheduling = client_scheduling(args.client_scheduling)
+    # (the client processes spawned later inherit it)
+    results["client_scheduling"] = client_scheduling(args.client_scheduling)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", timeout=60) as http:
         # warm the server (imports, first DB connections) so memory deltas measure connections
         await fleet.open(ports, world["units"], world["watch_tokens"], len(world["units"]))
@@ -1070,7 +1068,7 @@ async def run(args, env, world, daphnes) -> dict:
             await asyncio.sleep(2)
             results["big"] = await phase_big_processes(
                 http, world, ports, args.big_connections, daphnes, args.client_processes,
-                min(20, args.approvals), fleet.compression, scheduling,
+                min(20, args.approvals), fleet.compression,
             )
         elif args.big_connections:
             await asyncio.sleep(2)

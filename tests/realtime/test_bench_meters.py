@@ -34,11 +34,14 @@ def test_cpu_seconds_reads_another_processes_cpu_time_below_a_clock_tick():
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
 @pytest.mark.parametrize(("policy", "expected"), [("batch", "SCHED_BATCH"), ("normal", "SCHED_OTHER")])
 def test_client_scheduling_sets_the_policy_of_its_own_process_only(policy, expected):
+    # (and the client processes it spawns afterwards inherit it)
     code = (
-        "import os\nfrom tests.bench.realtime import client_scheduling\n"
-        f"print(client_scheduling({policy!r}), os.sched_getscheduler(0))"
+        "import os, subprocess, sys\nfrom tests.bench.realtime import client_scheduling\n"
+        f"print(client_scheduling({policy!r}), os.sched_getscheduler(0))\n"
+        "child = [sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))']\n"
+        "print(subprocess.run(child, capture_output=True, text=True).stdout.strip())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__)))).stdout.split()
-    assert out == [policy, str(getattr(os, expected))]
+    assert out == [policy, str(getattr(os, expected)), str(getattr(os, expected))]
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this process is untouched

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from backend.events import relay
 from backend.records import services
+from tests.bench.realtime import publish_trace
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,6 +60,9 @@ def test_a_transaction_held_open_after_its_change_is_logged_as_time_before_the_s
     [line] = late_lines(caplog)
     assert line["unit"] == str(box.unit_id) and int(line["seq"]) >= 1
     assert int(line["before"]) >= 190 and int(line["late"]) >= int(line["before"])
+    # and `make bench` reads that very line from the worker's log
+    trace = publish_trace(line.string)
+    assert trace["late_publishes"] == 1 and trace["longest_before_send_ms"] == int(line["before"])
 
 
 def test_a_slow_send_is_logged_as_the_send(crate, caplog, monkeypatch):
