@@ -25,14 +25,14 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import httpx
 from tqdm import tqdm
 
+from backend.records.actions import ACTIONS, action_named
+
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL = 0, 1, 2
-# What each decision means when signed (the server refuses any other meaning).
-MEANINGS = {"approve": "approved", "reject": "rejected", "send-back": "returned"}
 
 
 def read_ids(lines: Iterable[str]) -> list[str]:
@@ -58,6 +58,23 @@ def split_versions(tokens: list[str]) -> tuple[list[str], list[dict]]:
             raise ValueError(f"{token!r}: expected ID or ID@VERSION (a version from 1)")
         items.append({"id": target, "version": int(version)})
     return ids, items
+
+
+def bulk_body(action: str, entity: str, tokens: list[str], reason: str, password: Callable[[], str | None]) -> dict:
+    """The POST /api/bulk-actions/ body for `tokens` (ID or ID@VERSION). A decision is signed with
+    `password()` and the meaning the records' vocabulary fixes for the action. Raises ValueError
+    naming what stops it (a malformed token, a decision without a password) before anything is sent."""
+    ids, items = split_versions(tokens)
+    body = {"entity": entity, "action": action, "ids": ids, "reason": reason}
+    if items:
+        body["items"] = items
+    meaning = action_named(action).meaning  # the server refuses any other meaning
+    if meaning:
+        secret = password()
+        if not secret:
+            raise ValueError(f"{action} is a signed decision: set RECORDS_PASSWORD_FILE (or RECORDS_PASSWORD) to sign it")
+        body["signature"] = {"password": secret, "meaning": meaning}
+    return body
 
 
 def _password() -> str | None:
@@ -110,7 +127,7 @@ def _failed_outcomes(client: httpx.Client, location: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="records-bulk", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["approve", "reject", "send-back", "resubmit"])
+    parser.add_argument("action", choices=[a.path for a in ACTIONS.values()])
     parser.add_argument("--entity", required=True, choices=["withdrawal", "destruction", "transfer"])
     parser.add_argument("--ids-file", type=argparse.FileType("r"), default=None, help="default: stdin")
     parser.add_argument("--reason", default="", help="required for reject and send-back")
@@ -126,22 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         print("no ids given", file=sys.stderr)
         return EXIT_ERROR
     try:
-        ids, items = split_versions(tokens)
+        body = bulk_body(args.action, args.entity, tokens, args.reason, _password)
     except ValueError as exc:
         print(f"nothing sent: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    body = {"entity": args.entity, "action": args.action, "ids": ids, "reason": args.reason}
-    if items:
-        body["items"] = items
-    if args.action in MEANINGS:
-        password = _password()
-        if not password:
-            print(f"{args.action} is a signed decision: set RECORDS_PASSWORD_FILE (or RECORDS_PASSWORD) to sign it",
-                  file=sys.stderr)
-            return EXIT_ERROR
-        body["signature"] = {"password": password, "meaning": MEANINGS[args.action]}
-        if not args.quiet:
-            print(f"signing {len(tokens)} {args.entity} requests: {MEANINGS[args.action]}", file=sys.stderr)
+    if "signature" in body and not args.quiet:
+        print(f"signing {len(tokens)} {args.entity} requests: {body['signature']['meaning']}", file=sys.stderr)
     with httpx.Client(base_url=args.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {_token(client)}"
         answer = client.post("/api/bulk-actions/", json=body)

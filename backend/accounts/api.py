@@ -21,7 +21,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from .models import Role, Unit, User
 from .selectors import locked_out_usernames
 from .services import user_unlock
-from .signatures import signature_sign, signing_unlock
+from .signatures import signing_unlock
 from .tickets import ticket_issue
 
 
@@ -48,17 +48,15 @@ class SignatureThrottle(UserRateThrottle):
     scope = "signature"
 
 
-def decision_sign(request, view, *, signature: dict | None, action: str, entity: str, unit_id):
-    """Throttle, re-authenticate the requesting user and record the signature of a decision;
-    returns the Signature (its id goes into the job). Raises 400/403/423/429 as the contract says."""
-    throttle = SignatureThrottle()
-    if not throttle.allow_request(request, view):
-        raise exceptions.Throttled(wait=throttle.wait())
-    signature = signature or {}
-    return signature_sign(
-        user=request.user, password=signature.get("password"), meaning=signature.get("meaning"),
-        action=action, entity=entity, unit_id=unit_id,
-    )
+def signature_throttle(request, view):
+    """What runs before a decision's password is checked: the per-user signature rate (429)."""
+
+    def check() -> None:
+        throttle = SignatureThrottle()
+        if not throttle.allow_request(request, view):
+            raise exceptions.Throttled(wait=throttle.wait())
+
+    return check
 
 
 class MeSerializer(serializers.ModelSerializer):

@@ -33,14 +33,6 @@ from backend.notifications.services import Draft, Kind, notify
 
 from .models import Role, User
 
-# What each decision means when signed (Part 11 §11.50(a)(3)); fixed, so a signature cannot be
-# given one meaning and used for another action.
-MEANINGS = {"approve": "approved", "reject": "rejected", "send_back": "returned"}
-
-
-def signature_meaning(action: str) -> str | None:
-    return MEANINGS.get(action)
-
 
 def _user_entry(user: User, unit_id: uuid.UUID, action: str, reason: str, changes: dict | None = None) -> Entry:
     return Entry(
@@ -59,14 +51,14 @@ def _recent_failures(user: User, now) -> int:
 
 
 def signature_sign(
-    *, user: User, password: str | None, meaning: str | None, action: str, entity: str, unit_id: uuid.UUID
+    *, user: User, password: str | None, meaning: str | None, expected: str, action: str, entity: str,
+    unit_id: uuid.UUID,
 ) -> Signature:
-    """Re-authenticate `user` for `action` and record the signature. Raises SignatureRequired (no
-    password, or a meaning that is not the action's), SignatureLocked, or SignatureInvalid (the
-    failure is audited and committed, and may lock signing)."""
-    expected = MEANINGS.get(action)
-    if expected is None:
-        raise SignatureRequired(f"{action} is not a decision that is signed.")
+    """Re-authenticate `user` for `action` and record the signature. `expected` is the meaning fixed
+    for the action (Part 11 §11.50(a)(3): the records' lifecycle table names it), so a signature
+    cannot be given one meaning and used for another action. Raises SignatureRequired (no password,
+    or another meaning), SignatureLocked, or SignatureInvalid (the failure is audited and committed,
+    and may lock signing)."""
     if not password or not isinstance(password, str):
         raise SignatureRequired(
             f"Sign this decision: give your password and the meaning {expected!r}.",

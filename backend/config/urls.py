@@ -11,7 +11,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from backend.accounts.api import MeView, RefreshView, SignInView, UnitViewSet, UserViewSet, WsTicketView
 from backend.audit.api import AuditTrailViewSet
-from backend.jobs.api import BulkActionView, JobViewSet
+from backend.jobs.api import JobViewSet
 from backend.notifications.api import NotificationViewSet
 from backend.records.api import (
     CrateViewSet,
@@ -20,6 +20,7 @@ from backend.records.api import (
     TransferRequestViewSet,
     WithdrawalRequestViewSet,
 )
+from backend.records.bulk_api import BulkActionView
 from realtime.views import ConsoleView
 
 from .metrics import metrics_view

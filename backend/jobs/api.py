@@ -1,5 +1,6 @@
 """Jobs over HTTP: the list (light rows), the detail (with targets and per-target outcomes, streamed
-for a bulk job), a job's outcomes page by page, and POST /api/bulk-actions/."""
+for a bulk job), and a job's outcomes page by page. Jobs are generic: what a job does is its kind's
+business (the bulk actions on requests are the records app's, backend.records.bulk_api)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,19 @@ import json
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.utils.encoders import JSONEncoder
-from rest_framework.views import APIView
 
-from backend.accounts.api import SignatureInputSerializer, decision_sign
-from backend.accounts.signatures import signature_meaning
-from backend.common.api import MAX_VERSION, ListFiltersForListsOnly
+from backend.common.api import ListFiltersForListsOnly
 
 from . import registry
-from .models import Job, JobOutcome, JobStatus
-from .services import bulk_check, bulk_submit
+from .models import Job, JobOutcome
 
 OUTCOME_PAGE = 2000  # rows per read while streaming a bulk job's outcomes
 
@@ -157,94 +152,3 @@ class JobViewSet(ListFiltersForListsOnly, mixins.ListModelMixin, mixins.Retrieve
             rows = rows.filter(succeeded=wanted == "succeeded")
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(OutcomeSerializer(page, many=True).data)
-
-
-class BulkItemSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION, help_text="The version the decider saw")
-
-
-class BulkActionSerializer(serializers.Serializer):
-    entity = serializers.ChoiceField(choices=[])
-    action = serializers.ChoiceField(choices=[])
-    ids = serializers.ListField(child=serializers.UUIDField(), required=False, default=list)
-    items = serializers.ListField(
-        child=BulkItemSerializer(), required=False, default=list,
-        help_text="Ids with the version the decider saw: a changed one gets a `stale_version` outcome",
-    )
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
-    signature = SignatureInputSerializer(
-        required=False, help_text="Required for approve, reject and send back: one signature for every item",
-    )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # From the registry, which domain apps fill when Django starts.
-        self.fields["entity"].choices, self.fields["action"].choices = registry.bulk_choices()
-
-    def validate(self, attrs):
-        if not attrs["ids"] and not attrs["items"]:
-            raise serializers.ValidationError({"ids": ["No ids given: send ids, items or both."]})
-        return attrs
-
-
-class BulkThrottle(UserRateThrottle):
-    """BULK_RATE submissions per user, counted in the shared cache (Redis)."""
-
-    scope = "bulk"
-
-
-class TooManyActiveJobs(exceptions.Throttled):
-    default_code = "throttled"
-
-
-class BulkActionView(APIView):
-    """Apply one action to many requests of your unit as one job; per-id outcomes in its result.
-
-    Ids that do not exist or belong to another unit come back as `not_found` and are never touched.
-    """
-
-    throttle_classes = [BulkThrottle]
-
-    @extend_schema(
-        request=BulkActionSerializer,
-        responses={
-            202: JobEnvelopeSerializer,
-            400: OpenApiResponse(description="Unknown entity/action, no ids, too many ids, missing reason"),
-            403: OpenApiResponse(description="Your role does not allow this action"),
-            429: OpenApiResponse(description="Too many bulk submissions, or too many of yours still running"),
-            503: OpenApiResponse(description="The job queue is unavailable; nothing was queued"),
-        },
-    )
-    def post(self, request):
-        data = BulkActionSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        entity, action, ids = data.validated_data["entity"], data.validated_data["action"], data.validated_data["ids"]
-        kind = registry.bulk_kind(entity, action)
-        if kind is None:
-            raise serializers.ValidationError({"action": [f"No bulk {action} for {entity} requests."]})
-        active = Job.objects.filter(
-            requested_by=request.user, kind__in=registry.bulk_kind_names(), status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
-        ).count()
-        if active >= settings.BULK_MAX_ACTIVE_PER_USER:
-            raise TooManyActiveJobs(
-                wait=5, detail=f"{active} of your bulk actions are still queued or running; wait for one to finish."
-            )
-        reason = data.validated_data["reason"].strip()
-        versions = {str(item["id"]): item["version"] for item in data.validated_data["items"]}
-        ids = [*ids, *versions]
-        params = {"reason": reason, **({"versions": versions} if versions else {})}
-        if signature_meaning(action):  # a decision: one signature for every item, given now
-            bulk_check(actor=request.user, kind=kind, ids=ids, params=params)  # refusals cost no signature attempt
-            signature = decision_sign(
-                request, self, signature=data.validated_data.get("signature"), action=action, entity=entity,
-                unit_id=request.user.unit_id,
-            )
-            params["signature_id"] = str(signature.id)
-        unit = request.user.unit.code if request.user.unit_id else "-"
-        job = bulk_submit(
-            actor=request.user, kind=kind, ids=ids, params=params,
-            description=f"bulk {kind.action.replace('_', ' ')} of {len(set(map(str, ids)))} {unit} {entity} requests "
-            f"by {request.user.username}",
-        )
-        return job_accepted(job)

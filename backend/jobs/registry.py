@@ -6,8 +6,10 @@ Celery task per kind, named after it), the task router, the bulk API and the bat
 
 A kind's `apply` runs inside the job's transaction, with the job row locked, for a list of targets
 (one for a single job, a chunk of up to BULK_CHUNK_SIZE for a bulk job). It returns every target's
-outcome: a result dict, or the DomainError that refused it. A refused target must have written
-nothing; the others' changes commit together with the job's bookkeeping.
+outcome: a result dict, or the DomainError that refused it. A refused target's change must have
+written nothing (a kind may record why it refused: a signed decision's trail says its signature was
+not applied); the others' changes commit together with the job's bookkeeping. Jobs know nothing of
+what their kinds do: no entities, actions or signatures here.
 """
 
 from __future__ import annotations
@@ -40,9 +42,6 @@ class JobKind:
     # A bulk kind records an outcome per target, runs in chunks and succeeds once every target has
     # an outcome; a single kind has one target and fails with that target's error.
     bulk: bool = False
-    # How POST /api/bulk-actions/ names a bulk kind: {"entity": ..., "action": ...}.
-    entity: str = ""
-    action: str = ""
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -71,21 +70,8 @@ def kinds() -> list[JobKind]:
     return sorted(_KINDS.values(), key=lambda kind: kind.name)
 
 
-def bulk_kind(entity: str, action: str) -> JobKind | None:
-    """The bulk kind POST /api/bulk-actions/ means by (entity, action); `send-back` = `send_back`."""
-    action = action.replace("-", "_")
-    return next((k for k in _KINDS.values() if k.bulk and (k.entity, k.action) == (entity, action)), None)
-
-
 def bulk_kind_names() -> list[str]:
     return sorted(k.name for k in _KINDS.values() if k.bulk)
-
-
-def bulk_choices() -> tuple[list[str], list[str]]:
-    """The entities and actions the bulk API accepts (actions in both spellings of the URLs)."""
-    bulk = [k for k in _KINDS.values() if k.bulk]
-    actions = sorted({k.action for k in bulk} | {k.action.replace("_", "-") for k in bulk})
-    return sorted({k.entity for k in bulk}), actions
 
 
 def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> dict | None:

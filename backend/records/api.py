@@ -14,8 +14,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backend.accounts.api import SignatureInputSerializer, decision_sign
-from backend.accounts.signatures import signature_meaning
+from backend.accounts.api import SignatureInputSerializer, signature_throttle
 from backend.audit.api import AuditEntrySerializer, SignatureRefSerializer, history_response, signature_ref
 from backend.audit.selectors import binding_matches, entries_since_version, signatures_of
 from backend.common.api import MAX_VERSION, ListFiltersForListsOnly, expected_version
@@ -24,7 +23,8 @@ from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
 
 from . import selectors, services
-from .jobs import RELOCATE, TRANSITION_KINDS
+from .decisions import Decision, decide_one
+from .jobs import RELOCATE
 from .models import (
     Crate,
     CrateStatus,
@@ -367,28 +367,15 @@ class RequestViewSet(ListFiltersForListsOnly, viewsets.ModelViewSet):
         obj = self.get_object()
         data = DecisionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        reason = data.validated_data.get("reason", "")
         version = expected_version(request, data.validated_data.get("version"))
-        with StaleDetails(self, obj, version):
-            services.request_transition_check(
-                entity=self.entity, action=action_name, actor=request.user, request=obj,
-                reason=reason, expected_version=version,
-            )
-        params = {"reason": reason, "expected_version": version}
-        if signature_meaning(action_name):  # a decision: signed by the decider, now
-            signature = decision_sign(
-                request, self, signature=data.validated_data.get("signature"), action=action_name,
-                entity=self.entity, unit_id=obj.unit_id,
-            )
-            params["signature_id"] = str(signature.id)
-        job = job_submit(
-            actor=request.user,
-            kind=TRANSITION_KINDS[self.entity, action_name],
-            targets=[obj.id],
-            params=params,
-            description=f"{action_name.replace('_', ' ')} {obj.unit.code} {obj.request_number} by {request.user.username}",
-            unit_id=obj.unit_id,
+        signature = data.validated_data.get("signature") or {}
+        decision = Decision(
+            entity=self.entity, action=action_name, actor=request.user, reason=data.validated_data.get("reason", ""),
+            versions={str(obj.id): version}, password=signature.get("password"), meaning=signature.get("meaning"),
+            before_signing=signature_throttle(request, self),
         )
+        with StaleDetails(self, obj, version):
+            job = decide_one(decision, obj)
         return job_accepted(job)
 
     @extend_schema(request=DecisionSerializer, responses={202: JobEnvelopeSerializer, **ERROR_RESPONSES})

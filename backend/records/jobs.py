@@ -24,7 +24,8 @@ from .services import crate_relocate, requests_transition, transition_precheck
 
 def _transition_apply(entity: str, action: str):
     def apply(actor: User, targets: list[str], params: dict[str, Any]) -> dict[str, Outcome]:
-        # The version the decider saw: one for a single job, one per target for a bulk job's items.
+        # The version each target is pinned to (the one its decider saw or signed for); a job queued
+        # before versions were pinned for every target carries one `expected_version`.
         expected, versions = params.get("expected_version"), params.get("versions") or {}
         outcomes = requests_transition(
             entity=entity, action=action, actor=actor, request_ids=[uuid.UUID(t) for t in targets],
@@ -68,9 +69,7 @@ for _entity in REQUEST_KINDS:
     for _action in REQUEST_ACTIONS:
         _apply, _check = _transition_apply(_entity, _action), _transition_precheck(_entity, _action)
         TRANSITION_KINDS[_entity, _action] = JobKind(f"{_entity}.{_action}", _apply, _check)
-        BULK_KINDS[_entity, _action] = JobKind(
-            f"bulk.{_entity}.{_action}", _apply, _check, queue="bulk", bulk=True, entity=_entity, action=_action
-        )
+        BULK_KINDS[_entity, _action] = JobKind(f"bulk.{_entity}.{_action}", _apply, _check, queue="bulk", bulk=True)
 RELOCATE = JobKind("crate.relocate", _relocate_apply)
 
 KINDS = (*TRANSITION_KINDS.values(), *BULK_KINDS.values(), RELOCATE)

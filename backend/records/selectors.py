@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from django.db.models import Q, QuerySet
 
 from backend.accounts.models import Role, User
+from backend.audit.models import AuditEntry
 
 from .lifecycle import EDITABLE_STATUSES, REQUEST_KINDS, request_kind
 from .models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest
@@ -71,3 +72,23 @@ def free_crates_in_storage(unit_id) -> QuerySet[Crate]:
     crates = Crate.objects.filter(unit_id=unit_id, status=CrateStatus.IN_STORAGE, deleted_at__isnull=True)
     busy = open_request_crate_ids(crates.values_list("id", flat=True))
     return crates.exclude(id__in=busy).order_by("crate_number")
+
+
+# The audit actions that give a request its content: filing it, and every edit of it.
+CONTENT_ACTIONS = ("created", "updated")
+
+
+def request_contributors(entity: str, requests: Iterable[BaseRequest]) -> dict[uuid.UUID, set[uuid.UUID]]:
+    """{request id: who gave it its current content}: whoever filed it and whoever edited it (its
+    crates, destination or reason), read from the audit trail, which nobody can rewrite. Four eyes
+    keeps all of them from deciding on it."""
+    requests = list(requests)
+    found: dict[uuid.UUID, set[uuid.UUID]] = {r.id: {r.created_by_id} for r in requests}
+    if not requests:
+        return found
+    rows = AuditEntry.objects.filter(
+        entity=entity, record_id__in=list(found), action__in=CONTENT_ACTIONS, actor_id__isnull=False
+    ).values_list("record_id", "actor_id")
+    for record_id, actor_id in rows.distinct():
+        found[record_id].add(actor_id)
+    return found

@@ -12,10 +12,9 @@ import pytest
 
 from backend.audit.models import AuditEntry
 from backend.events import schema
-from backend.records import services
 from tests.support.factories import make_request
 from tests.support.realtime import relocate_async
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 from tests.support.ws import assert_silent, connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -39,7 +38,7 @@ def _approve(world, request) -> None:
     from django.db import connection
 
     try:
-        services.request_transition(
+        transition_now(
             entity="withdrawal", action="approve", actor=world.approver, request_id=request.id,
             signature_id=sign(world.approver, "withdrawal", "approve"),
         )

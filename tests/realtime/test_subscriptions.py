@@ -15,7 +15,7 @@ from backend.events.models import OutboxEvent
 from backend.records import services
 from tests.support.factories import UserFactory
 from tests.support.realtime import in_thread, make_world, relocate_async, unit_seq
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 from tests.support.ws import assert_silent, connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 def decide(entity: str, action: str, actor, request_id, reason: str = ""):
     """A signed decision, committed and published as a worker does."""
-    return services.request_transition(
+    return transition_now(
         entity=entity, action=action, actor=actor, request_id=request_id, reason=reason,
         signature_id=sign(actor, entity, action),
     )

@@ -5,13 +5,18 @@ signs, through the same service (`signature_sign`) or the same request body the 
 
 from __future__ import annotations
 
-from backend.accounts.signatures import MEANINGS, signature_sign
+from backend.accounts.signatures import signature_sign
+from backend.records.actions import ACTIONS, action_named
 
 from .factories import PASSWORD
 
+# What each decision means when signed, from the records' one vocabulary table.
+MEANINGS = {a.name: a.meaning for a in ACTIONS.values() if a.decision}
+
 
 def _action(action: str) -> str:
-    return action.replace("-", "_")
+    named = action_named(action)
+    return named.name if named else action
 
 
 def signed(action: str, body: dict | None = None, *, password: str = PASSWORD) -> dict:
@@ -31,6 +36,36 @@ def sign(actor, entity: str, action: str, *, unit_id=None, password: str = PASSW
     if action not in MEANINGS:
         return None
     return signature_sign(
-        user=actor, password=password, meaning=MEANINGS[action], action=action, entity=entity,
-        unit_id=unit_id or actor.unit_id,
+        user=actor, password=password, meaning=MEANINGS[action], expected=MEANINGS[action], action=action,
+        entity=entity, unit_id=unit_id or actor.unit_id,
     ).id
+
+
+def decided(actor, entity: str, action: str, ids, *, reason: str = "", versions: dict | None = None,
+            password: str = PASSWORD):
+    """Queue a bulk `action` on `ids` through the one decision use case, signed by `actor` as the
+    bulk API does (the job's task is not sent: tests run it in-process with job_execute)."""
+    from unittest import mock
+
+    from backend.records.decisions import Decision, decide_many
+
+    named = action_named(action)
+    with mock.patch("backend.jobs.queue.enqueue"):
+        return decide_many(
+            Decision(entity=entity, action=action, actor=actor, reason=reason, versions=dict(versions or {}),
+                     password=password if named and named.decision else None,
+                     meaning=named.meaning if named else None),
+            [str(i) for i in ids],
+        )
+
+
+def transition_now(**kwargs):
+    """`services.request_transition` by a test that decides on the request as it is now: the
+    decision is pinned to the current version, as the API pins one whose caller sent none."""
+    from backend.records import services
+    from backend.records.lifecycle import request_kind
+
+    if kwargs.get("expected_version") is None:
+        model = request_kind(kwargs["entity"]).model
+        kwargs["expected_version"] = model.objects.values_list("version", flat=True).get(id=kwargs["request_id"])
+    return services.request_transition(**kwargs)

@@ -24,19 +24,19 @@ from backend.accounts.models import Role, Unit, User
 from backend.accounts.selectors import unit_recipients
 from backend.notifications.services import Draft, Kind, notify
 
+from ..actions import Action
 from ..lifecycle import RequestKind
 from ..models import BaseRequest, Crate, CrateStatus, TransferRequest
 from .journal import unit_codes
 
-DECIDED = {"approve": "approved", "reject": "rejected", "send_back": "sent back"}
 INCOMING_ROLES = (Role.APPROVER, Role.ADMIN)
 DESTRUCTION_DUE_ROLES = (Role.APPROVER, Role.STORE, Role.ADMIN)
 CRATES_PER_TRANSACTION = 500
 
 
-def decided_notify(kind: RequestKind, requests: Iterable[BaseRequest], action: str, actor: User, reason: str = "") -> None:
+def decided_notify(kind: RequestKind, requests: Iterable[BaseRequest], action: Action, actor: User, reason: str = "") -> None:
     """`request_decided` to the creator of each request `actor` just decided."""
-    past = DECIDED[action]
+    past = action.notice
     because = f": {reason}" if reason else "."
     notify(
         Draft(

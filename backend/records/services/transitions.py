@@ -19,20 +19,24 @@ from django.utils import timezone
 
 from backend.accounts.models import User
 from backend.audit.services import signature_apply, signature_for
-from backend.common.errors import CrateUnavailable, DomainError, FourEyes, InvalidTransition, NotFound, ValidationFailed
+from backend.common.errors import (
+    CrateUnavailable,
+    DomainError,
+    FourEyes,
+    InvalidTransition,
+    NotFound,
+    StaleVersion,
+    ValidationFailed,
+)
 from backend.events.services import Change
 
 from ..lifecycle import RequestKind, Transition, request_kind, transition_of
 from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest, WithdrawalRequest
+from ..selectors import request_contributors
 from .changes import crate_change, request_changes, sendback_change
 from .checks import check_request_scope, check_version, require_role
 from .journal import Entry, crate_entry, journal_write, request_entry, signed_binding, unit_codes
 from .notices import decided_notify, incoming_notify
-
-# Decisions: whoever filed a request never takes them on it (four eyes).
-DECISIONS = frozenset({"approve", "reject", "send_back"})
-# How the audit trail names what a transition did.
-PAST = {"approve": "approved", "reject": "rejected", "send_back": "sent_back", "resubmit": "resubmitted"}
 
 
 def transition_precheck(*, entity: str, action: str, actor: User, reason: str = "") -> Transition:
@@ -40,23 +44,30 @@ def transition_precheck(*, entity: str, action: str, actor: User, reason: str = 
     transition = transition_of(entity, action)
     require_role(actor, *transition.roles)
     if transition.needs_reason and not (reason or "").strip():
-        raise ValidationFailed(f"A reason is required to {action.replace('_', ' ')}.", code="reason_required")
+        raise ValidationFailed(f"A reason is required to {transition.action.label}.", code="reason_required")
     return transition
 
 
 def request_transition_check(
     *, entity: str, action: str, actor: User, request: BaseRequest, reason: str = "",
-    expected_version: int | None = None,
+    expected_version: int | None = None, contributors: set[uuid.UUID] | None = None,
 ) -> Transition:
-    """What can be seen before queueing a job: role, reason, version and the current status.
-    The job re-checks everything under lock; this only refuses early what is already certain."""
+    """What can be seen before queueing a job: role, reason, four eyes, version and the current
+    status. The job re-checks everything under lock; this only refuses early what is already
+    certain. `contributors`: who filed or edited the request (read here when not given)."""
     transition = transition_of(entity, action)
     if request.deleted_at is not None:
         raise NotFound(f"No such {entity} request.")
     check_request_scope(request_kind(entity), actor, request)
     transition_precheck(entity=entity, action=action, actor=actor, reason=reason)
-    if action in DECISIONS and request.created_by_id == actor.id:
-        raise FourEyes(f"You filed {request}: someone else must decide on it (four eyes).")
+    if transition.action.decision:
+        if contributors is None:
+            contributors = request_contributors(entity, [request])[request.id]
+        if actor.id in contributors:
+            raise FourEyes(
+                f"You filed or changed {request}: someone else must decide on it (four eyes).",
+                details={"contributors": "you filed it" if request.created_by_id == actor.id else "you changed it"},
+            )
     check_version(request, expected_version)
     if request.status not in transition.sources:
         raise InvalidTransition(
@@ -106,19 +117,24 @@ def requests_transition(
     of statements whatever their number (one UPDATE for the requests, one per crate effect, one
     INSERT of send-back records, one outbox write), which is what makes a 10,000-item bulk cheap.
     A decision carries the signature its decider gave when submitting it (`signature_id`, see
-    backend.accounts.signatures): without it nothing is decided; with it, each decided request is
-    bound to it and its audit entry references it.
+    backend.accounts.signatures) and, for every request, the version that signature was given for
+    (`expected_versions`): without them nothing is decided. A request that changed since is
+    refused (`stale_version`), and so is one its decider filed or edited (`four_eyes`); the
+    signature is then recorded as not applied to it (an audit entry `signature_not_applied`).
+    Each decided request is bound to the signature and its audit entry references it.
     Locks are taken requests first, then crates, each in id order, then the unit counters: the same
     order everywhere, so concurrent transitions queue instead of deadlocking.
     """
     kind = request_kind(entity)
     transition = transition_of(entity, action)
+    action, decision = transition.action, transition.action.decision
     ids = sorted(set(request_ids), key=str)
     expected_versions = expected_versions or {}
     signature = (
-        signature_for(signature_id, signer_id=actor.id, action=action, entity=kind.entity) if action in DECISIONS else None
+        signature_for(signature_id, signer_id=actor.id, action=action.name, entity=kind.entity) if decision else None
     )
     locked = {r.id: r for r in kind.model.objects.select_for_update().filter(id__in=ids).order_by("id")}
+    contributors = request_contributors(kind.entity, locked.values()) if decision else {}
     outcomes: dict[uuid.UUID, BaseRequest | DomainError] = {}
     accepted: list[BaseRequest] = []
     for request_id in ids:
@@ -126,18 +142,26 @@ def requests_transition(
         try:
             if request is None:
                 raise NotFound(f"No such {kind.entity} request.")
+            pinned = expected_versions.get(request_id)
             request_transition_check(
-                entity=entity, action=action, actor=actor, request=request, reason=reason,
-                expected_version=expected_versions.get(request_id),
+                entity=entity, action=action.name, actor=actor, request=request, reason=reason,
+                expected_version=pinned, contributors=contributors.get(request_id),
             )
+            if decision and pinned is None:  # a signature covers one version, never "whatever is there"
+                raise StaleVersion(
+                    f"{request}: the decision names no version, so it decides nothing.",
+                    details={"current_version": request.version},
+                )
             accepted.append(request)
         except DomainError as exc:
             outcomes[request_id] = exc
+    if signature is not None:
+        _signature_not_applied(kind, signature, actor, locked, outcomes)
 
     crate_journal: dict[uuid.UUID, tuple[list[Change], list[Entry]]] = {}
     # The crates of each request: what an approval moves, and part of what a signature binds.
-    crate_ids = _crate_ids(kind, accepted) if accepted and action in DECISIONS else {}
-    if action == "approve" and accepted:
+    crate_ids = _crate_ids(kind, accepted) if accepted and decision else {}
+    if action.name == "approve" and accepted:
         accepted, crate_journal = _approve_crates(kind, accepted, outcomes, actor, crate_ids)
     if not accepted:
         return outcomes
@@ -145,7 +169,7 @@ def requests_transition(
     now = timezone.now()
     reason = (reason or "").strip()
     fields = {"status": transition.target, "version": F("version") + 1, "updated_at": now}
-    if action in DECISIONS:
+    if decision:
         fields.update(decided_by=actor, decided_at=now, decision_reason=reason)
     else:  # a resubmitted request is undecided again (the audit trail keeps the earlier decision)
         fields.update(decided_by=None, decided_at=None, decision_reason="")
@@ -158,19 +182,19 @@ def requests_transition(
         old_status = request.status
         request.status, request.version, request.updated_at = transition.target, request.version + 1, now
         request.decided_by, request.decided_at, request.decision_reason = (
-            (actor, now, reason) if action in DECISIONS else (None, None, "")
+            (actor, now, reason) if decision else (None, None, "")
         )
         request_events = request_changes(kind, request, "updated", actor=actor)
         changes += request_events
         entry = request_entry(
-            kind, request, PAST[action], {"status": [old_status, request.status]}, change=request_events[0], reason=reason,
+            kind, request, action.past, {"status": [old_status, request.status]}, change=request_events[0], reason=reason,
         )
         entry.signature_id = signature.id if signature else None
         entries.append(entry)
         crate_events, crate_entries = crate_journal.get(request.id, ([], []))
         changes += crate_events
         entries += crate_entries
-        if action == "send_back":
+        if action.name == "send_back":
             record = SendBackRecord(
                 unit_id=request.unit_id, entity=kind.entity, request_id=request.id, reason=reason,
                 created_by=actor, created_at=now,
@@ -182,11 +206,27 @@ def requests_transition(
     if signature is not None:
         signature_apply(signature, [signed_binding(kind, r, crate_ids.get(r.id, [])) for r in accepted])
     journal_write(actor=actor, changes=changes, entries=entries)
-    if action in DECISIONS:
+    if decision:
         decided_notify(kind, accepted, action, actor, reason)
     elif kind.model is TransferRequest:
-        incoming_notify(accepted, actor, PAST[action])
+        incoming_notify(accepted, actor, action.past)
     return outcomes
+
+
+def _signature_not_applied(kind: RequestKind, signature, actor: User, locked: dict, outcomes: dict) -> None:
+    """The requests of the decider's unit a signed decision was refused on: each one's trail says
+    the signature was not applied to it, and why (a changed request, four eyes, its status)."""
+    entries = [
+        Entry(
+            unit_id=request.unit_id, entity=kind.entity, record_id=request.id, record_number=request.request_number,
+            action="signature_not_applied", version=request.version, signature_id=signature.id,
+            reason=f"{outcomes[request.id].code}: {outcomes[request.id].message}",
+        )
+        for request in locked.values()
+        if request.id in outcomes and request.unit_id == signature.unit_id
+    ]
+    if entries:
+        journal_write(actor=actor, entries=entries)
 
 
 def _crate_ids(kind: RequestKind, requests: list[BaseRequest]) -> dict[uuid.UUID, list[uuid.UUID]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from django.db import connection, transaction
 
-from backend.accounts.signatures import MEANINGS
 from backend.audit.chain import binding_hash
 from backend.audit.models import AuditEntry, Signature, SignedRecord
 from backend.audit.selectors import audit_verify, binding_matches
@@ -17,7 +16,7 @@ from backend.records.models import WithdrawalRequest
 from backend.records.services.journal import signed_content
 from tests.backend.audit.test_api import run_jobs
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign, signed
+from tests.support.signing import MEANINGS, sign, signed, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -201,7 +200,7 @@ def test_a_record_changed_after_signing_shows_the_signature_no_longer_matching(a
 
 def test_a_signature_cannot_be_copied_to_another_record_or_survive_a_tampered_row(staff):
     first, second = (make_request("withdrawal", staff["requester"]) for _ in range(2))
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="approve", actor=staff["approver"], request_id=first.id,
         signature_id=sign(staff["approver"], "withdrawal", "approve"),
     )
@@ -237,7 +236,7 @@ def test_the_service_refuses_a_decision_without_its_deciders_signature(staff):
     for signature_id in (None, someone_elses, sign(staff["approver"], "withdrawal", "reject"),
                          sign(staff["approver"], "destruction", "approve")):
         with pytest.raises(Exception) as refused:
-            services.request_transition(
+            transition_now(
                 entity="withdrawal", action="approve", actor=staff["approver"], request_id=request.id,
                 signature_id=signature_id,
             )
@@ -290,7 +289,7 @@ def test_a_bulk_refused_for_its_ids_costs_no_signature_attempt(api, staff, enque
 
 def test_resubmitting_needs_no_signature(api, staff, enqueued):
     request = make_request("withdrawal", staff["requester"])
-    services.request_transition(entity="withdrawal", action="send_back", actor=staff["approver"], request_id=request.id,
+    transition_now(entity="withdrawal", action="send_back", actor=staff["approver"], request_id=request.id,
                                 reason="r", signature_id=sign(staff["approver"], "withdrawal", "send_back"))
     assert decide(api, staff["requester"], request, "resubmit", {}).status_code == 202
 

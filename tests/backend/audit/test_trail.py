@@ -14,7 +14,6 @@ import pytest
 from django.db import transaction
 
 from backend.accounts.models import Unit
-from backend.accounts.signatures import MEANINGS
 from backend.audit.context import origin
 from backend.audit.models import AuditEntry, SignedRecord
 from backend.audit.selectors import audit_verify
@@ -27,7 +26,7 @@ from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign
+from tests.support.signing import MEANINGS, sign, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -144,7 +143,7 @@ def _service_steps(w: World):
 
     def decide(pairs):
         for (entity, action), request in pairs.items():
-            services.request_transition(
+            transition_now(
                 entity=entity, action=action, actor=s["approver"], request_id=request.id,
                 reason="" if action == "approve" else "illegible", signature_id=sign(s["approver"], entity, action),
             )
@@ -188,7 +187,8 @@ def _service_steps(w: World):
             lambda: [w.request() for _ in range(3)],
             lambda requests: services.requests_transition(
                 entity="withdrawal", action="approve", actor=s["approver"], request_ids=[r.id for r in requests],
-                    signature_id=sign(s["approver"], "withdrawal", "approve")),
+                expected_versions={r.id: r.version for r in requests},
+                signature_id=sign(s["approver"], "withdrawal", "approve")),
         ),
     }
 
@@ -210,19 +210,20 @@ def _job_params(kind, w: World):
     """(targets, params, actor) that make each job kind change something."""
     if kind.name == "crate.relocate":
         return [w.crate().id], {"location": "Vault 9", "reason": "flood"}, w.staff["store"]
-    entity, action = (kind.entity, kind.action) if kind.bulk else kind.name.split(".")
+    entity, action = kind.name.removeprefix("bulk.").split(".")
     status = {"resubmit": "sent_back"}.get(action, "pending")
     requests = [w.request(entity) for _ in range(2 if kind.bulk else 1)]
     if status == "sent_back":
         for request in requests:
-            services.request_transition(entity=entity, action="send_back", actor=w.staff["approver"],
+            transition_now(entity=entity, action="send_back", actor=w.staff["approver"],
                                         request_id=request.id, reason="fix it",
                                             signature_id=sign(w.staff["approver"], entity, "send_back"))
     actor = w.colleague if action == "resubmit" else w.staff["approver"]
     reason = "" if action in ("approve", "resubmit") else "illegible"
     params = {"reason": reason}
-    if action in MEANINGS:  # what the API puts in a decision's job: its signature, never the password
-        params["signature_id"] = str(sign(actor, entity, action))
+    if action in MEANINGS:  # what the API puts in a decision's job: its signature (never the password),
+        params["signature_id"] = str(sign(actor, entity, action))  # and the versions it was given for
+        params["versions"] = {str(r.id): current(entity, r.id).version for r in requests}
     return [r.id for r in requests], params, actor
 
 
@@ -242,9 +243,8 @@ def test_every_job_kind_journals_every_change_with_its_job_and_its_client(world)
 def test_a_redelivered_task_writes_no_second_entry(world):
     request = world.request()
     approver = world.staff["approver"]
-    job = world.job(
-        "withdrawal.approve", [request.id], {"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve"))}, approver
-    )
+    params = {"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve")), "versions": {str(request.id): 1}}
+    job = world.job("withdrawal.approve", [request.id], params, approver)
     job_execute(job_id=str(job.id))
     entries = AuditEntry.objects.count()
 
@@ -260,7 +260,7 @@ def test_a_rolled_back_change_leaves_no_entry_and_no_event(world):
 
     with pytest.raises(RuntimeError), transaction.atomic():
         services.crate_create(actor=world.staff["store"])
-        services.request_transition(entity="withdrawal", action="approve", actor=world.staff["approver"],
+        transition_now(entity="withdrawal", action="approve", actor=world.staff["approver"],
                                     request_id=world.request().id,
                                         signature_id=sign(world.staff["approver"], "withdrawal", "approve"))
         raise RuntimeError("the caller's transaction fails after the services ran")
@@ -268,12 +268,19 @@ def test_a_rolled_back_change_leaves_no_entry_and_no_event(world):
     assert (AuditEntry.objects.count(), OutboxEvent.objects.count()) == (entries, events)
 
 
-def test_a_refused_change_leaves_no_entry(world):
+def test_a_refused_change_leaves_no_change_entry_only_the_signatures_non_application(world):
     own = world.request(by=world.staff["admin"])  # the admin may file, and may not decide on it (four eyes)
-    entries = AuditEntry.objects.count()
+    entries = set(AuditEntry.objects.values_list("id", flat=True))
+    signature_id = sign(world.staff["admin"], "withdrawal", "approve")
     outcomes = services.requests_transition(
         entity="withdrawal", action="approve", actor=world.staff["admin"], request_ids=[own.id, uuid.uuid4()],
-            signature_id=sign(world.staff["admin"], "withdrawal", "approve")
+        expected_versions={own.id: 1}, signature_id=signature_id,
     )
     assert sorted(o.code for o in outcomes.values()) == ["four_eyes", "not_found"]
-    assert AuditEntry.objects.count() == entries
+    # nothing changed, and the trail says the signature was not applied to the request it names (only)
+    (entry,) = AuditEntry.objects.exclude(id__in=entries)
+    assert (entry.record_id, entry.action, entry.signature_id, entry.changes) == (
+        own.id, "signature_not_applied", signature_id, {},
+    )
+    assert entry.reason.startswith("four_eyes: ")
+    assert current("withdrawal", own.id).version == 1

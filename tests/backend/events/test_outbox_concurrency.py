@@ -16,7 +16,7 @@ from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest
 from tests.support.db import postgres_only, run_concurrently
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 pytestmark = postgres_only
 N = 20
@@ -111,7 +111,7 @@ def test_transfers_approved_both_ways_at_once_neither_deadlock_nor_skip():
     # when all are approved at the same time (each touches both units' counters)
     results = run_concurrently(
         len(pairs),
-        lambda i: services.request_transition(
+        lambda i: transition_now(
             entity="transfer", action="approve", actor=pairs[i][1], request_id=pairs[i][0].id,
                 signature_id=sign(pairs[i][1], "transfer", "approve")
         ),

@@ -15,7 +15,7 @@ from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
 from tests.support.db import make_superuser
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +59,7 @@ def _every_action() -> None:
             request = _file(entity, staff["requester"], **extra)
             for action in path:
                 actor = staff["requester"] if action == "resubmit" else staff["approver"]
-                services.request_transition(entity=entity, action=action, actor=actor, request_id=request.id, reason=SECRET,
+                transition_now(entity=entity, action=action, actor=actor, request_id=request.id, reason=SECRET,
                     signature_id=sign(actor, entity, action))
 
 

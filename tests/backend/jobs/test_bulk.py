@@ -14,14 +14,12 @@ from django.test import override_settings
 from backend.accounts.models import Role
 from backend.events.models import OutboxEvent
 from backend.jobs.models import Job, JobOutcome, JobStatus
-from backend.jobs.services import bulk_submit, job_execute
-from backend.records import services
-from backend.records.jobs import BULK_KINDS
+from backend.jobs.services import job_execute
 from backend.records.models import RequestStatus, WithdrawalRequest
 from tests.support import processes
 from tests.support.factories import UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.queues import enqueue_on
-from tests.support.signing import sign, signed
+from tests.support.signing import decided, sign, signed, transition_now
 
 
 def _outcomes(job: Job) -> dict[str, dict]:
@@ -30,10 +28,8 @@ def _outcomes(job: Job) -> dict[str, dict]:
 
 
 def _queued(actor, ids, action="approve", reason="") -> Job:
-    """Submit without a broker: these tests run the job in-process."""
-    with mock.patch("backend.jobs.queue.enqueue"):
-        params = {"reason": reason, "signature_id": str(sign(actor, "withdrawal", action))}
-        return bulk_submit(actor=actor, kind=BULK_KINDS["withdrawal", action], ids=ids, params=params, description="test")
+    """Submit through the decision use case without a broker: these tests run the job in-process."""
+    return decided(actor, "withdrawal", action, ids, reason=reason)
 
 
 @pytest.mark.django_db
@@ -43,8 +39,8 @@ def test_mixed_ids_get_exact_outcomes_and_nothing_else_changes(django_capture_on
     requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
     pending = [make_request("withdrawal", requester) for _ in range(2)]
     approved = make_request("withdrawal", requester)
-    services.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=approved.id,
-        signature_id=sign(approver, "withdrawal", "approve"))
+    transition_now(entity="withdrawal", action="approve", actor=approver, request_id=approved.id,
+        expected_version=1, signature_id=sign(approver, "withdrawal", "approve"))
     foreign = make_request("withdrawal", UserFactory(unit=other, role=Role.REQUESTER))
     unknown = uuid.uuid4()
     seq_before = OutboxEvent.objects.filter(unit=unit).order_by("-seq").values_list("seq", flat=True).first()
@@ -151,10 +147,10 @@ def test_concurrent_overlapping_bulks_apply_each_id_once():
     assert set(WithdrawalRequest.objects.filter(id__in=ids).values_list("status", "version")) == {("approved", 2)}
     first.refresh_from_db(), second.refresh_from_db()
     assert first.status == second.status == JobStatus.SUCCEEDED
-    # and for each overlapping id one bulk won and the other found it already approved
+    # and for each overlapping id one bulk won and the other found it changed since it was signed for
     for target in map(str, ids[10:30]):
         codes = sorted(o.get("code", "ok") for o in (_outcomes(first)[target], _outcomes(second)[target]))
-        assert codes == ["invalid_transition", "ok"], codes
+        assert codes == ["ok", "stale_version"], codes
     assert first.progress["failed"] + second.progress["failed"] == 20
     per_request = OutboxEvent.objects.filter(entity="withdrawal", unit=unit).values_list("object_id", flat=True)
     assert sorted(per_request) == sorted(ids)  # one `updated` event per request, no more

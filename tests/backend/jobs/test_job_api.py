@@ -15,12 +15,12 @@ from django.utils import timezone
 
 from backend.accounts.models import Role
 from backend.common.faults import InjectedFault, parse_fault_points
-from backend.jobs.api import BulkThrottle
 from backend.jobs.models import Job, JobOutcome, JobStatus
-from backend.jobs.services import bulk_submit, job_execute, jobs_prune
-from backend.records.jobs import BULK_KINDS, RELOCATE
+from backend.jobs.services import job_execute, jobs_prune
+from backend.records.bulk_api import BulkThrottle
+from backend.records.jobs import RELOCATE
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, pending_requests_fast
-from tests.support.signing import sign, signed
+from tests.support.signing import decided, signed
 
 pytestmark = pytest.mark.django_db
 
@@ -32,9 +32,7 @@ def people():
 
 
 def _bulk(approver, ids) -> Job:
-    with mock.patch("backend.jobs.queue.enqueue"):
-        params = {"signature_id": str(sign(approver, "withdrawal", "approve"))}
-        return bulk_submit(actor=approver, kind=BULK_KINDS["withdrawal", "approve"], ids=ids, params=params, description="t")
+    return decided(approver, "withdrawal", "approve", ids)
 
 
 def _body(response) -> dict:

@@ -16,11 +16,10 @@ from django.utils import timezone
 from backend.accounts.models import Role
 from backend.accounts.signatures import signature_sign
 from backend.common.errors import SignatureInvalid, SignatureLocked
-from backend.jobs.services import bulk_submit, job_execute, job_fail, job_submit
+from backend.jobs.services import job_execute, job_fail, job_submit
 from backend.notifications.models import Notification
 from backend.notifications.services import Draft, notify
-from backend.records import services
-from backend.records.jobs import BULK_KINDS, RELOCATE, TRANSITION_KINDS
+from backend.records.jobs import RELOCATE, TRANSITION_KINDS
 from backend.records.services.notices import destruction_due_notify
 from tests.support.factories import (
     CrateFactory,
@@ -31,7 +30,7 @@ from tests.support.factories import (
     pending_requests_fast,
     unit_staff,
 )
-from tests.support.signing import sign
+from tests.support.signing import decided, sign, transition_now
 
 
 class Rollback(Exception):
@@ -104,13 +103,13 @@ def test_a_decision_notifies_the_creator_after_commit_and_a_rolled_back_one_nobo
 
     # a decision whose transaction rolls back leaves no notification and sends nothing
     with pytest.raises(Rollback), transaction.atomic():
-        services.request_transition(entity="withdrawal", action="send_back", actor=approver, request_id=undone.id,
+        transition_now(entity="withdrawal", action="send_back", actor=approver, request_id=undone.id,
                                     reason="fix", signature_id=sign(approver, "withdrawal", "send_back"))
         raise Rollback
     assert _of(requester) == [] and sent == []
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.request_transition(entity="withdrawal", action="send_back", actor=approver, request_id=kept.id,
+        transition_now(entity="withdrawal", action="send_back", actor=approver, request_id=kept.id,
                                     reason="the crate list is wrong", signature_id=sign(approver, "withdrawal", "send_back"))
     (row,) = _of(requester, "request_decided")
     assert sent == []  # written with the change; not sent before COMMIT
@@ -132,9 +131,7 @@ def test_a_bulk_decision_notifies_each_creator_once_per_request_and_the_decider_
     approver = UserFactory(unit=unit, role=Role.APPROVER)
     ids = [r.id for r in pending_requests_fast("withdrawal", ann, 3)]
     ids += [make_request("withdrawal", bob).id for _ in range(2)]
-    with mock.patch("backend.jobs.queue.enqueue"):
-        job = bulk_submit(actor=approver, kind=BULK_KINDS["withdrawal", "approve"], ids=ids,
-                          params={"signature_id": str(sign(approver, "withdrawal", "approve"))}, description="t")
+    job = decided(approver, "withdrawal", "approve", ids)
 
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         job_execute(job_id=str(job.id))
@@ -155,9 +152,9 @@ def test_a_transfer_filed_or_resubmitted_notifies_the_destinations_approvers_and
     here, there, far = unit_staff(source), unit_staff(destination), unit_staff(elsewhere)
 
     transfer = make_request("transfer", here["requester"], destination_unit_id=destination.id)
-    services.request_transition(entity="transfer", action="send_back", actor=here["approver"], request_id=transfer.id,
+    transition_now(entity="transfer", action="send_back", actor=here["approver"], request_id=transfer.id,
                                 reason="which crates?", signature_id=sign(here["approver"], "transfer", "send_back"))
-    services.request_transition(entity="transfer", action="resubmit", actor=here["requester"], request_id=transfer.id)
+    transition_now(entity="transfer", action="resubmit", actor=here["requester"], request_id=transfer.id)
 
     for role in ("approver", "admin"):
         rows = _of(there[role], "transfer_incoming")
@@ -212,8 +209,8 @@ def test_signing_locked_notifies_the_units_admins_only(sent, settings):
     for attempt in range(settings.SIGNATURE_MAX_FAILURES):
         expected = SignatureLocked if attempt == settings.SIGNATURE_MAX_FAILURES - 1 else SignatureInvalid
         with pytest.raises(expected):
-            signature_sign(user=approver, password="wrong", meaning="approved", action="approve", entity="withdrawal",
-                           unit_id=unit.id)
+            signature_sign(user=approver, password="wrong", meaning="approved", expected="approved", action="approve",
+                           entity="withdrawal", unit_id=unit.id)
     (row,) = _of(staff["admin"], "signature_locked")
     assert (row.link_entity, row.link_id) == ("user", approver.id) and approver.username in row.title
     assert all(_of(u) == [] for u in (*others.values(), staff["approver"], staff["requester"], staff["store"]))

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from backend.accounts.signatures import MEANINGS
 from backend.audit.models import Signature
 from backend.events.models import OutboxEvent
 from backend.jobs.models import Job, JobStatus
-from backend.records import services
 from backend.records.models import Crate, RequestStatus
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign, signed
+from tests.support.signing import MEANINGS, sign, signed, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +43,7 @@ def test_an_action_is_accepted_as_a_queued_job(api, staff, enqueued, django_capt
     # given a request in the status the action applies to
     request = make_request(kind, staff["requester"])
     if verb == "resubmit":
-        request = services.request_transition(
+        request = transition_now(
             entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
                 signature_id=sign(staff["approver"], kind, "send_back")
         )
@@ -66,7 +64,7 @@ def test_an_action_is_accepted_as_a_queued_job(api, staff, enqueued, django_capt
     assert response["Location"] == f"/api/jobs/{job.id}/"
     _job_body_matches(response.json(), job)
     # the job names what to do, to what, for whom; it went to the queue once the row committed,
-    expected = {"reason": "Shelf mark unreadable", "expected_version": request.version}
+    expected = {"reason": "Shelf mark unreadable", "versions": {str(request.id): request.version}}
     if verb != "resubmit":  # a decision carries the signature its decider gave with it (never the password)
         signature = Signature.objects.get(id=job.params.get("signature_id"))
         assert (signature.signer_id, signature.meaning) == (actor.id, MEANINGS[ACTIONS[verb]])
@@ -93,7 +91,7 @@ def test_a_version_in_if_match_travels_with_the_job(api, staff, enqueued):
     assert response.status_code == 202
     params = Job.objects.get().params
     assert Signature.objects.filter(id=params.pop("signature_id"), signer_id=staff["approver"].id).exists()
-    assert params == {"reason": "", "expected_version": 1}
+    assert params == {"reason": "", "versions": {str(request.id): 1}}
 
 
 @pytest.mark.parametrize(
@@ -110,7 +108,7 @@ def test_an_illegal_transition_seen_at_request_time_is_409_and_queues_nothing(
     request = make_request("withdrawal", staff["requester"])
     path = {RequestStatus.APPROVED: ["approve"], RequestStatus.REJECTED: ["reject"], RequestStatus.SENT_BACK: ["send_back"]}
     for action in path.get(status, []):
-        services.request_transition(
+        transition_now(
             entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r",
                 signature_id=sign(staff["approver"], "withdrawal", action)
         )

@@ -17,10 +17,9 @@ from backend.events.models import OutboxEvent
 from backend.jobs import registry
 from backend.jobs.models import Job
 from backend.jobs.services import job_submit
-from backend.records import services
 from backend.records.models import Crate, DestructionRequest, SendBackRecord, TransferRequest, WithdrawalRequest
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign, signed
+from tests.support.signing import sign, signed, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +40,7 @@ class World:
             extra = {"destination_unit_id": self.third.id} if kind == "transfer" else {}
             self.requests[kind] = make_request(kind, staff["requester"], **extra)
             self.sent_back[kind] = make_request(kind, staff["requester"], **extra)
-            services.request_transition(
+            transition_now(
                 entity=kind, action="send_back", actor=staff["approver"], request_id=self.sent_back[kind].id, reason="r",
                     signature_id=sign(staff["approver"], kind, "send_back")
             )
@@ -167,7 +166,7 @@ def test_lists_never_contain_another_units_objects(api, world, resource):
 
 def _sent_back_record(staff):
     request = make_request("withdrawal", staff["requester"])
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
             signature_id=sign(staff["approver"], "withdrawal", "send_back")
     )
@@ -193,7 +192,7 @@ def addressed(enqueued):
     staff, their = unit_staff(source), unit_staff(destination)
     pending = make_request("transfer", staff["requester"], destination_unit_id=destination.id)
     sent_back = make_request("transfer", staff["requester"], destination_unit_id=destination.id)
-    services.request_transition(
+    transition_now(
         entity="transfer", action="send_back", actor=staff["approver"], request_id=sent_back.id, reason="r",
             signature_id=sign(staff["approver"], "transfer", "send_back")
     )

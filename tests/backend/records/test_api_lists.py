@@ -7,10 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from backend.records import services
 from backend.records.models import Crate, CrateStatus, WithdrawalRequest
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -105,7 +104,7 @@ def requests(staff):
     for status, action in [("pending", None), ("approved", "approve"), ("rejected", "reject"), ("sent_back", "send_back")]:
         request = make_request("withdrawal", staff["requester"])
         if action:
-            request = services.request_transition(
+            request = transition_now(
                 entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r",
                     signature_id=sign(staff["approver"], "withdrawal", action)
             )
@@ -159,7 +158,7 @@ def test_default_page_size_is_50(api, staff):
 def test_sendback_records_are_listed_with_the_contract_fields_and_filter_by_request(api, staff, requests):
     # given a second sent-back request of another kind
     other = make_request("destruction", staff["requester"])
-    services.request_transition(
+    transition_now(
         entity="destruction", action="send_back", actor=staff["approver"], request_id=other.id, reason="x",
             signature_id=sign(staff["approver"], "destruction", "send_back")
     )

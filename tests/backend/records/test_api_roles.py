@@ -7,11 +7,10 @@ import pytest
 
 from backend.events.models import OutboxEvent
 from backend.jobs.models import Job
-from backend.records import services
 from backend.records.models import Crate
 from tests.support.db import make_superuser
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign, signed
+from tests.support.signing import sign, signed, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -99,7 +98,7 @@ def test_request_writes_by_role(api, unit, kind, verb, role):
     extra = {"destination_unit_id": destination.id} if kind == "transfer" else {}
     request = make_request(kind, staff["requester"], **extra)
     if verb == "resubmit":
-        services.request_transition(entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
+        transition_now(entity=kind, action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
             signature_id=sign(staff["approver"], kind, "send_back"))
     path = f"/api/{KINDS[kind]}/{request.id}/"
     body = {"crates": [str(CrateFactory(unit=unit).id)], "reason": "edited", "change_reason": "wrong crate"}

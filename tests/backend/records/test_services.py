@@ -20,7 +20,7 @@ from backend.records import services
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest, WithdrawalRequest
 from tests.support.db import events, last_seq, make_superuser, request_snapshot
 from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 pytestmark = pytest.mark.django_db
 YEAR = timezone.now().year
@@ -151,7 +151,7 @@ def test_a_crate_that_was_ever_requested_stays(unit, staff, path):
     crate = CrateFactory(unit=unit)
     request = make_request("withdrawal", staff["requester"], [crate])
     for action in path:
-        services.request_transition(
+        transition_now(
             entity="withdrawal", action=action, actor=staff["approver"], request_id=request.id, reason="r",
                 signature_id=sign(staff["approver"], "withdrawal", action)
         )
@@ -262,7 +262,7 @@ def test_a_crate_in_an_open_request_of_any_kind_is_unavailable(unit, staff):
 def test_a_crate_of_a_rejected_request_is_free_again(unit, staff):
     crate = CrateFactory(unit=unit)
     first = make_request("withdrawal", staff["requester"], [crate])
-    services.request_transition(entity="withdrawal", action="reject", actor=staff["approver"], request_id=first.id, reason="no",
+    transition_now(entity="withdrawal", action="reject", actor=staff["approver"], request_id=first.id, reason="no",
         signature_id=sign(staff["approver"], "withdrawal", "reject"))
     again = make_request("withdrawal", staff["requester"], [crate])
     assert list(again.crates.all()) == [crate]
@@ -341,7 +341,7 @@ def test_request_update_refuses_stale_and_decided_requests(unit, staff):
         services.request_update(change_reason="edited in a test",
             entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=7, reason="x"
         )
-    services.request_transition(entity="withdrawal", action="approve", actor=staff["approver"], request_id=request.id,
+    transition_now(entity="withdrawal", action="approve", actor=staff["approver"], request_id=request.id,
         signature_id=sign(staff["approver"], "withdrawal", "approve"))
     before = request_snapshot(request)
     with pytest.raises(InvalidTransition):
@@ -357,7 +357,7 @@ def test_request_update_refuses_stale_and_decided_requests(unit, staff):
 
 def test_a_sent_back_request_can_still_be_edited(unit, staff):
     request = make_request("destruction", staff["requester"])
-    services.request_transition(
+    transition_now(
         entity="destruction", action="send_back", actor=staff["approver"], request_id=request.id, reason="r",
             signature_id=sign(staff["approver"], "destruction", "send_back")
     )

@@ -87,7 +87,8 @@ class Scene:
         for action in PATHS[status]:
             request = services.request_transition(
                 entity=kind, action=action, actor=self.staff["approver"], request_id=request.id, reason="scene",
-                    signature_id=sign(self.staff["approver"], kind, action, unit_id=request.unit_id)
+                expected_version=request.version,
+                signature_id=sign(self.staff["approver"], kind, action, unit_id=request.unit_id),
             )
         assert request.status == status
         return request
@@ -293,8 +294,10 @@ def test_approval_never_half_applies_when_a_crate_left_storage(scene, kind):
 
     # when the approver approves
     with pytest.raises(CrateUnavailable) as refused:
-        services.request_transition(entity=kind, action="approve", actor=scene.staff["approver"], request_id=request.id,
-            signature_id=sign(scene.staff["approver"], kind, "approve", unit_id=request.unit_id))
+        services.request_transition(
+            entity=kind, action="approve", actor=scene.staff["approver"], request_id=request.id,
+            expected_version=request.version, signature_id=sign(scene.staff["approver"], kind, "approve", unit_id=request.unit_id),
+        )
 
     # then nothing was applied: not the request, not the first crate, no event
     assert refused.value.code == "crate_unavailable"

@@ -9,10 +9,9 @@ import pytest
 from playwright.sync_api import expect
 
 from backend.accounts.models import Role
-from backend.records import services
 from tests.support.browser import WAIT_MS, RestartableDaphne
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 from .signing import sign_in_dialog
 
@@ -112,7 +111,7 @@ def test_the_console_resumes_after_the_server_restarts(console_daphne, consoles)
     expect(badge).to_have_text("Syncing")
     consoles.shot(page, "syncing")
     # and, meanwhile, the request is approved and another one filed (through the services)
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="approve", actor=people[Role.APPROVER], request_id=request.id,
             signature_id=sign(people[Role.APPROVER], "withdrawal", "approve")
     )

@@ -14,7 +14,7 @@ from backend.jobs.models import Job
 from backend.records import services
 from tests.support.browser import CONSOLE_OPTIONS, WAIT_MS
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 from .signing import sign_in_dialog
 
@@ -162,7 +162,7 @@ def test_a_stale_approval_says_who_changed_what_since_and_shows_the_request_as_i
     expect(entries).to_have_count(2)
     expect(entries.nth(1)).to_contain_text(f"Updated by {requester.username} (requester)")
     expect(entries.nth(1)).to_contain_text("Reason: forgot one")
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="reject", actor=people[Role.APPROVER], request_id=request.id, reason="not yet",
             signature_id=sign(people[Role.APPROVER], "withdrawal", "reject")
     )

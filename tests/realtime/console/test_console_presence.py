@@ -13,7 +13,7 @@ from backend.accounts.models import Role
 from backend.records import services
 from tests.support.browser import CONSOLE_OPTIONS, WAIT_MS
 from tests.support.factories import UnitFactory, UserFactory, make_request
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 from .signing import sign_in_dialog
 
@@ -101,7 +101,7 @@ def test_only_mine_keeps_someone_elses_update_out_of_the_feed_and_lets_mine_in(c
 
     # and the colleague files a request, then the approver approves the requester's one
     theirs = make_request("withdrawal", colleague)
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="approve", actor=approver, request_id=own.id,
         signature_id=sign(approver, "withdrawal", "approve"),
     )

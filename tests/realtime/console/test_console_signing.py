@@ -21,7 +21,7 @@ from backend.jobs.models import Job
 from backend.records import services
 from tests.support.browser import WAIT_MS
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory, make_request
-from tests.support.signing import sign
+from tests.support.signing import sign, transition_now
 
 from .signing import sign_in_dialog
 
@@ -135,7 +135,7 @@ def test_the_audit_page_filters_follows_updates_and_exports_what_it_shows(consol
     requester = UserFactory(unit=unit, role=Role.REQUESTER)
     approver = UserFactory(unit=unit, role=Role.APPROVER)
     decided, other = make_request("withdrawal", requester), make_request("withdrawal", requester)
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="approve", actor=approver, request_id=decided.id,
         signature_id=sign(approver, "withdrawal", "approve"),
     )
@@ -214,11 +214,11 @@ def test_times_show_in_the_units_time_zone_and_a_signature_the_record_outgrew_is
     requester = UserFactory(unit=unit, role=Role.REQUESTER)
     approver = UserFactory(unit=unit, role=Role.APPROVER)
     request = make_request("withdrawal", requester)
-    services.request_transition(
+    transition_now(
         entity="withdrawal", action="send_back", actor=approver, request_id=request.id, reason="add a crate",
         signature_id=sign(approver, "withdrawal", "send_back"),
     )
-    services.request_transition(entity="withdrawal", action="resubmit", actor=requester, request_id=request.id)
+    transition_now(entity="withdrawal", action="resubmit", actor=requester, request_id=request.id)
     signature = Signature.objects.get(signer_id=approver.id)
 
     # when the approver opens the console

@@ -14,9 +14,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from backend.accounts.models import Role, Unit, User
-from backend.accounts.signatures import MEANINGS, signature_sign
+from backend.accounts.signatures import signature_sign
 from backend.events.services import unit_sequence_ensure
 from backend.records import services
+from backend.records.actions import ACTIONS
 from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
 from backend.records.selectors import free_crates_in_storage
@@ -111,14 +112,17 @@ class Command(BaseCommand):
                             destination_unit_id=other.id if entity == "transfer" else None,
                         )
                         for action in path:
-                            # Signed as every decision is: the demo approver gives their password.
+                            # Signed as every decision is: the demo approver gives their password,
+                            # for the version they see.
+                            meaning = ACTIONS[action].meaning
                             signature = signature_sign(
-                                user=approver, password=password, meaning=MEANINGS[action], action=action,
+                                user=approver, password=password, meaning=meaning, expected=meaning, action=action,
                                 entity=entity, unit_id=unit.id,
                             )
-                            services.request_transition(
+                            request = services.request_transition(
                                 entity=entity, action=action, actor=approver, request_id=request.id,
                                 reason="Demo decision" if action != "approve" else "", signature_id=signature.id,
+                                expected_version=request.version,
                             )
 
     def _pending(self, requester: User, wanted: int) -> None:

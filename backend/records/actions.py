@@ -1,0 +1,44 @@
+"""The request actions and every way they are spelled: the one vocabulary table.
+
+Plain Python (no Django import), so the batch CLI reads the same table as the server. Each action
+has one canonical `name` (`send_back`), the spelling of its URL and of the bulk API (`send-back`;
+both spellings are accepted there and mean the same action), the audit trail's past tense, the
+meaning a signature on it must declare (None: not a signed decision), and the word notifications use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    path: str
+    past: str
+    meaning: str | None
+    notice: str
+
+    @property
+    def decision(self) -> bool:
+        """A decision is signed, and never taken by whoever filed or changed the request."""
+        return self.meaning is not None
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_", " ")
+
+
+APPROVE = Action("approve", "approve", "approved", "approved", "approved")
+REJECT = Action("reject", "reject", "rejected", "rejected", "rejected")
+SEND_BACK = Action("send_back", "send-back", "sent_back", "returned", "sent back")
+RESUBMIT = Action("resubmit", "resubmit", "resubmitted", None, "resubmitted")
+
+ACTIONS: dict[str, Action] = {a.name: a for a in (APPROVE, REJECT, SEND_BACK, RESUBMIT)}
+_SPELLINGS: dict[str, Action] = {**ACTIONS, **{a.path: a for a in ACTIONS.values()}}
+SPELLINGS: tuple[str, ...] = tuple(sorted(_SPELLINGS))
+
+
+def action_named(spelling: str) -> Action | None:
+    """The action `spelling` names (its name or its URL spelling), or None."""
+    return _SPELLINGS.get(spelling) if isinstance(spelling, str) else None
