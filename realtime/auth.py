@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import Error as DatabaseError
 from redis.exceptions import RedisError
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from backend.accounts.tickets import ticket_consume
@@ -65,8 +66,10 @@ async def authenticate(query: dict[str, list[str]]) -> Identity:
         consumed = await ticket_consume(ticket)
         if consumed is None:
             raise AuthFailed("ticket_invalid")
-        user_id, expires_at = consumed
+        user_id, expires_at, stamp = consumed
         user = await _active_user(user_id, None, check_claim=False)
+        if not password_matches({api_settings.REVOKE_TOKEN_CLAIM: stamp}, user):
+            raise AuthFailed("password_changed")  # bought before a password change
     elif token:
         try:
             # Full SimpleJWT validation: signature with the configured algorithm only (so

@@ -1,10 +1,16 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm, UserChangeForm
 from django.db import transaction
 
 from .models import Unit, User
-from .services import user_access_saved, user_set_password
+from .services import access_change, user_access_saved, user_create, user_set_password
+
+REASON = forms.CharField(
+    label="Reason for the change", max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
+    help_text="Kept in the audit trail with your name (GMP: who changed access, when and why).",
+)
 
 
 @admin.register(Unit)
@@ -13,26 +19,48 @@ class UnitAdmin(admin.ModelAdmin):
     search_fields = ["code", "name"]
 
 
-class RevokingPasswordChangeForm(AdminPasswordChangeForm):
-    """The admin's "change password" form, through the service that revokes the old tokens."""
+class ReasonedPasswordChangeForm(AdminPasswordChangeForm):
+    """The admin's "change password" form, through the service (audited with the admin and reason)."""
 
-    def save(self, commit=True):
-        return user_set_password(user=self.user, password=self.cleaned_data["password1"])
+    change_reason = REASON
+
+    def save(self, commit=True):  # the admin making it is in the access_change context (below)
+        return user_set_password(user=self.user, password=self.cleaned_data["password1"],
+                                 reason=self.cleaned_data["change_reason"])
+
+
+class ReasonedChangeForm(UserChangeForm):
+    change_reason = REASON
+
+
+class ReasonedCreationForm(AdminUserCreationForm):
+    change_reason = REASON
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     list_display = ["username", "unit", "role", "is_active", "is_superuser"]
     list_filter = ["unit", "role", "is_active", "is_superuser"]
-    fieldsets = (*BaseUserAdmin.fieldsets, ("Unit and role", {"fields": ("unit", "role")}))
-    add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Unit and role", {"fields": ("unit", "role")}))
-    change_password_form = RevokingPasswordChangeForm
+    fieldsets = (*BaseUserAdmin.fieldsets, ("Unit and role", {"fields": ("unit", "role")}),
+                 ("Why", {"fields": ("change_reason",)}))
+    add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Unit and role", {"fields": ("unit", "role")}),
+                     ("Why", {"fields": ("change_reason",)}))
+    form = ReasonedChangeForm
+    add_form = ReasonedCreationForm
+    change_password_form = ReasonedPasswordChangeForm
+
+    def user_change_password(self, request, id, form_url=""):
+        with access_change(actor=request.user, reason=""):
+            return super().user_change_password(request, id, form_url)
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            return super().save_model(request, obj, form, change)
-        with transaction.atomic():
-            before = User.objects.select_for_update().only("is_active", "unit_id").get(pk=obj.pk)
+        reason = form.cleaned_data.get("change_reason", "")
+        with transaction.atomic(), access_change(actor=request.user, reason=reason, creating=not change):
+            if not change:
+                super().save_model(request, obj, form, change)
+                user_create(actor=request.user, user=obj, reason=reason)
+                return
+            before = User.objects.select_for_update().only("is_active", "unit_id", "role").get(pk=obj.pk)
             super().save_model(request, obj, form, change)
-            # Deactivated or moved here: the same revocation as through the service.
-            user_access_saved(user=obj, was_active=before.is_active, was_unit_id=before.unit_id)
+            # Deactivated, moved or given another role here: the same audit and revocation as the service's.
+            user_access_saved(user=obj, was_active=before.is_active, was_unit_id=before.unit_id, was_role=before.role)

@@ -16,6 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from .models import Role, Unit, User
@@ -99,7 +100,10 @@ class WsTicketView(APIView):
 
     @extend_schema(request=None, responses={201: TicketSerializer})
     def post(self, request):
-        ticket = ticket_issue(user_id=str(request.user.id), access_exp=int(request.auth["exp"]))
+        ticket = ticket_issue(
+            user_id=str(request.user.id), access_exp=int(request.auth["exp"]),
+            stamp=str(request.auth.get(api_settings.REVOKE_TOKEN_CLAIM, "")),
+        )
         return Response(
             {"ticket": ticket, "expires_in": settings.WS_TICKET_TTL_SECONDS}, status=status.HTTP_201_CREATED
         )
@@ -156,6 +160,38 @@ class SignInView(TokenObtainPairView):
         return super().post(request, *args, **kwargs)
 
 
+def admin_login_guarded(login_view):
+    """The Django admin's sign-in behind the API's: the same per-address and per-username rates and
+    the same lockout, answered 429 with Retry-After before any password is hashed."""
+    from django.http import HttpResponse
+
+    def guarded(request, *args, **kwargs):
+        if request.method == "POST":
+            username = request.POST.get("username") or ""
+            probe = _ThrottleProbe(request, {"username": username})
+            for throttle in (LoginAddressThrottle(), LoginUsernameThrottle()):
+                if not throttle.allow_request(probe, None):
+                    return _too_many(HttpResponse, throttle.wait())
+            if username and not AxesProxyHandler.is_allowed(request, {"username": username}):
+                return _too_many(HttpResponse, _lockout_wait(username))
+        return login_view(request, *args, **kwargs)
+
+    return guarded
+
+
+class _ThrottleProbe:
+    """What the DRF throttles read of a request (its address, user and body), for a plain Django view."""
+
+    def __init__(self, request, data: dict):
+        self.META, self.headers, self.user, self.data = request.META, request.headers, request.user, data
+
+
+def _too_many(response_class, wait) -> object:
+    response = response_class("Too many sign-in attempts; try again later.", status=429, content_type="text/plain")
+    response["Retry-After"] = str(max(1, math.ceil(wait or 60)))
+    return response
+
+
 class RefreshView(TokenRefreshView):
     """`POST /api/auth/token/refresh/`: `{access, refresh}`; the refresh token sent is used up."""
 
@@ -206,12 +242,14 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "locked": locked_out_usernames()}
 
-    @extend_schema(request=None, responses={200: UserAdminSerializer})
+    @extend_schema(request=UnlockSigningSerializer, responses={200: UserAdminSerializer})
     @action(detail=True, methods=["post"])
     def unlock(self, request, pk=None):
         """Lift the user's sign-in lockout now."""
         user = self.get_object()
-        user_unlock(user=user)
+        data = UnlockSigningSerializer(data=request.data if isinstance(request.data, dict) else {})
+        data.is_valid(raise_exception=True)
+        user_unlock(user=user, actor=request.user, reason=data.validated_data["reason"])
         return Response(UserAdminSerializer(user, context={"locked": set()}).data)
 
     @extend_schema(request=UnlockSigningSerializer, responses={200: UserAdminSerializer})

@@ -4,3 +4,16 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "backend.accounts"
     label = "accounts"
+
+    def ready(self) -> None:
+        from axes.signals import user_locked_out
+
+        user_locked_out.connect(_locked_out, dispatch_uid="accounts.signin_locked_out")
+
+
+def _locked_out(sender, request=None, username=None, ip_address=None, **kwargs) -> None:
+    """django-axes' lockout, audited (its signal is the only place the lockout is known)."""
+    from .services import signin_locked_out
+
+    if username:
+        signin_locked_out(username=username, address=ip_address or "")

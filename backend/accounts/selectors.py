@@ -23,8 +23,8 @@ def users_access(user_ids: list[str]) -> dict[str, tuple[bool, str | None]]:
 
 
 def locked_out_usernames(usernames=None) -> set[str]:
-    """Usernames locked out now by failed sign-ins: django-axes counts failures per (username,
-    address, ...) record; a username is locked when its records within the cool-off add up to
+    """Usernames locked out now from at least one address: django-axes counts failures per
+    (username, address) pair, and a pair is locked when its records within the cool-off add up to
     AXES_FAILURE_LIMIT (the same sum axes itself checks)."""
     attempts = AccessAttempt.objects.all()
     if usernames is not None:
@@ -32,7 +32,7 @@ def locked_out_usernames(usernames=None) -> set[str]:
     cool_off = get_cool_off()
     if cool_off is not None:
         attempts = attempts.filter(attempt_time__gt=timezone.now() - cool_off)
-    totals = attempts.values("username").annotate(failures=Sum("failures_since_start"))
+    totals = attempts.values("username", "ip_address").annotate(failures=Sum("failures_since_start"))
     return {row["username"] for row in totals if row["failures"] >= settings.AXES_FAILURE_LIMIT}
 
 

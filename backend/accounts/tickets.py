@@ -1,9 +1,10 @@
 """Single-use WebSocket tickets: a short random string that stands in for the JWT in the URL.
 
-`POST /api/auth/ws-ticket/` stores `ticket -> user_id|access_exp` in Redis for 30 s; the handshake
-consumes it with GETDEL, so a ticket works once, atomically, even across Daphne processes.
+`POST /api/auth/ws-ticket/` stores `ticket -> user_id|access_exp|stamp` in Redis for 30 s; the
+handshake consumes it with GETDEL, so a ticket works once, atomically, even across Daphne processes.
 The access token's expiry travels along, so a ticket connection still closes 4002 when the token
-that bought the ticket expires.
+that bought the ticket expires; so does its password stamp, so a ticket bought before a password
+change opens nothing after it.
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ from backend.common.redis import keys_client, keys_client_async
 PREFIX = "wsticket:"
 
 
-def ticket_issue(*, user_id: str, access_exp: int) -> str:
+def ticket_issue(*, user_id: str, access_exp: int, stamp: str) -> str:
     ticket = secrets.token_urlsafe(32)
-    keys_client().set(PREFIX + ticket, f"{user_id}|{access_exp}", ex=settings.WS_TICKET_TTL_SECONDS)
+    keys_client().set(PREFIX + ticket, f"{user_id}|{access_exp}|{stamp}", ex=settings.WS_TICKET_TTL_SECONDS)
     return ticket
 
 
-async def ticket_consume(ticket: str) -> tuple[str, int] | None:
-    """(user_id, access_exp) for a valid, unused ticket; None otherwise. Never usable twice."""
+async def ticket_consume(ticket: str) -> tuple[str, int, str] | None:
+    """(user_id, access_exp, password stamp) for a valid, unused ticket; None otherwise. Never
+    usable twice."""
     if not ticket or len(ticket) > 128:
         return None
     value = await keys_client_async().getdel(PREFIX + ticket)
     if value is None:
         return None
-    user_id, _, exp = value.decode().partition("|")
-    return user_id, int(exp)
+    user_id, exp, stamp = (value.decode().split("|") + ["", ""])[:3]
+    return user_id, int(exp), stamp

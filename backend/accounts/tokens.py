@@ -47,8 +47,14 @@ class UnitTokenObtainPairSerializer(TokenObtainPairSerializer):
         return add_claims(super().get_token(user), user)
 
 
+def password_stamp(user: User) -> str:
+    """What tokens and tickets carry of the user's password: a hash of its hash (SimpleJWT's claim)."""
+    return get_md5_hash_password(user.password)
+
+
 def password_matches(token, user: User) -> bool:
-    """Whether `token` was issued under the user's current password."""
+    """Whether `token` (or a ticket's stamp: a mapping with the same claim) was issued under the
+    user's current password."""
     return token.get(api_settings.REVOKE_TOKEN_CLAIM) == get_md5_hash_password(user.password)
 
 

@@ -8,8 +8,8 @@ from .context import origin
 
 
 def _client(request) -> dict[str, str]:
-    # REMOTE_ADDR is the client's address: Daphne runs with --proxy-headers behind nginx, which
-    # overwrites X-Forwarded-For with the address it saw (compose/nginx/nginx.conf).
+    # REMOTE_ADDR is the client's address: the real peer, or the client a trusted proxy names
+    # (TRUSTED_PROXIES, backend/common/proxies.py); a client's own X-Forwarded-For never gets here.
     return {"client_ip": request.META.get("REMOTE_ADDR", ""), "user_agent": request.META.get("HTTP_USER_AGENT", "")}
 
 

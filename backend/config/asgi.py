@@ -26,13 +26,19 @@ os.environ["RECORDS_PROCESS"] = "web"  # names its database sessions (settings: 
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from backend.common.proxies import TrustedProxyMiddleware  # noqa: E402
 from realtime.auth import WebSocketAuthMiddleware, origin_validator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": origin_validator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))),
-    }
+# The client's address first, once for both protocols: everything after reads the real one.
+application = TrustedProxyMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": origin_validator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        }
+    ),
+    settings.TRUSTED_PROXIES,
 )

@@ -9,7 +9,15 @@ from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from backend.accounts.api import MeView, RefreshView, SignInView, UnitViewSet, UserViewSet, WsTicketView
+from backend.accounts.api import (
+    MeView,
+    RefreshView,
+    SignInView,
+    UnitViewSet,
+    UserViewSet,
+    WsTicketView,
+    admin_login_guarded,
+)
 from backend.audit.api import AuditTrailViewSet
 from backend.jobs.api import JobViewSet
 from backend.notifications.api import NotificationViewSet
@@ -69,6 +77,8 @@ urlpatterns = [
     path("api/bulk-actions/", BulkActionView.as_view(), name="bulk_actions"),
     path("api/", include(router.urls)),
     *api_docs_urls(),
+    # The admin's sign-in is throttled and locked like the API's (before admin.site.urls claims it).
+    path("admin/login/", admin_login_guarded(admin.site.login), name="admin_login_guarded"),
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("", ConsoleView.as_view(), name="console"),

@@ -226,7 +226,7 @@ def start_stack(args, env):
         port = free_port()
         cmd = [
             sys.executable, "-m", "realtime.daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-            "--proxy-headers", "--ping-interval", str(args.ping_interval), "--ping-timeout", "30",
+            "--ping-interval", str(args.ping_interval), "--ping-timeout", "30",
             "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536",
             "--application-close-timeout", "10", "-v", "0", "backend.config.asgi:application",
         ]

@@ -201,7 +201,7 @@ def start_stack(args, env) -> dict:
     procs = {}
     procs["daphne"] = LiveProcess("bench-sustained-daphne", [
         sys.executable, "-m", "realtime.daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
-        "--proxy-headers", "--ping-interval", "20", "--ping-timeout", "30",
+        "--ping-interval", "20", "--ping-timeout", "30",
         "--websocket-max-message-size", "65536", "--websocket-max-frame-size", "65536",
         "--websocket_connect_timeout", "10", "--application-close-timeout", "10", "-v", "1",
         "backend.config.asgi:application",

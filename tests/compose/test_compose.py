@@ -21,6 +21,7 @@ from tests.support.deploy import (
     rendered_compose,
     tool,
 )
+from tests.support.processes import procfile_web_command
 
 APP_SERVICES = {"migrate", "static", "web", "worker", "relay", "beat", "flower"}
 ONE_SHOT = {"migrate", "static"}
@@ -153,20 +154,14 @@ def test_every_app_service_runs_production_settings_from_the_same_image():
         assert services[name]["build"]["dockerfile"] == "compose/Dockerfile"
 
 
-def procfile_web_command(**values: str) -> list[str]:
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    command = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: values.get(m.group(1), m.group(2)), line[len("web:"):])
-    words = shlex.split(command)
-    # `scripts/respawn web -- ...`: what runs is after the `--` (compose restarts containers itself)
-    return words[words.index("--") + 1 :] if words[0] == "scripts/respawn" else words
-
-
 def test_web_runs_daphne_with_the_procfile_production_flags_on_all_interfaces():
     web = rendered_compose()["services"]["web"]["command"]
 
     assert web == procfile_web_command(PORT="8000", BIND="0.0.0.0", DAPHNE_BACKLOG="4096")
     assert web[:3] == ["python", "-m", "realtime.daphne"]
-    assert "tcp:port=8000:interface=0.0.0.0:backlog=4096" in web and "--proxy-headers" in web
+    assert "tcp:port=8000:interface=0.0.0.0:backlog=4096" in web
+    # Daphne never believes X-Forwarded-For itself: the web tier trusts nginx alone (TRUSTED_PROXIES)
+    assert "--proxy-headers" not in web
 
 
 def test_flower_is_served_under_its_prefix_with_basic_auth():

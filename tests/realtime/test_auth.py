@@ -18,6 +18,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from backend.accounts.models import User
 from backend.accounts.tickets import PREFIX, ticket_issue
+from backend.accounts.tokens import password_stamp
 from tests.support.realtime import failed_connection, joined_groups, relocate_async
 from tests.support.ws import connect, recv_json
 
@@ -148,7 +149,9 @@ def test_a_ticket_from_the_api_works_once(daphne, unit_a):
 def test_an_expired_ticket_is_refused(daphne, unit_a, settings):
     # given a ticket that lives one second, and has expired
     settings.WS_TICKET_TTL_SECONDS = 1
-    ticket = ticket_issue(user_id=str(unit_a.approver.id), access_exp=int(time.time()) + 600)
+    ticket = ticket_issue(
+        user_id=str(unit_a.approver.id), access_exp=int(time.time()) + 600, stamp=password_stamp(unit_a.approver)
+    )
     keys = redis.Redis.from_url(settings.KEYS_REDIS_URL)
     assert keys.pttl(PREFIX + ticket) <= 1000  # (-2 if a slow machine already let it expire)
     deadline = time.monotonic() + 10

@@ -15,6 +15,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from backend.accounts.models import User
 from backend.accounts.services import user_set_password, user_update_access
 from backend.accounts.tickets import ticket_issue
+from backend.accounts.tokens import password_stamp
 from tests.support.auth import access_token
 from tests.support.realtime import SeqClient, failed_connection, make_users, raise_open_files_limit, relocate_async
 from tests.support.ws import connect, recv_json
@@ -39,7 +40,7 @@ def test_the_connection_closes_4002_when_its_token_expires(daphne, unit_a):
     token["unit_id"] = unit_a.id
     token.set_exp(lifetime=timedelta(seconds=6))
     expires_at = float(token["exp"])
-    ticket = ticket_issue(user_id=str(user.id), access_exp=int(expires_at))
+    ticket = ticket_issue(user_id=str(user.id), access_exp=int(expires_at), stamp=password_stamp(user))
 
     async def closed(ws):
         result = await _close_code(ws)
@@ -178,10 +179,9 @@ def test_an_access_change_closes_the_users_sockets_at_once(daphne, unit_a, unit_
 
     closes, took = asyncio.run(scenario())
 
-    # then both sockets close with 4003 (access revoked) or, after a new password, 4002 (the token is
-    # no longer valid: the client's refresh fails too), within seconds
-    expected = 4002 if how == "new password" else 4003
-    assert closes == [([], expected), ([], expected)]
+    # then both sockets close with 4003 (access revoked; after a new password too: the token is no
+    # longer valid and the client's refresh fails), within seconds
+    assert closes == [([], 4003), ([], 4003)]
     assert took < 10
 
 
@@ -199,7 +199,7 @@ def _change(how: str, user, other_world, admin_client) -> None:
             form = admin_client.get(f"/admin/accounts/user/{user.id}/change/").context["adminform"].form
             data = {k: v for k, v in form.initial.items() if v is not None}
             data.update(is_active="", unit=str(user.unit_id), role=user.role, date_joined_0="2026-01-01",
-                        date_joined_1="00:00:00", username=user.username)
+                        date_joined_1="00:00:00", username=user.username, change_reason="left the company")
             data.pop("password", None)
             data.pop("groups", None)
             data.pop("user_permissions", None)

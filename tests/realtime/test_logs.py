@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from backend.accounts.tickets import ticket_issue
+from backend.accounts.tokens import password_stamp
 from tests.support.realtime import failed_connection
 from tests.support.ws import connect, recv_json
 
@@ -22,7 +23,7 @@ def test_tokens_and_tickets_never_appear_in_the_daphne_log(spawn_daphne, unit_a,
     user = unit_a.approver
     good_token = unit_a.token(user)
     bad_token = good_token[:-6] + "AAAAAA"
-    good_ticket = ticket_issue(user_id=str(user.id), access_exp=2_000_000_000)
+    good_ticket = ticket_issue(user_id=str(user.id), access_exp=2_000_000_000, stamp=password_stamp(user))
     bad_ticket = "unknownTicket0123456789abcdefghijklmnopqrstuv"
 
     async def scenario():

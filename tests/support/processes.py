@@ -4,6 +4,8 @@ test's own, on free ports, with their output kept under test-artifacts/logs/ for
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -82,6 +84,24 @@ class LiveProcess:
                 self.kill(signal.SIGKILL)
                 self.popen.wait(5)
         self._log.close()
+
+
+def procfile_web_command(**values: str) -> list[str]:
+    """The Procfile's `web` command (what `make up` runs), its ${VAR:-default}s filled from `values`."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    command = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: values.get(m.group(1), m.group(2)), line[len("web:"):])
+    words = shlex.split(command)
+    # `scripts/respawn web -- ...`: what runs is after the `--` (compose restarts containers itself)
+    return words[words.index("--") + 1 :] if words[0] == "scripts/respawn" else words
+
+
+def start_procfile_daphne(env: dict[str, str]) -> tuple[LiveProcess, int]:
+    """A Daphne exactly as `make up` starts it (the Procfile's flags), on a free port."""
+    port = free_port()
+    words = procfile_web_command(WEB_PORT=str(port), BIND="127.0.0.1")
+    proc = LiveProcess(f"daphne-procfile-{port}", [sys.executable if words[0] == "python" else words[0], *words[1:]], env)
+    wait_for_port(port, proc=proc)
+    return proc, port
 
 
 def start_daphne(env: dict[str, str], port: int | None = None, extra: list[str] | None = None) -> tuple[LiveProcess, int]:

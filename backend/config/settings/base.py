@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import environ
 
+from backend.common.proxies import parse_networks
 from backend.common.redis import cache_settings, channel_layer_host, parse_sentinel_nodes, sentinel_url
 
 BASE_DIR = Path(__file__).resolve().parents[3]
@@ -23,10 +24,15 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789abcdef")
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+# Proxies whose X-Forwarded-For is believed (addresses or networks). Empty: Daphne serves clients
+# directly (`make up`) and a client's forwarding headers are dropped (backend/common/proxies.py).
+TRUSTED_PROXIES = parse_networks(env.list("TRUSTED_PROXIES", default=[]))
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.auth: its `changepassword` command (audited) takes the place of auth's.
+    "backend.accounts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -41,7 +47,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
-    "backend.accounts",
     "backend.notifications",
     "backend.audit",
     "backend.events",
@@ -138,24 +143,30 @@ AUTH_USER_MODEL = "accounts.User"
 # django-axes first: it refuses a locked-out username before the password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 # Sign-in lockout (django-axes, counted in the database): AXES_FAILURE_LIMIT failed sign-ins of one
-# username, from any address, lock it for AXES_COOLOFF_TIME, or until a unit admin unlocks it
-# (POST /api/users/{id}/unlock/). A success resets the count. Addresses come from REMOTE_ADDR only:
-# behind nginx, Daphne's --proxy-headers already put the client's address there.
+# username *from one address* lock that pair for AXES_COOLOFF_TIME, or until a unit admin unlocks it
+# (POST /api/users/{id}/unlock/). The pair, not the username alone: an outsider who knows a username
+# cannot lock its owner out from everywhere by failing on purpose. The username is slowed everywhere
+# instead (LOGIN_RATE_PER_USERNAME, whatever the address: at most a minute's wait), and each address
+# too (LOGIN_RATE_PER_ADDRESS). docs/security.md, "Sign-in", has the trade. A success resets the
+# count. Addresses come from REMOTE_ADDR only, which TrustedProxyMiddleware sets from
+# X-Forwarded-For only when a trusted proxy sent it.
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 AXES_VERBOSE = False
-# axes.W006 asks to lock out addresses too. Not here: every user of a site often shares one address
-# (the site's NAT), and a lockout per address would lock them all out for one user's typos. An
-# address is rate limited instead (LOGIN_RATE_PER_ADDRESS, the DRF throttle on the sign-in view).
+# axes.W006 asks to lock out addresses alone too. Not here: every user of a site often shares one
+# address (the site's NAT), and a lockout per address would lock them all out for one user's typos.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Validates nothing: its password_changed hook revokes and audits every new password, whatever
+    # path saved it (backend/accounts/services.py).
+    {"NAME": "backend.accounts.services.RevokeOnPasswordChange"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -284,8 +295,8 @@ REST_FRAMEWORK = {
         # Signed decisions per user: each costs a password hash (hundreds of ms of CPU in production).
         "signature": env("SIGNATURE_RATE", default="30/min"),
     },
-    # Throttles key on REMOTE_ADDR alone, never a client's X-Forwarded-For (behind nginx, Daphne's
-    # --proxy-headers has already put the client's address in REMOTE_ADDR).
+    # Throttles key on REMOTE_ADDR alone, never a client's X-Forwarded-For: REMOTE_ADDR is the real
+    # peer, or the client a trusted proxy names (TRUSTED_PROXIES, backend/common/proxies.py).
     "NUM_PROXIES": 0,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

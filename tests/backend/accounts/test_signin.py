@@ -17,6 +17,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from backend.accounts.api import LoginAddressThrottle, LoginUsernameThrottle
 from backend.accounts.models import Role
 from backend.accounts.services import user_set_password, user_update_access
+from backend.audit.models import AuditEntry
 from tests.support.db import run_concurrently
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory
 
@@ -40,34 +41,49 @@ def refresh(token: str):
     return APIClient().post("/api/auth/token/refresh/", {"refresh": token}, format="json")
 
 
-def test_repeated_failures_lock_the_username_until_a_unit_admin_unlocks_it(api, settings):
+def test_repeated_failures_lock_the_username_from_that_address_until_a_unit_admin_unlocks_it(api, settings):
     # given a user and the default limit of 10 failed sign-ins
     user = UserFactory(role=Role.APPROVER)
     admin = UserFactory(unit=user.unit, role=Role.ADMIN)
 
-    # when 10 wrong passwords come from 10 addresses (the lockout is per username, not address)
-    failures = [sign_in(user.username, "wrong", address=f"10.0.1.{i}").status_code for i in range(10)]
-    locked = sign_in(user.username, PASSWORD, address="10.0.2.1")
+    # when 10 wrong passwords come from one address
+    failures = [sign_in(user.username, "wrong", address="10.0.1.9").status_code for _ in range(10)]
+    locked = sign_in(user.username, PASSWORD, address="10.0.1.9")
 
-    # then each failure is a 401, and then even the right password is refused: 429 locked_out,
-    # with the time left of the 15-minute cool-off
+    # then each failure is a 401, and then even the right password is refused from there: 429
+    # locked_out, with the time left of the 15-minute cool-off
     assert failures == [401] * 10
     assert (locked.status_code, locked.json()["code"]) == (429, "locked_out")
     assert 800 < int(locked["Retry-After"]) <= 900
-    # and the unit admin sees it, and unlocks it
+    # and the lockout is in the trail of the user's unit, with the address it came from
+    (entry,) = AuditEntry.objects.filter(record_id=user.id, action="signin_locked")
+    assert entry.entity == "user" and "10.0.1.9" in entry.reason and entry.changes == {"locked_out": [False, True]}
+    # and the unit admin sees it, and unlocks it (audited, with the admin as actor)
     listed = {row["username"]: row["locked_out"] for row in api(admin).get("/api/users/").json()}
     assert listed[user.username] is True
-    assert api(admin).post(f"/api/users/{user.id}/unlock/").status_code == 200
-    assert sign_in(user.username).status_code == 200
+    assert api(admin).post(f"/api/users/{user.id}/unlock/", {"reason": "called me"}, format="json").status_code == 200
+    (unlocked,) = AuditEntry.objects.filter(record_id=user.id, action="signin_unlocked")
+    assert (unlocked.actor_id, unlocked.reason) == (admin.id, "called me")
+    assert sign_in(user.username, address="10.0.1.9").status_code == 200
+
+
+def test_an_outsider_cannot_lock_a_user_out_from_everywhere(settings):
+    # given an outsider who fails 10 times on purpose with the approver's username
+    user = UserFactory(role=Role.APPROVER)
+    assert {sign_in(user.username, "wrong", address="203.0.113.66").status_code for _ in range(10)} == {401}
+
+    # when the approver signs in from the office, the right password works; the outsider stays locked
+    assert sign_in(user.username, address="10.0.9.1").status_code == 200
+    assert sign_in(user.username, "wrong", address="203.0.113.66").status_code == 429
 
 
 def test_a_lockout_lifts_by_itself_after_the_cool_off(settings):
     user = UserFactory()
-    for i in range(10):
-        sign_in(user.username, "wrong", address=f"10.0.3.{i}")
-    assert sign_in(user.username).status_code == 429
+    for _ in range(10):
+        sign_in(user.username, "wrong", address="10.0.3.1")
+    assert sign_in(user.username, address="10.0.3.1").status_code == 429
     AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
-    assert sign_in(user.username).status_code == 200
+    assert sign_in(user.username, address="10.0.3.1").status_code == 200
 
 
 def test_only_the_users_own_unit_admin_may_unlock(api):

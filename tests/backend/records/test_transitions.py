@@ -296,7 +296,8 @@ def test_approval_never_half_applies_when_a_crate_left_storage(scene, kind):
     with pytest.raises(CrateUnavailable) as refused:
         services.request_transition(
             entity=kind, action="approve", actor=scene.staff["approver"], request_id=request.id,
-            expected_version=request.version, signature_id=sign(scene.staff["approver"], kind, "approve", unit_id=request.unit_id),
+            expected_version=request.version,
+            signature_id=sign(scene.staff["approver"], kind, "approve", unit_id=request.unit_id),
         )
 
     # then nothing was applied: not the request, not the first crate, no event

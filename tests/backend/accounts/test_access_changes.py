@@ -1,0 +1,139 @@
+"""Every change of who may use the system is audited (entity `user`: who, when, why) and revokes what
+it makes stale at once, whichever path made it: the admin site's forms, `manage.py changepassword`,
+the services. Attacked as an insider would: a ticket bought before the change, a refresh token kept."""
+
+from __future__ import annotations
+
+import asyncio
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from rest_framework.test import APIClient
+
+from backend.accounts.models import Role, User
+from backend.accounts.services import CLOSE_ACCESS_REVOKED
+from backend.audit.models import AuditEntry
+from realtime.auth import AuthFailed, authenticate
+from tests.support.factories import PASSWORD, UnitFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+NEW_PASSWORD = "a-quite-new-password-2026"
+
+
+@pytest.fixture
+def superuser():
+    return User.objects.create_superuser("root.admin", "root@example.org", PASSWORD)
+
+
+@pytest.fixture
+def admin_site(superuser):
+    client = Client()  # the admin site's own forms (form-encoded posts)
+    client.force_login(superuser)
+    return client
+
+
+def _signed_in(user) -> tuple[str, str]:
+    """(refresh token, ws ticket) the user holds before the change."""
+    tokens = APIClient(REMOTE_ADDR="10.9.9.9").post(
+        "/api/auth/token/", {"username": user.username, "password": PASSWORD}, format="json"
+    ).json()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+    return tokens["refresh"], client.post("/api/auth/ws-ticket/").json()["ticket"]
+
+
+def _assert_revoked(refresh: str, ticket: str) -> None:
+    answer = APIClient().post("/api/auth/token/refresh/", {"refresh": refresh}, format="json")
+    assert answer.status_code == 401, answer.content
+    with pytest.raises(AuthFailed):
+        asyncio.run(authenticate({"ticket": [ticket]}))
+
+
+def _entries(user, action: str) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(entity="user", record_id=user.id, action=action))
+
+
+def _change_form(client, user) -> dict:
+    form = client.get(f"/admin/accounts/user/{user.id}/change/").context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k not in ("password", "groups", "user_permissions")}
+    data.update(unit=str(user.unit_id), role=user.role, username=user.username, is_active="on" if user.is_active else "",
+                date_joined_0="2026-01-01", date_joined_1="00:00:00")
+    return data
+
+
+def test_a_password_set_in_the_admin_is_audited_and_revokes_tokens_tickets_and_sockets(
+    admin_site, superuser, django_capture_on_commit_callbacks
+):
+    user = UserFactory(role=Role.APPROVER)
+    refresh, ticket = _signed_in(user)
+    with mock.patch("backend.accounts.services.user_close_send") as closed, \
+            django_capture_on_commit_callbacks(execute=True):
+        answer = admin_site.post(f"/admin/accounts/user/{user.id}/password/", {
+            "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true",
+            "change_reason": "forgot it, identity checked",
+        })
+    assert answer.status_code == 302, answer.content[:500]
+    (entry,) = _entries(user, "password_changed")
+    assert (entry.actor_id, entry.reason, entry.unit_id) == (superuser.id, "forgot it, identity checked", user.unit_id)
+    _assert_revoked(refresh, ticket)
+    closed.assert_called_once_with(user.id, CLOSE_ACCESS_REVOKED)
+
+
+def test_manage_py_changepassword_is_audited_and_revokes(django_capture_on_commit_callbacks):
+    user = UserFactory(role=Role.APPROVER)
+    refresh, ticket = _signed_in(user)
+    with mock.patch("getpass.getpass", return_value=NEW_PASSWORD), \
+            mock.patch("backend.accounts.services.user_close_send") as closed, \
+            django_capture_on_commit_callbacks(execute=True):
+        call_command("changepassword", user.username, stdout=mock.Mock())
+    (entry,) = _entries(user, "password_changed")
+    assert entry.actor_username == "system" and "changepassword" in entry.reason
+    _assert_revoked(refresh, ticket)
+    closed.assert_called_once_with(user.id, CLOSE_ACCESS_REVOKED)
+
+
+def test_a_password_set_by_any_code_that_saves_it_revokes_too(django_capture_on_commit_callbacks):
+    user = UserFactory(role=Role.APPROVER)
+    refresh, ticket = _signed_in(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        user.set_password(NEW_PASSWORD)  # no service, no form: a shell, a migration, a script
+        user.save()
+    assert len(_entries(user, "password_changed")) == 1
+    _assert_revoked(refresh, ticket)
+
+
+@pytest.mark.parametrize("change", ["deactivated", "role_changed", "unit_changed"])
+def test_access_changes_in_the_admin_are_audited_with_who_and_why_and_revoke(admin_site, superuser, change):
+    user = UserFactory(role=Role.APPROVER)
+    refresh, ticket = _signed_in(user)
+    data = _change_form(admin_site, user)
+    elsewhere = UnitFactory()
+    data.update({"deactivated": {"is_active": ""}, "role_changed": {"role": Role.REQUESTER},
+                 "unit_changed": {"unit": str(elsewhere.id)}}[change])
+
+    refused = admin_site.post(f"/admin/accounts/user/{user.id}/change/", data)  # no reason: refused
+    assert refused.status_code == 200 and not _entries(user, change)
+    answer = admin_site.post(f"/admin/accounts/user/{user.id}/change/", {**data, "change_reason": "CAPA-7"})
+
+    assert answer.status_code == 302, answer.content[:500]
+    entries = _entries(user, change)
+    assert entries and all((e.actor_id, e.reason) == (superuser.id, "CAPA-7") for e in entries)
+    if change == "unit_changed":  # both units' trails say it: the one left, the one joined
+        assert {e.unit_id for e in entries} == {user.unit_id, elsewhere.id}
+    _assert_revoked(refresh, ticket)
+
+
+def test_an_account_made_in_the_admin_is_audited_as_created(admin_site, superuser):
+    unit = UnitFactory()
+    answer = admin_site.post("/admin/accounts/user/add/", {
+        "username": "new.approver", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true",
+        "unit": str(unit.id), "role": Role.APPROVER, "change_reason": "hired",
+    })
+    assert answer.status_code == 302, answer.content[:500]
+    user = User.objects.get(username="new.approver")
+    (entry,) = _entries(user, "created")
+    assert (entry.actor_id, entry.reason, entry.unit_id) == (superuser.id, "hired", unit.id)
+    assert entry.changes["role"] == [None, Role.APPROVER]
+    assert not _entries(user, "password_changed")  # the first password is part of the creation
