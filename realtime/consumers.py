@@ -108,6 +108,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     flush_handle: asyncio.TimerHandle | None = None
     # Selective updates (realtime/subscriptions.py): None is the whole unit.
     filter: subscriptions.Filter | None = None
+    # The last `mine` resolution (ids, monotonic time): reused for WS_MINE_REFRESH_SECONDS.
+    mine_resolved: tuple[set[str], float] | None = None
     activity = False  # `activity=1`: the activity feed's frames too
     # Presence (`presence=1`, realtime/presence.py): this connection's state, and the snapshot's
     # version (None until the snapshot is sent; deltas wait in presence_buffer meanwhile).
@@ -234,7 +236,13 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     async def _resolve_filter(self, spec: subscriptions.FilterSpec) -> subscriptions.Filter:
         mine_ids = None
         if spec.mine:
-            mine_ids = await selectors.mine_request_ids(self.user_id, self.unit_id, subscriptions.MAX_MINE_IDS)
+            # Resolving `mine` reads four tables: at most once per WS_MINE_REFRESH_SECONDS per
+            # connection, however many subscribes ask (the ids grow live in between).
+            now = time.monotonic()
+            if self.mine_resolved is None or now - self.mine_resolved[1] >= settings.WS_MINE_REFRESH_SECONDS:
+                found = await selectors.mine_request_ids(self.user_id, self.unit_id, subscriptions.MAX_MINE_IDS)
+                self.mine_resolved = (found, now)
+            mine_ids = set(self.mine_resolved[0])
         return subscriptions.Filter(spec.entities, spec.ids, spec.mine, self.identity.username, mine_ids)
 
     async def _join_presence(self, slot: str) -> None:

@@ -40,7 +40,8 @@ def _presence_profile(user_id: str) -> tuple[str, str, str] | None:
 
 def _mine_request_ids(user_id: str, unit_id: str, limit: int) -> set[str]:
     """Ids of the unit's requests the user created or last decided, and of those they sent back
-    (a resubmit clears `decided_by`; the send-back record keeps who): a `mine` filter's start."""
+    (a resubmit clears `decided_by`; the send-back record keeps who): a `mine` filter's start. At
+    most `limit` ids in all: each query reads only what the ones before it left of the budget."""
     from django.db.models import Q
 
     from backend.records.models import DestructionRequest, SendBackRecord, TransferRequest, WithdrawalRequest
@@ -51,13 +52,16 @@ def _mine_request_ids(user_id: str, unit_id: str, limit: int) -> set[str]:
         in_unit = Q(unit_id=unit_id)
         if model is TransferRequest:
             in_unit |= Q(destination_unit_id=unit_id)
-        rows = model.objects.filter(mine & in_unit).order_by("-created_at").values_list("id", flat=True)[:limit]
-        ids.update(str(pk) for pk in rows)
-    sent_back = (
-        SendBackRecord.objects.filter(created_by_id=user_id, unit_id=unit_id)
-        .order_by("-created_at").values_list("request_id", flat=True)[:limit]
-    )
-    ids.update(str(pk) for pk in sent_back)
+        if len(ids) >= limit:
+            return ids
+        rows = model.objects.filter(mine & in_unit).order_by("-created_at").values_list("id", flat=True)
+        ids.update(str(pk) for pk in rows[: limit - len(ids)])
+    if len(ids) < limit:
+        sent_back = (
+            SendBackRecord.objects.filter(created_by_id=user_id, unit_id=unit_id)
+            .order_by("-created_at").values_list("request_id", flat=True)
+        )
+        ids.update(str(pk) for pk in sent_back[: limit - len(ids)])
     return ids
 
 

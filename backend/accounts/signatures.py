@@ -120,7 +120,7 @@ def _locked_notify(signer: User, unit_id: uuid.UUID, failures: int) -> None:
             user_id=admin_id, kind=Kind.SIGNATURE_LOCKED, title=f"Signing locked: {signer.username}",
             body=f"{signer.username}'s signing was locked after {failures} wrong passwords within "
             f"{settings.SIGNATURE_FAILURE_WINDOW_MINUTES} minutes. Unlock it in the users list when it is safe.",
-            link_entity="user", link_id=signer.id,
+            link_entity="user", link_id=signer.id, unit_id=unit_id,
         )
         for admin_id in admins
     )

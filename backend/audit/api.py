@@ -79,6 +79,15 @@ class AuditEntrySerializer(serializers.ModelSerializer):
     def get_client(self, entry: AuditEntry) -> ClientSerializer:
         return {"ip": entry.client_ip, "user_agent": entry.user_agent}
 
+    def to_representation(self, entry: AuditEntry) -> dict:
+        """Another unit's entry (a transferred record's history, read by the unit it went to) shows
+        no `client`: where that unit's people work from is not the reader's business."""
+        document = super().to_representation(entry)
+        reader = self.context.get("reader")
+        if reader is not None and not reader.is_superuser and entry.unit_id != getattr(reader, "unit_id", None):
+            document.pop("client", None)
+        return document
+
     @extend_schema_field(SignatureRefSerializer(allow_null=True))
     def get_signature(self, entry: AuditEntry) -> dict | None:
         return signature_ref(entry.signature) if entry.signature_id else None
@@ -213,4 +222,6 @@ def history_response(view, record_id: uuid.UUID) -> Response:
     view.cursor_ordering = ("at", "position")
     paginator = NewestFirstCursorPagination()
     page = paginator.paginate_queryset(record_history(record_id), view.request, view=view)
-    return paginator.get_paginated_response(AuditEntrySerializer(page, many=True).data)
+    return paginator.get_paginated_response(
+        AuditEntrySerializer(page, many=True, context={"reader": view.request.user}).data
+    )

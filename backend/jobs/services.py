@@ -60,7 +60,10 @@ def job_notice(job: Job) -> Draft:
     else:
         kind, title = Kind.JOB_FINISHED, f"Done: {what}"
         body = f"{total - failed} of {total} succeeded, {failed} refused." if total != 1 or failed else "Succeeded."
-    return Draft(user_id=job.requested_by_id, kind=kind, title=title, body=body, link_entity="job", link_id=job.id)
+    return Draft(
+        user_id=job.requested_by_id, kind=kind, title=title, body=body, link_entity="job", link_id=job.id,
+        unit_id=job.unit_id,
+    )
 
 
 def job_push(job: Job) -> None:

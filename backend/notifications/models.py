@@ -21,6 +21,8 @@ class Notification(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # (By name, not import: notifications sits below accounts, which writes through it.)
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
+    # The unit it is about: a user lists and counts only their current unit's (None: a superuser's).
+    unit = models.ForeignKey("accounts.Unit", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     kind = models.CharField(max_length=32, choices=Kind.choices)
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)

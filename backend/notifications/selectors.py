@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 
 from .models import Notification
 
@@ -15,20 +15,26 @@ RECENT = timedelta(minutes=5)
 RECENT_LIMIT = 500
 
 
+def _mine(user_id) -> QuerySet[Notification]:
+    """The user's notifications about the unit they are in now (a moved user's old ones stay behind)."""
+    same_unit = Q(unit_id=F("user__unit_id")) | Q(unit__isnull=True, user__unit__isnull=True)
+    return Notification.objects.filter(same_unit, user_id=user_id)
+
+
 def user_notifications(user_id, *, unread: bool = False) -> QuerySet[Notification]:
-    rows = Notification.objects.filter(user_id=user_id)
+    rows = _mine(user_id)
     return rows.filter(read_at__isnull=True) if unread else rows
 
 
 def unread_count(user_id) -> int:
-    return Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
+    return _mine(user_id).filter(read_at__isnull=True).count()
 
 
 def unread_state(user_id, now: datetime | None = None) -> tuple[int, set[str]]:
     """(the user's unread count, the ids of the unread ones created within RECENT): a greeting's."""
     from django.utils import timezone
 
-    unread = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
+    unread = _mine(user_id).filter(read_at__isnull=True)
     since = (now or timezone.now()) - RECENT
     # The recent ids first, then the count of the older ones: one committed between the two reads
     # is in neither (its frame then counts it), never in the count without its id.

@@ -29,7 +29,8 @@ ID_CHUNK = 900  # ids per `IN (...)` when checking which rows an insert-ignore k
 
 @dataclass(frozen=True)
 class Draft:
-    """A notification to write: for `user_id`, about `link_entity` `link_id`."""
+    """A notification to write: for `user_id`, about `link_entity` `link_id` of `unit_id` (the unit
+    it is about; None: the recipient's own). A recipient no longer in that unit is not notified."""
 
     user_id: uuid.UUID | str
     kind: str
@@ -38,6 +39,7 @@ class Draft:
     link_entity: str
     link_id: uuid.UUID | str
     threshold: int | None = None
+    unit_id: uuid.UUID | str | None = None
 
 
 def notification_document(row: Notification) -> dict[str, Any]:
@@ -57,12 +59,17 @@ def notify(drafts: Iterable[Draft], *, once: bool = False) -> list[Notification]
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("notify() must run inside the transaction that causes the notifications")
     now = timezone.now()
+    drafts = list(drafts)
+    units = _units_of({d.user_id for d in drafts})
     rows = [
         Notification(
-            id=uuid.uuid4(), user_id=d.user_id, kind=Kind(d.kind), title=d.title[:200], body=d.body,
-            link_entity=d.link_entity, link_id=d.link_id, threshold=d.threshold, created_at=now,
+            id=uuid.uuid4(), user_id=d.user_id, unit_id=d.unit_id or units.get(str(d.user_id)), kind=Kind(d.kind),
+            title=d.title[:200], body=d.body, link_entity=d.link_entity, link_id=d.link_id, threshold=d.threshold,
+            created_at=now,
         )
         for d in drafts
+        # Notifications stay in the unit they are about: a user who moved gets none of the old one's.
+        if d.unit_id is None or str(d.unit_id) == str(units.get(str(d.user_id)))
     ]
     if not rows:
         return rows
@@ -81,6 +88,13 @@ def notify(drafts: Iterable[Draft], *, once: bool = False) -> list[Notification]
     if by_user:
         transaction.on_commit(lambda: notifications_send(by_user))
     return rows
+
+
+def _units_of(user_ids) -> dict[str, uuid.UUID | None]:
+    """{user id: their unit now}, in one query (the user model by relation: this app imports no
+    accounts code)."""
+    users = Notification._meta.get_field("user").related_model
+    return {str(pk): unit for pk, unit in users.objects.filter(id__in=list(user_ids)).values_list("id", "unit_id")}
 
 
 def notifications_mark_read(*, user_id: uuid.UUID | str, notification_id: uuid.UUID | str | None = None) -> int:

@@ -71,7 +71,9 @@ class StaleDetails:
             exc.details = {
                 "current_version": fresh.version,
                 "current": self.view.get_serializer(fresh).data,
-                "history": AuditEntrySerializer(entries_since_version(fresh.pk, self.sent), many=True).data,
+                "history": AuditEntrySerializer(
+                    entries_since_version(fresh.pk, self.sent), many=True, context={"reader": self.view.request.user}
+                ).data,
             }
         return False
 

@@ -293,3 +293,38 @@ async def test_opening_a_connection_takes_two_trips_to_the_database_pool(unit_a,
     # then it was greeted after two trips: the user, then the greeting's reads in one
     assert connected and hello["type"] == "connection_established" and hello["unread_notifications"] == 0
     assert trips == ["user_for_socket", "_greeting_state"], trips
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_flood_of_mine_subscribes_reads_the_users_requests_once(unit_a, monkeypatch):
+    """`subscribe {"mine": true}` reads four tables: a client repeating it (or alternating it with
+    unsubscribe) costs the database one resolution per WS_MINE_REFRESH_SECONDS, not one per message."""
+    from channels.db import DatabaseSyncToAsync
+    from channels.testing import WebsocketCommunicator
+
+    from realtime import consumers
+    from realtime.hub import Hub
+
+    trips: list[str] = []
+    original = DatabaseSyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        trips.append(self.func.__name__)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseSyncToAsync, "__call__", counted)
+    monkeypatch.setattr(consumers, "hub", Hub())
+    token = await asyncio.to_thread(unit_a.token, unit_a.requester)
+    ws = WebsocketCommunicator(WebSocketAuthMiddleware(UpdatesConsumer.as_asgi()), f"/ws/updates/?token={token}")
+    await ws.connect()
+    await ws.receive_json_from(timeout=10)
+
+    # when the client asks for `mine` 30 times, every other time unsubscribing in between
+    for n in range(30):
+        await ws.send_json_to({"type": "subscribe", "mine": True} if n % 2 == 0 else {"type": "unsubscribe"})
+    await ws.send_json_to({"type": "ping", "timestamp": "t"})
+    assert (await ws.receive_json_from(timeout=10))["type"] == "pong"  # (every message before it was handled)
+    await ws.disconnect()
+
+    # then the user's requests were read once (the positive control: once, not never)
+    assert trips.count("_mine_request_ids") == 1, trips

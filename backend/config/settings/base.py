@@ -351,6 +351,9 @@ WS_MAX_CONNECTIONS_PER_USER = env.int("WS_MAX_CONNECTIONS_PER_USER", default=20)
 # `error` rate_limited (at most one a second).
 WS_CLIENT_MESSAGES_PER_SECOND = env.float("WS_CLIENT_MESSAGES_PER_SECOND", default=20.0)
 WS_CLIENT_MESSAGES_BURST = env.int("WS_CLIENT_MESSAGES_BURST", default=40)
+# A `subscribe {"mine": true}` reads the user's requests (four bounded queries) at most once in this
+# many seconds per connection; a subscribe within it reuses the ids resolved last (grown live).
+WS_MINE_REFRESH_SECONDS = env.float("WS_MINE_REFRESH_SECONDS", default=30.0)
 # Browser origins allowed on /ws/updates/. Empty: any scheme and port of an ALLOWED_HOSTS name (the
 # seed's behaviour: a dev SPA on :3000 talks to Daphne on :8000). Set exact origins
 # (`https://records.example.com`) to pin scheme and port too.

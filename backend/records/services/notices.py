@@ -42,7 +42,7 @@ def decided_notify(kind: RequestKind, requests: Iterable[BaseRequest], action: A
         Draft(
             user_id=r.created_by_id, kind=Kind.REQUEST_DECIDED, title=f"{r.request_number} {past}",
             body=f"{actor.username} {past} your {kind.entity} request {r.request_number}{because}",
-            link_entity=kind.entity, link_id=r.id,
+            link_entity=kind.entity, link_id=r.id, unit_id=r.unit_id,
         )
         for r in requests
         if r.created_by_id and r.created_by_id != actor.id
@@ -62,7 +62,7 @@ def incoming_notify(requests: Iterable[BaseRequest], actor: User, verb: str) -> 
             title=f"Incoming transfer {r.request_number} from {codes.get(r.unit_id, '')}",
             body=f"{actor.username} {verb} transfer request {r.request_number} from {codes.get(r.unit_id, '')} "
             f"to {codes.get(r.destination_unit_id, '')}.",
-            link_entity="transfer", link_id=r.id,
+            link_entity="transfer", link_id=r.id, unit_id=r.destination_unit_id,
         )
         for r in transfers
         for user_id in recipients.get(r.destination_unit_id, [])

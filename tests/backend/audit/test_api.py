@@ -248,10 +248,13 @@ def test_a_transferred_crates_history_spans_both_units(api, staff, enqueued):
     }
     assert len(history) == 2 and history[0]["at"] == history[1]["at"]
     assert all(e["changes"] == {"unit": ["north", "far"]} for e in history)
-    # the job's entries carry the client that asked for it and the job
+    # the job's entries carry the job; the reader's own unit's entry also the client that asked for
+    # it, the other unit's entry no client at all (where its people work from is not the reader's)
     job = Job.objects.get()
-    clients = {(e["client"]["ip"], e["client"]["user_agent"], e["job_id"]) for e in history}
-    assert clients == {("10.9.8.7", "console/2", str(job.id))}
+    by_action = {e["action"]: e for e in history}
+    assert {e["job_id"] for e in history} == {str(job.id)}
+    assert by_action["received"]["client"] == {"ip": "10.9.8.7", "user_agent": "console/2"}
+    assert "client" not in by_action["transferred"]
     assert Crate.objects.get(id=crate.id).status == CrateStatus.IN_STORAGE
 
 
