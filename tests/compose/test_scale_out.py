@@ -143,7 +143,8 @@ def relocation(scene: Scene, index: int, location: str) -> tuple:
 
 def approval(scene: Scene, index: int) -> tuple:
     return (scene.approver, "withdrawal.approve", scene.requests[index].id,
-            lambda: {"signature_id": str(sign(scene.approver, "withdrawal", "approve"))})
+            lambda: {"signature_id": str(sign(scene.approver, "withdrawal", "approve")),
+                     "versions": {str(scene.requests[index].id): 1}})
 
 
 def hold_row_lock(crate_id, locked: threading.Event, release: threading.Event) -> None:

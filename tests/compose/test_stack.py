@@ -172,7 +172,8 @@ def test_worker_service_runs_a_job_and_answers_its_health_check(compose, live_en
         send_task = celery_app.send_task
         with mock.patch.object(celery_app, "send_task", lambda *a, **kw: send_task(*a, queue=queue, **kw)):
             job = job_submit(actor=approver, kind=registry.get("withdrawal.approve"), targets=[request.id],
-                             params={"signature_id": str(sign(approver, "withdrawal", "approve"))})
+                             params={"signature_id": str(sign(approver, "withdrawal", "approve")),
+                                     "versions": {str(request.id): request.version}})
         deadline = time.monotonic() + 30
         while Job.objects.get(id=job.id).status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             assert time.monotonic() < deadline, worker.output()[-3000:]

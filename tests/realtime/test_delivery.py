@@ -61,7 +61,7 @@ def test_a_transfer_reaches_both_units_each_with_its_own_seq(daphne, unit_a, uni
         signature_id = await in_thread(sign, unit_a.approver, "transfer", "approve")
         await in_thread(
             services.request_transition, entity="transfer", action="approve", actor=unit_a.approver,
-            request_id=request.id, signature_id=signature_id,
+            request_id=request.id, signature_id=signature_id, expected_version=request.version,
         )
         got_a, got_b = await collect_updates(a, 4, timeout=15), await collect_updates(b, 4, timeout=15)
         await assert_silent(a)

@@ -189,7 +189,7 @@ def _submit_approval(approver, request) -> str:
     from backend.jobs.services import job_submit
     from backend.records.jobs import TRANSITION_KINDS
 
-    params = {"signature_id": str(sign(approver, "withdrawal", "approve"))}
+    params = {"signature_id": str(sign(approver, "withdrawal", "approve")), "versions": {str(request.id): request.version}}
     return job_submit(actor=approver, kind=TRANSITION_KINDS["withdrawal", "approve"], targets=[request.id], params=params).id
 
 
