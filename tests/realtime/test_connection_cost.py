@@ -253,25 +253,33 @@ def test_two_factories_keep_their_own_options():
 # --- the database on the way in -------------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_opening_a_connection_takes_two_trips_to_the_database_pool(unit_a, monkeypatch):
-    """Each trip is a pooled connection's checkout, its health check (a round trip of its own) and
-    its return: the user behind the token, then the greeting's unit seq and unread notifications."""
+@pytest.fixture
+def trips(monkeypatch) -> list[str]:
+    """The realtime tier's trips to the database pool, by function name, with a hub of the test's
+    own event loop."""
     from channels.db import DatabaseSyncToAsync
-    from channels.testing import WebsocketCommunicator
 
     from realtime import consumers
     from realtime.hub import Hub
 
-    trips: list[str] = []
+    names: list[str] = []
     original = DatabaseSyncToAsync.__call__
 
     async def counted(self, *args, **kwargs):
-        trips.append(self.func.__name__)
+        names.append(self.func.__name__)
         return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(DatabaseSyncToAsync, "__call__", counted)
-    monkeypatch.setattr(consumers, "hub", Hub())  # this test's event loop's own
+    monkeypatch.setattr(consumers, "hub", Hub())
+    return names
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_opening_a_connection_takes_two_trips_to_the_database_pool(unit_a, trips):
+    """Each trip is a pooled connection's checkout, its health check (a round trip of its own) and
+    its return: the user behind the token, then the greeting's unit seq and unread notifications."""
+    from channels.testing import WebsocketCommunicator
+
     token = await asyncio.to_thread(unit_a.token, unit_a.store)
 
     def client():
@@ -296,24 +304,11 @@ async def test_opening_a_connection_takes_two_trips_to_the_database_pool(unit_a,
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_flood_of_mine_subscribes_reads_the_users_requests_once(unit_a, monkeypatch):
+async def test_a_flood_of_mine_subscribes_reads_the_users_requests_once(unit_a, trips):
     """`subscribe {"mine": true}` reads four tables: a client repeating it (or alternating it with
     unsubscribe) costs the database one resolution per WS_MINE_REFRESH_SECONDS, not one per message."""
-    from channels.db import DatabaseSyncToAsync
     from channels.testing import WebsocketCommunicator
 
-    from realtime import consumers
-    from realtime.hub import Hub
-
-    trips: list[str] = []
-    original = DatabaseSyncToAsync.__call__
-
-    async def counted(self, *args, **kwargs):
-        trips.append(self.func.__name__)
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DatabaseSyncToAsync, "__call__", counted)
-    monkeypatch.setattr(consumers, "hub", Hub())
     token = await asyncio.to_thread(unit_a.token, unit_a.requester)
     ws = WebsocketCommunicator(WebSocketAuthMiddleware(UpdatesConsumer.as_asgi()), f"/ws/updates/?token={token}")
     await ws.connect()
