@@ -34,18 +34,7 @@ from realtime.views import ConsoleView
 from .metrics import metrics_view
 
 
-class UuidRouter(SimpleRouter):
-    """Every object in the API has a UUID: a path id that is not one matches no route (a plain 404),
-    instead of reaching a view that would fail to parse it."""
-
-    def get_lookup_regex(self, viewset, lookup_prefix=""):
-        if getattr(viewset, "lookup_value_regex", None) is None:
-            viewset.lookup_value_regex = UUID_PATTERN
-        return super().get_lookup_regex(viewset, lookup_prefix)
-
-
-UUID_PATTERN = "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-router = UuidRouter()
+router = SimpleRouter()
 router.register("crates", CrateViewSet, basename="crate")
 router.register("withdrawal-requests", WithdrawalRequestViewSet, basename="withdrawal-request")
 router.register("destruction-requests", DestructionRequestViewSet, basename="destruction-request")

@@ -205,6 +205,7 @@ def test_a_job_runs_end_to_end_through_the_sentinel_and_again_after_a_failover(l
         REDIS_SENTINELS=f"127.0.0.1:{sentinel_cluster.sentinel_port}",
         REDIS_SENTINEL_MASTER=MASTER,
         CELERY_UNACKED_RESTORE_SECONDS="1",
+        TRUSTED_PROXIES="127.0.0.1",  # this test plays the TLS proxy (X-Forwarded-Proto: https)
     )
     web, port = processes.start_daphne(env)
     worker = processes.start_worker(env, name="sentinel")

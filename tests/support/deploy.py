@@ -122,7 +122,7 @@ def redis_role_urls() -> dict[str, str]:
 
 def service_env(service: dict[str, Any], live_env: dict[str, str], **overrides: str) -> dict[str, str]:
     """The service's environment from the rendered compose file, with the addresses of the compose
-    network (postgres, redis) swapped for the test database and Redis."""
+    network (postgres, redis, nginx) swapped for the test database, Redis and the local nginx."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     env.update({k: "" if v is None else str(v) for k, v in service["environment"].items()})
     assert env["DJANGO_SETTINGS_MODULE"] == "backend.config.settings.production"
@@ -132,6 +132,8 @@ def service_env(service: dict[str, Any], live_env: dict[str, str], **overrides: 
         REDIS_URL=settings.REDIS_URL,
         **redis_role_urls(),
     )
+    if env.get("TRUSTED_PROXIES"):  # nginx's fixed compose address -> the test's nginx, on this host
+        env["TRUSTED_PROXIES"] = "127.0.0.1"
     env.update(overrides)
     return env
 

@@ -22,14 +22,13 @@ from backend.events.models import OutboxEvent
 from backend.events.schema import DATA_UPDATE_SCHEMA
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.services import job_execute
-from backend.records import services as records
 from backend.records.models import Crate, CrateStatus, RequestStatus, TransferRequest, WithdrawalRequest
 from backend.records.services import transitions
 from tests.support.auth import access_token
 from tests.support.db import last_seq, outbox_after
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import held_enqueue, release, requires_postgres, wait_until
-from tests.support.signing import sign, signed
+from tests.support.signing import sign, signed, transition_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -121,7 +120,7 @@ def test_a_change_that_rolls_back_is_never_broadcast_and_gives_its_seq_back(list
         pass
 
     with pytest.raises(Abort), transaction.atomic():
-        records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
+        transition_now(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
             signature_id=sign(approver, "withdrawal", "approve"))
         raise Abort
 
@@ -132,7 +131,7 @@ def test_a_change_that_rolls_back_is_never_broadcast_and_gives_its_seq_back(list
     assert WithdrawalRequest.objects.get(id=request.id).status == RequestStatus.PENDING
 
     # and when the same change commits, it is heard with the very next seq (nothing was skipped)
-    records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
+    transition_now(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
         signature_id=sign(approver, "withdrawal", "approve"))
     assert [f["seq"] for f in listener.wait_frames(unit.id, 3)] == [before + 1, before + 2, before + 3]
 
@@ -148,7 +147,7 @@ def test_events_are_broadcast_only_once_their_transaction_commits(listen):
     def approve_and_hold_the_transaction_open():
         try:
             with transaction.atomic():
-                records.request_transition(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
+                transition_now(entity="withdrawal", action="approve", actor=approver, request_id=request.id,
                     signature_id=sign(approver, "withdrawal", "approve"))
                 written.set()  # outbox_write has run inside this transaction
                 assert commit.wait(30)
@@ -245,7 +244,7 @@ def test_two_concurrent_deliveries_of_one_job_apply_it_once(api, listen):
 def test_approving_a_rejected_request_is_refused_at_the_request(api):
     # given a request that was rejected
     unit, approver, crates, request = withdrawal_scene(crate_count=1)
-    records.request_transition(entity="withdrawal", action="reject", actor=approver, request_id=request.id, reason="no",
+    transition_now(entity="withdrawal", action="reject", actor=approver, request_id=request.id, reason="no",
         signature_id=sign(approver, "withdrawal", "reject"))
 
     # when the approver tries to approve it

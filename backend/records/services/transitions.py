@@ -68,13 +68,13 @@ def request_transition_check(
                 f"You filed or changed {request}: someone else must decide on it (four eyes).",
                 details={"contributors": "you filed it" if request.created_by_id == actor.id else "you changed it"},
             )
-    check_version(request, expected_version)
-    if request.status not in transition.sources:
+    if request.status not in transition.sources:  # (before the version: "already approved" says more)
         raise InvalidTransition(
             f"{request} is {request.status}; it cannot be {transition.target.replace('_', ' ')} "
             f"(allowed from: {', '.join(sorted(transition.sources))}).",
             details={"status": request.status},
         )
+    check_version(request, expected_version)
     return transition
 
 

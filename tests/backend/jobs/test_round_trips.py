@@ -50,6 +50,7 @@ def test_a_relocation_costs_its_request_and_its_job_few_round_trips(api, enqueue
         "SELECT",  # the audit chain's head
         "INSERT", "INSERT",  # outbox event, audit entry
         "RELEASE",
+        "SELECT",  # the recipient's unit (a notification stays in the unit it is about)
         "INSERT", "UPDATE",  # notification, job
         "COMMIT",
         "UPDATE",  # published_at

@@ -200,11 +200,12 @@ def test_select_all_pending_sends_the_versions_seen_and_the_summary_counts_the_r
     page.get_by_test_id("bulk-submit").click()
     sign_in_dialog(page, title="Approve 3 withdrawal requests")
 
-    # then the job got the selected ids with the versions the admin saw, the typed id without one
+    # then the job got the selected ids with the versions the admin saw, and the typed id the version
+    # it had when the admin signed (every decision is pinned)
     progress = page.get_by_test_id("bulk-progress")
     expect(progress).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
     job = Job.objects.get(kind="bulk.withdrawal.approve", requested_by=admin)
-    assert job.params["versions"] == {str(kept.id): 1, str(edited.id): 1}
+    assert job.params["versions"] == {str(kept.id): 1, str(edited.id): 1, str(own.id): 1}
     assert set(job.targets) == {str(kept.id), str(edited.id), str(own.id)}
     # and the summary counts the refusals by why
     expect(page.get_by_test_id("bulk-progress-text")).to_have_text(
