@@ -33,7 +33,6 @@ from realtime.views import ConsoleView
 
 from .metrics import metrics_view
 
-
 router = SimpleRouter()
 router.register("crates", CrateViewSet, basename="crate")
 router.register("withdrawal-requests", WithdrawalRequestViewSet, basename="withdrawal-request")
