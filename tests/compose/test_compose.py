@@ -74,7 +74,7 @@ def test_docker_compose_config_is_a_real_schema_check(tmp_path):
     "variable",
     [
         "SECRET_KEY", "ALLOWED_HOSTS", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "JWT_SIGNING_KEY", "METRICS_TOKEN",
-        "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD",
+        "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD", "AUDIT_CHECKPOINT_KEY",
     ],
 )
 def test_compose_refuses_to_start_without_a_required_secret(tmp_path, variable):

@@ -493,7 +493,7 @@ AUDIT_CHECKPOINT_KEY_FILE = VAR_DIR / "audit-checkpoint-key.pem"
 AUDIT_CHECKPOINT_PUBLIC_KEYS = env.dict("AUDIT_CHECKPOINT_PUBLIC_KEYS", default={})
 # file:///path (O_APPEND + fsync), syslog+tcp://host:port, syslog+udp://host:port or syslog:///dev/log;
 # AUDIT_CHECKPOINT_SINK_COPY: for syslog, the collector's archive that verify compares with.
-AUDIT_CHECKPOINT_SINK = env("AUDIT_CHECKPOINT_SINK", default=f"file://{VAR_DIR / 'audit-checkpoints.jsonl'}")
+AUDIT_CHECKPOINT_SINK = env("AUDIT_CHECKPOINT_SINK", default="") or f"file://{VAR_DIR / 'audit-checkpoints.jsonl'}"
 AUDIT_CHECKPOINT_SINK_COPY = env("AUDIT_CHECKPOINT_SINK_COPY", default="")
 # The scheduled verification (records.audit_verify): incremental from the last verified checkpoint
 # every AUDIT_VERIFY_MINUTES, the whole trail once every AUDIT_VERIFY_FULL_HOURS.
