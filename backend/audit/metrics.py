@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from django.db.models import Min
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from .models import AuditVerification
+from .models import AuditCheckpoint, AuditVerification
 
 
 class AuditCollector:
@@ -19,10 +20,13 @@ class AuditCollector:
         for code, passed, _ in states:
             ok.add_metric([code], int(passed))
         yield ok
-        if states:  # absent until the first run: the alert says so
+        # Before any run: unverified since the first checkpoint (0 while there is none to verify).
+        if states:
             stalest = min(checked for _, _, checked in states)
-            yield GaugeMetricFamily(
-                "records_audit_last_verified_seconds",
-                "Seconds since the least recently verified unit's audit trail was last verified",
-                value=max(0.0, (timezone.now() - stalest).total_seconds()),
-            )
+        else:
+            stalest = AuditCheckpoint.objects.aggregate(first=Min("at"))["first"] or timezone.now()
+        yield GaugeMetricFamily(
+            "records_audit_last_verified_seconds",
+            "Seconds the least recently verified unit's audit trail has gone unverified",
+            value=max(0.0, (timezone.now() - stalest).total_seconds()),
+        )
