@@ -300,7 +300,9 @@ def test_checkpoints_over_http_for_unit_admins_and_superusers(unit, api):
 
 def test_the_command_names_the_rule_and_compares_a_sink_copy(unit, tmp_path, sink_file):
     write(unit, 2)
-    checkpoints_write()
+    out = StringIO()
+    call_command("checkpoint_audit_trail", stdout=out)
+    assert "north: #2 " in out.getvalue() and "1 checkpoints written" in out.getvalue()
     out = StringIO()
     call_command("verify_audit_trail", stdout=out)
     assert "intact: 2 entries checked, checkpoints against the sink: compared" in out.getvalue()

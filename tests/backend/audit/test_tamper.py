@@ -283,3 +283,20 @@ def test_a_trail_that_stays_broken_notifies_once(scene):
 
     assert Notification.objects.filter(kind="audit_chain_broken").count() == 1
     assert chain_ok() == {"east": 0, "west": 1}
+
+
+def test_a_unit_known_only_to_its_checkpoints_is_still_checked(sink_file):
+    # a unit whose row went with its entries: only its (signed) checkpoint remembers it
+    import uuid
+
+    from backend.audit.checkpoints import payload
+    from backend.audit.keys import signer
+
+    gone = AuditCheckpoint(id=uuid.uuid4(), unit_id=uuid.uuid4(), unit_code="gone", position=40, hash="a" * 64,
+                           purged_through=0, at=timezone.now(), key_id=signer().key_id)
+    gone.signature = signer().sign(payload(gone))
+    gone.save()
+
+    bad = audit_verify(compare_sink=False).first_bad
+
+    assert (bad["rule"], bad["unit_code"], bad["checkpoint_position"]) == ("unit_wiped", "gone", 40)
