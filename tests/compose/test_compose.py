@@ -53,7 +53,8 @@ def test_docker_compose_renders_the_file_with_the_example_env():
 
     # then it is valid and holds the whole system
     assert set(config["services"]) == APP_SERVICES | {"postgres", "redis", "nginx", "prometheus", "grafana"}
-    assert set(config["volumes"]) == {"pgdata", "redisdata", "static", "flowerdata", "prometheusdata", "grafanadata"}
+    assert set(config["volumes"]) == {"pgdata", "redisdata", "static", "flowerdata", "prometheusdata", "grafanadata",
+                                      "appvar"}
 
 
 def test_docker_compose_config_is_a_real_schema_check(tmp_path):
