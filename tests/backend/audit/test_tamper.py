@@ -276,13 +276,21 @@ def test_a_stripped_or_deleted_sink_is_reported(scene):
     assert "missing" in audit_verify().first_bad["reason"]
 
 
-def test_a_trail_that_stays_broken_notifies_once(scene):
+def test_a_trail_that_stays_broken_notifies_once_its_admins_and_the_superusers(scene):
+    from backend.accounts.models import User
+
+    root = User.objects.create_superuser(username="root", password="x-2026-root-pass")
     tamper(f"DELETE FROM {ENTRIES} WHERE unit_id = %s AND position > %s", pk(scene.unit.id), 11)
     audit_chain_watch()
     audit_chain_watch()
 
-    assert Notification.objects.filter(kind="audit_chain_broken").count() == 1
+    notified = Notification.objects.filter(kind="audit_chain_broken").values_list("user_id", flat=True)
+    assert sorted(notified) == sorted([scene.staff["admin"].id, root.id])
     assert chain_ok() == {"east": 0, "west": 1}
+    # broken differently: told again
+    tamper(f"DELETE FROM {ENTRIES} WHERE unit_id = %s AND position > %s", pk(scene.unit.id), 10)
+    audit_chain_watch()
+    assert Notification.objects.filter(kind="audit_chain_broken").count() == 4
 
 
 def test_a_unit_known_only_to_its_checkpoints_is_still_checked(sink_file):
