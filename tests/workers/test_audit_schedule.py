@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import redis
-from django.conf import settings
 from django.db import connection, transaction
 
 from backend.audit import db as audit_db
 from backend.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
-from backend.config.settings.base import redis_db_url
 from backend.notifications.models import Notification
 from backend.records import services
 from tests.support import processes
@@ -23,21 +20,24 @@ from tests.support.pipeline import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# A broker of this test's own: the session's worker (with no sink configured) must not take these
-# tasks from the shared `default` queue.
-BROKER_DB = 9
+@pytest.fixture
+def own_broker():
+    """A redis-server of this test's own as the broker: the session's worker (no sink configured)
+    must not take these tasks from the shared `default` queue."""
+    server = processes.RedisServer()
+    server.start()
+    yield server.url(0)
+    server.stop()
 
 
-def test_beat_checkpoints_and_verifies_on_schedule_and_a_cut_tail_alerts(live_env, own_processes, tmp_path):
+def test_beat_checkpoints_and_verifies_on_schedule_and_a_cut_tail_alerts(live_env, own_processes, own_broker, tmp_path):
     unit = UnitFactory(code="sched")
     staff = unit_staff(unit)
     for _ in range(3):
         services.crate_create(actor=staff["store"])
     sink = tmp_path / "checkpoints.jsonl"
-    broker = redis_db_url(settings.REDIS_URL, BROKER_DB)
-    redis.Redis.from_url(broker).flushdb()
     env = {
-        **live_env, "TEST_CELERY_BROKER_URL": broker, "AUDIT_CHECKPOINT_SINK": f"file://{sink}",
+        **live_env, "TEST_CELERY_BROKER_URL": own_broker, "AUDIT_CHECKPOINT_SINK": f"file://{sink}",
         "AUDIT_CHECKPOINT_MINUTES": "0.02", "AUDIT_VERIFY_MINUTES": "0.05",
     }
     own_processes.append(processes.start_worker(env, name="audit-schedule"))
