@@ -38,7 +38,9 @@ def verification_compute(*, full: bool | None = None, chunk_size: int = 2000) ->
     units = known_units()
     if full is None:
         horizon = now - timedelta(hours=settings.AUDIT_VERIFY_FULL_HOURS)
-        full = any(states.get(u) is None or states[u].full_at is None or states[u].full_at < horizon for u in units)
+        # (a full_at in the future is as good as none: the table is not evidence, only a schedule)
+        full = any(states.get(u) is None or states[u].full_at is None or not horizon <= states[u].full_at <= now
+                   for u in units)
     keys = public_keys()
     results, since = [], now
     for unit_id, code in sorted(units.items(), key=lambda item: item[1]):

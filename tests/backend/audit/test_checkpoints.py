@@ -351,6 +351,9 @@ def test_an_edit_behind_the_last_verified_checkpoint_waits_for_the_daily_full_ru
     AuditVerification.objects.update(full_at=timezone.now() - timedelta(hours=settings.AUDIT_VERIFY_FULL_HOURS + 1))
     run = verification_compute()
     assert run.full and run.units[0].first_bad["rule"] == "hash_mismatch"
+    # nor can a full run be put off by a date in the future
+    AuditVerification.objects.update(full_at=timezone.now() + timedelta(days=365))
+    assert verification_compute().full
 
 
 def test_metrics_show_each_units_verdict_and_the_age_of_the_stalest_verification(unit, client, settings):
