@@ -91,18 +91,21 @@ def test_a_checkpoint_signs_the_units_head_and_a_second_one_waits_for_the_head_t
 def test_a_bulk_job_ends_with_a_checkpoint(unit, settings):
     approver, requester = unit.staff["approver"], unit.staff["requester"]
     requests = [make_request("withdrawal", requester) for _ in range(3)]
-    checkpoints_write()
+    (before,) = checkpoints_write()
     job = Job.objects.create(
         kind="bulk.withdrawal.approve", unit=unit, requested_by=approver, targets=[str(r.id) for r in requests],
-        params={"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve"))},
+        params={"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve")),
+                "versions": {str(r.id): r.version for r in requests}},  # (the versions the decider saw)
         progress={"total": 3, "done": 0, "failed": 0},
     )
 
-    assert job_execute(job_id=str(job.id)).status == "succeeded"
+    finished = job_execute(job_id=str(job.id))
 
+    assert (finished.status, finished.progress["failed"]) == ("succeeded", 0), finished.progress
     head = AuditEntry.objects.filter(unit=unit).order_by("-position").first()
+    assert head.position >= before.position + 3  # the job's decisions were written ...
     last = AuditCheckpoint.objects.filter(unit_id=unit.id).order_by("-position").first()
-    assert (last.position, last.hash) == (head.position, head.hash)
+    assert (last.position, last.hash) == (head.position, head.hash)  # ... and signed as it ended
 
 
 def test_a_purge_is_checkpointed_with_how_far_purges_reached(unit, settings, sink_file):
