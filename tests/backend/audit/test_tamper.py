@@ -225,6 +225,9 @@ def test_a_purge_made_while_retention_was_lowered_is_caught(sink_file, settings)
 
     assert (result.first_bad["rule"], result.first_bad["position"], result.first_bad["id"]) == (
         "purge_inside_retention", 2, str(purge.id))
+    audit_chain_watch(full=True)
+    assert chain_ok() == {"east": 0}
+    assert Notification.objects.filter(user=staff["admin"], kind="audit_chain_broken").count() == 1
 
 
 def test_a_checkpoint_edited_in_the_database(scene):
