@@ -63,10 +63,16 @@ def _units(unit_ids: Iterable[uuid.UUID] | None) -> dict[uuid.UUID, str]:
 
 
 @transaction.atomic
-def checkpoints_write(unit_ids: Iterable[uuid.UUID] | None = None) -> list[AuditCheckpoint]:
+def checkpoints_write(unit_ids: Iterable[uuid.UUID] | None = None, *,
+                      purged: dict[uuid.UUID, int] | None = None) -> list[AuditCheckpoint]:
     """Sign and record the head of every unit (or of `unit_ids`) whose chain or purges moved since
     its last checkpoint. The sink gets them before the database commits them: a sink that fails
-    leaves no checkpoint in the database either (the next run tries again)."""
+    leaves no checkpoint in the database either (the next run tries again).
+
+    `purged` ({unit: through_position}) is the purge service's word for the purges it just made.
+    Nothing else moves `purged_through` on: a purge record found in the table is not signed for (a
+    forged one stays uncovered), except by a unit's first checkpoint, which vouches for the trail
+    as it finds it."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
@@ -74,7 +80,6 @@ def checkpoints_write(unit_ids: Iterable[uuid.UUID] | None = None) -> list[Audit
     now = timezone.now()
     drafts = []
     for unit_id, code in sorted(_units(unit_ids).items(), key=lambda item: str(item[0])):
-        purged = AuditPurge.objects.filter(unit_id=unit_id).aggregate(m=Max("through_position"))["m"] or 0
         head = AuditEntry.objects.filter(unit_id=unit_id).order_by("-position").values_list("position", "hash").first()
         if head is None:
             purge = AuditPurge.objects.filter(unit_id=unit_id).order_by("-through_position").first()
@@ -82,11 +87,15 @@ def checkpoints_write(unit_ids: Iterable[uuid.UUID] | None = None) -> list[Audit
         if head[0] == 0:
             continue  # nothing written yet: nothing to vouch for
         last = AuditCheckpoint.objects.filter(unit_id=unit_id).order_by("-position", "-at").first()
-        if last is not None and (last.position, last.hash, last.purged_through) == (head[0], head[1], purged):
+        if last is None:
+            through = AuditPurge.objects.filter(unit_id=unit_id).aggregate(m=Max("through_position"))["m"] or 0
+        else:
+            through = max(last.purged_through, (purged or {}).get(unit_id, 0))
+        if last is not None and (last.position, last.hash, last.purged_through) == (head[0], head[1], through):
             continue
         checkpoint = AuditCheckpoint(
             id=uuid.uuid4(), unit_id=unit_id, unit_code=code, position=head[0], hash=head[1],
-            purged_through=purged, at=now, key_id=key.key_id,
+            purged_through=through, at=now, key_id=key.key_id,
         )
         checkpoint.signature = key.sign(payload(checkpoint))
         drafts.append(checkpoint)

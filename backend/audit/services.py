@@ -221,5 +221,5 @@ def audit_purge(*, before: datetime, purged_by: str, reason: str) -> list[AuditP
         AuditEntry.objects.filter(unit_id=unit_id, position__lte=last[0]).delete()
         purges.append(purge)
     if purges:  # signed, so that verify can tell this purge from a forged one
-        checkpoints_write([p.unit_id for p in purges])
+        checkpoints_write([p.unit_id for p in purges], purged={p.unit_id: p.through_position for p in purges})
     return purges

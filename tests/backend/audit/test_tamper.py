@@ -145,8 +145,22 @@ def test_a_forged_purge_and_delete_of_the_whole_unit(scene):
     # ... so the owner sets the triggers aside: the record, then every entry of the unit
     tamper(insert, *params)
     tamper(f"DELETE FROM {ENTRIES} WHERE unit_id = %s", pk(scene.unit.id))
+    # the next scheduled checkpoint does not vouch for a purge record it finds in the table
+    checkpoints_write()
 
     caught(scene, "purge_not_checkpointed", position=head.position)
+
+
+def test_a_forged_purge_of_a_prefix_is_not_laundered_by_later_checkpoints(scene):
+    through = scene.entries[5]
+    tamper(f"INSERT INTO {PURGES} (id, unit_id, through_position, through_hash, entries, before, purged_by, reason, at) "
+           "VALUES (%s, %s, %s, %s, 6, %s, 'dba', 'space', %s)", pk(through.id), pk(scene.unit.id), through.position,
+           through.hash, timezone.now() - timedelta(days=365 * 20), timezone.now())
+    tamper(f"DELETE FROM {ENTRIES} WHERE unit_id = %s AND position <= 6", pk(scene.unit.id))
+    scene.write(2)  # the unit goes on; its head moves and is signed again
+    assert [c.purged_through for c in checkpoints_write() if c.unit_code == "east"] == [0]
+
+    caught(scene, "purge_not_checkpointed", position=6)
 
 
 def test_a_cut_tail(scene):
