@@ -2,17 +2,20 @@
 
 One task per job kind, named after it (`withdrawal.approve`, `bulk.withdrawal.approve`,
 `crate.relocate`, ...), on its kind's queue: the registry (backend/jobs/registry.py) is the list.
-Plus the hourly prunes and the destruction-due alert beat schedules. The outbox relay and the sweeper of stranded jobs are not
+Plus the hourly prunes, the destruction-due alert, and the audit trail's checkpoints and scheduled
+verification that beat schedules. The outbox relay and the sweeper of stranded jobs are not
 tasks: they run in the relay process (workers/relay.py).
 Django is set up before Celery imports this module (Celery's Django fix-up), so the registry is full.
 """
 
 import logging
 
+from backend.audit.checkpoints import checkpoints_write
 from backend.events.relay import outbox_prune
 from backend.jobs import registry
 from backend.jobs.registry import JobKind
 from backend.jobs.services import job_execute, jobs_prune
+from backend.records.services.integrity import audit_chain_watch
 from backend.records.services.notices import destruction_due_notify
 
 from .base import records_task
@@ -62,3 +65,18 @@ def prune_jobs() -> int:
 def destruction_due() -> int:
     """Alert units of crates nearing their destruction date (idempotent: once per crate, threshold, user)."""
     return destruction_due_notify()
+
+
+@records_task("records.audit_checkpoint", time_limit=120, max_retries=0)
+def audit_checkpoint() -> int:
+    """Sign each unit's chain head that moved since its last checkpoint (every AUDIT_CHECKPOINT_MINUTES)."""
+    return len(checkpoints_write())
+
+
+@records_task("records.audit_verify", max_retries=0)
+def audit_verify() -> str:
+    """Verify the audit trail (incremental; in full once every AUDIT_VERIFY_FULL_HOURS) and alert on failure."""
+    run = audit_chain_watch()
+    broken = [unit.unit_code for unit in run.units if not unit.ok]
+    kind = "full" if run.full else "incremental"
+    return f"{kind}: {len(run.units)} units, {sum(u.entries for u in run.units)} entries, broken: {broken or 'none'}"

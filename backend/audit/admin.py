@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from backend.common.admin import ReadOnlyAdmin
 
-from .models import AuditEntry, AuditPurge, Signature, SignedRecord
+from .models import AuditCheckpoint, AuditEntry, AuditPurge, AuditVerification, Signature, SignedRecord
 
 
 @admin.register(AuditEntry)
@@ -29,3 +29,14 @@ class SignatureAdmin(ReadOnlyAdmin):
 class SignedRecordAdmin(ReadOnlyAdmin):
     list_display = ["record_number", "entity", "version", "signature"]
     search_fields = ["record_number"]
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnlyAdmin):
+    list_display = ["at", "unit_code", "position", "purged_through", "key_id"]
+    list_filter = ["unit_code", "key_id"]
+
+
+@admin.register(AuditVerification)
+class AuditVerificationAdmin(ReadOnlyAdmin):
+    list_display = ["unit_code", "ok", "checked_at", "full_at", "entries"]

@@ -1,5 +1,6 @@
 """The audit trail over HTTP: the unit's entries (filtered, newest first, cursor-paginated), a
-record's history (served by the records API with `history_response`), and the chain check."""
+record's history (served by the records API with `history_response`), the chain check and the
+signed checkpoints."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from rest_framework.response import Response
 
 from backend.common.pagination import NewestFirstCursorPagination
 
+from .checkpoints import REVIEWER_ROLES
 from .export import FORMATS, MEDIA_TYPES, achunks, export_chunks, export_filename, unit_code
 from .models import AuditEntry, Signature
-from .selectors import audit_verify, entries_visible_to, record_history
+from .selectors import audit_verify, checkpoints_visible_to, entries_visible_to, record_history
 
 
 class ActorSerializer(serializers.Serializer):
@@ -119,6 +121,29 @@ class IsUnitAdmin(permissions.BasePermission):
         return bool(user and user.is_authenticated and (user.is_superuser or user.role == "admin"))
 
 
+class IsAuditReviewer(permissions.BasePermission):
+    """Unit admins (and whoever REVIEWER_ROLES adds, e.g. QA) and superusers."""
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and (user.is_superuser or user.role in REVIEWER_ROLES))
+
+
+class CheckpointSerializer(serializers.Serializer):
+    """A signed checkpoint: Ed25519 (`key_id`) over the canonical JSON of id, unit, position, hash,
+    purged_through and at (docs/audit.md, "Checkpoints")."""
+
+    id = serializers.UUIDField()
+    unit = serializers.UUIDField(source="unit_id")
+    unit_code = serializers.CharField()
+    position = serializers.IntegerField()
+    hash = serializers.CharField()
+    purged_through = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    key_id = serializers.CharField()
+    signature = serializers.CharField()
+
+
 class VerificationSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     entries = serializers.IntegerField()
@@ -181,6 +206,15 @@ class AuditTrailViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         broken link."""
         units = None if request.user.is_superuser else [request.user.unit_id]
         return Response(audit_verify(units).as_dict())
+
+    @extend_schema(request=None, filters=False, responses={200: CheckpointSerializer(many=True),
+                                                       403: OpenApiResponse(description="Unit admins only")})
+    @action(detail=False, methods=["get"], permission_classes=[IsAuditReviewer], filterset_class=None)
+    def checkpoints(self, request):
+        """Your unit's signed checkpoints (every unit's, for a superuser), newest first, with their
+        signatures: what anyone holding the public key can check the trail against."""
+        page = self.paginate_queryset(checkpoints_visible_to(request.user))
+        return self.get_paginated_response(CheckpointSerializer(page, many=True).data)
 
     @extend_schema(
         filters=True,  # the list's filters, documented here too

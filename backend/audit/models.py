@@ -132,3 +132,52 @@ class SignedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.record_number} v{self.version} signed ({self.signature_id})"
+
+
+class AuditCheckpoint(models.Model):
+    """A unit's chain head as it was at `at`, signed with a key the database does not hold
+    (keys.py): Ed25519 over `checkpoints.payload` (id, unit, position, hash, purged_through, at).
+    `purged_through` is how far the unit's purges reached then: a purge record no checkpoint
+    covers was not made by the purge service. Written to an append-only sink outside the database
+    too (sinks.py). As immutable as the entries (db.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No foreign key: a checkpoint must outlive its unit's row, so that a wiped unit still shows.
+    unit_id = models.UUIDField()
+    unit_code = models.CharField(max_length=32)
+    position = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    purged_through = models.BigIntegerField(default=0)
+    at = models.DateTimeField()
+    key_id = models.CharField(max_length=64)
+    signature = models.CharField(max_length=128)  # base64 of the 64-byte Ed25519 signature
+
+    class Meta:
+        ordering = ["unit_id", "position", "at"]
+        indexes = [models.Index(fields=["unit_id", "position", "at"], name="audit_checkpoint_unit_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.unit_code}#{self.position} at {self.at:%Y-%m-%d %H:%M:%S} ({self.key_id})"
+
+
+class AuditVerification(models.Model):
+    """The scheduled verification's state of one unit: whether its chain held, how far it was
+    checked (the checkpoint the next, incremental, run starts from) and when. Operational state,
+    not evidence: a run starts from a checkpoint whose signature it checks again, so an edited row
+    costs at most a full run (the next one also checks everything once a day)."""
+
+    unit_id = models.UUIDField(primary_key=True)
+    unit_code = models.CharField(max_length=32)
+    ok = models.BooleanField()
+    first_bad = models.JSONField(null=True, blank=True)
+    through_checkpoint = models.UUIDField(null=True, blank=True)
+    entries = models.BigIntegerField(default=0)  # entries read by the last run
+    checked_at = models.DateTimeField()
+    full_at = models.DateTimeField(null=True, blank=True)  # the last run that read the whole chain
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["unit_code"]
+
+    def __str__(self) -> str:
+        return f"{self.unit_code}: {'ok' if self.ok else 'BROKEN'} at {self.checked_at:%Y-%m-%d %H:%M:%S}"

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
 
-from .chain import GENESIS, binding_hash, entry_hash
-from .models import AuditEntry, AuditPurge, SignedRecord
+from .chain import binding_hash
+from .models import AuditCheckpoint, AuditEntry, SignedRecord
+from .verify import Verification, audit_verify
+
+__all__ = [
+    "Verification", "audit_verify", "binding_matches", "checkpoints_visible_to", "entries_since_version",
+    "entries_visible_to", "record_history", "signatures_of", "unit_ids_by_code",
+]
 
 
 def entries_visible_to(user) -> QuerySet[AuditEntry]:
@@ -55,39 +60,9 @@ def entries_since_version(record_id: uuid.UUID, version: int) -> list[AuditEntry
     return list(record_history(record_id).filter(version__gt=version))
 
 
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    entries: int
-    first_bad: dict[str, Any] | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "entries": self.entries, "first_bad": self.first_bad}
-
-
-def audit_verify(unit_ids: list[uuid.UUID] | None = None, chunk_size: int = 2000) -> Verification:
-    """Recompute every chain (of `unit_ids`, or all units) and report the first broken link:
-    an entry whose content no longer matches its hash, whose `prev_hash` is not the previous
-    entry's hash, or a missing position. Streams the entries (constant memory)."""
-    units = AuditEntry.objects.values_list("unit_id", flat=True).distinct()
-    if unit_ids is not None:
-        units = units.filter(unit_id__in=unit_ids)
-    checked = 0
-    for unit_id in sorted(set(units), key=str):
-        purge = AuditPurge.objects.filter(unit_id=unit_id).order_by("-through_position").first()
-        position, prev_hash = (purge.through_position, purge.through_hash) if purge else (0, GENESIS)
-        entries = AuditEntry.objects.filter(unit_id=unit_id, position__gt=position).order_by("position")
-        for entry in entries.iterator(chunk_size=chunk_size):
-            checked += 1
-            bad = None
-            if entry.position != position + 1:
-                bad = f"entries {position + 1} to {entry.position - 1} of the unit's chain are missing"
-            elif entry.prev_hash != prev_hash:
-                bad = "its prev_hash is not the previous entry's hash (an entry was removed, inserted or edited)"
-            elif entry_hash(entry) != entry.hash:
-                bad = "its content does not match its hash (the entry was edited)"
-            if bad is not None:
-                first_bad = {"id": str(entry.id), "unit": str(unit_id), "position": entry.position, "reason": bad}
-                return Verification(False, checked, first_bad)
-            position, prev_hash = entry.position, entry.hash
-    return Verification(True, checked, None)
+def checkpoints_visible_to(user) -> QuerySet[AuditCheckpoint]:
+    """The signed checkpoints of the user's unit, newest first (every unit's, for a superuser)."""
+    checkpoints = AuditCheckpoint.objects.order_by("-at", "-position")
+    if getattr(user, "is_superuser", False):
+        return checkpoints
+    return checkpoints.filter(unit_id=getattr(user, "unit_id", None))

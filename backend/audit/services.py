@@ -23,7 +23,9 @@ from backend.common.errors import SignatureRequired, ValidationFailed
 from backend.events import schema
 from backend.events.services import Change, outbox_insert, outbox_prepare, units_lock
 
+from . import db as audit_db
 from .chain import GENESIS, binding_hash, entry_hash, plain
+from .checkpoints import checkpoints_write
 from .context import current_origin
 from .export import entry_document
 from .models import AuditEntry, AuditPurge, Signature, SignedRecord
@@ -195,6 +197,8 @@ def audit_purge(*, before: datetime, purged_by: str, reason: str) -> list[AuditP
             f"{settings.AUDIT_RETENTION_YEARS} years (AUDIT_RETENTION_YEARS).",
             code="inside_retention",
         )
+    # The triggers enforce the retention configured now (db.py), and refuse the purge otherwise.
+    audit_db.retention_write(transaction.get_connection(), settings.AUDIT_RETENTION_YEARS)
     purges = []
     unit_ids = AuditEntry.objects.filter(at__lt=before).values_list("unit_id", flat=True).distinct()
     units = sorted(set(unit_ids), key=str)
@@ -216,4 +220,6 @@ def audit_purge(*, before: datetime, purged_by: str, reason: str) -> list[AuditP
         )
         AuditEntry.objects.filter(unit_id=unit_id, position__lte=last[0]).delete()
         purges.append(purge)
+    if purges:  # signed, so that verify can tell this purge from a forged one
+        checkpoints_write([p.unit_id for p in purges], purged={p.unit_id: p.through_position for p in purges})
     return purges

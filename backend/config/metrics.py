@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
 from backend.accounts.models import Unit
+from backend.audit.metrics import AuditCollector
 from backend.common.redis import is_sentinel_url, redis_from_url
 from backend.events.metrics import OutboxCollector, RealtimeCollector, RelayCollector
 from backend.jobs.metrics import JobsCollector, QueueAgeCollector, QueueDepthCollector, WorkersCollector
@@ -148,7 +149,7 @@ def collectors(redis: dict[str, bool], database_up: bool) -> list:
     """The collectors whose sources answered the probes."""
     found: list = [ProbeCollector(all(redis.values()), database_up)]
     if database_up:
-        found += [JobsCollector(), QueueAgeCollector(), OutboxCollector()]
+        found += [JobsCollector(), QueueAgeCollector(), OutboxCollector(), AuditCollector()]
     if redis["broker"]:
         found.append(QueueDepthCollector(timeout=PROBE_TIMEOUT_SECONDS))
     if redis["keys"]:

@@ -104,9 +104,11 @@ def data_update_batch_frame(frames: list[str]) -> str:
 # What a notification is about (backend.notifications; docs/realtime.md, "Notifications").
 NOTIFICATION_KINDS = (
     "request_decided", "transfer_incoming", "job_finished", "job_failed", "destruction_due", "signature_locked",
+    "audit_chain_broken",
 )
-# What a notification links to: a request or crate (the console opens its history), a job, a user.
-NOTIFICATION_LINK_ENTITIES = ("withdrawal", "destruction", "transfer", "crate", "job", "user")
+# What a notification links to: a request or crate (the console opens its history), a job, a user,
+# a unit (its audit trail).
+NOTIFICATION_LINK_ENTITIES = ("withdrawal", "destruction", "transfer", "crate", "job", "user", "unit")
 
 _TIMESTAMP = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"}
 _UUID = {"type": "string", "pattern": r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}

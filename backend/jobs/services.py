@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.accounts.models import User
+from backend.audit.checkpoints import checkpoints_write
 from backend.audit.context import current_origin, origin
 from backend.common.errors import DomainError, RoleRequired, ValidationFailed
 from backend.common.faults import fault_point
@@ -192,10 +193,21 @@ def job_execute(
         if time.monotonic() - last_push >= settings.BULK_PROGRESS_INTERVAL_SECONDS:
             last_push = time.monotonic()
             job_push(job)
+    if kind.bulk:
+        _checkpoint_after(job)
     if kind.bulk and on_progress is not None:
         on_progress(job.progress)
     transaction.on_commit(lambda: job_push(job))  # runs at once outside an atomic block
     return job
+
+
+def _checkpoint_after(job: Job) -> None:
+    """A bulk job's changes are signed as soon as it ends (backend.audit.checkpoints), not only at
+    the next scheduled checkpoint. Best effort: the job is done; the schedule catches up."""
+    try:
+        checkpoints_write()
+    except Exception:  # noqa: BLE001 - a sink or key problem must not fail a finished job
+        logger.exception("job %s: audit checkpoint after the bulk job not written", job.id)
 
 
 # A round that fails on the database connection (a restart, a failover) is retried here, in the

@@ -12,6 +12,7 @@ class Kind(models.TextChoices):
     JOB_FAILED = "job_failed", "Your job failed"
     DESTRUCTION_DUE = "destruction_due", "A crate is due for destruction"
     SIGNATURE_LOCKED = "signature_locked", "A user's signing was locked"
+    AUDIT_CHAIN_BROKEN = "audit_chain_broken", "The audit trail failed verification"
 
 
 class Notification(models.Model):

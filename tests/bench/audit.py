@@ -11,6 +11,7 @@ writer (the realtime bench's bulk phase measures that, with its audit entries).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -30,6 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--entries", type=int, default=1_000_000)
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     p.add_argument("--repeat", type=int, default=20, help="timed calls per query")
+    p.add_argument("--units", type=int, default=50, help="units to checkpoint (the big and small ones, and more of 10 entries)")
     return p.parse_args(argv)
 
 
@@ -45,7 +47,11 @@ def prepare(args) -> None:
         "DJANGO_SETTINGS_MODULE": "backend.config.settings.base", "DATABASE_URL": url, "DEBUG": "false",
         "LOG_LEVEL": "WARNING", "CELERY_BROKER_URL": f"{redis}/7", "CHANNEL_LAYER_URL": f"{redis}/8",
         "KEYS_REDIS_URL": f"{redis}/9", "ALLOWED_HOSTS": "testserver,localhost",
+        # Checkpoints: a throwaway key, and a sink file of the bench's own.
+        "AUDIT_CHECKPOINT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "AUDIT_CHECKPOINT_SINK": f"file://{ROOT / 'var' / 'bench-audit-checkpoints.jsonl'}",
     }
+    (ROOT / "var" / "bench-audit-checkpoints.jsonl").unlink(missing_ok=True)
     os.environ.update(env)
     reset_stores(env)
 
@@ -180,6 +186,91 @@ def measure(world: dict, repeat: int) -> dict:
     return {"api": api, "plans": plans, "verify": verify}
 
 
+def append(unit_id, count: int) -> None:
+    """`count` more entries at the head of the unit's chain, as the writer would link them."""
+    from django.utils import timezone
+
+    from backend.audit.chain import GENESIS, entry_hash
+    from backend.audit.models import AuditEntry
+
+    head = AuditEntry.objects.filter(unit_id=unit_id).order_by("-position").values_list("position", "hash").first()
+    position, prev = head or (0, GENESIS)
+    rows = []
+    for _ in range(count):
+        position += 1
+        row = AuditEntry(
+            id=uuid.uuid4(), unit_id=unit_id, position=position, at=timezone.now(), actor_username="bench",
+            entity="crate", record_id=uuid.uuid4(), action="relocated", changes={}, seq=position, prev_hash=prev,
+        )
+        row.hash = prev = entry_hash(row)
+        rows.append(row)
+    AuditEntry.objects.bulk_create(rows, batch_size=5000)
+
+
+def measure_checkpoints(world: dict, units: int, repeat: int) -> dict:
+    """Signed checkpoints and verify with them: a checkpoint of every unit (`units` of them, the big
+    and small ones included), an idle checkpoint run, one signature check, and verify in full and
+    incrementally (from the last verified checkpoint) over the whole deployment."""
+    from django.db import transaction
+
+    from backend.accounts.models import Unit
+    from backend.audit.checkpoints import checkpoints_write, payload
+    from backend.audit.keys import public_keys, signature_valid
+    from backend.audit.models import AuditCheckpoint
+    from backend.audit.verify import audit_verify
+    from backend.audit.watch import verification_compute, verification_record
+
+    for i in range(max(units - Unit.objects.count(), 0)):
+        append(Unit.objects.create(code=f"site{i:03d}", name=f"site {i}").id, 10)
+    all_units = list(Unit.objects.values_list("id", flat=True))
+    writes, idle = [], []
+    for _ in range(repeat):
+        for unit_id in all_units:  # (not timed) every head moves, as on a busy day
+            append(unit_id, 1)
+        began = time.perf_counter()
+        written = checkpoints_write()
+        writes.append(time.perf_counter() - began)
+        assert len(written) == len(all_units)
+        began = time.perf_counter()
+        assert checkpoints_write() == []
+        idle.append(time.perf_counter() - began)
+    checkpoint = AuditCheckpoint.objects.first()
+    key = public_keys()[checkpoint.key_id]
+    began = time.perf_counter()
+    for _ in range(2000):
+        assert signature_valid(key, payload(checkpoint), checkpoint.signature)
+    signature_us = (time.perf_counter() - began) / 2000 * 1e6
+
+    began = time.perf_counter()
+    full = audit_verify()
+    full_seconds = time.perf_counter() - began
+    assert full.ok, full.first_bad
+    run = verification_compute(full=True)
+    with transaction.atomic():
+        verification_record(run)
+    incremental = {}
+    for new in (0, 1000, 10_000):
+        append(world["unit"].id, new)
+        checkpoints_write()
+        began = time.perf_counter()
+        run = verification_compute(full=False)
+        seconds = time.perf_counter() - began
+        assert all(u.ok for u in run.units) and not run.full
+        with transaction.atomic():
+            verification_record(run)
+        incremental[new] = {"entries_read": sum(u.entries for u in run.units), "seconds": round(seconds, 3)}
+    return {
+        "units": len(all_units),
+        "checkpoint_all_units_ms": {"p50": round(statistics.median(writes) * 1000, 1), "max": round(max(writes) * 1000, 1)},
+        "checkpoint_per_unit_ms": round(statistics.median(writes) * 1000 / len(all_units), 2),
+        "idle_run_ms": round(statistics.median(idle) * 1000, 1),
+        "signature_check_us": round(signature_us, 1),
+        "full_verify": {"entries": full.entries, "seconds": round(full_seconds, 1),
+                        "seconds_per_million": round(full_seconds / full.entries * 1e6, 1), "sink": full.sink},
+        "incremental_verify": incremental,
+    }
+
+
 def _rss_kib() -> int:
     """The process's resident memory now (not the high-water mark, which seeding has already set)."""
     try:
@@ -254,6 +345,8 @@ def main(argv=None) -> None:
     results = measure(world, args.repeat)
     print("bench audit: exporting (csv, ndjson) ...", flush=True)
     results["export"] = measure_export(world)
+    print("bench audit: checkpoints and verify with them ...", flush=True)
+    results["checkpoints"] = measure_checkpoints(world, args.units, min(args.repeat, 10))
     from django.db import connection
 
     report = {"entries": args.entries, "database": connection.vendor, "seed_seconds": world["seconds"], **results}
@@ -277,6 +370,16 @@ def main(argv=None) -> None:
             f"(high-water +{e['maxrss_growth_kib']:,} KiB); Python's peak {e['traced_peak_first_5_pages_kib']:,} KiB "
             f"after 5 pages of {e['page']:,}, {e['traced_peak_kib']:,} KiB over all"
         )
+    c = results["checkpoints"]
+    print(f"\nSigned checkpoints, {c['units']} units:")
+    print(f"  a checkpoint of every unit: p50 {c['checkpoint_all_units_ms']['p50']} ms, max "
+          f"{c['checkpoint_all_units_ms']['max']} ms ({c['checkpoint_per_unit_ms']} ms a unit); a run with nothing to "
+          f"sign {c['idle_run_ms']} ms; one signature check {c['signature_check_us']} µs")
+    f = c["full_verify"]
+    print(f"  full verify (entries, checkpoints, purges, sink {f['sink']}): {f['entries']:,} entries in {f['seconds']} s "
+          f"= {f['seconds_per_million']} s per million")
+    for new, row in c["incremental_verify"].items():
+        print(f"  incremental verify after {new:,} new entries: {row['entries_read']:,} read in {row['seconds']} s")
     print(f"\nresults: {out.relative_to(ROOT)}")
 
 

@@ -54,7 +54,8 @@ def test_docker_compose_renders_the_file_with_the_example_env():
 
     # then it is valid and holds the whole system
     assert set(config["services"]) == APP_SERVICES | {"postgres", "redis", "nginx", "prometheus", "grafana"}
-    assert set(config["volumes"]) == {"pgdata", "redisdata", "static", "flowerdata", "prometheusdata", "grafanadata"}
+    assert set(config["volumes"]) == {"pgdata", "redisdata", "static", "flowerdata", "prometheusdata", "grafanadata",
+                                      "appvar"}
 
 
 def test_docker_compose_config_is_a_real_schema_check(tmp_path):
@@ -75,7 +76,7 @@ def test_docker_compose_config_is_a_real_schema_check(tmp_path):
     "variable",
     [
         "SECRET_KEY", "ALLOWED_HOSTS", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "JWT_SIGNING_KEY", "METRICS_TOKEN",
-        "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD",
+        "GRAFANA_ADMIN_USER", "GRAFANA_ADMIN_PASSWORD", "AUDIT_CHECKPOINT_KEY",
     ],
 )
 def test_compose_refuses_to_start_without_a_required_secret(tmp_path, variable):

@@ -64,6 +64,8 @@ APP_METRICS = {
     "records_workers": "gauge: workers whose heartbeat is current",
     "records_redis_up": "gauge: 1 when the application reaches Redis",
     "records_database_up": "gauge: 1 when the application reaches PostgreSQL",
+    "records_audit_chain_ok": "gauge by unit: 1 while the unit's audit trail passed its last scheduled verification",
+    "records_audit_last_verified_seconds": "gauge: seconds the least recently verified unit's audit trail has gone unverified",
 }
 FLOWER_METRICS = {"flower_events_total": "counter by task, type, worker: Celery events Flower received"}
 PROMETHEUS_SERIES = {"up": "1 when a target's last scrape succeeded", "ALERTS": "pending and firing alerts"}
@@ -90,11 +92,14 @@ DASHBOARD_SIGNALS = {
     "events written": "sum(rate(records_events_written_total[5m]))",
     "events published": "sum(rate(records_events_published_total[5m]))",
     "outbox fills": "rate(records_ws_outbox_fills_total[5m])",
+    "audit trail verified": "min by (unit) (records_audit_chain_ok)",
+    "audit trail last verified": "max(records_audit_last_verified_seconds)",
 }
 
 REQUIRED_ALERTS = {
     "OutboxBacklogStale", "NoWorker", "JobQueueAging", "WebSocketErrorClosesSpiking",
     "CommitToClientLatencyOverBudget", "RelayNotRunning", "RedisDown", "DatabaseDown",
+    "AuditChainBroken", "AuditVerificationLate",
 }
 
 

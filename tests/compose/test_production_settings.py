@@ -54,6 +54,7 @@ def test_check_deploy_is_clean(production_env):
         ("SECRET_KEY", "SECRET_KEY is not set: set it in the environment"),
         ("JWT_SIGNING_KEY", "JWT_SIGNING_KEY is not set: set it in the environment"),
         ("METRICS_TOKEN", "METRICS_TOKEN is not set: set it in the environment"),
+        ("AUDIT_CHECKPOINT_KEY", "AUDIT_CHECKPOINT_KEY is not set: set it in the environment"),
         ("ALLOWED_HOSTS", "Set the ALLOWED_HOSTS environment variable"),
         ("DATABASE_URL", "Set the DATABASE_URL environment variable"),
     ],
@@ -216,6 +217,9 @@ def example_value(variable: str) -> str:
         ("FLOWER_BASIC_AUTH", "admin", "FLOWER_BASIC_AUTH must be user:password"),
         ("SECRET_KEY", "django-insecure-" + "q8Zr" * 16, "SECRET_KEY is a published example value"),
         ("FAULT_POINTS", "outbox.publish=raise", "FAULT_POINTS is a test switch"),
+        ("AUDIT_CHECKPOINT_KEY", example_value("AUDIT_CHECKPOINT_KEY"), "AUDIT_CHECKPOINT_KEY is a published example"),
+        ("AUDIT_CHECKPOINT_KEY", "x7-short-key", "AUDIT_CHECKPOINT_KEY is too short or too simple"),
+        ("AUDIT_CHECKPOINT_KEY", "/run/secrets/no-such-key.pem", "AUDIT_CHECKPOINT_KEY is not a usable Ed25519 key"),
     ],
 )
 def test_production_refuses_an_unsafe_secret_naming_it(production_env, variable, value, message):

@@ -71,6 +71,7 @@ def production_secrets() -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "JWT_SIGNING_KEY": secrets.token_urlsafe(48),
         "METRICS_TOKEN": secrets.token_urlsafe(32),
+        "AUDIT_CHECKPOINT_KEY": secrets.token_urlsafe(32),
     }
 
 

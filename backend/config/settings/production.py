@@ -9,12 +9,27 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
+from backend.audit.keys import parse_private
 from backend.common.secrets import UnsafeSecret, require_password_in_basic_auth, require_secret
 
 from .base import *  # noqa: F403
 from .base import SIMPLE_JWT, env
 
 DEBUG = False
+
+
+def require_checkpoint_key(value: str) -> str:
+    """AUDIT_CHECKPOINT_KEY: a PEM file or PEM text that holds an Ed25519 key, or a long random secret."""
+    if value and not value.lstrip().startswith("-----BEGIN") and not value.startswith("/"):
+        require_secret("AUDIT_CHECKPOINT_KEY", value, min_length=43)
+    elif not value:
+        require_secret("AUDIT_CHECKPOINT_KEY", value)
+    try:
+        parse_private(value)
+    except (OSError, ValueError, ImproperlyConfigured) as unusable:
+        raise UnsafeSecret(f"AUDIT_CHECKPOINT_KEY is not a usable Ed25519 key: {unusable}") from None
+    return value
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 env("DATABASE_URL")  # no default: production never falls back to the SQLite file
 
@@ -31,6 +46,9 @@ try:
     # the process refuses a published or weak password.
     if "FLOWER_BASIC_AUTH" in os.environ:
         FLOWER_BASIC_AUTH = require_password_in_basic_auth("FLOWER_BASIC_AUTH", os.environ["FLOWER_BASIC_AUTH"])
+    # The audit checkpoints' signing key: required, never generated here (docs/audit.md, "Keys").
+    AUDIT_CHECKPOINT_KEY_GENERATE = False
+    AUDIT_CHECKPOINT_KEY = require_checkpoint_key(env("AUDIT_CHECKPOINT_KEY", default=""))
     if env("FAULT_POINTS", default=""):
         raise UnsafeSecret("FAULT_POINTS is a test switch and must not be set in production.")
 except UnsafeSecret as unsafe:

@@ -35,6 +35,12 @@ LOGGING["loggers"]["daphne"]["level"] = LOG_LEVEL  # noqa: F405
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_base_db}.sqlite3")}  # noqa: F405
 
+# Checkpoints: a key of the test runs' own under var/; no sink unless a test names one (a shared
+# file would outlive each test's rolled-back checkpoints and disagree with the next test's database).
+AUDIT_CHECKPOINT_KEY_GENERATE = True
+AUDIT_CHECKPOINT_KEY_FILE = VAR_DIR / "test-audit-checkpoint-key.pem"  # noqa: F405
+AUDIT_CHECKPOINT_SINK = env("AUDIT_CHECKPOINT_SINK", default="")
+
 # Fault points (backend/common/faults.py): armed only here, from the environment of the process
 # under test, so a fault drill can pause or fail a real Daphne or worker at a named point.
 FAULT_POINTS = parse_fault_points(env("FAULT_POINTS", default=""))

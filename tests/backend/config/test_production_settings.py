@@ -13,13 +13,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _check_deploy(**overrides: str) -> subprocess.CompletedProcess:
-    secret_names = ("SECRET_KEY", "JWT_SIGNING_KEY", "METRICS_TOKEN", "FLOWER_BASIC_AUTH", "FAULT_POINTS")
+    secret_names = ("SECRET_KEY", "JWT_SIGNING_KEY", "METRICS_TOKEN", "FLOWER_BASIC_AUTH", "FAULT_POINTS", "AUDIT_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ALLOWED_HOSTS", "DEBUG", *secret_names))}
     env.update(
         DJANGO_SETTINGS_MODULE="backend.config.settings.production",
         SECRET_KEY="".join(secrets.choice(string.ascii_letters + string.digits + "!@#%^&*(-_=+)") for _ in range(50)),
         JWT_SIGNING_KEY=secrets.token_urlsafe(48),
         METRICS_TOKEN=secrets.token_urlsafe(32),
+        AUDIT_CHECKPOINT_KEY=secrets.token_urlsafe(32),
         FLOWER_BASIC_AUTH="ops:" + secrets.token_urlsafe(24),
         ALLOWED_HOSTS="example.com",
         # Production has no SQLite fallback; `check` does not connect, any PostgreSQL URL will do.
@@ -57,6 +58,7 @@ def test_production_hashes_passwords_with_djangos_default_pbkdf2():
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(DJANGO_SETTINGS_MODULE="backend.config.settings.production", SECRET_KEY=secrets.token_urlsafe(50),
                JWT_SIGNING_KEY=secrets.token_urlsafe(48), METRICS_TOKEN=secrets.token_urlsafe(32),
+               AUDIT_CHECKPOINT_KEY=secrets.token_urlsafe(32),
                FLOWER_BASIC_AUTH="ops:" + secrets.token_urlsafe(24), ALLOWED_HOSTS="example.com",
                DATABASE_URL="postgres://records@db.example.com:5432/records")
     shown = subprocess.run(
