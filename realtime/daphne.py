@@ -40,6 +40,8 @@ from daphne.ws_protocol import WebSocketFactory
 
 from backend.common.logging import redact
 
+from . import census
+
 logger = logging.getLogger("realtime.daphne")
 
 
@@ -324,6 +326,7 @@ def main() -> None:
     daphne.server.Server.application_checker = sliced_application_checker
     daphne.server.Server.create_application = create_application
     watch_stalls()
+    census.install(daphne.server.reactor)  # REALTIME_CENSUS: the opt-in memory census (realtime/census.py)
     daphne.cli.AccessLogGenerator = RedactingAccessLog
     daphne.server.WebSocketFactory = ClosingWebSocketFactory
     daphne.cli.CommandLineInterface.entrypoint()
