@@ -545,6 +545,9 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         for handle in (self.expiry_handle, self.flush_handle):
             if handle is not None:
                 handle.cancel()
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.on_overflow = None  # (a cycle with this consumer: freed as it closes, not by a collection)
         if self.presence_joined:
             self.presence_joined = False
             try:
