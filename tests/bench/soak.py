@@ -204,8 +204,9 @@ class CensusReader:
         os.kill(self.pid, signal.SIGUSR1 if collect else signal.SIGUSR2)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.path.exists():
-                lines = self.path.read_text().splitlines()
+            text = self.path.read_text() if self.path.exists() else ""
+            if text.endswith("\n"):  # (a line being written is not read yet)
+                lines = text.splitlines()
                 if len(lines) > self.lines:
                     self.lines = len(lines)
                     return json.loads(lines[-1])

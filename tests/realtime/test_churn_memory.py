@@ -35,8 +35,9 @@ def _census(proc, path, collect: bool) -> dict:
     os.kill(proc.popen.pid, signal.SIGUSR1 if collect else signal.SIGUSR2)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().splitlines()
+        text = path.read_text() if path.exists() else ""
+        if text.endswith("\n"):  # (a line being written is not read yet)
+            lines = text.splitlines()
             if len(lines) > before:
                 return json.loads(lines[-1])
         time.sleep(0.05)
