@@ -317,6 +317,10 @@ def print_table(results: dict) -> None:
          f"{s['loop_lateness_ms']['max']} ms"),
         ("longest collection by generation", ", ".join(f"gen {g}: {ms} ms" for g, ms in
                                                         s["longest_gc_ms_by_generation"].items())),
+        ("loop stalls logged (over REALTIME_STALL_WARN_MS)",
+         f"{results['stall_trace']['stalls']} (longest {results['stall_trace']['longest_stall_ms']} ms); "
+         + ", ".join(f"{name}: {v['count']}x, longest {v['longest_ms']} ms"
+                     for name, v in results["stall_trace"]["named"].items() if name.startswith("collection"))),
         ("after a full collection at the end", f"{results['after_full_collection']['rss_mb']} MB, "
                                                f"{results['after_full_collection']['collected']} collected"),
     ]
