@@ -158,7 +158,7 @@ def daphne_environment(env: dict[str, str], census: Path, args) -> dict[str, str
 
 
 async def churn_round(port: int, tokens: list[str], count: int, concurrency: int = 100, presence: bool = False,
-                      first: int = 0, source: str | None = None) -> dict:
+                      first: int = 0, source: str | None = None, attempts: int = 5) -> dict:
     """`count` clients connect (as tokens[i % len(tokens)]), read their greeting, then all close.
     Returns {connected, refused, seconds}. Used by the benchmark and by the lean test in `make test`."""
     gate = asyncio.Semaphore(concurrency)
@@ -170,12 +170,12 @@ async def churn_round(port: int, tokens: list[str], count: int, concurrency: int
         nonlocal refused
         url = f"ws://127.0.0.1:{port}/ws/updates/?token={tokens[i % len(tokens)]}" + ("&presence=1" if presence else "")
         async with gate:
-            for attempt in range(5):
+            for attempt in range(attempts):
                 try:
                     client = await wsclient.connect(url, lambda raw, now: None, origin="http://127.0.0.1",
                                                     local_addr=(source, 0) if source else None, timeout=30)
                 except (TimeoutError, OSError, wsclient.WebSocketRefused):
-                    if attempt == 4:
+                    if attempt == attempts - 1:
                         refused += 1
                         return
                     await asyncio.sleep(0.2 * (attempt + 1))

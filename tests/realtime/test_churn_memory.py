@@ -66,17 +66,20 @@ def churn_daphne(spawn_daphne, unit_a, tmp_path):
     return proc, port, tokens, census
 
 
-@pytest.mark.parametrize("presence", [False, True], ids=["plain", "presence"])
-def test_a_closed_connection_leaves_no_reference_cycle_behind(churn_daphne, presence):
+@pytest.mark.parametrize("kind", ["plain", "presence", "refused"])
+def test_a_closed_connection_leaves_no_reference_cycle_behind(churn_daphne, kind):
     # given a Daphne that has served and closed a first round of connections, then collected
     proc, port, tokens, census = churn_daphne
-    asyncio.run(churn_round(port, tokens, 200, presence=presence))
+    presence = kind == "presence"
+    if kind == "refused":
+        tokens = ["not-a-token"]  # accepted, then closed 4001 before any greeting
+    asyncio.run(churn_round(port, tokens, 200, presence=presence, attempts=1))
     _settled(proc, census)
     _census(proc, census, collect=True)
 
-    # when 300 more clients connect, read their greeting and close
-    done = asyncio.run(churn_round(port, tokens, 300, presence=presence))
-    assert done["connected"] == 300 and done["refused"] == 0, done
+    # when 300 more clients connect, read their greeting (or their 4001) and close
+    done = asyncio.run(churn_round(port, tokens, 300, presence=presence, attempts=1))
+    assert (done["connected"], done["refused"]) == ((0, 300) if kind == "refused" else (300, 0)), done
     _settled(proc, census)
 
     # then a full collection finds (almost) nothing unreachable: every connection's objects were
