@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 
+from backend.common.faults import afault_point
 from backend.events import schema
 
 from .auth import UNAVAILABLE, AuthFailed, refreshed_identity
@@ -38,6 +39,7 @@ async def refresh(consumer, token) -> AuthFailed | None:
         consumer._error("invalid_message", 'A refresh carries a new access token: {"type": "refresh", "token": "..."}.')
         return None
     try:
+        await afault_point("credentials.refresh", user=consumer.user_id)
         identity = await refreshed_identity(consumer.identity, token)
     except AuthFailed as refused:
         logger.info("websocket refresh of user %s refused: %s", consumer.user_id, refused.reason)

@@ -195,3 +195,26 @@ def test_refresh_frames_count_against_the_client_message_limit(spawn_daphne, uni
     assert sorted(m["type"] if m["type"] != "error" else m["code"] for m in answers) == [
         "rate_limited", "refreshed", "refreshed",
     ]
+
+
+def test_a_refresh_the_server_cannot_check_now_is_answered_and_changes_nothing(spawn_daphne, unit_a):
+    # given a Daphne whose check of a refreshed token meets a dropped database connection
+    _, port = spawn_daphne(FAULT_POINTS="credentials.refresh=drop")
+    first = _token(unit_a.approver, seconds=600)
+
+    async def scenario():
+        ws = await connect(port, token=str(first))
+        hello = await recv_json(ws)
+        # when the client refreshes
+        await ws.send(json.dumps({"type": "refresh", "token": str(_token(unit_a.approver))}))
+        answer = await recv_json(ws)
+        await ws.send(json.dumps({"type": "ping", "timestamp": "2026-01-15T10:30:00.000Z"}))
+        pong = await recv_json(ws)
+        await ws.close()
+        return hello, answer, pong
+
+    hello, answer, pong = asyncio.run(scenario())
+
+    # then it hears `refresh_unavailable`, and the socket stays open on its old token (try again)
+    assert (answer["type"], answer["code"]) == ("error", "refresh_unavailable")
+    assert pong["type"] == "pong" and hello["expires_at"] == _iso(float(first["exp"]))
