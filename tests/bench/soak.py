@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--units", type=int, default=10)
     p.add_argument("--users", type=int, default=100, help="users the clients connect as (spread over the units)")
     p.add_argument("--presence", action="store_true", help="clients connect with presence=1")
+    p.add_argument("--idle", type=int, default=0,
+                   help="connections held open the whole run (a population the collector walks; "
+                        "what the collector's tuning is for)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds after a round before the census")
     p.add_argument("--gc-threshold", default=None, help="GC_THRESHOLD for the Daphne (default: the project's)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="more settings for the Daphne")
@@ -265,7 +268,26 @@ def summarize(rounds: list[dict], first: dict, last: dict, round_size: int) -> d
     }
 
 
+async def open_idle(port: int, tokens: list[str], count: int, concurrency: int) -> list:
+    """`count` connections that stay open (from 127.0.0.10, apart from the rounds' addresses)."""
+    gate = asyncio.Semaphore(concurrency)
+    opened: list = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            opened.append(await wsclient.connect(f"ws://127.0.0.1:{port}/ws/updates/?token={tokens[i % len(tokens)]}",
+                                                 lambda raw, now: None, origin="http://127.0.0.1",
+                                                 local_addr=("127.0.0.10", 0), timeout=60))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return opened
+
+
 async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> dict:
+    idle = await open_idle(port, tokens, args.idle, args.concurrency) if args.idle else []
+    if idle:
+        await asyncio.sleep(args.settle)
+        await reader.take()  # (what the idle population's connect burst cost is not the rounds')
     rounds: list[dict] = []
     first = previous = None
     cycles = 0
@@ -295,6 +317,7 @@ async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> 
                 f"grew {row['grown'][:3]}")
         number += 1
     collected = await reader.take(collect=True)
+    await asyncio.gather(*(client.close() for client in idle), return_exceptions=True)
     return {"rounds": rounds, "summary": summarize(rounds, first, census, args.round),
             "after_full_collection": {"rss_mb": round(collected["rss_bytes"] / 2**20, 1),
                                       "objects": collected["objects"], "collected": collected["collected"],
@@ -304,7 +327,8 @@ async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> 
 def print_table(results: dict) -> None:
     s = results["summary"]
     rows = [
-        ("cycles (connect, greeting, close)", f"{results['rounds'][-1]['cycles']} in rounds of {s['round']}"),
+        ("cycles (connect, greeting, close)", f"{results['rounds'][-1]['cycles']} in rounds of {s['round']}, "
+                                              f"{results['args']['idle']} connections idle throughout"),
         ("RSS after the first round / at the end", f"{s['rss_mb_after_first_round']} / {s['rss_mb_at_end']} MB"),
         ("growth after the first round", f"{s['kb_per_cycle_after_first_round']} KB per cycle "
                                          f"(target <= {s['target_kb_per_cycle']})"),
