@@ -10,12 +10,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # and the tests with theirs (--ds: pytest-django would otherwise take this variable over pyproject).
 export DJANGO_SETTINGS_MODULE ?= backend.config.settings.base
 
-.PHONY: help up test smoke venv redis browser-deps node-deps deploy-tools lock lint bench clean
+.PHONY: help up test smoke venv redis browser-deps node-deps deploy-tools lock lint bench bench-soak clean
 
 help:
 	@echo "make up     install, migrate, seed demo data and run web+ws, worker, beat and Flower"
 	@echo "make test   install and run the whole test suite (unit, integration, browser)"
 	@echo "make bench  run the realtime benchmark (see docs/performance.md)"
+	@echo "make bench-soak  100,000 clients connect and close: the Daphne's memory and stalls (docs/performance.md)"
 	@echo "make lock   re-resolve requirements/*.txt from requirements/*.in"
 
 $(BIN)/python:
@@ -89,6 +90,14 @@ AUDIT_BENCH_ENTRIES ?= 1000000
 bench: venv redis
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 	$(BIN)/python -m tests.bench.audit --entries $(AUDIT_BENCH_ENTRIES)
+
+# Clients that come and go (issue 34): rounds of 1,000 connect/close cycles against one Daphne run as
+# the Procfile's web line, its memory census read after each round. It needs a Redis server of its
+# own (SOAK_REDIS_URL: databases 0-2 are flushed) and drops and creates records_bench_soak. A quick
+# look: `make bench-soak SOAK_ARGS="--cycles 10000"`.
+SOAK_REDIS_URL ?= redis://127.0.0.1:6386
+bench-soak: venv
+	$(BIN)/python -m tests.bench.soak --redis-url $(SOAK_REDIS_URL) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles test-artifacts

@@ -38,9 +38,17 @@ class Identity:
 
 
 class AuthFailed(Exception):
+    revoked = False  # the credentials are no good (4001), not the user's access (4003)
+
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class AccessRevoked(AuthFailed):
+    """The credentials are the user's own, but the user was deactivated or moved since (4003)."""
+
+    revoked = True
 
 
 # The database or Redis away while checking credentials: the client should try again (1013), not
@@ -86,6 +94,29 @@ async def authenticate(query: dict[str, list[str]]) -> Identity:
     if expires_at <= time.time():
         raise AuthFailed("token_expired")
     return Identity(str(user.id), user.username, str(user.unit_id), expires_at)
+
+
+async def refreshed_identity(current: Identity, token: str) -> Identity:
+    """The identity of an open connection under a new access token (`refresh` on the socket,
+    realtime/credentials.py): the same validation as the handshake's, and the token must name the
+    connection's own user and unit. A user deactivated or moved since raises AccessRevoked (4003,
+    what the hub's re-validation would close with a moment later); any other token AuthFailed (4001)."""
+    try:
+        access = AccessToken(token)  # signature, expiry, token_type == "access"
+    except TokenError:
+        raise AuthFailed("token_invalid") from None
+    if str(access.get("user_id")) != current.user_id:
+        raise AuthFailed("other_user")
+    user = await user_for_socket(current.user_id)
+    if user is None or not user.is_active:
+        raise AccessRevoked("user_inactive")
+    if user.unit_id is None or str(user.unit_id) != current.unit_id:
+        raise AccessRevoked("unit_changed")
+    if access.get("unit_id") != current.unit_id:
+        raise AuthFailed("other_unit")
+    if not password_matches(access, user):
+        raise AuthFailed("password_changed")
+    return Identity(current.user_id, user.username, current.unit_id, float(access["exp"]))
 
 
 class WebSocketAuthMiddleware(BaseMiddleware):

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from backend.common.faults import afault_point
 from backend.events import schema
 
-from . import connections, selectors, subscriptions
+from . import connections, credentials, selectors, subscriptions
 from .frames import FrameWriter, Outgoing, release_handshake_state
 from .hub import hub
 from .presence import ConnectionPresence, parse_target, presence, presence_frame, profile_json
@@ -208,7 +208,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         current, unread, counted = await selectors.greeting_state(self.unit_id, self.user_id)
         self.notifications_counted = frozenset(counted)
         self.send_message(
-            schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread)
+            schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread,
+                                          expires_at=identity.expires_at)
         )
         buffered_notifications, self.notifications_buffer = self.notifications_buffer, None
         for notification_id, frame in buffered_notifications:
@@ -220,10 +221,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         buffered, self.buffer = self.buffer, None
         for event in buffered:
             self.deliver(event)
-        loop = asyncio.get_running_loop()
-        self.expiry_handle = loop.call_at(
-            loop.time() + max(identity.expires_at - time.time(), 0), self._token_expired
-        )
+        credentials.schedule_expiry(self)
         if self.presence_wanted and not self.closing:
             try:
                 await self._join_presence(slot)
@@ -493,6 +491,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             return await self._subscribe(message)
         if message["type"] in ("viewing", "editing", "idle"):
             return self._presence_message(message)
+        if message["type"] == "refresh":
+            return await self._refresh(message)
         shown = f" {message['type']!r}" if _PRINTABLE_TYPE.match(message["type"]) else ""
         return self._error("unknown_type", f"Unknown message type{shown}.")
 
@@ -506,6 +506,12 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         if isinstance(spec, str):
             return self._error("invalid_message", spec)
         self.filter = None if spec.everything else await self._resolve_filter(spec)
+
+    async def _refresh(self, message: dict) -> None:
+        """A new access token on the open socket (realtime/credentials.py)."""
+        refused = await credentials.refresh(self, message.get("token"))
+        if refused is not None:
+            await self._close(CLOSE_ACCESS_REVOKED if refused.revoked else CLOSE_AUTH_FAILED)
 
     def _presence_message(self, message: dict) -> None:
         if self.presence is None:
@@ -553,6 +559,9 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         for handle in (self.expiry_handle, self.flush_handle):
             if handle is not None:
                 handle.cancel()
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.on_overflow = None  # (a cycle with this consumer: freed as it closes, not by a collection)
         if self.presence_joined:
             self.presence_joined = False
             try:

@@ -13,6 +13,10 @@ Daphne's own command line, with these changes:
   slices with the reactor free between them (`_in_slices`), the garbage collector is tuned
   (`tune_gc`, `freeze_startup`), and slices and collections that hold the event loop too long are
   logged (`watch_stalls`);
+- a closed connection leaves no reference cycle behind (`break_upgrade_cycle`, `_ReleasingProtocol`,
+  `_Pass`): its objects are freed when it closes, not at the next full collection (issue 34:
+  ~70 objects and ~5 KB per connect/close cycle were kept until then; docs/performance.md,
+  "Clients that come and go");
 - `permessage-deflate` (RFC 7692) can be negotiated: WS_DEFLATE=off (the default), `on`,
   `no_context_takeover` or `small` (a 512-byte window). Daphne never turns it on itself. Off by default because of what it costs
   (docs/performance.md, "Compression"): a compressor per connection (hundreds of KB once it has
@@ -32,13 +36,18 @@ from concurrent.futures import CancelledError
 from functools import partial
 
 import daphne.cli
+import daphne.http_protocol
 import daphne.server
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.protocol import WebSocketServerProtocol
 from daphne.access import AccessLogGenerator
 from daphne.ws_protocol import WebSocketFactory
+from twisted.internet.defer import succeed
+from twisted.internet.protocol import connectionDone
 
 from backend.common.logging import redact
+
+from . import census
 
 logger = logging.getLogger("realtime.daphne")
 
@@ -74,6 +83,35 @@ def deflate_accept(mode: str):
     return accept
 
 
+class _ReleasingProtocol:
+    """Mixed into Daphne's WebSocket protocol (autobahn 26.10): autobahn fires the connection's
+    `is_closed` Deferred with the protocol itself, so every closed protocol sat in a reference cycle
+    (protocol -> is_closed -> its result, the protocol) with everything it held, until a full
+    collection. Once the connection is lost, `is_closed` is a fired Deferred without it."""
+
+    def connectionLost(self, reason=connectionDone):  # noqa: N802 - Twisted's name
+        try:
+            super().connectionLost(reason)
+        finally:
+            if getattr(self, "is_closed", None) is not None and self.is_closed.called:
+                self.is_closed = succeed(None)
+
+
+def break_upgrade_cycle(process):
+    """Daphne 4.2's `WebRequest.process`, then, for a request it upgraded to a WebSocket, the
+    request taken out of its HTTP channel's list: the channel (Twisted's HTTPChannel, which no
+    longer has a transport) and the request point at each other, and the pair, with the handshake's
+    headers and body, stayed in memory until a full collection."""
+
+    def process_and_release(request) -> None:
+        process(request)
+        channel = getattr(request, "channel", None)
+        if request.transport is None and channel is not None and request in channel.requests:
+            channel.requests.remove(request)
+
+    return process_and_release
+
+
 class ClosingWebSocketFactory(WebSocketFactory):
     """Daphne's WebSocket factory, closing with a code on protocol errors, negotiating
     permessage-deflate when WS_DEFLATE says so, and sharing its options with its connections.
@@ -89,7 +127,7 @@ class ClosingWebSocketFactory(WebSocketFactory):
         # before autobahn's __init__, which sets the defaults (resetProtocolOptions)
         # (CONFIG_ATTRS empty: autobahn's per-connection copy is skipped, and so is the pformat of
         # all 29 for a debug line that it built on every connect whether or not it was logged)
-        self.protocol = type(self.protocol.__name__, (self.protocol,),
+        self.protocol = type(self.protocol.__name__, (_ReleasingProtocol, self.protocol),
                              {"__module__": self.protocol.__module__, "CONFIG_ATTRS": ()})
         super().__init__(*args, **kwargs)
         # autobahn's default drops the TCP connection on a protocol error; Daphne's own options
@@ -221,25 +259,35 @@ def _note_pass(name: str, started: float, connections: int) -> None:
         logger.warning("daphne's %s took %.0f ms over %d connections", name, took * 1000, connections)
 
 
-def _in_slices(server, name: str, step, again_in: float, again) -> None:
+class _Pass:
     """One of Daphne's passes over every connection (`step(protocol)` for each), CONNECTION_SLICE
     connections per turn of the reactor, each slice timed; `again` runs `again_in` seconds after
-    the last slice, as Daphne schedules its own passes."""
-    protocols = list(server.connections)
+    the last slice, as Daphne schedules its own passes. (An object, not a closure that schedules
+    itself: that closure was a reference cycle holding the pass's list of connections, closed ones
+    included, until a full collection.)"""
 
-    def run(start: int) -> None:
+    __slots__ = ("server", "name", "step", "again_in", "again", "protocols")
+
+    def __init__(self, server, name: str, step, again_in: float, again) -> None:
+        self.server, self.name, self.step, self.again_in, self.again = server, name, step, again_in, again
+        self.protocols = list(server.connections)
+
+    def run(self, start: int) -> None:
         began = time.monotonic()
-        batch = protocols[start : start + CONNECTION_SLICE]
+        batch = self.protocols[start : start + CONNECTION_SLICE]
         for protocol in batch:
-            if protocol in server.connections:  # closed and reaped since the pass began: nothing to do
-                step(protocol)
-        _note_pass(name, began, len(batch))
-        if start + CONNECTION_SLICE < len(protocols):
-            daphne.server.reactor.callLater(0, run, start + CONNECTION_SLICE)
+            if protocol in self.server.connections:  # closed and reaped since the pass began: nothing to do
+                self.step(protocol)
+        _note_pass(self.name, began, len(batch))
+        if start + CONNECTION_SLICE < len(self.protocols):
+            daphne.server.reactor.callLater(0, self.run, start + CONNECTION_SLICE)
         else:
-            daphne.server.reactor.callLater(again_in, again)
+            self.protocols = []
+            daphne.server.reactor.callLater(self.again_in, self.again)
 
-    run(0)
+
+def _in_slices(server, name: str, step, again_in: float, again) -> None:
+    _Pass(server, name, step, again_in, again).run(0)
 
 
 def sliced_timeout_checker(server) -> None:
@@ -323,7 +371,9 @@ def main() -> None:
     daphne.server.Server.timeout_checker = sliced_timeout_checker
     daphne.server.Server.application_checker = sliced_application_checker
     daphne.server.Server.create_application = create_application
+    daphne.http_protocol.WebRequest.process = break_upgrade_cycle(daphne.http_protocol.WebRequest.process)
     watch_stalls()
+    census.install(daphne.server.reactor)  # REALTIME_CENSUS: the opt-in memory census (realtime/census.py)
     daphne.cli.AccessLogGenerator = RedactingAccessLog
     daphne.server.WebSocketFactory = ClosingWebSocketFactory
     daphne.cli.CommandLineInterface.entrypoint()

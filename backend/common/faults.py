@@ -33,6 +33,7 @@ POINTS = {
     "outbox.before_publish": "events have committed; they are not yet handed to the channel layer",
     "hub.group_add": "a Daphne process is about to join a channel-layer group for a connection",
     "consumer.receive": "a WebSocket consumer is about to handle a client message",
+    "credentials.refresh": "a WebSocket's new access token (`refresh`) is about to be checked",
 }
 
 

@@ -21,6 +21,7 @@ CLIENT_ERROR_CODES = (
     "message_too_large",
     "rate_limited",
     "internal_error",
+    "refresh_unavailable",
 )
 
 
@@ -46,7 +47,7 @@ def data_update(*, entity: str, action: str, data: dict[str, Any], timestamp: da
     }
 
 
-def connection_established(*, unit_id: str, seq: int, unread_notifications: int = 0) -> dict:
+def connection_established(*, unit_id: str, seq: int, unread_notifications: int = 0, expires_at: float) -> dict:
     return {
         "type": "connection_established",
         "message": f"Connected to unit {unit_id} updates",
@@ -54,7 +55,19 @@ def connection_established(*, unit_id: str, seq: int, unread_notifications: int 
         "seq": seq,
         # The user's unread notifications now (backend.notifications): a reconnecting client's count.
         "unread_notifications": unread_notifications,
+        # When the connection's access token expires (unix time in, ISO 8601 UTC out): the client
+        # sends `refresh` before then, or the socket closes 4002.
+        "expires_at": expiry_timestamp(expires_at),
     }
+
+
+def refreshed(*, expires_at: float) -> dict:
+    """The answer to a client's `refresh`: the connection now lives until the new token's expiry."""
+    return {"type": "refreshed", "expires_at": expiry_timestamp(expires_at)}
+
+
+def expiry_timestamp(unix_time: float) -> str:
+    return utc_timestamp(datetime.fromtimestamp(unix_time, UTC))
 
 
 def pong(*, timestamp: datetime) -> dict:
@@ -242,7 +255,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "connection_established": {
         "type": "object",
-        "required": ["type", "message", "unit_id", "seq", "unread_notifications"],
+        "required": ["type", "message", "unit_id", "seq", "unread_notifications", "expires_at"],
         "additionalProperties": False,
         "properties": {
             "type": {"const": "connection_established"},
@@ -250,7 +263,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "unit_id": _UUID,
             "seq": {"type": "integer", "minimum": 0},
             "unread_notifications": {"type": "integer", "minimum": 0},
+            "expires_at": _TIMESTAMP,
         },
+    },
+    "refreshed": {
+        "type": "object",
+        "required": ["type", "expires_at"],
+        "additionalProperties": False,
+        "properties": {"type": {"const": "refreshed"}, "expires_at": _TIMESTAMP},
     },
     "pong": {
         "type": "object",
@@ -313,6 +333,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object", "required": ["type", "user", "state"], "additionalProperties": False,
         "properties": {
             "type": {"const": "presence_update"}, "user": _PRESENCE_USER, "state": {"enum": list(PRESENCE_STATES)},
+        },
+    },
+}
+
+# Client -> server messages with a body of their own (ping, subscribe, presence: docs/realtime.md).
+# The consumer checks them by hand, field by field, with the same limits.
+REFRESH_TOKEN_MAX_LENGTH = 4000  # under the consumer's 4,096-byte message limit
+CLIENT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "refresh": {
+        "type": "object",
+        "required": ["type", "token"],
+        "properties": {
+            "type": {"const": "refresh"},
+            "token": {"type": "string", "maxLength": REFRESH_TOKEN_MAX_LENGTH},
         },
     },
 }

@@ -50,7 +50,8 @@ const TERMINAL_JOB = new Set(['succeeded', 'failed']);
 const LIST_OF_ENTITY = { withdrawal: 'requests', destruction: 'requests', transfer: 'requests', sendback: 'requests', crate: 'crates' };
 
 const stats = {
-  updates: 0, byEntity: {}, jobUpdates: 0, resyncs: 0, gaps: 0, closes: [], refreshes: 0, statuses: [],
+  updates: 0, byEntity: {}, jobUpdates: 0, resyncs: 0, gaps: 0, closes: [], refreshes: 0, socketRefreshes: 0,
+  statuses: [],
   fetches: { requests: 0, crates: 0 }, auditFetches: 0, lastSeq: null, status: STATUS.OFFLINE,
 };
 window.realtimeStats = stats;
@@ -1372,6 +1373,8 @@ function startRealtime() {
     },
     onGap: () => { stats.gaps += 1; },
     onClose: ({ code }) => { stats.closes.push(code); },
+    // The token renewed on the open socket before it ran out (the client's refreshOnSocket): no reconnect.
+    onRefreshed: () => { stats.socketRefreshes += 1; },
     onJobUpdate: (job) => {
       stats.jobUpdates += 1;
       jobSeen(job);

@@ -5,7 +5,8 @@
  *
  * It speaks the protocol of docs/realtime.md: ticket handshake with a
  * `?token=` fallback, per-unit `seq` with resume (`last_seq`), de-duplication and gap detection,
- * `resync_required`, the close codes 4001/4002 (refresh the token, reconnect) and 4003 (sign out),
+ * `resync_required`, the token refreshed on the open socket before it expires (`refresh` /
+ * `refreshed`), the close codes 4001/4002 (refresh the token, reconnect) and 4003 (sign out),
  * reconnection with exponential backoff and full jitter, and a ping/pong heartbeat that notices a
  * dead connection. docs/client.md is the user guide.
  *
@@ -38,6 +39,12 @@ export const DEFAULTS = Object.freeze({
   filter: null, // a subscription filter from the start: {entities, ids, mine} (see subscribe())
   activityFeed: false, // `activity=1`: who did what, each update's audit entry (onActivity)
   useTicket: true,
+  // Before the connection's token expires (the greeting's `expires_at`), send a new one on the open
+  // socket (`refresh`), from the `refreshToken` hook (else `getToken`): the socket never has to close
+  // 4002 and reconnect. Sent refreshAheadMs before the expiry, or halfway there for a shorter token.
+  refreshOnSocket: true,
+  refreshAheadMs: 60000,
+  refreshRetryMs: 5000, // the server could not check the token just then (`refresh_unavailable`)
   apiBase: '',
   ticketPath: '/api/auth/ws-ticket/',
   wsPath: '/ws/updates/',
@@ -107,6 +114,16 @@ export function closeAction(code) {
   if (code === CLOSE_CODES.ACCESS_REVOKED) return 'signout';
   if (code === CLOSE_CODES.TOO_MANY_CONNECTIONS) return 'stop';
   return 'reconnect';
+}
+
+/** How long after `now` (ms) to send the open socket a new token, for a connection whose token
+ *  expires at `expiresAt` (the server's ISO 8601 UTC): `aheadMs` before then, or halfway there when
+ *  less than twice that is left. Null when there is no usable expiry (a server without it). */
+export function refreshDelay(expiresAt, now, aheadMs = DEFAULTS.refreshAheadMs) {
+  const expires = typeof expiresAt === 'string' ? Date.parse(expiresAt) : NaN;
+  if (Number.isNaN(expires)) return null;
+  const left = Math.max(0, expires - now);
+  return Math.max(0, left - Math.min(aheadMs, left / 2));
 }
 
 /** The WebSocket URL: credentials (ticket preferred), `last_seq` when resuming, `batch=1` and
@@ -254,6 +271,7 @@ const HOOKS = {
   presence: 'onPresence',
   activity: 'onActivity',
   notification: 'onNotification',
+  refreshed: 'onRefreshed',
 };
 
 // Notification ids remembered for de-duplication (a frame is never counted twice).
@@ -278,7 +296,8 @@ function defaultSocketBase(wsPath) {
  * `update` (a data_update), `job` (job_update's job), `resync` (resync_required), `signout`
  * {code, reason}, `close` {code, reason}, `gap` {expected, got}, `giveup` {attempts},
  * `servererror` (an `error` message), `notification` (a `notification` frame's notification, once
- * per id; `unreadNotifications` counts it), `message` (every parsed message).
+ * per id; `unreadNotifications` counts it), `refreshed` {expiresAt} (the open socket took a new
+ * token), `message` (every parsed message).
  */
 export class UpdatesClient extends EventTarget {
   constructor(options = {}) {
@@ -288,6 +307,7 @@ export class UpdatesClient extends EventTarget {
     this._WebSocket = o.WebSocket || globalThis.WebSocket;
     this._fetch = o.fetch || (globalThis.fetch ? globalThis.fetch.bind(globalThis) : null);
     this._random = o.random || Math.random;
+    this._now = o.now || (() => Date.now());
     this._timers = o.timers || {
       setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
       clearTimeout: (handle) => globalThis.clearTimeout(handle),
@@ -304,7 +324,8 @@ export class UpdatesClient extends EventTarget {
     this._socket = null;
     this._live = false; // the current socket got `connection_established`
     this._gapStreak = 0; // gaps since the last delivered update
-    this._timer = { reconnect: null, heartbeat: null, dead: null, connect: null };
+    this._timer = { reconnect: null, heartbeat: null, dead: null, connect: null, refresh: null };
+    this.expiresAt = null; // when the live connection's token expires (the server's ISO 8601 UTC)
     this._filter = normalizeFilter(o.filter);
     this._jumpOnce = false; // after unsubscribe(): the next update may follow a filtered-out stretch
     this.roster = new PresenceRoster();
@@ -559,6 +580,7 @@ export class UpdatesClient extends EventTarget {
         // Every unread notification committed before the greeting (frames follow only for later ones).
         if (Number.isInteger(message.unread_notifications)) this.unreadNotifications = message.unread_notifications;
         this._live = true;
+        this._expiring(generation, message.expires_at);
         this.attempt = 0;
         // The filter went in the URL; this tab's activity starts over on every connection.
         if (this.options.presence && this._activity.type !== 'idle') this._send(this._activity);
@@ -584,7 +606,12 @@ export class UpdatesClient extends EventTarget {
       case 'job_update':
         this._emit('job', message.job);
         break;
+      case 'refreshed':
+        this._expiring(generation, message.expires_at);
+        this._emit('refreshed', { expiresAt: message.expires_at });
+        break;
       case 'error':
+        if (message.code === 'refresh_unavailable') this._retryRefresh(generation);
         this._emit('servererror', message);
         break;
       case 'activity':
@@ -626,6 +653,33 @@ export class UpdatesClient extends EventTarget {
     this._gapStreak += 1;
     if (this._gapStreak > 1) this._scheduleReconnect();
     else this._open();
+  }
+
+  // --- the token, refreshed on the open socket ------------------------------------------------------
+
+  /** The live connection's token expires at `expiresAt`: send a new one before then. */
+  _expiring(generation, expiresAt) {
+    this.expiresAt = typeof expiresAt === 'string' ? expiresAt : null;
+    this._clear('refresh');
+    if (!this.options.refreshOnSocket) return;
+    const delay = refreshDelay(this.expiresAt, this._now(), this.options.refreshAheadMs);
+    if (delay === null) return; // a server that does not say: the 4002 close and reconnect still work
+    this._timer.refresh = this._timers.setTimeout(() => this._refreshOnSocket(generation), delay);
+  }
+
+  async _refreshOnSocket(generation) {
+    this._timer.refresh = null;
+    if (generation !== this._generation || !this._live) return;
+    // A new access token (the refreshToken hook); without that hook, whatever getToken has now.
+    const token = typeof this.options.refreshToken === 'function' ? await this._refreshedToken() : await this._currentToken();
+    if (generation !== this._generation || !token) return; // no token: the server closes 4002 at expiry, as before
+    // `refreshed` re-arms the timer; a token the server refuses closes the socket 4001 (refresh, reconnect).
+    this._send({ type: 'refresh', token });
+  }
+
+  _retryRefresh(generation) {
+    if (!this.options.refreshOnSocket || this._timer.refresh !== null) return;
+    this._timer.refresh = this._timers.setTimeout(() => this._refreshOnSocket(generation), this.options.refreshRetryMs);
   }
 
   // --- heartbeat ----------------------------------------------------------------------------------

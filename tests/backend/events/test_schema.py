@@ -111,7 +111,9 @@ def test_every_other_message_builder_matches_its_schema():
     unit_id = "6f1c2a52-8d5e-4a57-9b0e-2f1d3c4b5a69"
     update = schema.data_update(entity="withdrawal", action="created", data={"id": unit_id}, timestamp=now, seq=3)
     messages = {
-        "connection_established": schema.connection_established(unit_id=unit_id, seq=0, unread_notifications=2),
+        "connection_established": schema.connection_established(unit_id=unit_id, seq=0, unread_notifications=2,
+                                                                expires_at=now.timestamp()),
+        "refreshed": schema.refreshed(expires_at=now.timestamp()),
         "notification": schema.notification(notification={
             "id": unit_id, "kind": "request_decided", "title": "WR-2026-0001 approved", "body": "…",
             "link": {"entity": "withdrawal", "id": unit_id}, "created_at": "2026-01-15T10:30:00.123Z", "read": False,
@@ -146,3 +148,15 @@ def test_every_other_message_builder_matches_its_schema():
         jsonschema.validate(message, schema.SCHEMAS[kind], cls=jsonschema.Draft202012Validator)
     assert messages["pong"]["timestamp"] == "2026-01-15T10:30:00.123Z"
     assert messages["connection_established"]["message"] == f"Connected to unit {unit_id} updates"
+    # the token's expiry, as every other time: ISO 8601 UTC, milliseconds
+    assert messages["connection_established"]["expires_at"] == messages["refreshed"]["expires_at"] == (
+        "2026-01-15T10:30:00.123Z"
+    )
+
+
+def test_the_client_messages_with_a_schema_accept_what_the_server_takes():
+    refresh = jsonschema.Draft202012Validator(schema.CLIENT_SCHEMAS["refresh"])
+    assert refresh.is_valid({"type": "refresh", "token": "eyJ.a.b"})
+    assert not refresh.is_valid({"type": "refresh"})
+    assert not refresh.is_valid({"type": "refresh", "token": 42})
+    assert not refresh.is_valid({"type": "refresh", "token": "x" * (schema.REFRESH_TOKEN_MAX_LENGTH + 1)})

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from backend.accounts.models import Role
-from tests.support.browser import WAIT_MS, RestartableDaphne
+from tests.support.browser import CONSOLE_OPTIONS, WAIT_MS, RestartableDaphne
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.signing import sign, transition_now
 
@@ -146,11 +146,13 @@ def short_token_daphne(live_env):
 
 
 def test_an_expired_token_is_refreshed_and_the_console_reconnects_by_itself(short_token_daphne, worker, consoles):
-    # given a console signed in with an access token that lives 8 seconds
+    # given a console signed in with an access token that lives 8 seconds, whose client does not
+    # renew it on the open socket (a client written before that, or one whose refresh came too late)
     unit = UnitFactory()
     people = staff(unit, Role.REQUESTER, Role.APPROVER)
     request = make_request("withdrawal", people[Role.REQUESTER])
-    page = consoles.open(short_token_daphne.port, people[Role.APPROVER].username)
+    options = {"client": {**CONSOLE_OPTIONS["client"], "refreshOnSocket": False}}
+    page = consoles.open(short_token_daphne.port, people[Role.APPROVER].username, options=options)
 
     # when the token runs out while connected, the server closes with 4002
     page.wait_for_function(
@@ -173,6 +175,31 @@ def test_an_expired_token_is_refreshed_and_the_console_reconnects_by_itself(shor
     assert len(sockets) >= 2 and all("ticket" in query and "token" not in query for query in sockets)
     assert all("last_seq" in query for query in sockets[1:])
     consoles.shot(page, "refreshed")
+
+
+def test_a_console_left_open_renews_its_token_on_the_socket_and_never_reconnects(short_token_daphne, worker,
+                                                                                consoles):
+    # given a console signed in with access tokens that live 8 seconds (the client renews them
+    # halfway, on the open socket)
+    short_token_daphne.ensure_running()
+    unit = UnitFactory()
+    people = staff(unit, Role.REQUESTER, Role.APPROVER)
+    request = make_request("withdrawal", people[Role.REQUESTER])
+    page = consoles.open(short_token_daphne.port, people[Role.APPROVER].username)
+
+    # when it stays open across three of those lifetimes
+    page.wait_for_function("() => window.realtimeStats.socketRefreshes >= 6", timeout=40_000)
+
+    # then the socket was never closed: the one it opened is still live, on renewed credentials
+    assert stats(page)["closes"] == []
+    assert stats(page)["statuses"] == ["syncing", "live"]
+    assert len(consoles.sockets(page)) == 1
+    # and it still works: an approval goes out and its update comes in on that same socket
+    page.get_by_test_id(f"approve-{request.id}").click()
+    sign_in_dialog(page)
+    expect(page.get_by_test_id(f"request-status-{request.id}")).to_have_text("Approved", timeout=WAIT_MS)
+    assert stats(page)["closes"] == [] and len(consoles.sockets(page)) == 1
+    consoles.shot(page, "renewed-on-the-socket")
 
 
 def test_a_bulk_approval_shows_its_progress_and_updates_the_list(console_daphne, worker, consoles):

@@ -14,6 +14,7 @@ import {
   buildSocketUrl,
   closeAction,
   invalidationKeys,
+  refreshDelay,
   unpackUpdates,
 } from '../../../realtime/static/realtime/updates-client.js';
 
@@ -607,5 +608,115 @@ describe('UpdatesClient: heartbeat', () => {
     clock.tick(500);
     await settle();
     assert.equal(sockets.length, 2);
+  });
+});
+
+// --- the token, refreshed on the open socket -----------------------------------------------------------
+
+const T0 = Date.parse('2026-01-15T10:00:00.000Z');
+const at = (ms) => new Date(T0 + ms).toISOString();
+
+/** A client whose clock reads T0 + the fake clock, greeted with a token expiring `expiresInMs` from now. */
+async function greetedClient(expiresInMs, client = {}) {
+  let clock;
+  // (no heartbeat: the fake server answers no pings, and hours pass here)
+  const made = await makeClient({ client: { now: () => T0 + clock.now, heartbeatMs: 10 * 86_400_000, ...client } });
+  clock = made.clock;
+  made.sockets[0].open();
+  made.sockets[0].receive({
+    type: 'connection_established', message: 'Connected to unit u updates', unit_id: 'u', seq: 1,
+    unread_notifications: 0, expires_at: at(expiresInMs),
+  });
+  return made;
+}
+
+const refreshesSent = (socket) => socket.sent.filter((m) => m.type === 'refresh');
+
+describe('refreshDelay', () => {
+  it('is a minute before the expiry, or halfway there for a token shorter than two minutes', () => {
+    assert.equal(refreshDelay(at(15 * 60_000), T0), 14 * 60_000);
+    assert.equal(refreshDelay(at(8000), T0), 4000);
+    assert.equal(refreshDelay(at(-1000), T0), 0);
+    assert.equal(refreshDelay(at(600_000), T0, 120_000), 480_000);
+  });
+
+  it('is null for a greeting without a usable expiry (an older server)', () => {
+    assert.equal(refreshDelay(undefined, T0), null);
+    assert.equal(refreshDelay('soon', T0), null);
+  });
+});
+
+describe('UpdatesClient: the token refreshed on the open socket', () => {
+  it('sends a new token before the expiry and stays on the same socket, however long it lives', async () => {
+    let refreshed = 0;
+    const { client, clock, sockets, events } = await greetedClient(15 * 60_000, {
+      refreshToken: async () => { refreshed += 1; return `access-${refreshed + 1}`; },
+    });
+    assert.equal(client.expiresAt, at(15 * 60_000));
+
+    // a day of 15-minute tokens, each refreshed a minute before it runs out
+    for (let n = 1; n <= 96; n += 1) {
+      clock.tick(14 * 60_000 - 1);
+      await settle();
+      assert.equal(refreshesSent(sockets[0]).length, n - 1);
+      clock.tick(1);
+      await settle();
+      assert.deepEqual(refreshesSent(sockets[0]).at(-1), { type: 'refresh', token: `access-${n + 1}` });
+      sockets[0].receive({ type: 'refreshed', expires_at: at(clock.now + 15 * 60_000) });
+    }
+    sockets[0].receive(update(2));
+
+    assert.equal(sockets.length, 1); // never reconnected
+    assert.equal(refreshed, 96);
+    assert.equal(client.status, 'live');
+    assert.deepEqual(statusesOf(events), ['syncing', 'live']);
+    assert.deepEqual(updatesOf(events), [2]);
+    assert.equal(client.expiresAt, at(clock.now + 15 * 60_000));
+  });
+
+  it('without a refreshToken hook, sends what getToken has', async () => {
+    const { clock, sockets } = await greetedClient(8000, { getToken: () => 'access-from-app' });
+    clock.tick(4000);
+    await settle();
+    assert.deepEqual(refreshesSent(sockets[0]), [{ type: 'refresh', token: 'access-from-app' }]);
+  });
+
+  it('sends nothing when turned off, or when no token can be had (the 4002 reconnect still works)', async () => {
+    const off = await greetedClient(8000, { refreshOnSocket: false, refreshToken: async () => 'access-2' });
+    off.clock.tick(10_000);
+    await settle();
+    assert.deepEqual(refreshesSent(off.sockets[0]), []);
+
+    const none = await greetedClient(8000, { refreshToken: async () => { throw new Error('refresh expired'); } });
+    none.clock.tick(10_000);
+    await settle();
+    assert.deepEqual(refreshesSent(none.sockets[0]), []);
+  });
+
+  it('tries again shortly when the server could not check the token', async () => {
+    const { clock, sockets } = await greetedClient(60_000, { refreshToken: async () => 'access-2', refreshRetryMs: 5000 });
+    clock.tick(30_000);
+    await settle();
+    sockets[0].receive({ type: 'error', code: 'refresh_unavailable', message: 'try again' });
+    clock.tick(5000);
+    await settle();
+    assert.equal(refreshesSent(sockets[0]).length, 2);
+  });
+
+  it('a refused token (4001 on the live socket) refreshes once more and reconnects with it', async () => {
+    const { clock, sockets } = await greetedClient(8000, { refreshToken: async () => 'access-2' });
+    clock.tick(4000);
+    await settle();
+    sockets[0].serverClose(4001);
+    await settle();
+    assert.equal(sockets.length, 2);
+  });
+
+  it('drops the refresh timer of an abandoned socket', async () => {
+    const { client, clock, sockets } = await greetedClient(8000, { refreshToken: async () => 'access-2' });
+    client.stop();
+    clock.tick(10_000);
+    await settle();
+    assert.deepEqual(refreshesSent(sockets[0]), []);
   });
 });
