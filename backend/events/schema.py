@@ -46,7 +46,7 @@ def data_update(*, entity: str, action: str, data: dict[str, Any], timestamp: da
     }
 
 
-def connection_established(*, unit_id: str, seq: int, unread_notifications: int = 0) -> dict:
+def connection_established(*, unit_id: str, seq: int, unread_notifications: int = 0, epoch: str = "") -> dict:
     return {
         "type": "connection_established",
         "message": f"Connected to unit {unit_id} updates",
@@ -54,6 +54,8 @@ def connection_established(*, unit_id: str, seq: int, unread_notifications: int 
         "seq": seq,
         # The user's unread notifications now (backend.notifications): a reconnecting client's count.
         "unread_notifications": unread_notifications,
+        # Which numbering `seq` belongs to: a client resumes with `&epoch=` (backend/events/epochs.py).
+        "epoch": epoch,
     }
 
 
@@ -61,8 +63,11 @@ def pong(*, timestamp: datetime) -> dict:
     return {"type": "pong", "timestamp": utc_timestamp(timestamp)}
 
 
-def resync_required(*, reason: str, seq: int) -> dict:
-    return {"type": "resync_required", "reason": reason, "seq": seq}
+def resync_required(*, reason: str, seq: int, epoch: str | None = None) -> dict:
+    message = {"type": "resync_required", "reason": reason, "seq": seq}
+    if epoch is not None:  # the stream's epoch, when it changed under a live connection (`epoch_changed`)
+        message["epoch"] = epoch
+    return message
 
 
 def error(*, code: str, message: str) -> dict:
@@ -96,11 +101,20 @@ def presence_update(*, user: dict[str, Any], state: str) -> dict:
     return {"type": "presence_update", "user": user, "state": state}
 
 
+def notification_read(*, ids: list[str] | None = None, all_read: bool = False) -> dict:
+    """The user read notifications in another tab or device: these `ids`, or `all` of them."""
+    return {"type": "notification_read", "ids": [] if all_read else list(ids or ()), "all": all_read}
+
+
 def data_update_batch_frame(frames: list[str]) -> str:
     """A `data_update_batch` built from already-encoded `data_update` frames, without re-encoding."""
     return '{"type":"data_update_batch","updates":[' + ",".join(frames) + "]}"
 
 
+# Why a client must refetch instead of resuming (docs/realtime.md, "Resuming").
+RESYNC_REASONS = (
+    "invalid_last_seq", "last_seq_ahead", "history_limit", "history_unavailable", "gap", "epoch_changed",
+)
 # What a notification is about (backend.notifications; docs/realtime.md, "Notifications").
 NOTIFICATION_KINDS = (
     "request_decided", "transfer_incoming", "job_finished", "job_failed", "destruction_due", "signature_locked",
@@ -248,6 +262,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "unit_id": _UUID,
             "seq": {"type": "integer", "minimum": 0},
             "unread_notifications": {"type": "integer", "minimum": 0},
+            "epoch": {"type": "string", "maxLength": 32},
         },
     },
     "pong": {
@@ -264,6 +279,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "type": {"const": "resync_required"},
             "reason": {"type": "string"},
             "seq": {"type": "integer", "minimum": 0},
+            "epoch": {"type": "string", "maxLength": 32},
         },
     },
     "error": {
@@ -306,6 +322,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "presence": {
         "type": "object", "required": ["type", "users"], "additionalProperties": False,
         "properties": {"type": {"const": "presence"}, "users": {"type": "array", "items": _PRESENCE_USER}},
+    },
+    "notification_read": {
+        "type": "object", "required": ["type", "ids", "all"], "additionalProperties": False,
+        "properties": {
+            "type": {"const": "notification_read"}, "ids": {"type": "array", "items": _UUID}, "all": {"type": "boolean"},
+        },
     },
     "presence_update": {
         "type": "object", "required": ["type", "user", "state"], "additionalProperties": False,

@@ -48,15 +48,15 @@ async def test_one_units_failed_fill_does_not_hold_up_the_others(monkeypatch):
     hub.units = {"unit-1": _Unit(), "unit-2": _Unit()}
     filled = []
 
-    async def units_current_seq(unit_ids):
-        return {unit_id: 5 for unit_id in unit_ids}
+    async def units_stream(unit_ids):
+        return {unit_id: (5, "") for unit_id in unit_ids}
 
     async def fill(unit_id, unit, upto):
         if unit_id == "unit-1":
             raise ConnectionError("outbox page failed")
         filled.append((unit_id, upto))
 
-    monkeypatch.setattr(hub_module.selectors, "units_current_seq", units_current_seq)
+    monkeypatch.setattr(hub_module.selectors, "units_stream", units_stream)
     hub._fill = fill
 
     # when the catch-up runs
