@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from backend.common.faults import afault_point
 from backend.events import schema
 
-from . import connections, selectors, subscriptions
+from . import connections, resuming, selectors, subscriptions
 from .frames import FrameWriter, Outgoing, release_handshake_state
 from .hub import hub
 from .presence import ConnectionPresence, parse_target, presence, presence_frame, profile_json
@@ -119,6 +119,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     # ids the greeting's `unread_notifications` already counts are never sent as frames too.
     notifications_buffer: list | None = None
     notifications_counted: frozenset = frozenset()
+    # (reason, seq, epoch) of a new epoch announced while this connection was still replaying.
+    resync_pending: tuple | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """Channels' `AsyncConsumer.__call__` for a consumer without a channel of its own: the
@@ -173,6 +175,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.batch = (query.get("batch") or ["0"])[0] in ("1", "true")
         requested = (query.get("last_seq") or [None])[0]
+        requested_epoch = (query.get("epoch") or [None])[0]
         self.presence_wanted = (query.get("presence") or ["0"])[0] in ("1", "true")
         # The activity feed: each update's audit entries as `activity` frames, right after it.
         self.activity = (query.get("activity") or ["0"])[0] in ("1", "true")
@@ -203,17 +206,20 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.joined = True
         self.notifications_buffer = []
         await hub.join(self)
-        current, unread, counted = await selectors.greeting_state(self.unit_id, self.user_id)
+        current, unread, counted, epoch = await selectors.greeting_state(self.unit_id, self.user_id)
         self.notifications_counted = frozenset(counted)
         self.send_message(
-            schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread)
+            schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread, epoch=epoch)
         )
         buffered_notifications, self.notifications_buffer = self.notifications_buffer, None
         for notification_id, frame in buffered_notifications:
             self.notification_frame(notification_id, frame)
         if isinstance(spec, str):
             self._error("invalid_message", f"The filter in the URL was ignored: {spec}")
-        await self._resume(requested, current)
+        await self._resume(requested, requested_epoch, current, epoch)
+        if self.resync_pending is not None:  # the stream got a new epoch during the replay
+            self.buffer = []
+            self._resync(*self.resync_pending)
         # Live from here: whatever arrived during the replay, minus what the replay covered.
         buffered, self.buffer = self.buffer, None
         for event in buffered:
@@ -266,21 +272,13 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         if version > self.presence_floor:
             self.writer.write(event)
 
-    async def _resume(self, requested: str | None, current: int) -> None:
-        if requested is None:
-            self.sent_seq = current
-            return
-        try:
-            last_seq = int(requested)
-            if last_seq < 0:
-                raise ValueError
-        except ValueError:
-            return self._resync("invalid_last_seq", current)
-        if last_seq > current:
-            # The client saw seqs this unit never had (a restored database?): start over.
-            return self._resync("last_seq_ahead", current)
-        if current - last_seq > settings.REALTIME_REPLAY_LIMIT:
-            return self._resync("history_limit", current)
+    async def _resume(self, requested: str | None, requested_epoch: str | None, current: int, epoch: str) -> None:
+        last_seq, reason = resuming.resume_point(requested, requested_epoch, current, epoch)
+        if requested is not None and not self.closing:
+            # Owed whatever the seqs say: jobs and notifications are the user's, not the stream's.
+            await resuming.send_owed(self, last_seq if reason is None else 0)
+        if reason is not None:
+            return self._resync(reason, current)
         self.sent_seq = last_seq
         while self.sent_seq < current:
             if not await self.writer.drained(settings.REALTIME_SLOW_CLIENT_SECONDS):
@@ -303,8 +301,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
                     self._write(event)
             self.sent_seq = last
 
-    def _resync(self, reason: str, seq: int) -> None:
-        self.send_message(schema.resync_required(reason=reason, seq=seq))
+    def _resync(self, reason: str, seq: int, epoch: str | None = None) -> None:
+        self.send_message(schema.resync_required(reason=reason, seq=seq, epoch=epoch))
         self.sent_seq = seq
 
     def _guard_transport(self) -> None:
@@ -367,10 +365,13 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             for frame in event.activity():
                 self.writer.write(frame)
 
-    def resync(self, reason: str, seq: int) -> None:
+    def resync(self, reason: str, seq: int, epoch: str | None = None) -> None:
         if self.buffer is None:
             self._flush()
-            self._resync(reason, seq)
+            self._resync(reason, seq, epoch)
+        elif epoch is not None:
+            # Mid-replay: what was replayed and buffered counted in the old epoch (connect resyncs).
+            self.resync_pending = (reason, seq, epoch)
 
     def _flush(self) -> None:
         if self.flush_handle is not None:
@@ -403,6 +404,16 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     def job_frame(self, frame: Outgoing) -> None:
         """A job_update of this connection's user (encoded once by the hub for all of them)."""
         self.writer.write(frame)
+
+    def user_frame(self, frame: Outgoing) -> None:
+        """Another message for this connection's user (e.g. `notification_read`), framed once by the hub."""
+        if not self.closing:
+            self.writer.write(frame)
+
+    def owed_notification(self, frame: Outgoing) -> None:
+        """An unread notification a resuming client may have missed (realtime/resuming.py)."""
+        if not self.closing:
+            self.writer.write(frame)
 
     def notification_frame(self, notification_id: str, frame: Outgoing) -> None:
         """A notification of this connection's user: held until the greeting is sent, and never
