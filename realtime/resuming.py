@@ -52,4 +52,5 @@ async def send_owed(connection, last_seq: int) -> None:
     for job in jobs:
         connection.job_frame(Outgoing(0, schema.encode(schema.job_update(job=job))))
     for note in notes:
-        connection.owed_notification(Outgoing(0, schema.encode(schema.notification(notification=note))))
+        # `counted`: the greeting's unread_notifications already includes it.
+        connection.owed_notification(Outgoing(0, schema.encode(schema.notification(notification=note, counted=True))))

@@ -85,10 +85,14 @@ def activity(*, entry: dict[str, Any], seq: int) -> dict:
     return {"type": "activity", "entry": entry, "seq": seq}
 
 
-def notification(*, notification: dict[str, Any]) -> dict:
+def notification(*, notification: dict[str, Any], counted: bool = False) -> dict:
     """A notification for the user it was written for (backend.notifications), after its COMMIT:
-    `{id, kind, title, body, link: {entity, id}, created_at, read}`."""
-    return {"type": "notification", "notification": notification}
+    `{id, kind, title, body, link: {entity, id}, created_at, read}`. `counted`: sent on a resume for
+    one the greeting's `unread_notifications` already counts (the client must not count it again)."""
+    message = {"type": "notification", "notification": notification}
+    if counted:
+        message["counted"] = True
+    return message
 
 
 def presence(*, users: list[dict[str, Any]]) -> dict:
@@ -198,6 +202,7 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "type": {"const": "notification"},
+        "counted": {"const": True},
         "notification": {
             "type": "object",
             "required": ["id", "kind", "title", "body", "link", "created_at", "read"],

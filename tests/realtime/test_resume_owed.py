@@ -78,6 +78,7 @@ def test_a_resume_gets_its_users_unfinished_jobs_and_the_notifications_it_missed
         (str(queued.id), "queued", 0), (str(running.id), "running", 2)]
     notes = [f["notification"] for f in frames if f["type"] == "notification"]
     assert [n["id"] for n in notes] == [str(missed.id)]
+    assert all(f.get("counted") is True for f in frames if f["type"] == "notification")
     assert hello["unread_notifications"] == 2  # "before" and "missed": the greeting counts every unread one
 
     # and a connection without last_seq (a fresh start, which reads the lists) is owed nothing
