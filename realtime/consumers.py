@@ -115,6 +115,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     presence_joined = False
     presence_floor: int | None = None
     presence_buffer: list | None = None
+    presence_start = 0  # the unit's presence version just before this connection went online
     # Notifications (backend.notifications): frames that arrive before the greeting wait here; the
     # ids the greeting's `unread_notifications` already counts are never sent as frames too.
     notifications_buffer: list | None = None
@@ -206,6 +207,9 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.joined = True
         self.notifications_buffer = []
         await hub.join(self)
+        if self.presence_wanted:
+            # Online before the greeting: any snapshot read after this connection was greeted lists it.
+            await self._presence_guarded(self._presence_online(slot))
         current, unread, counted, epoch = await selectors.greeting_state(self.unit_id, self.user_id)
         self.notifications_counted = frozenset(counted)
         self.send_message(
@@ -228,14 +232,17 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.expiry_handle = loop.call_at(
             loop.time() + max(identity.expires_at - time.time(), 0), self._token_expired
         )
-        if self.presence_wanted and not self.closing:
-            try:
-                await self._join_presence(slot)
-            except TRANSIENT_ERRORS:
-                # Presence is advisory: without Redis the connection still serves its updates.
-                logger.warning("presence unavailable for a websocket of user %s", self.user_id, exc_info=True)
-                self.presence, self.presence_buffer = None, None
-                await presence.leave(self)
+        if self.presence is not None and not self.closing:
+            await self._presence_guarded(self._presence_snapshot())
+
+    async def _presence_guarded(self, step) -> None:
+        try:
+            await step
+        except TRANSIENT_ERRORS:
+            # Presence is advisory: without Redis the connection still serves its updates.
+            logger.warning("presence unavailable for a websocket of user %s", self.user_id, exc_info=True)
+            self.presence, self.presence_buffer = None, None
+            await presence.leave(self)
 
     async def _resolve_filter(self, spec: subscriptions.FilterSpec) -> subscriptions.Filter:
         mine_ids = None
@@ -243,19 +250,22 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             mine_ids = await selectors.mine_request_ids(self.user_id, self.unit_id, subscriptions.MAX_MINE_IDS)
         return subscriptions.Filter(spec.entities, spec.ids, spec.mine, self.identity.username, mine_ids)
 
-    async def _join_presence(self, slot: str) -> None:
-        """Snapshot of the unit's online users, then this connection online (its user `joined`
-        when it is their first). Deltas that arrive before the snapshot is sent wait for it; those
-        the snapshot already covers (version at or below it) are dropped."""
+    async def _presence_online(self, slot: str) -> None:
+        """This connection online (its user `joined` when it is their first), deltas from now on
+        held until the snapshot is sent (`presence_floor`: those at or below it are dropped)."""
         profile = await selectors.presence_profile(self.user_id)
         if profile is None or self.closing:
             return
         self.presence_buffer = []
         self.presence_joined = True
         self.presence = ConnectionPresence(self.unit_id, self.user_id, slot, profile_json(*profile))
-        version, users = await presence.join(self)
+        self.presence_start = await presence.join(self)
+
+    async def _presence_snapshot(self) -> None:
+        """The unit's online users (every connection greeted before this one read it), then the deltas."""
+        users = await presence.snapshot_for(self)
         self.writer.write(presence_frame(users))
-        self.presence_floor = version
+        self.presence_floor = self.presence_start
         buffered, self.presence_buffer = self.presence_buffer, None
         for buffered_version, event in buffered:
             self.presence_deliver(buffered_version, event)
@@ -406,12 +416,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.writer.write(frame)
 
     def user_frame(self, frame: Outgoing) -> None:
-        """Another message for this connection's user (e.g. `notification_read`), framed once by the hub."""
-        if not self.closing:
-            self.writer.write(frame)
-
-    def owed_notification(self, frame: Outgoing) -> None:
-        """An unread notification a resuming client may have missed (realtime/resuming.py)."""
+        """Another frame for this connection's user: `notification_read` (framed once by the hub), or
+        an unread notification owed on resume (realtime/resuming.py)."""
         if not self.closing:
             self.writer.write(frame)
 

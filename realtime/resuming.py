@@ -53,4 +53,4 @@ async def send_owed(connection, last_seq: int) -> None:
         connection.job_frame(Outgoing(0, schema.encode(schema.job_update(job=job))))
     for note in notes:
         # `counted`: the greeting's unread_notifications already includes it.
-        connection.owed_notification(Outgoing(0, schema.encode(schema.notification(notification=note, counted=True))))
+        connection.user_frame(Outgoing(0, schema.encode(schema.notification(notification=note, counted=True))))
