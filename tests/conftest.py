@@ -4,10 +4,13 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from rest_framework.test import APIClient
 
 from tests.support import processes
@@ -25,6 +28,14 @@ def _database_url(settings_dict: dict) -> str:
 
 
 METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
+
+# Every Hypothesis campaign keeps its failing examples here and replays them first on the next run
+# (test-artifacts/ is git-ignored; CI can keep it between runs). HYPOTHESIS_PROFILE picks another.
+_ROOT = Path(__file__).resolve().parents[1]
+hypothesis_settings.register_profile(
+    "records", database=DirectoryBasedExampleDatabase(str(_ROOT / "test-artifacts" / "hypothesis")),
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "records"))
 
 
 def _flush_past_the_audit_triggers() -> None:
