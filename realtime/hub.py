@@ -444,6 +444,9 @@ class Hub(ProcessChannel):
         Every connection is told to refetch (`epoch_changed`); delivery continues from there."""
         if not epoch or epoch == unit.epoch:
             return
+        if not unit.epoch:  # joined before the unit's stream existed: this is its first epoch
+            unit.epoch = epoch
+            return
         logger.warning("unit %s has a new stream epoch (seq %s); its connections resync", unit_id, seq)
         unit.epoch, unit.delivered = epoch, seq
         for listener in tuple(unit.listeners):
