@@ -19,10 +19,12 @@ Per unit `U`, under `pr:U:`:
 
 One Lua script applies a connection's change and decides, atomically, whether to publish: a
 user's state is the merge of their connections (the most recent non-empty `viewing` and
-`editing`), so two tabs are one user; a publish happens only when the merged state changed, and
-at most once per REALTIME_PRESENCE_INTERVAL_MS per user (the latest state goes out when the
-interval has passed: a trailing flush). The snapshot a new connection gets is the published state,
-read atomically with the version, so deltas at or below it are dropped for that connection. A
+`editing`), so two tabs are one user; a publish happens only when the merged state changed. What
+a user views or edits is published at most once per REALTIME_PRESENCE_INTERVAL_MS per user (the
+latest state goes out when the interval has passed: a trailing flush); joining and leaving are
+published at once. A connection goes online before it is greeted, and the snapshot it gets is the
+published state, so it lists every connection greeted before it; deltas at or below the version
+read before it went online are dropped for that connection. A
 killed process's connections go with its heartbeat key: every process sweeps the units it serves
 every REALTIME_PRESENCE_SWEEP_SECONDS and publishes whoever left.
 """
@@ -151,8 +153,8 @@ class ConnectionPresence:
         self.task: asyncio.Task | None = None
 
     async def register(self) -> None:
-        """Put this connection online now, before its snapshot is read: whoever's snapshot is read
-        after this returns lists this connection's user (`want` applies later, in the background)."""
+        """Put this connection online now, before it is greeted: its user is in the published state
+        when this returns (a join is never throttled), so every snapshot read after lists them."""
         await presence.apply(self.unit_id, self.user_id, "set", self.field, "|", self.profile)
         self.applied = ("", "")
 
@@ -284,16 +286,14 @@ class PresenceHub(ProcessChannel):
             max(delay, 0.0) + 0.005, lambda: asyncio.ensure_future(self._flush(unit_id, user_id))
         )
 
-    async def snapshot(self, unit_id: str, exclude: str = "") -> tuple[int, list[dict]]:
-        """(the unit's presence version, its online users), every live connection but `exclude` counted."""
-        version, online = await _script(_SNAPSHOT)(
-            args=[unit_prefix(unit_id), connections.PROCESS_KEY, connections.PROCESS, exclude]
-        )
-        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    async def snapshot(self, unit_id: str) -> tuple[int, list[dict]]:
+        version, published, profiles = await _script(_SNAPSHOT)(args=[unit_prefix(unit_id)])
+        info = {_text(profiles[i]): profiles[i + 1] for i in range(0, len(profiles), 2)}
         users = []
-        for user_id, since, viewing, editing, profile in online:
-            since = int(since) if since else now_ms  # online, its `joined` not yet published
-            users.append(user_object(_text(user_id), profile, _text(viewing), _text(editing), since))
+        for i in range(0, len(published), 2):
+            user_id = _text(published[i])
+            _, since, viewing, editing = _text(published[i + 1]).split("|", 3)
+            users.append(user_object(user_id, info.get(user_id, b""), viewing, editing, int(since)))
         users.sort(key=lambda user: (user["username"], user["id"]))
         return int(version), users
 
@@ -319,8 +319,8 @@ class PresenceHub(ProcessChannel):
         return floor
 
     async def snapshot_for(self, listener) -> list[dict]:
-        """The unit's online users for a joined connection: every other connection online now."""
-        _, users = await self.snapshot(listener.unit_id, exclude=listener.presence.field)
+        """The unit's online users (its own included) for a joined connection."""
+        _, users = await self.snapshot(listener.unit_id)
         return users
 
     async def leave(self, listener) -> None:

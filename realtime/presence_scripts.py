@@ -56,7 +56,9 @@ local function decide(user, prune)
   end
   if m ~= nil and old == m then return end
   local last = tonumber(redis.call('HGET', last_key, user) or '0')
-  if now - last < interval then
+  -- only changes of what an online user views or edits are throttled: joining and leaving go out
+  -- at once, so the published state says who is online the moment their connection is
+  if pub and m ~= nil and now - last < interval then
     table.insert(out, {user, 'wait', interval - (now - last)})
     return
   end
@@ -95,34 +97,8 @@ for _, k in ipairs({users_key, pub_key, last_key, info_key, ver_key}) do redis.c
 return out
 """
 
-# The snapshot is read from the connections' own fields, not from the published states: a user whose
-# `joined` is still held by the throttle (or not yet published at all) is online all the same. Fields
-# of dead processes are skipped (the sweep removes them); `exclude` is the joining connection's own.
+# The published states with the version they are at: deltas after that version follow the snapshot.
 SNAPSHOT = r"""
-local P, proc_prefix, own, exclude = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local alive = {[own] = true}
-local out = {}
-for _, user in ipairs(redis.call('SMEMBERS', P .. 'u')) do
-  local all = redis.call('HGETALL', P .. 'c:' .. user)
-  local n, vt, et, v, e = 0, -1, -1, '', ''
-  for i = 1, #all, 2 do
-    local process = string.match(all[i], '^(.*)|[^|]*$')
-    if process and all[i] ~= exclude then
-      if alive[process] == nil then alive[process] = redis.call('EXISTS', proc_prefix .. process) == 1 end
-      local ts, view, edit = string.match(all[i + 1], '^(%d+)|([^|]*)|([^|]*)$')
-      if alive[process] and ts then
-        ts = tonumber(ts)
-        n = n + 1
-        if view ~= '' and ts > vt then vt, v = ts, view end
-        if edit ~= '' and ts > et then et, e = ts, edit end
-      end
-    end
-  end
-  if n > 0 then
-    local pub = redis.call('HGET', P .. 'p', user)
-    local since = (pub and string.match(pub, '^%d+|(%d+)|')) or ''
-    table.insert(out, {user, since, v, e, redis.call('HGET', P .. 'i', user) or ''})
-  end
-end
-return {redis.call('GET', P .. 'v') or '0', out}
+local P = ARGV[1]
+return {redis.call('GET', P .. 'v') or '0', redis.call('HGETALL', P .. 'p'), redis.call('HGETALL', P .. 'i')}
 """
