@@ -73,7 +73,8 @@ def streams_watch() -> list[str]:
         logger.warning("units %s are behind seqs their clients may have seen (a restored database?): new epochs",
                        ", ".join(behind))
         renewed = _renew_if_unchanged({unit: current[unit][0] for unit in behind})
-    updates = {unit: f"{renewed.get(unit, current[unit])[0]}:{renewed.get(unit, current[unit])[1]}" for unit in current}
+    marks_now = {unit: "{}:{}".format(*renewed.get(unit, current[unit])) for unit in current}
+    updates = {unit: mark for unit, mark in marks_now.items() if marks.get(unit) != mark}  # only what moved
     if updates:
         client.hset(HIGH_WATER_KEY, mapping=updates)
     return sorted(renewed)
