@@ -42,6 +42,7 @@ def _flush_past_the_audit_triggers() -> None:
     """Between transactional tests Django empties every table (TRUNCATE on PostgreSQL, DELETE on
     SQLite); the audit tables refuse both, as they must. The test harness does what only the
     tables' owner can: it sets the triggers aside for the flush (backend/audit/db.py)."""
+    from django.core.management.base import CommandError
     from django.db import connections
     from django.test.testcases import TransactionTestCase
 
@@ -50,10 +51,19 @@ def _flush_past_the_audit_triggers() -> None:
     flush = TransactionTestCase._fixture_teardown
 
     def teardown(self):
-        with contextlib.ExitStack() as stack:
-            for alias in self._databases_names(include_mirrors=False):
-                stack.enter_context(audit_db.triggers_disabled(connections[alias]))
-            return flush(self)
+        # A live process of the session (a console's Daphne serving a list, which reads its tables
+        # in one snapshot transaction) may hold a table the TRUNCATE wants next: PostgreSQL breaks
+        # that deadlock by failing one side; the flush (rolled back whole) is simply tried again.
+        for attempt in range(3):
+            try:
+                with contextlib.ExitStack() as stack:
+                    for alias in self._databases_names(include_mirrors=False):
+                        stack.enter_context(audit_db.triggers_disabled(connections[alias]))
+                    return flush(self)
+            except CommandError as error:
+                if attempt == 2 or "deadlock detected" not in str(error.__cause__ or ""):
+                    raise
+                time.sleep(0.2)
 
     TransactionTestCase._fixture_teardown = teardown
 
