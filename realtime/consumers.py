@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from backend.common.faults import afault_point
 from backend.events import schema
 
-from . import connections, credentials, selectors, subscriptions
+from . import connections, credentials, resuming, selectors, subscriptions
 from .frames import FrameWriter, Outgoing, release_handshake_state
 from .hub import hub
 from .presence import ConnectionPresence, parse_target, presence, presence_frame, profile_json
@@ -117,10 +117,13 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     presence_joined = False
     presence_floor: int | None = None
     presence_buffer: list | None = None
+    presence_start = 0  # the unit's presence version just before this connection went online
     # Notifications (backend.notifications): frames that arrive before the greeting wait here; the
     # ids the greeting's `unread_notifications` already counts are never sent as frames too.
     notifications_buffer: list | None = None
     notifications_counted: frozenset = frozenset()
+    # (reason, seq, epoch) of a new epoch announced while this connection was still replaying.
+    resync_pending: tuple | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """Channels' `AsyncConsumer.__call__` for a consumer without a channel of its own: the
@@ -175,6 +178,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.batch = (query.get("batch") or ["0"])[0] in ("1", "true")
         requested = (query.get("last_seq") or [None])[0]
+        requested_epoch = (query.get("epoch") or [None])[0]
         self.presence_wanted = (query.get("presence") or ["0"])[0] in ("1", "true")
         # The activity feed: each update's audit entries as `activity` frames, right after it.
         self.activity = (query.get("activity") or ["0"])[0] in ("1", "true")
@@ -205,31 +209,40 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         self.joined = True
         self.notifications_buffer = []
         await hub.join(self)
-        current, unread, counted = await selectors.greeting_state(self.unit_id, self.user_id)
+        if self.presence_wanted:
+            # Online before the greeting: any snapshot read after this connection was greeted lists it.
+            await self._presence_guarded(self._presence_online(slot))
+        current, unread, counted, epoch = await selectors.greeting_state(self.unit_id, self.user_id)
         self.notifications_counted = frozenset(counted)
         self.send_message(
             schema.connection_established(unit_id=self.unit_id, seq=current, unread_notifications=unread,
-                                          expires_at=identity.expires_at)
+                                          expires_at=identity.expires_at, epoch=epoch)
         )
         buffered_notifications, self.notifications_buffer = self.notifications_buffer, None
         for notification_id, frame in buffered_notifications:
             self.notification_frame(notification_id, frame)
         if isinstance(spec, str):
             self._error("invalid_message", f"The filter in the URL was ignored: {spec}")
-        await self._resume(requested, current)
+        await self._resume(requested, requested_epoch, current, epoch)
+        if self.resync_pending is not None:  # the stream got a new epoch during the replay
+            self.buffer = []
+            self._resync(*self.resync_pending)
         # Live from here: whatever arrived during the replay, minus what the replay covered.
         buffered, self.buffer = self.buffer, None
         for event in buffered:
             self.deliver(event)
         credentials.schedule_expiry(self)
-        if self.presence_wanted and not self.closing:
-            try:
-                await self._join_presence(slot)
-            except TRANSIENT_ERRORS:
-                # Presence is advisory: without Redis the connection still serves its updates.
-                logger.warning("presence unavailable for a websocket of user %s", self.user_id, exc_info=True)
-                self.presence, self.presence_buffer = None, None
-                await presence.leave(self)
+        if self.presence is not None and not self.closing:
+            await self._presence_guarded(self._presence_snapshot())
+
+    async def _presence_guarded(self, step) -> None:
+        try:
+            await step
+        except TRANSIENT_ERRORS:
+            # Presence is advisory: without Redis the connection still serves its updates.
+            logger.warning("presence unavailable for a websocket of user %s", self.user_id, exc_info=True)
+            self.presence, self.presence_buffer = None, None
+            await presence.leave(self)
 
     async def _resolve_filter(self, spec: subscriptions.FilterSpec) -> subscriptions.Filter:
         mine_ids = None
@@ -243,19 +256,22 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             mine_ids = set(self.mine_resolved[0])
         return subscriptions.Filter(spec.entities, spec.ids, spec.mine, self.identity.username, mine_ids)
 
-    async def _join_presence(self, slot: str) -> None:
-        """Snapshot of the unit's online users, then this connection online (its user `joined`
-        when it is their first). Deltas that arrive before the snapshot is sent wait for it; those
-        the snapshot already covers (version at or below it) are dropped."""
+    async def _presence_online(self, slot: str) -> None:
+        """This connection online (its user `joined` when it is their first), deltas from now on
+        held until the snapshot is sent (`presence_floor`: those at or below it are dropped)."""
         profile = await selectors.presence_profile(self.user_id)
         if profile is None or self.closing:
             return
         self.presence_buffer = []
         self.presence_joined = True
         self.presence = ConnectionPresence(self.unit_id, self.user_id, slot, profile_json(*profile))
-        version, users = await presence.join(self)
+        self.presence_start = await presence.join(self)
+
+    async def _presence_snapshot(self) -> None:
+        """The unit's online users (every connection greeted before this one read it), then the deltas."""
+        users = await presence.snapshot_for(self)
         self.writer.write(presence_frame(users))
-        self.presence_floor = version
+        self.presence_floor = self.presence_start
         buffered, self.presence_buffer = self.presence_buffer, None
         for buffered_version, event in buffered:
             self.presence_deliver(buffered_version, event)
@@ -272,21 +288,13 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
         if version > self.presence_floor:
             self.writer.write(event)
 
-    async def _resume(self, requested: str | None, current: int) -> None:
-        if requested is None:
-            self.sent_seq = current
-            return
-        try:
-            last_seq = int(requested)
-            if last_seq < 0:
-                raise ValueError
-        except ValueError:
-            return self._resync("invalid_last_seq", current)
-        if last_seq > current:
-            # The client saw seqs this unit never had (a restored database?): start over.
-            return self._resync("last_seq_ahead", current)
-        if current - last_seq > settings.REALTIME_REPLAY_LIMIT:
-            return self._resync("history_limit", current)
+    async def _resume(self, requested: str | None, requested_epoch: str | None, current: int, epoch: str) -> None:
+        last_seq, reason = resuming.resume_point(requested, requested_epoch, current, epoch)
+        if requested is not None and not self.closing:
+            # Owed whatever the seqs say: jobs and notifications are the user's, not the stream's.
+            await resuming.send_owed(self, last_seq if reason is None else 0)
+        if reason is not None:
+            return self._resync(reason, current)
         self.sent_seq = last_seq
         while self.sent_seq < current:
             if not await self.writer.drained(settings.REALTIME_SLOW_CLIENT_SECONDS):
@@ -309,8 +317,8 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
                     self._write(event)
             self.sent_seq = last
 
-    def _resync(self, reason: str, seq: int) -> None:
-        self.send_message(schema.resync_required(reason=reason, seq=seq))
+    def _resync(self, reason: str, seq: int, epoch: str | None = None) -> None:
+        self.send_message(schema.resync_required(reason=reason, seq=seq, epoch=epoch))
         self.sent_seq = seq
 
     def _guard_transport(self) -> None:
@@ -373,10 +381,13 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             for frame in event.activity():
                 self.writer.write(frame)
 
-    def resync(self, reason: str, seq: int) -> None:
+    def resync(self, reason: str, seq: int, epoch: str | None = None) -> None:
         if self.buffer is None:
             self._flush()
-            self._resync(reason, seq)
+            self._resync(reason, seq, epoch)
+        elif epoch is not None:
+            # Mid-replay: what was replayed and buffered counted in the old epoch (connect resyncs).
+            self.resync_pending = (reason, seq, epoch)
 
     def _flush(self) -> None:
         if self.flush_handle is not None:
@@ -409,6 +420,12 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
     def job_frame(self, frame: Outgoing) -> None:
         """A job_update of this connection's user (encoded once by the hub for all of them)."""
         self.writer.write(frame)
+
+    def user_frame(self, frame: Outgoing) -> None:
+        """Another frame for this connection's user: `notification_read` (framed once by the hub), or
+        an unread notification owed on resume (realtime/resuming.py)."""
+        if not self.closing:
+            self.writer.write(frame)
 
     def notification_frame(self, notification_id: str, frame: Outgoing) -> None:
         """A notification of this connection's user: held until the greeting is sent, and never

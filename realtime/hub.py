@@ -87,7 +87,7 @@ class Listener(Protocol):
 
     def deliver_all(self, events: tuple[Outgoing, ...]) -> None: ...
 
-    def resync(self, reason: str, seq: int) -> None: ...
+    def resync(self, reason: str, seq: int, epoch: str | None = None) -> None: ...
 
     def broken(self) -> None: ...
 
@@ -95,18 +95,21 @@ class Listener(Protocol):
 
     def job_frame(self, frame: Outgoing) -> None: ...
 
+    def user_frame(self, frame: Outgoing) -> None: ...
+
     def notification_frame(self, notification_id: str, frame: Outgoing) -> None: ...
 
     async def user_message(self, message: dict) -> None: ...
 
 
 class _Unit:
-    __slots__ = ("listeners", "delivered", "lock", "joined")
+    __slots__ = ("listeners", "delivered", "lock", "joined", "epoch")
 
     def __init__(self) -> None:
         self.joined = False
         self.listeners: set[Listener] = set()
         self.delivered = 0  # last seq handed to listeners, contiguous from the baseline
+        self.epoch = ""  # the stream's epoch `delivered` counts in
         self.lock = asyncio.Lock()  # held while joining and while filling from the outbox
 
 
@@ -204,7 +207,7 @@ class Hub(ProcessChannel):
             await self._group_add(unit_group_name(listener.unit_id))
             # Baseline read after the subscription: every later seq arrives by message (or is
             # filled from the outbox); every earlier one is the caller's replay.
-            unit.delivered = await selectors.unit_current_seq(listener.unit_id)
+            unit.delivered, unit.epoch = await selectors.unit_stream(listener.unit_id)
 
         await join_unit(self.units, listener.unit_id, _Unit, listener, first_join)
         users = self.users[listener.user_id]
@@ -262,8 +265,13 @@ class Hub(ProcessChannel):
         kind = message.get("type")
         if kind == "unit.events":
             await self._unit_events(message["unit_id"], message["events"])
-        elif kind in ("job.update", "user.notifications"):
+        elif kind in ("job.update", "user.notifications", "user.frame"):
             self._to_user(message)
+        elif kind == "unit.epoch":
+            unit = self.units.get(message.get("unit_id", ""))
+            if unit is not None:
+                async with unit.lock:
+                    self._new_epoch(message["unit_id"], unit, message["epoch"], int(message["seq"]))
         elif kind == "user.close":
             for listener in list(self.users.get(message.get("user_id", ""), ())):
                 await listener.user_message(message)
@@ -274,6 +282,11 @@ class Hub(ProcessChannel):
         one account on many screens, would otherwise cost a JSON encoding and a frame each)."""
         listeners = tuple(self.users.get(message.get("user_id", ""), ()))
         if not listeners:
+            return
+        if message["type"] == "user.frame":
+            frame = Outgoing(0, schema.encode(message["message"]))
+            for listener in listeners:
+                listener.user_frame(frame)
             return
         if message["type"] == "job.update":
             frame = Outgoing(0, schema.encode(schema.job_update(job=message["job"])))
@@ -426,13 +439,32 @@ class Hub(ProcessChannel):
             self.reaped_total += 1
             await self.leave(listener)
 
+    def _new_epoch(self, unit_id: str, unit: _Unit, epoch: str, seq: int) -> None:
+        """The unit's stream has a new epoch (reset, or restored): its seqs count afresh from `seq`.
+        Every connection is told to refetch (`epoch_changed`); delivery continues from there."""
+        if not epoch or epoch == unit.epoch:
+            return
+        if not unit.epoch:  # joined before the unit's stream existed: this is its first epoch
+            unit.epoch = epoch
+            return
+        logger.warning("unit %s has a new stream epoch (seq %s); its connections resync", unit_id, seq)
+        unit.epoch, unit.delivered = epoch, seq
+        for listener in tuple(unit.listeners):
+            try:
+                listener.resync("epoch_changed", seq, epoch)
+            except Exception:  # noqa: BLE001 - one broken connection must not starve the others
+                listener.broken()
+
     async def _catch_up(self) -> None:
         if not self.units:
             return
-        committed = await selectors.units_current_seq(list(self.units))
-        for unit_id, seq in committed.items():
+        streams = await selectors.units_stream(list(self.units))
+        for unit_id, (seq, epoch) in streams.items():
             unit = self.units.get(unit_id)
-            if unit is not None and seq > unit.delivered:
+            if unit is not None and epoch != unit.epoch:
+                async with unit.lock:
+                    self._new_epoch(unit_id, unit, epoch, seq)
+            elif unit is not None and seq > unit.delivered:
                 try:
                     async with unit.lock:
                         await self._fill(unit_id, unit, upto=seq)

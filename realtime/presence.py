@@ -19,10 +19,12 @@ Per unit `U`, under `pr:U:`:
 
 One Lua script applies a connection's change and decides, atomically, whether to publish: a
 user's state is the merge of their connections (the most recent non-empty `viewing` and
-`editing`), so two tabs are one user; a publish happens only when the merged state changed, and
-at most once per REALTIME_PRESENCE_INTERVAL_MS per user (the latest state goes out when the
-interval has passed: a trailing flush). The snapshot a new connection gets is the published state,
-read atomically with the version, so deltas at or below it are dropped for that connection. A
+`editing`), so two tabs are one user; a publish happens only when the merged state changed. What
+a user views or edits is published at most once per REALTIME_PRESENCE_INTERVAL_MS per user (the
+latest state goes out when the interval has passed: a trailing flush); joining and leaving are
+published at once. A connection goes online before it is greeted, and the snapshot it gets is the
+published state, so it lists every connection greeted before it; deltas at or below the version
+read before it went online are dropped for that connection. A
 killed process's connections go with its heartbeat key: every process sweeps the units it serves
 every REALTIME_PRESENCE_SWEEP_SECONDS and publishes whoever left.
 """
@@ -42,6 +44,8 @@ from backend.events import schema
 
 from . import connections
 from .frames import Outgoing
+from .presence_scripts import APPLY as _APPLY
+from .presence_scripts import SNAPSHOT as _SNAPSHOT
 from .receiving import ProcessChannel, join_unit, receive_forever
 
 logger = logging.getLogger(__name__)
@@ -64,106 +68,6 @@ def presence_group_name(unit_id: str) -> str:
 def unit_prefix(unit_id: str) -> str:
     return f"{PREFIX}{unit_id}:"
 
-
-# The user's merged state is computed from their connections' fields; `prune` drops fields of dead
-# processes (heartbeat gone) and this process's fields whose connection is no longer registered.
-_APPLY = r"""
-local P, proc_prefix = ARGV[1], ARGV[2]
-local interval, ttl, mode = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local users_key, pub_key, last_key, info_key, ver_key = P .. 'u', P .. 'p', P .. 't', P .. 'i', P .. 'v'
-local alive, own, ownlive, grace = {}, nil, {}, 0
-local function live(process)
-  local known = alive[process]
-  if known == nil then
-    known = redis.call('EXISTS', proc_prefix .. process) == 1
-    alive[process] = known
-  end
-  return known
-end
-local function merged(user, prune)
-  local key = P .. 'c:' .. user
-  local all = redis.call('HGETALL', key)
-  local n, vt, et, v, e = 0, -1, -1, '', ''
-  for i = 1, #all, 2 do
-    local process, conn = string.match(all[i], '^(.*)|([^|]*)$')
-    local ts, view, edit = string.match(all[i + 1], '^(%d+)|([^|]*)|([^|]*)$')
-    ts = tonumber(ts) or 0
-    local keep = true
-    if prune then
-      if not process or not live(process) then keep = false
-      -- this process's field of a connection it no longer holds (its leave failed); a field set
-      -- in the last `grace` ms may belong to a connection registered after the sweep began
-      elseif process == own and not ownlive[conn] and ts < now - grace then keep = false end
-    end
-    if keep then
-      n = n + 1
-      if view and view ~= '' and ts > vt then vt, v = ts, view end
-      if edit and edit ~= '' and ts > et then et, e = ts, edit end
-    else
-      redis.call('HDEL', key, all[i])
-    end
-  end
-  if n == 0 then return nil end
-  redis.call('EXPIRE', key, ttl)
-  return v .. '|' .. e
-end
-local out = {}
-local function decide(user, prune)
-  local m = merged(user, prune)
-  local pub = redis.call('HGET', pub_key, user)
-  local old = pub and string.match(pub, '^%d+|%d+|(.*)$')
-  if m == nil and not pub then
-    redis.call('SREM', users_key, user)
-    redis.call('HDEL', info_key, user)
-    return
-  end
-  if m ~= nil and old == m then return end
-  local last = tonumber(redis.call('HGET', last_key, user) or '0')
-  if now - last < interval then
-    table.insert(out, {user, 'wait', interval - (now - last)})
-    return
-  end
-  local ver = redis.call('INCR', ver_key)
-  local profile = redis.call('HGET', info_key, user) or '{}'
-  redis.call('HSET', last_key, user, now)
-  local state, view, edit = 'left', '', ''
-  if m == nil then
-    redis.call('HDEL', pub_key, user)
-  else
-    view, edit = string.match(m, '^([^|]*)|([^|]*)$')
-    if not pub then state = 'joined'
-    elseif edit ~= '' then state = 'editing'
-    elseif view ~= '' then state = 'viewing'
-    else state = 'idle' end
-    redis.call('HSET', pub_key, user, ver .. '|' .. now .. '|' .. m)
-  end
-  table.insert(out, {user, 'pub', ver, state, view, edit, now, profile})
-end
-if mode == 'sweep' then
-  own, grace = ARGV[6], tonumber(ARGV[7])
-  for i = 8, #ARGV do ownlive[ARGV[i]] = true end
-  for _, user in ipairs(redis.call('SMEMBERS', users_key)) do decide(user, true) end
-else
-  local user = ARGV[6]
-  if mode == 'set' then
-    redis.call('HSET', P .. 'c:' .. user, ARGV[7], now .. '|' .. ARGV[8])
-    redis.call('SADD', users_key, user)
-    if ARGV[9] ~= '' then redis.call('HSET', info_key, user, ARGV[9]) end
-  elseif mode == 'del' then
-    redis.call('HDEL', P .. 'c:' .. user, ARGV[7])
-  end
-  decide(user, false)
-end
-for _, k in ipairs({users_key, pub_key, last_key, info_key, ver_key}) do redis.call('EXPIRE', k, ttl) end
-return out
-"""
-
-_SNAPSHOT = r"""
-local P = ARGV[1]
-return {redis.call('GET', P .. 'v') or '0', redis.call('HGETALL', P .. 'p'), redis.call('HGETALL', P .. 'i')}
-"""
 
 _scripts: dict[tuple[int, str], object] = {}
 
@@ -247,6 +151,12 @@ class ConnectionPresence:
         self.wanted: tuple[str, str] | None = ("", "")  # (viewing, editing) as "entity:id" or ""
         self.applied: tuple[str, str] | None = None
         self.task: asyncio.Task | None = None
+
+    async def register(self) -> None:
+        """Put this connection online now, before it is greeted: its user is in the published state
+        when this returns (a join is never throttled), so every snapshot read after lists them."""
+        await presence.apply(self.unit_id, self.user_id, "set", self.field, "|", self.profile)
+        self.applied = ("", "")
 
     def want(self, viewing: str, editing: str) -> None:
         self.wanted = (viewing, editing)
@@ -389,9 +299,14 @@ class PresenceHub(ProcessChannel):
 
     # --- membership ----------------------------------------------------------------------------
 
-    async def join(self, listener) -> tuple[int, list[dict]]:
+    async def join(self, listener) -> int:
         """Register a presence-enabled connection (its `presence_deliver` gets the unit's deltas
-        from now on) and return the snapshot (version, users) taken after the subscription."""
+        from now on) and put it online; returns the version deltas are new after.
+
+        The connection goes online (awaited) before it is greeted, so any snapshot read after that
+        lists it. The version is read before it went online, so its own `joined` (and anything in
+        between) still reaches it as a delta; a delta that repeats what its snapshot shows is
+        harmless (deltas are states)."""
         await self._ensure_started()
 
         async def first_join(_unit: _PresenceUnit) -> None:
@@ -399,7 +314,14 @@ class PresenceHub(ProcessChannel):
                 await self.layer.group_add(presence_group_name(listener.unit_id), self.channel_name)
 
         await join_unit(self.units, listener.unit_id, _PresenceUnit, listener, first_join)
-        return await self.snapshot(listener.unit_id)
+        floor = int(await keys_client_async().get(unit_prefix(listener.unit_id) + "v") or 0)
+        await listener.presence.register()
+        return floor
+
+    async def snapshot_for(self, listener) -> list[dict]:
+        """The unit's online users (its own included) for a joined connection."""
+        _, users = await self.snapshot(listener.unit_id)
+        return users
 
     async def leave(self, listener) -> None:
         unit = self.units.get(listener.unit_id)

@@ -4,10 +4,13 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from rest_framework.test import APIClient
 
 from tests.support import processes
@@ -26,11 +29,20 @@ def _database_url(settings_dict: dict) -> str:
 
 METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
 
+# Every Hypothesis campaign keeps its failing examples here and replays them first on the next run
+# (test-artifacts/ is git-ignored; CI can keep it between runs). HYPOTHESIS_PROFILE picks another.
+_ROOT = Path(__file__).resolve().parents[1]
+hypothesis_settings.register_profile(
+    "records", database=DirectoryBasedExampleDatabase(str(_ROOT / "test-artifacts" / "hypothesis")),
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "records"))
+
 
 def _flush_past_the_audit_triggers() -> None:
     """Between transactional tests Django empties every table (TRUNCATE on PostgreSQL, DELETE on
     SQLite); the audit tables refuse both, as they must. The test harness does what only the
     tables' owner can: it sets the triggers aside for the flush (backend/audit/db.py)."""
+    from django.core.management.base import CommandError
     from django.db import connections
     from django.test.testcases import TransactionTestCase
 
@@ -39,10 +51,19 @@ def _flush_past_the_audit_triggers() -> None:
     flush = TransactionTestCase._fixture_teardown
 
     def teardown(self):
-        with contextlib.ExitStack() as stack:
-            for alias in self._databases_names(include_mirrors=False):
-                stack.enter_context(audit_db.triggers_disabled(connections[alias]))
-            return flush(self)
+        # A live process of the session (a console's Daphne serving a list, which reads its tables
+        # in one snapshot transaction) may hold a table the TRUNCATE wants next: PostgreSQL breaks
+        # that deadlock by failing one side; the flush (rolled back whole) is simply tried again.
+        for attempt in range(3):
+            try:
+                with contextlib.ExitStack() as stack:
+                    for alias in self._databases_names(include_mirrors=False):
+                        stack.enter_context(audit_db.triggers_disabled(connections[alias]))
+                    return flush(self)
+            except CommandError as error:
+                if attempt == 2 or "deadlock detected" not in str(error.__cause__ or ""):
+                    raise
+                time.sleep(0.2)
 
     TransactionTestCase._fixture_teardown = teardown
 

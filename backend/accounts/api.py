@@ -155,6 +155,9 @@ class SignInView(TokenObtainPairView):
     @extend_schema(responses={429: OpenApiResponse(description="Throttled, or locked out after repeated failures")})
     def post(self, request, *args, **kwargs):
         username = request.data.get("username") if isinstance(request.data, dict) else None
+        if isinstance(username, str) and len(username) > User._meta.get_field("username").max_length:
+            # No account has such a name, and the failed-attempt record could not store it (a 500).
+            raise exceptions.ValidationError({"username": ["No account has a username this long."]})
         if isinstance(username, str) and not AxesProxyHandler.is_allowed(request, {"username": username}):
             raise LockedOut(wait=_lockout_wait(username))
         return super().post(request, *args, **kwargs)

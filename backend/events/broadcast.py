@@ -128,3 +128,25 @@ def notifications_send(by_user: dict[str, list[dict[str, Any]]]) -> None:
         _run(_send_notifications(by_user))
     except Exception:  # noqa: BLE001 - a lost frame must never fail the change that committed
         logger.warning("notifications for %d users not sent", len(by_user), exc_info=True)
+
+
+def unit_epoch_send(unit_id: Any, epoch: str, seq: int) -> None:
+    """Tell the unit's hubs that its stream has a new epoch (backend/events/epochs.py): they resync
+    their connections at once. Best effort: each hub notices it at its next catch-up tick anyway."""
+    layer = get_channel_layer()
+    message = {"type": "unit.epoch", "unit_id": str(unit_id), "epoch": epoch, "seq": seq}
+    try:
+        _run(layer.group_send(unit_group_name(unit_id), message))
+    except Exception:  # noqa: BLE001 - the catch-up tick compares epochs too
+        logger.warning("the new epoch of unit %s not sent", unit_id, exc_info=True)
+
+
+def notification_read_send(user_id: Any, message: dict[str, Any]) -> None:
+    """A `notification_read` message to every connection of the user (their other tabs). Best
+    effort: the read state is durable, and a reconnecting client's count reflects it."""
+    layer = get_channel_layer()
+    try:
+        _run(layer.group_send(user_group_name(user_id), {"type": "user.frame", "user_id": str(user_id),
+                                                          "message": message}))
+    except Exception:  # noqa: BLE001 - never fail the request that marked them read
+        logger.warning("notification_read for user %s not sent", user_id, exc_info=True)

@@ -89,6 +89,23 @@ def relay_round_save(process: str, finished_at: float | None = None) -> None:
     )
 
 
+RELAY_TASK_KEY_PREFIX = "metrics:relay-task:"
+
+
+def relay_task_save(process: str, task: str, ok: bool, at: float | None = None) -> None:
+    """One run of a relay task (workers/relay.py: `sweep`, `rescue`, `streams`): when it last
+    succeeded, and how many of its runs failed. Each task has its own, so one failing never hides
+    whether another still works."""
+    key = f"{RELAY_TASK_KEY_PREFIX}{process}"
+    pipe = keys_client().pipeline()
+    if ok:
+        pipe.hset(key, f"{task}:ok_at", repr(time.time() if at is None else at))
+    else:
+        pipe.hincrby(key, f"{task}:failures", 1)
+    pipe.expire(key, RELAY_HEARTBEAT_TTL_SECONDS)
+    pipe.execute()
+
+
 def _float(raw: bytes | None) -> float:
     try:
         return float(raw) if raw is not None else 0.0
@@ -218,3 +235,16 @@ class RelayCollector:
                 if value is not None:
                     family.add_metric([key.decode()[len(RELAY_KEY_PREFIX) :]], _float(value))
         yield family
+        succeeded = GaugeMetricFamily(
+            "records_relay_task_last_success_timestamp_seconds",
+            "When each relay task (sweep, rescue, streams) last succeeded (Unix time)", labels=["process", "task"],
+        )
+        failures = CounterMetricFamily(
+            "records_relay_task_failures", "Runs of each relay task that failed", labels=["process", "task"],
+        )
+        for key in client.scan_iter(f"{RELAY_TASK_KEY_PREFIX}*", count=500):
+            process = key.decode()[len(RELAY_TASK_KEY_PREFIX) :]
+            for field, value in sorted(client.hgetall(key).items()):
+                task, _, what = field.decode().partition(":")
+                (succeeded if what == "ok_at" else failures).add_metric([process, task], _float(value))
+        yield from (succeeded, failures)

@@ -1,5 +1,12 @@
+import secrets
+
 from django.db import models
 from django.utils import timezone
+
+
+def new_epoch() -> str:
+    """A fresh stream epoch: random, so a restored or reset stream never reuses an earlier one."""
+    return secrets.token_hex(8)
 
 
 class UnitSequence(models.Model):
@@ -14,9 +21,12 @@ class UnitSequence(models.Model):
     # (By name, not import: events sits below accounts, which publishes through it.)
     unit = models.OneToOneField("accounts.Unit", primary_key=True, on_delete=models.CASCADE, related_name="sequence")
     last_seq = models.BigIntegerField(default=0)
+    # The stream's epoch: which numbering `last_seq` belongs to. Renewed when the seqs can no longer
+    # continue what clients saw (a reset outbox, a restored database): see backend/events/epochs.py.
+    epoch = models.CharField(max_length=32, default=new_epoch)
 
     def __str__(self) -> str:
-        return f"{self.unit_id}@{self.last_seq}"
+        return f"{self.unit_id}@{self.epoch}:{self.last_seq}"
 
 
 class OutboxEvent(models.Model):

@@ -47,7 +47,9 @@ def data_update(*, entity: str, action: str, data: dict[str, Any], timestamp: da
     }
 
 
-def connection_established(*, unit_id: str, seq: int, unread_notifications: int = 0, expires_at: float) -> dict:
+def connection_established(
+    *, unit_id: str, seq: int, unread_notifications: int = 0, expires_at: float, epoch: str = ""
+) -> dict:
     return {
         "type": "connection_established",
         "message": f"Connected to unit {unit_id} updates",
@@ -58,6 +60,8 @@ def connection_established(*, unit_id: str, seq: int, unread_notifications: int 
         # When the connection's access token expires (unix time in, ISO 8601 UTC out): the client
         # sends `refresh` before then, or the socket closes 4002.
         "expires_at": expiry_timestamp(expires_at),
+        # Which numbering `seq` belongs to: a client resumes with `&epoch=` (backend/events/epochs.py).
+        "epoch": epoch,
     }
 
 
@@ -74,8 +78,11 @@ def pong(*, timestamp: datetime) -> dict:
     return {"type": "pong", "timestamp": utc_timestamp(timestamp)}
 
 
-def resync_required(*, reason: str, seq: int) -> dict:
-    return {"type": "resync_required", "reason": reason, "seq": seq}
+def resync_required(*, reason: str, seq: int, epoch: str | None = None) -> dict:
+    message = {"type": "resync_required", "reason": reason, "seq": seq}
+    if epoch is not None:  # the stream's epoch, when it changed under a live connection (`epoch_changed`)
+        message["epoch"] = epoch
+    return message
 
 
 def error(*, code: str, message: str) -> dict:
@@ -93,10 +100,14 @@ def activity(*, entry: dict[str, Any], seq: int) -> dict:
     return {"type": "activity", "entry": entry, "seq": seq}
 
 
-def notification(*, notification: dict[str, Any]) -> dict:
+def notification(*, notification: dict[str, Any], counted: bool = False) -> dict:
     """A notification for the user it was written for (backend.notifications), after its COMMIT:
-    `{id, kind, title, body, link: {entity, id}, created_at, read}`."""
-    return {"type": "notification", "notification": notification}
+    `{id, kind, title, body, link: {entity, id}, created_at, read}`. `counted`: sent on a resume for
+    one the greeting's `unread_notifications` already counts (the client must not count it again)."""
+    message = {"type": "notification", "notification": notification}
+    if counted:
+        message["counted"] = True
+    return message
 
 
 def presence(*, users: list[dict[str, Any]]) -> dict:
@@ -109,11 +120,20 @@ def presence_update(*, user: dict[str, Any], state: str) -> dict:
     return {"type": "presence_update", "user": user, "state": state}
 
 
+def notification_read(*, ids: list[str] | None = None, all_read: bool = False) -> dict:
+    """The user read notifications in another tab or device: these `ids`, or `all` of them."""
+    return {"type": "notification_read", "ids": [] if all_read else list(ids or ()), "all": all_read}
+
+
 def data_update_batch_frame(frames: list[str]) -> str:
     """A `data_update_batch` built from already-encoded `data_update` frames, without re-encoding."""
     return '{"type":"data_update_batch","updates":[' + ",".join(frames) + "]}"
 
 
+# Why a client must refetch instead of resuming (docs/realtime.md, "Resuming").
+RESYNC_REASONS = (
+    "invalid_last_seq", "last_seq_ahead", "history_limit", "history_unavailable", "gap", "epoch_changed",
+)
 # What a notification is about (backend.notifications; docs/realtime.md, "Notifications").
 NOTIFICATION_KINDS = (
     "request_decided", "transfer_incoming", "job_finished", "job_failed", "destruction_due", "signature_locked",
@@ -199,6 +219,7 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "type": {"const": "notification"},
+        "counted": {"const": True},
         "notification": {
             "type": "object",
             "required": ["id", "kind", "title", "body", "link", "created_at", "read"],
@@ -264,6 +285,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "seq": {"type": "integer", "minimum": 0},
             "unread_notifications": {"type": "integer", "minimum": 0},
             "expires_at": _TIMESTAMP,
+            "epoch": {"type": "string", "maxLength": 32},
         },
     },
     "refreshed": {
@@ -286,6 +308,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "type": {"const": "resync_required"},
             "reason": {"type": "string"},
             "seq": {"type": "integer", "minimum": 0},
+            "epoch": {"type": "string", "maxLength": 32},
         },
     },
     "error": {
@@ -328,6 +351,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "presence": {
         "type": "object", "required": ["type", "users"], "additionalProperties": False,
         "properties": {"type": {"const": "presence"}, "users": {"type": "array", "items": _PRESENCE_USER}},
+    },
+    "notification_read": {
+        "type": "object", "required": ["type", "ids", "all"], "additionalProperties": False,
+        "properties": {
+            "type": {"const": "notification_read"}, "ids": {"type": "array", "items": _UUID}, "all": {"type": "boolean"},
+        },
     },
     "presence_update": {
         "type": "object", "required": ["type", "user", "state"], "additionalProperties": False,

@@ -14,6 +14,22 @@ def units_current_seq(unit_ids: list[str]) -> dict[str, int]:
     return {str(unit_id): seq for unit_id, seq in rows}
 
 
+def unit_stream(unit_id: str) -> tuple[int, str]:
+    """(last seq, epoch) of the unit's stream; (0, "") before its counter exists."""
+    row = UnitSequence.objects.filter(unit_id=unit_id).values_list("last_seq", "epoch").first()
+    return row if row is not None else (0, "")
+
+
+def units_stream(unit_ids: list[str]) -> dict[str, tuple[int, str]]:
+    rows = UnitSequence.objects.filter(unit_id__in=unit_ids).values_list("unit_id", "last_seq", "epoch")
+    return {str(unit_id): (seq, epoch) for unit_id, seq, epoch in rows}
+
+
+def outbox_created_at(unit_id: str, seq: int):
+    """When the unit's update `seq` was written (None when it is not, or no longer, in the outbox)."""
+    return OutboxEvent.objects.filter(unit_id=unit_id, seq=seq).values_list("created_at", flat=True).first()
+
+
 def outbox_frames(
     unit_id: str, *, after: int, upto: int | None = None, limit: int = 1000, activity: bool = False
 ) -> list[tuple]:

@@ -42,3 +42,16 @@ def unread_state(user_id, now: datetime | None = None) -> tuple[int, set[str]]:
     if len(recent) >= RECENT_LIMIT:  # a flood (a bulk decision): count them all; a frame may count twice
         return unread.count(), recent
     return len(recent) + unread.filter(created_at__lt=since).count(), recent
+
+
+# A reconnecting client is sent at most this many of the unread notifications it may have missed.
+OWED_LIMIT = 100
+
+
+def unread_since(user_id, since: datetime | None, limit: int = OWED_LIMIT) -> list[Notification]:
+    """The user's unread notifications created at or after `since` (all of them without it), the
+    newest `limit`, oldest first: what a resuming connection may have missed."""
+    rows = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    return list(reversed(rows.order_by("-created_at", "-id")[:limit]))

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backend.events import schema
-from backend.events.broadcast import notifications_send
+from backend.events.broadcast import notification_read_send, notifications_send
 
 from .models import Kind, Notification
 
@@ -103,4 +103,10 @@ def notifications_mark_read(*, user_id: uuid.UUID | str, notification_id: uuid.U
     rows = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
     if notification_id is not None:
         rows = rows.filter(id=notification_id)
-    return rows.update(read_at=timezone.now())
+    marked = rows.update(read_at=timezone.now())
+    if marked:
+        # The user's other tabs and devices mark them read too (`notification_read`), after COMMIT.
+        frame = schema.notification_read(ids=[str(notification_id)] if notification_id is not None else None,
+                                         all_read=notification_id is None)
+        transaction.on_commit(lambda: notification_read_send(user_id, frame))
+    return marked

@@ -19,6 +19,7 @@ from backend.audit.api import AuditEntrySerializer, SignatureRefSerializer, hist
 from backend.audit.selectors import binding_matches, entries_since_version, signatures_of
 from backend.common.api import MAX_VERSION, ListFiltersForListsOnly, expected_version
 from backend.common.errors import StaleVersion
+from backend.events.snapshot import SeqWatermarkedList
 from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
 
@@ -134,7 +135,7 @@ class CrateFilter(django_filters.FilterSet):
     partial_update=extend_schema(request=CrateWriteSerializer, responses={200: CrateSerializer, **ERROR_RESPONSES}),
     list=extend_schema(parameters=[INCLUDE_DELETED]),
 )
-class CrateViewSet(ListFiltersForListsOnly, viewsets.ModelViewSet):
+class CrateViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.ModelViewSet):
     serializer_class = CrateSerializer
     filterset_class = CrateFilter
     search_fields = ["crate_number", "location"]
@@ -310,7 +311,7 @@ def _request_filter(model):
     return type(f"{model.__name__}Filter", (RequestFilter,), {"Meta": type("Meta", (RequestFilter.Meta,), {"model": model})})
 
 
-class RequestViewSet(ListFiltersForListsOnly, viewsets.ModelViewSet):
+class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.ModelViewSet):
     """Shared by the three request kinds; subclasses name the `entity`."""
 
     entity: str
@@ -440,7 +441,9 @@ class SendBackRecordSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SendBackRecordViewSet(ListFiltersForListsOnly, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SendBackRecordViewSet(
+    SeqWatermarkedList, ListFiltersForListsOnly, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = SendBackRecordSerializer
     filterset_fields = ["entity", "request_id"]
     search_fields = ["reason"]

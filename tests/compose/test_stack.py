@@ -329,19 +329,26 @@ def test_websockets_through_nginx_with_token_and_ticket_and_no_credential_in_any
         by_token = await connect(port, origin=f"https://{HOST}", token=tokens["access"])
         by_ticket = await connect(port, origin=f"https://{HOST}", ticket=ticket)
         hellos = [await recv_json(by_token, 20), await recv_json(by_ticket, 20)]
-        # a committed change reaches both sockets through the proxy
+        # a committed change reaches both sockets through the proxy (published on COMMIT, before the call returns)
         await asyncio.to_thread(in_own_connection, services.crate_relocate, actor=store, crate_id=crate.id, location="Bay 9")
-        updates = [await recv_until(ws, "data_update", timeout=20) for ws in (by_token, by_ticket)]
+        committed = time.monotonic()
+        updates, arrivals = [], []
+        for ws in (by_token, by_ticket):
+            updates.append(await recv_until(ws, "data_update", timeout=20))
+            arrivals.append(time.monotonic() - committed)
         await by_token.close()
         await by_ticket.close()
-        return tokens["access"], ticket, hellos, updates
+        return tokens["access"], ticket, hellos, updates, arrivals
 
-    token, ticket, hellos, updates = asyncio.run(scenario())
+    token, ticket, hellos, updates, arrivals = asyncio.run(scenario())
 
     assert [h["type"] for h in hellos] == ["connection_established"] * 2
     assert {h["unit_id"] for h in hellos} == {str(unit.id)}
     assert [u["seq"] for u in updates] == [hellos[0]["seq"] + 1] * 2
     assert updates[0]["data"]["id"] == str(crate.id)
+    # by the push: within 1 s of the commit, where the hub's outbox fill (every 2 s in the compose
+    # file) would take up to 2 s
+    assert max(arrivals) < 1.0, arrivals
     # nginx logged both upgrades as JSON lines, by path alone
     deadline = time.monotonic() + 10
     while len([line for line in access_log.read_text().splitlines() if '"/ws/updates/"' in line]) < 2:

@@ -35,7 +35,7 @@ def test_generated_subscribe_and_presence_messages_never_fail_or_leak(spawn_daph
     foreign = [str(c.id) for c in unit_b.crates]
     token = unit_a.token(unit_a.requester)
     loop = BackgroundLoop()
-    state = {"filter": None, "relocations": 0, "received": 0, "answers": {}}
+    state = {"filter": None, "relocations": 0, "received": 0, "expected": 0, "answers": {}}
 
     ids = st.one_of(st.sampled_from(own), st.sampled_from(foreign), st.uuids().map(str), st.text(max_size=40))
     junk = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30), st.lists(st.integers(), max_size=3))
@@ -143,7 +143,7 @@ def test_generated_subscribe_and_presence_messages_never_fail_or_leak(spawn_daph
         return rest
 
     @settings(
-        max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
+        max_examples=EXAMPLES, deadline=None, print_blob=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(message=messages)
@@ -164,8 +164,13 @@ def test_generated_subscribe_and_presence_messages_never_fail_or_leak(spawn_daph
         # now and then, a change in each unit: what reaches the socket must match the filter
         state["relocations"] += 1
         if state["relocations"] % 10 == 0:
+            # unit A's change relocates its first crate: it must arrive exactly when the filter lets it through
+            due = matches({"entity": "crate", "data": {"id": own[0]}})
+            before = state["received"]
             loop.run(relocate_and_watch())
             assert check(loop.run(exchange(None))) == []
+            assert state["received"] - before == (1 if due else 0), (state["filter"], due)
+            state["expected"] += 1 if due else 0
 
     try:
         campaign()
@@ -175,6 +180,7 @@ def test_generated_subscribe_and_presence_messages_never_fail_or_leak(spawn_daph
         loop.close()
 
     assert state["answers"].get("subscribe:accepted", 0) > 0 and state["answers"].get("subscribe:refused", 0) > 0
+    assert state["expected"] > 0 and state["received"] == state["expected"], state  # matching updates did arrive
     assert wait_for_hub_connections(proc, 0) == 0
     # the socket's presence is gone from Redis: no connection field of the user is left
     keys = redis.Redis.from_url(django_settings.KEYS_REDIS_URL)

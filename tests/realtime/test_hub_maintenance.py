@@ -48,15 +48,15 @@ async def test_one_units_failed_fill_does_not_hold_up_the_others(monkeypatch):
     hub.units = {"unit-1": _Unit(), "unit-2": _Unit()}
     filled = []
 
-    async def units_current_seq(unit_ids):
-        return {unit_id: 5 for unit_id in unit_ids}
+    async def units_stream(unit_ids):
+        return {unit_id: (5, "") for unit_id in unit_ids}
 
     async def fill(unit_id, unit, upto):
         if unit_id == "unit-1":
             raise ConnectionError("outbox page failed")
         filled.append((unit_id, upto))
 
-    monkeypatch.setattr(hub_module.selectors, "units_current_seq", units_current_seq)
+    monkeypatch.setattr(hub_module.selectors, "units_stream", units_stream)
     hub._fill = fill
 
     # when the catch-up runs
@@ -101,3 +101,41 @@ async def test_a_loop_that_keeps_running_is_not_reported(settings, caplog):
     await asyncio.gather(watch, return_exceptions=True)
     assert hub.stalls_total == 0
     assert not [r for r in caplog.records if "event loop stalled" in r.getMessage()]
+
+
+class _Listening:
+    def __init__(self) -> None:
+        self.resyncs: list[tuple] = []
+
+    def resync(self, reason, seq, epoch=None) -> None:
+        self.resyncs.append((reason, seq, epoch))
+
+
+async def test_a_new_epoch_resyncs_the_units_connections_but_a_first_one_does_not(monkeypatch):
+    # given a unit followed at epoch "e1" and one joined before its stream existed (no epoch yet)
+    hub = Hub()
+    known, fresh = _Unit(), _Unit()
+    known.epoch, known.delivered = "e1", 7
+    hub.units = {"unit-1": known, "unit-2": fresh}
+    watching = {"unit-1": _Listening(), "unit-2": _Listening()}
+    known.listeners.add(watching["unit-1"])
+    fresh.listeners.add(watching["unit-2"])
+
+    async def units_stream(unit_ids):
+        return {"unit-1": (0, "e2"), "unit-2": (1, "e9")}
+
+    monkeypatch.setattr(hub_module.selectors, "units_stream", units_stream)
+    hub._fill = _no_fill
+
+    # when the catch-up reads the streams: unit 1 was reset (a new epoch, seqs from 0), unit 2 began
+    await hub._catch_up()
+
+    # then unit 1's connections are told to refetch in the new epoch, and the hub counts from there;
+    # unit 2 simply adopts its first epoch
+    assert watching["unit-1"].resyncs == [("epoch_changed", 0, "e2")]
+    assert (known.epoch, known.delivered) == ("e2", 0)
+    assert watching["unit-2"].resyncs == [] and fresh.epoch == "e9"
+
+
+async def _no_fill(unit_id, unit, upto):
+    return None

@@ -23,6 +23,19 @@ def _valid(message: dict) -> dict:
     return message
 
 
+def _notify_in_own_connection(user):
+    from django.db import connection, transaction
+
+    from backend.notifications.services import Draft, notify
+
+    try:
+        with transaction.atomic():
+            return notify([Draft(user_id=user.id, kind="job_finished", title="own", body="", link_entity="job",
+                                 link_id=user.id)])[0]
+    finally:
+        connection.close()
+
+
 def test_a_finished_job_arrives_as_a_notification_and_a_reconnect_gets_the_unread_count(daphne, worker, unit_a, unit_b):
     store, crates = unit_a.store, unit_a.crates
     http = httpx.Client(
@@ -43,18 +56,22 @@ def test_a_finished_job_arrives_as_a_notification_and_a_reconnect_gets_the_unrea
         job_id = await asyncio.to_thread(relocate, crates[0], "Bay 7")
         frame = _valid(await recv_until(mine, "notification", timeout=20))
         # the others hear the unit's update (the colleague) or nothing (the stranger), no notification
-        others = []
-        for ws in (colleague, stranger):
+        heard = {"colleague": [], "stranger": []}
+        for name, ws in (("colleague", colleague), ("stranger", stranger)):
             try:
                 while True:
-                    others.append(await recv_json(ws, timeout=1.5))
+                    heard[name].append(await recv_json(ws, timeout=1.5))
             except TimeoutError:
                 pass
+        # (positive control: the stranger's socket does get a notification of its own)
+        own = await asyncio.to_thread(_notify_in_own_connection, unit_b.store)
+        stranger_own = await recv_until(stranger, "notification", timeout=5)
         for ws in (mine, colleague, stranger):
             await ws.close()
-        return greetings, job_id, frame, others
+        return greetings, job_id, frame, heard, own, stranger_own
 
-    greetings, job_id, frame, others = asyncio.run(scenario())
+    greetings, job_id, frame, heard, own, stranger_own = asyncio.run(scenario())
+    others = heard["colleague"] + heard["stranger"]
 
     # then the greeting counted nothing, and the frame is the job's notification, as stored
     assert [g["unread_notifications"] for g in greetings] == [0, 0, 0]
@@ -63,6 +80,10 @@ def test_a_finished_job_arrives_as_a_notification_and_a_reconnect_gets_the_unrea
     assert notification["id"] == str(row.id) and notification["kind"] == "job_finished" and notification["read"] is False
     assert notification["link"] == {"entity": "job", "id": job_id}
     assert "notification" not in {m["type"] for m in others}
+    # the colleague's socket was live meanwhile (it heard the unit's update), and the stranger's too
+    assert [(m["type"], m["data"]["id"]) for m in heard["colleague"]] == [("data_update", str(crates[0].id))]
+    assert heard["stranger"] == []
+    assert stranger_own["notification"]["id"] == str(own.id)
 
     # while disconnected, a second job ends: the reconnecting client's greeting counts both
     second = relocate(crates[1], "Bay 8")

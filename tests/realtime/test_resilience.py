@@ -18,6 +18,7 @@ from tests.support.realtime import (
     PUBSUB_LAYER,
     SeqClient,
     failed_connection,
+    hub_filled,
     make_users,
     raise_open_files_limit,
     relocate_async,
@@ -37,7 +38,7 @@ def test_clients_miss_nothing_when_the_channel_layer_redis_restarts(
     # per unit that saw their unit's first three changes
     channel_layer_at(redis_server.url(1), backend)
     # (its catch-up tick every second: the change committed while Redis is down is only in the outbox)
-    _, port = spawn_daphne(
+    proc, port = spawn_daphne(
         CHANNEL_LAYER_BACKEND=backend, TEST_CHANNEL_LAYER_URL=redis_server.url(1),
         TEST_KEYS_REDIS_URL=redis_server.url(2), REALTIME_REVALIDATE_SECONDS="1",
     )
@@ -64,16 +65,20 @@ def test_clients_miss_nothing_when_the_channel_layer_redis_restarts(
         await asyncio.gather(*(client.follow(until=7, timeout=30) for client in everyone))
         # (and the hub joins its groups again in the new Redis, so live delivery resumes too)
         joined_after = await asyncio.to_thread(wait_for_groups, groups, True, 15, **where)
+        filled_before = await asyncio.to_thread(hub_filled, proc, url=redis_server.url(2))
         await relocate_async(unit_b, 1)
         await asyncio.gather(*(client.follow(until=8, timeout=15) for client in clients[unit_b.id]))
         await asyncio.gather(*(client.read_for(0.3) for client in everyone))
+        # (the live update came by the push in the new Redis, not by the hub's 1 s outbox fill)
+        filled_after = await asyncio.to_thread(hub_filled, proc, url=redis_server.url(2))
         await asyncio.gather(*(client.close() for client in everyone))
-        return joined_before, joined_after
+        return joined_before, joined_after, filled_after - filled_before
 
-    joined_before, joined_after = asyncio.run(scenario())
+    joined_before, joined_after, filled_live = asyncio.run(scenario())
 
     # then every client has every seq of its unit exactly once, in order, without a resync
     assert joined_before == joined_after == groups
+    assert filled_live == 0
     for client in clients[unit_a.id]:
         client.assert_exactly(1, 7)
     for client in clients[unit_b.id]:
@@ -170,6 +175,7 @@ def test_1000_clients_reconnecting_together_after_daphne_is_killed_miss_nothing(
     clients = {world.id: [SeqClient(port, tokens[world.id][i % 50]) for i in range(500)] for world in (unit_a, unit_b)}
     everyone = clients[unit_a.id] + clients[unit_b.id]
     final: dict[str, int] = {}
+    restarted: list = []
 
     async def scenario():
         for start in range(0, 1000, 250):  # connected in waves, as live clients would have
@@ -183,7 +189,7 @@ def test_1000_clients_reconnecting_together_after_daphne_is_killed_miss_nothing(
             await asyncio.sleep(1.0)
             proc.kill()
             await asyncio.to_thread(proc.popen.wait, 10)
-            await asyncio.to_thread(spawn_daphne, port=port)
+            restarted.append((await asyncio.to_thread(spawn_daphne, port=port))[0])
 
         # then every client reconnects with its last_seq and follows its unit up to the final seq
         await asyncio.gather(
@@ -198,6 +204,9 @@ def test_1000_clients_reconnecting_together_after_daphne_is_killed_miss_nothing(
 
     # having seen every seq of its unit exactly once, in order, and no resync
     assert final == {unit_a.id: 40, unit_b.id: 40}
+    # and the new Daphne's live updates came by the push, not by its 60 s outbox fill (the resumes
+    # replayed what was missed; the fill brought nothing)
+    assert hub_filled(restarted[0]) == 0
     for client in everyone:
         assert client.closes[:1] == [1006] and client.resyncs == []
         client.assert_exactly(1, 40)

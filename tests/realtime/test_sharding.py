@@ -12,7 +12,7 @@ from channels_redis.utils import _consistent_hash
 
 from backend.events.groups import unit_group_name
 from tests.support import processes
-from tests.support.realtime import PUBSUB_LAYER, SeqClient, make_world, relocate, unit_seq
+from tests.support.realtime import PUBSUB_LAYER, SeqClient, hub_filled, make_world, relocate, unit_seq
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -84,6 +84,8 @@ def test_a_sharded_layer_delivers_every_update_once_in_order_across_a_daphne_kil
             for client in clients[world.id]:
                 client.assert_exactly(starts[world.id] + 1, starts[world.id] + CHANGES)
         assert all(pair[1].connects == 2 for pair in clients.values())  # each resumed once, on the survivor
+        # and live updates came by the push on both shards, never by the hub's outbox fill
+        assert hub_filled(survivor) == 0
     finally:
         survivor.stop()
         doomed.stop()

@@ -195,22 +195,35 @@ def test_a_filter_never_reaches_another_unit(daphne, unit_a, unit_b):
     a_request = services.request_create(entity="withdrawal", actor=unit_a.requester, crate_ids=[unit_a.crates[0].id])
 
     async def scenario():
-        # given clients of unit B that name unit A's ids, and unit A's entity, and ask for "mine"
+        # given clients of unit B that name unit A's ids (and one of B's own crates), and ask for "mine"
         by_ids = await connect(daphne, token=unit_b.token())
         mine = await connect(daphne, token=unit_b.token(unit_b.requester), mine=1, ids=f"{a_request.id},{unit_a.crates[1].id}")
         await recv_json(by_ids), await recv_json(mine)
-        await by_ids.send(json.dumps({"type": "subscribe", "ids": [str(c.id) for c in unit_a.crates] + [str(a_request.id)]}))
+        await by_ids.send(json.dumps({"type": "subscribe", "ids": [str(c.id) for c in unit_a.crates] + [str(a_request.id)]
+                                      + [str(unit_b.crates[0].id)]}))
         await sync(by_ids)
+        watch_a = await watcher(daphne, unit_a)
         # when unit A relocates its crates and decides its request
-        await relocate_async(unit_a, 3)
-        await in_thread(decide, "withdrawal", "approve", unit_a.approver, a_request.id)
-        # then neither hears anything
+        seqs = await relocate_async(unit_a, 3)
+        decided = await in_thread(decide, "withdrawal", "approve", unit_a.approver, a_request.id)
+        # then neither hears anything, though unit A's own client heard all of it
+        await watch_a.reach(seqs[-1] + 1)
         await assert_silent(by_ids, 2)
         await assert_silent(mine, 0.5)
-        await by_ids.close()
-        await mine.close()
+        # (positive controls: the same connections do hear what matches in their own unit)
+        await relocate_async(unit_b, 1)
+        own = await recv_json(by_ids, 5)
+        mine_request = await in_thread(services.request_create, entity="withdrawal", actor=unit_b.requester,
+                                       crate_ids=[unit_b.crates[1].id])
+        own_mine = await recv_json(mine, 5)
+        for ws in (by_ids, mine, watch_a.ws):
+            await ws.close()
+        return decided, own, mine_request, own_mine
 
-    asyncio.run(scenario())
+    decided, own, mine_request, own_mine = asyncio.run(scenario())
+    assert decided.status == "approved"
+    assert (own["type"], own["data"]["id"]) == ("data_update", str(unit_b.crates[0].id))
+    assert (own_mine["type"], own_mine["entity"], own_mine["data"]["id"]) == ("data_update", "withdrawal", str(mine_request.id))
 
 
 def test_bad_filters_get_invalid_message_and_keep_the_connection(daphne, unit_a):

@@ -117,7 +117,12 @@ def start_daphne(env: dict[str, str], port: int | None = None, extra: list[str] 
     ]
     proc = LiveProcess(f"daphne-{port}", args, env)
     wait_for_port(port, proc=proc)
+    DAPHNES[port] = proc
     return proc, port
+
+
+# The Daphne last started on each port (a test that holds only the port can still read its hub's numbers).
+DAPHNES: dict[int, LiveProcess] = {}
 
 
 def start_worker(env: dict[str, str], name: str = "w1", concurrency: int = 1, pool: str = "prefork",

@@ -252,9 +252,10 @@ class SeqClient:
 # --- what a Daphne's hub reports ------------------------------------------------------------------
 
 
-def hub_snapshot(proc: processes.LiveProcess) -> dict[str, int] | None:
-    """The numbers a Daphne process's hub last wrote for /metrics (None before its first tick)."""
-    client = redis.Redis.from_url(settings.KEYS_REDIS_URL)
+def hub_snapshot(proc: processes.LiveProcess, url: str | None = None) -> dict[str, int] | None:
+    """The numbers a Daphne process's hub last wrote for /metrics (None before its first tick), in
+    the keys Redis at `url` (the test settings' by default)."""
+    client = redis.Redis.from_url(url or settings.KEYS_REDIS_URL)
     try:
         for key in client.scan_iter("metrics:realtime:*"):
             if key.decode().rsplit(":", 1)[-1] == str(proc.popen.pid):
@@ -273,3 +274,15 @@ def wait_for_hub_connections(proc: processes.LiveProcess, expected: int, timeout
         if count == expected or time.monotonic() > deadline:
             return count
         time.sleep(0.2)
+
+
+def hub_filled(proc_or_port: processes.LiveProcess | int, settle: float = 2.5, url: str | None = None) -> int:
+    """The hub's `filled` counter (events it read from the outbox because the push did not bring
+    them), from a report made after this call began (test Daphnes report every second). A live
+    delivery test asserts it did not move: an update that came by the outbox fill proves nothing
+    about the push path."""
+    proc = processes.DAPHNES[proc_or_port] if isinstance(proc_or_port, int) else proc_or_port
+    time.sleep(settle)
+    snapshot = hub_snapshot(proc, url)
+    assert snapshot is not None, "the Daphne has not reported yet"
+    return snapshot["filled"]

@@ -70,14 +70,27 @@ export function backoffDelay(attempt, { random = Math.random, ...bounds } = {}) 
  * skipped by a resync); it survives reconnects and is sent back as `last_seq`.
  */
 export class SeqTracker {
-  constructor(lastSeq = null) {
+  constructor(lastSeq = null, epoch = null) {
     this.lastSeq = Number.isInteger(lastSeq) ? lastSeq : null;
+    // Which numbering `lastSeq` counts in (the stream's epoch); sent back with `last_seq`.
+    this.epoch = typeof epoch === 'string' && epoch ? epoch : null;
   }
 
   /** `connection_established`: a fresh client starts at the unit's current seq. A resuming client
-   *  keeps its own: the server replays from there (or says `resync_required`). */
-  established(seq) {
+   *  keeps its own: the server replays from there (or says `resync_required`, `epoch_changed`
+   *  among its reasons). A client that knew no epoch adopts the greeting's. */
+  established(seq, epoch) {
     if (this.lastSeq === null && Number.isInteger(seq)) this.lastSeq = seq;
+    if (this.epoch === null && typeof epoch === 'string' && epoch) this.epoch = epoch;
+  }
+
+  /** Start from a list's watermark (`X-Records-Seq`, `X-Records-Epoch`): the first connection
+   *  resumes after it, so it applies exactly the changes the list does not show. With several
+   *  lists, the smallest seq (an update is for a list only when its seq is above that list's). */
+  joinList(seq, epoch) {
+    if (!Number.isInteger(seq) || seq < 0) return;
+    if (this.lastSeq === null || seq < this.lastSeq) this.lastSeq = seq;
+    if (typeof epoch === 'string' && epoch) this.epoch = epoch;
   }
 
   /** The verdict for an update's seq: 'deliver' (the next one), 'duplicate' (seen before; replays
@@ -92,9 +105,11 @@ export class SeqTracker {
     return seq <= this.lastSeq ? 'duplicate' : 'gap';
   }
 
-  /** `resync_required`: the client refetches everything over REST and continues from `seq`. */
-  resync(seq) {
+  /** `resync_required`: the client refetches everything over REST and continues from `seq`, in
+   *  `epoch` (the greeting's, or the message's own when the epoch changed under a live socket). */
+  resync(seq, epoch) {
     if (Number.isInteger(seq)) this.lastSeq = seq;
+    if (typeof epoch === 'string' && epoch) this.epoch = epoch;
   }
 }
 
@@ -128,14 +143,15 @@ export function refreshDelay(expiresAt, now, aheadMs = DEFAULTS.refreshAheadMs) 
 
 /** The WebSocket URL: credentials (ticket preferred), `last_seq` when resuming, `batch=1` and
  *  `presence=1` on request, and the subscription filter (so a resume replays only what matches). */
-export function buildSocketUrl(base, { ticket, token, lastSeq, batch, presence, filter, activity } = {}) {
+export function buildSocketUrl(base, { ticket, token, lastSeq, epoch, batch, presence, filter, activity } = {}) {
   const url = new URL(base);
-  for (const name of ['ticket', 'token', 'last_seq', 'batch', 'presence', 'activity', 'entities', 'ids', 'mine']) {
+  for (const name of ['ticket', 'token', 'last_seq', 'epoch', 'batch', 'presence', 'activity', 'entities', 'ids', 'mine']) {
     url.searchParams.delete(name);
   }
   if (ticket) url.searchParams.set('ticket', ticket);
   else if (token) url.searchParams.set('token', token);
   if (Number.isInteger(lastSeq)) url.searchParams.set('last_seq', String(lastSeq));
+  if (Number.isInteger(lastSeq) && epoch) url.searchParams.set('epoch', epoch);
   if (batch) url.searchParams.set('batch', '1');
   if (presence) url.searchParams.set('presence', '1');
   if (activity) url.searchParams.set('activity', '1');
@@ -272,6 +288,7 @@ const HOOKS = {
   activity: 'onActivity',
   notification: 'onNotification',
   refreshed: 'onRefreshed',
+  notificationread: 'onNotificationRead',
 };
 
 // Notification ids remembered for de-duplication (a frame is never counted twice).
@@ -316,7 +333,7 @@ export class UpdatesClient extends EventTarget {
     };
     this._token = typeof o.token === 'string' ? o.token : null;
     this._useRefreshed = false;
-    this.tracker = new SeqTracker(o.lastSeq);
+    this.tracker = new SeqTracker(o.lastSeq, o.epoch);
     this.status = STATUS.OFFLINE;
     this.attempt = 0; // reconnect attempts since the last live connection
     this._stopped = true;
@@ -436,6 +453,19 @@ export class UpdatesClient extends EventTarget {
     return this.tracker.lastSeq;
   }
 
+  /** Join the stream where a list left it, before `start()`: pass the list's `X-Records-Seq` and
+   *  `X-Records-Epoch` (or the fetch Response itself). The connection then replays exactly the
+   *  changes after the list, and none twice; an epoch that changed meanwhile answers `resync`. */
+  joinList(seqOrResponse, epoch) {
+    if (seqOrResponse && typeof seqOrResponse === 'object' && seqOrResponse.headers) {
+      const headers = seqOrResponse.headers;
+      const seq = Number.parseInt(headers.get('X-Records-Seq'), 10);
+      return this.joinList(Number.isNaN(seq) ? null : seq, headers.get('X-Records-Epoch'));
+    }
+    this.tracker.joinList(seqOrResponse, epoch);
+    return this;
+  }
+
   /** Connect (status `syncing` until the server greets us, then `live`). */
   start() {
     if (!this._stopped) return this;
@@ -507,7 +537,8 @@ export class UpdatesClient extends EventTarget {
     }
     const base = o.url || defaultSocketBase(o.wsPath);
     return buildSocketUrl(base, {
-      ...credentials, lastSeq: this.tracker.lastSeq, batch: o.batch, presence: o.presence, filter: this._filter,
+      ...credentials, lastSeq: this.tracker.lastSeq, epoch: this.tracker.epoch, batch: o.batch, presence: o.presence,
+      filter: this._filter,
       activity: o.activityFeed,
     });
   }
@@ -576,7 +607,8 @@ export class UpdatesClient extends EventTarget {
     switch (message.type) {
       case 'connection_established':
         this._clear('connect');
-        this.tracker.established(message.seq);
+        this.tracker.established(message.seq, message.epoch);
+        this._greetingEpoch = typeof message.epoch === 'string' ? message.epoch : null;
         // Every unread notification committed before the greeting (frames follow only for later ones).
         if (Number.isInteger(message.unread_notifications)) this.unreadNotifications = message.unread_notifications;
         this._live = true;
@@ -600,7 +632,8 @@ export class UpdatesClient extends EventTarget {
         }
         break;
       case 'resync_required':
-        this.tracker.resync(message.seq);
+        // `epoch_changed` is a resync like any other: refetch, continue from `seq` in the new epoch.
+        this.tracker.resync(message.seq, message.epoch || this._greetingEpoch);
         this._emit('resync', message);
         break;
       case 'job_update':
@@ -619,7 +652,10 @@ export class UpdatesClient extends EventTarget {
         this._emit('activity', message);
         break;
       case 'notification':
-        this._notification(message.notification);
+        this._notification(message.notification, message.counted === true);
+        break;
+      case 'notification_read':
+        this._notificationRead(message);
         break;
       case 'presence':
       case 'presence_update':
@@ -633,14 +669,24 @@ export class UpdatesClient extends EventTarget {
     return undefined;
   }
 
-  _notification(notification) {
+  /** `counted`: a resume's frame for one the greeting's count already includes. */
+  _notification(notification, counted = false) {
     if (!notification || typeof notification.id !== 'string' || this._notificationIds.has(notification.id)) return;
     this._notificationIds.add(notification.id);
     if (this._notificationIds.size > NOTIFICATION_IDS_KEPT) {
       this._notificationIds.delete(this._notificationIds.values().next().value);
     }
-    if (!notification.read) this.unreadNotifications = (this.unreadNotifications || 0) + 1;
+    if (!notification.read && !counted) this.unreadNotifications = (this.unreadNotifications || 0) + 1;
     this._emit('notification', notification);
+  }
+
+  /** Another tab of this user read some (`ids`) or `all` notifications: the count follows. */
+  _notificationRead(message) {
+    if (message.all) this.unreadNotifications = 0;
+    else if (Array.isArray(message.ids) && this.unreadNotifications !== null) {
+      this.unreadNotifications = Math.max(0, this.unreadNotifications - message.ids.length);
+    }
+    this._emit('notificationread', { ids: Array.isArray(message.ids) ? message.ids : [], all: Boolean(message.all) });
   }
 
   /** A seq jumped: drop this socket and resume from the last seq we have; the server replays.

@@ -427,3 +427,24 @@ def test_each_relay_reports_when_it_last_finished_a_round(client, live_env):
     assert started < first < later <= time.time()
     # and a stopped relay's series expires (RelayNotRunning fires on its age, then on its absence)
     assert 0 < ttl <= RELAY_HEARTBEAT_TTL_SECONDS
+
+
+@pytest.mark.django_db
+def test_each_relay_task_reports_its_successes_and_failures_on_its_own(client):
+    # given a relay whose sweep failed twice while its rescue and stream watch succeeded
+    from backend.events.metrics import relay_task_save
+
+    process = f"test-relay-{uuid.uuid4().hex[:8]}"
+    relay_task_save(process, "sweep", ok=False)
+    relay_task_save(process, "sweep", ok=False)
+    relay_task_save(process, "rescue", ok=True, at=1_800_000_000.0)
+    relay_task_save(process, "streams", ok=True, at=1_800_000_001.0)
+
+    # when Prometheus scrapes
+    body = scrape(client)
+
+    # then each task has its own series
+    assert total(body, "records_relay_task_failures_total", process=process, task="sweep") == 2
+    assert total(body, "records_relay_task_last_success_timestamp_seconds", process=process, task="rescue") == 1_800_000_000.0
+    assert total(body, "records_relay_task_last_success_timestamp_seconds", process=process, task="streams") == 1_800_000_001.0
+    assert total(body, "records_relay_task_last_success_timestamp_seconds", process=process, task="sweep") == 0

@@ -142,6 +142,7 @@ def test_every_other_message_builder_matches_its_schema():
                "viewing": {"entity": "withdrawal", "id": unit_id}, "editing": None, "since": "2026-01-15T10:30:00.123Z"}
     messages["presence"] = schema.presence(users=[someone])
     messages["presence_update"] = schema.presence_update(user=someone, state="viewing")
+    messages["notification_read"] = schema.notification_read(ids=[unit_id])
     assert set(messages) | {"data_update"} == set(schema.SCHEMAS)
     for kind, message in messages.items():
         assert message["type"] == kind
@@ -160,3 +161,20 @@ def test_the_client_messages_with_a_schema_accept_what_the_server_takes():
     assert not refresh.is_valid({"type": "refresh"})
     assert not refresh.is_valid({"type": "refresh", "token": 42})
     assert not refresh.is_valid({"type": "refresh", "token": "x" * (schema.REFRESH_TOKEN_MAX_LENGTH + 1)})
+
+
+def test_the_stream_epoch_and_read_state_messages_match_their_schemas():
+    unit_id = "6f1c2a52-8d5e-4a57-9b0e-2f1d3c4b5a69"
+    hello = schema.connection_established(
+        unit_id=unit_id, seq=4, unread_notifications=0, expires_at=1_768_473_000.0, epoch="0f3a9c2e5b7d1a4c"
+    )
+    resync = schema.resync_required(reason="epoch_changed", seq=0, epoch="0f3a9c2e5b7d1a4c")
+    read_all = schema.notification_read(all_read=True)
+    for message in (hello, resync, read_all):
+        jsonschema.validate(message, schema.SCHEMAS[message["type"]], cls=jsonschema.Draft202012Validator)
+    assert (hello["epoch"], resync["epoch"]) == ("0f3a9c2e5b7d1a4c", "0f3a9c2e5b7d1a4c")
+    assert read_all == {"type": "notification_read", "ids": [], "all": True}
+    assert "epoch" not in schema.resync_required(reason="gap", seq=3)  # only when it changed
+    assert set(schema.RESYNC_REASONS) >= {"epoch_changed", "last_seq_ahead", "history_limit", "history_unavailable"}
+    bad = {"type": "notification_read", "ids": ["not-a-uuid"], "all": False}
+    assert not jsonschema.Draft202012Validator(schema.SCHEMAS["notification_read"]).is_valid(bad)

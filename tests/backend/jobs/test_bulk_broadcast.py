@@ -13,6 +13,7 @@ from backend.accounts.models import Role
 from backend.jobs.models import Job
 from tests.support.auth import access_token
 from tests.support.factories import UnitFactory, UserFactory, pending_requests_fast
+from tests.support.realtime import hub_filled
 from tests.support.signing import signed
 from tests.support.ws import connect, recv_json
 
@@ -44,6 +45,7 @@ def test_bulk_of_1000_reaches_plain_and_batch_clients(api, daphne, worker):
     requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
     ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, ITEMS)]
     token = access_token(approver)
+    filled_before = hub_filled(daphne)
 
     def _submit():
         try:
@@ -76,6 +78,8 @@ def test_bulk_of_1000_reaches_plain_and_batch_clients(api, daphne, worker):
     assert plain_frames == 2 * ITEMS
     assert batch_frames <= 2 * ITEMS // 10, batch_frames
     assert Job.objects.get(kind="bulk.withdrawal.approve").progress == {"total": ITEMS, "done": ITEMS, "failed": 0}
+    # and every update came by the channel layer's push: the hub read none of them from the outbox
+    assert hub_filled(daphne) == filled_before
 
 
 def test_batch_client_resumes_with_last_seq_inside_batches(daphne):

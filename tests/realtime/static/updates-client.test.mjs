@@ -720,3 +720,83 @@ describe('UpdatesClient: the token refreshed on the open socket', () => {
     assert.deepEqual(refreshesSent(sockets[0]), []);
   });
 });
+
+describe('UpdatesClient: from a list to live, and stream epochs', () => {
+  const hello = (seq, epoch, extra = {}) => ({
+    type: 'connection_established', message: 'Connected to unit u updates', unit_id: 'u', seq, epoch, ...extra,
+  });
+
+  it('joins where a list left it (X-Records-Seq / X-Records-Epoch) and resumes with last_seq and epoch', async () => {
+    FakeSocket.instances = [];
+    const clock = new FakeClock();
+    const { fetch } = ticketFetch();
+    const seen = [];
+    const client = new UpdatesClient({
+      url: 'ws://example.test/ws/updates/', token: 'access-1', WebSocket: FakeSocket, fetch, timers: clock,
+      random: () => 0.5, onUpdate: (u) => seen.push(u.seq),
+    });
+    const headers = new Map([['X-Records-Seq', '12'], ['X-Records-Epoch', 'e1']]);
+    client.joinList({ headers: { get: (name) => headers.get(name) ?? null } });
+    client.joinList(15, 'e1'); // a second list read later: the smallest seq wins
+    client.start();
+    await settle();
+    const socket = FakeSocket.instances[0];
+    assert.equal(socket.url.searchParams.get('last_seq'), '12');
+    assert.equal(socket.url.searchParams.get('epoch'), 'e1');
+    socket.open();
+    socket.receive(hello(14, 'e1'));
+    [13, 14, 15].forEach((seq) => socket.receive(update(seq)));
+    assert.deepEqual(seen, [13, 14, 15]);
+  });
+
+  it('treats epoch_changed as a resync and continues in the new epoch', async () => {
+    const { client, sockets, events, clock } = await makeClient({ client: { lastSeq: 40, epoch: 'old' } });
+    assert.equal(sockets[0].url.searchParams.get('epoch'), 'old');
+    sockets[0].open();
+    sockets[0].receive(hello(3, 'new'));
+    sockets[0].receive({ type: 'resync_required', reason: 'epoch_changed', seq: 3 });
+    sockets[0].receive(update(4));
+    assert.deepEqual(events.filter(([kind]) => kind === 'resync' || kind === 'update'), [['resync', 3], ['update', 4]]);
+    assert.equal(client.tracker.epoch, 'new');
+    // a live socket told of a new epoch carries it in the message; the next resume sends it
+    sockets[0].receive({ type: 'resync_required', reason: 'epoch_changed', seq: 0, epoch: 'newer' });
+    sockets[0].serverClose(1006);
+    clock.tick(30000);
+    await settle();
+    const again = sockets[sockets.length - 1];
+    assert.equal(again.url.searchParams.get('last_seq'), '0');
+    assert.equal(again.url.searchParams.get('epoch'), 'newer');
+  });
+
+  it('a fresh client adopts the greeting epoch; a seed-era greeting without one sends none', async () => {
+    const { client, sockets } = await makeClient();
+    sockets[0].open();
+    sockets[0].receive(hello(7, 'e7'));
+    assert.deepEqual([client.lastSeq, client.tracker.epoch], [7, 'e7']);
+    assert.equal(buildSocketUrl('ws://h/ws/updates/', { lastSeq: 7, epoch: null }).includes('epoch'), false);
+    assert.equal(buildSocketUrl('ws://h/ws/updates/', { epoch: 'e7' }).includes('epoch'), false); // only with last_seq
+  });
+});
+
+describe('UpdatesClient: notifications owed on resume and read in other tabs', () => {
+  const note = (id, counted) => ({
+    type: 'notification', ...(counted ? { counted: true } : {}),
+    notification: { id, kind: 'job_finished', title: 't', body: 'b', link: { entity: 'job', id: 'j' }, created_at: 't', read: false },
+  });
+
+  it('does not count a resume frame the greeting already counted, and follows notification_read', async () => {
+    const { client, sockets } = await makeClient();
+    const reads = [];
+    client.addEventListener('notificationread', (event) => reads.push(event.detail));
+    sockets[0].open();
+    sockets[0].receive({ type: 'connection_established', message: 'Connected to unit u updates', unit_id: 'u', seq: 1, unread_notifications: 3 });
+    sockets[0].receive(note('n-1', true)); // owed on resume: in the 3 already
+    sockets[0].receive(note('n-2', false)); // new since the greeting
+    assert.equal(client.unreadNotifications, 4);
+    sockets[0].receive({ type: 'notification_read', ids: ['n-2'], all: false });
+    assert.equal(client.unreadNotifications, 3);
+    sockets[0].receive({ type: 'notification_read', ids: [], all: true });
+    assert.equal(client.unreadNotifications, 0);
+    assert.deepEqual(reads, [{ ids: ['n-2'], all: false }, { ids: [], all: true }]);
+  });
+});

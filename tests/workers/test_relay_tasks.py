@@ -1,0 +1,68 @@
+"""The relay's tasks fail independently (workers/relay.py): the outbox sweep, the stranded-job rescue and
+the stream watch each run on their own and report on their own."""
+
+from __future__ import annotations
+
+import socket
+from unittest import mock
+
+import pytest
+import redis
+from django.conf import settings
+
+from backend.accounts.models import Role
+from backend.events.metrics import RELAY_TASK_KEY_PREFIX
+from backend.events.models import OutboxEvent
+from backend.jobs.models import JobStatus
+from backend.records import services
+from tests.support import processes
+from tests.support.factories import CrateFactory, UnitFactory, UserFactory
+from tests.support.pipeline import wait_until
+from tests.workers.test_outages import FAST_RESCUE, _finished, _post
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _task_numbers(pid: int) -> dict[str, float]:
+    client = redis.Redis.from_url(settings.KEYS_REDIS_URL)
+    try:
+        raw = client.hgetall(f"{RELAY_TASK_KEY_PREFIX}{socket.gethostname()}:{pid}")
+        return {k.decode(): float(v) for k, v in raw.items()}
+    finally:
+        client.close()
+
+
+def test_the_rescue_still_rescues_while_the_sweeps_redis_is_down(live_env, redis_server, own_processes):
+    # given an event that committed but was never published (its publish failed)
+    unit = UnitFactory()
+    store = UserFactory(unit=unit, role=Role.STORE)
+    crate, other = CrateFactory(unit=unit), CrateFactory(unit=unit)
+    with mock.patch("backend.events.relay.unit_events_send", side_effect=ConnectionError("layer away")):
+        services.crate_relocate(actor=store, crate_id=other.id, location="Unpublished")
+    assert OutboxEvent.objects.filter(unit=unit, published_at__isnull=True).count() == 1
+    # and a job whose message the broker lost (queued through a Daphne on a broker of the test's own)
+    env = {**live_env, **FAST_RESCUE, "TEST_CELERY_BROKER_URL": redis_server.url(0)}
+    daphne, port = processes.start_daphne(env)
+    own_processes.append(daphne)
+    job_id = _post(port, f"/api/crates/{crate.id}/relocate/", store, {"location": "Vault 7"}).json()["job"]["id"]
+    redis.Redis.from_url(redis_server.url(0)).flushdb()
+
+    # when the relay runs with the sweep's Redis (the channel layer) down, and a worker runs
+    dead_layer = f"redis://127.0.0.1:{processes.free_port()}/1"
+    relay = processes.start_relay({**env, "TEST_CHANNEL_LAYER_URL": dead_layer})
+    own_processes.append(relay)
+    own_processes.append(processes.start_worker(env, name="rescued"))
+
+    # then the rescue re-enqueued the job and it ran, while the sweep kept failing
+    job = wait_until(lambda: _finished(job_id), 40, "the lost job to run")
+    assert job.status == JobStatus.SUCCEEDED
+    assert f"re-enqueued 1 stranded jobs: {job_id}" in relay.output()
+    assert "relay sweep failed" in relay.output()
+    assert OutboxEvent.objects.filter(unit=unit, published_at__isnull=True, object_id=other.id).count() == 1
+    # and each task reports on its own: the sweep's failures, the rescue's and the watch's successes
+    numbers = wait_until(
+        lambda: (n := _task_numbers(relay.popen.pid)).get("sweep:failures", 0) >= 2 and "rescue:ok_at" in n and n,
+        20, "the relay's task metrics",
+    )
+    assert "sweep:ok_at" not in numbers
+    assert numbers["rescue:ok_at"] > 0 and numbers["streams:ok_at"] > 0
