@@ -9,7 +9,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import websockets
 from rest_framework_simplejwt.tokens import AccessToken
 
 from backend.accounts.models import User
@@ -17,20 +16,10 @@ from backend.accounts.services import user_set_password, user_update_access
 from backend.accounts.tickets import ticket_issue
 from backend.accounts.tokens import password_stamp
 from tests.support.auth import access_token
-from tests.support.realtime import SeqClient, failed_connection, make_users, raise_open_files_limit, relocate_async
+from tests.support.realtime import SeqClient, close_code, failed_connection, make_users, raise_open_files_limit, relocate_async
 from tests.support.ws import connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-async def _close_code(ws, timeout: float = 15.0) -> tuple[list[dict], int | None]:
-    """(messages until the server closed the socket, close code)."""
-    messages = []
-    try:
-        while True:
-            messages.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
-    except websockets.ConnectionClosed:
-        return messages, ws.close_code
 
 
 def test_the_connection_closes_4002_when_its_token_expires(daphne, unit_a):
@@ -43,7 +32,7 @@ def test_the_connection_closes_4002_when_its_token_expires(daphne, unit_a):
     ticket = ticket_issue(user_id=str(user.id), access_exp=int(expires_at), stamp=password_stamp(user))
 
     async def closed(ws):
-        result = await _close_code(ws)
+        result = await close_code(ws)
         return (*result, time.time())
 
     async def scenario():
@@ -76,7 +65,7 @@ def test_the_connection_closes_4003_when_the_user_loses_access(spawn_daphne, uni
             await asyncio.to_thread(User.objects.filter(id=user.id).update, is_active=False)
         else:
             await asyncio.to_thread(User.objects.filter(id=user.id).update, unit=unit_b.unit)
-        return hello, await _close_code(ws)
+        return hello, await close_code(ws)
 
     hello, (messages, code) = asyncio.run(scenario())
 
@@ -154,7 +143,7 @@ def test_a_frame_over_daphnes_message_limit_closes_the_socket_1009(daphne, unit_
         await recv_json(ws)
         # when the client sends a 70,000-byte text frame (Daphne's --websocket-max-message-size is 65536)
         await ws.send(json.dumps({"type": "ping", "pad": "x" * 70_000}))
-        return await _close_code(ws)
+        return await close_code(ws)
 
     # then the protocol layer closes the connection with 1009 (message too big), before any answer
     assert asyncio.run(scenario()) == ([], 1009)
@@ -174,7 +163,7 @@ def test_an_access_change_closes_the_users_sockets_at_once(daphne, unit_a, unit_
         started = time.monotonic()
         # when the change is made
         await asyncio.to_thread(_change, how, user, unit_b, admin_client)
-        closes = await asyncio.gather(*(_close_code(ws, timeout=15) for ws in sockets))
+        closes = await asyncio.gather(*(close_code(ws, timeout=15) for ws in sockets))
         return closes, time.monotonic() - started
 
     closes, took = asyncio.run(scenario())

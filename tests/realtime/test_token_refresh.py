@@ -14,12 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import jsonschema
 import pytest
-import websockets
 from rest_framework_simplejwt.tokens import AccessToken
 
 from backend.accounts.models import User
 from backend.events.schema import SCHEMAS
-from tests.support.realtime import relocate_async
+from tests.support.realtime import close_code, relocate_async
 from tests.support.ws import collect_updates, connect, recv_json, recv_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -36,15 +35,6 @@ def _token(user, seconds: float = 900, unit_id: str | None = None) -> AccessToke
 
 def _iso(exp: float) -> str:
     return datetime.fromtimestamp(exp, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-async def _close_code(ws, timeout: float = 15.0) -> tuple[list[dict], int | None]:
-    messages = []
-    try:
-        while True:
-            messages.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
-    except websockets.ConnectionClosed:
-        return messages, ws.close_code
 
 
 def test_the_greeting_says_when_the_connections_token_expires(daphne, unit_a):
@@ -81,7 +71,7 @@ def test_a_refreshed_socket_keeps_its_seq_stream_and_its_new_expiry(daphne, unit
         await asyncio.sleep(max(float(first["exp"]) - time.time(), 0) + 1.5)
         await relocate_async(unit_a, 1)
         after = await collect_updates(ws, 1, timeout=15)
-        messages, code = await _close_code(ws, timeout=20)
+        messages, code = await close_code(ws, timeout=20)
         return hello, before, answer, after, messages, code, time.time()
 
     hello, before, answer, after, messages, code, closed_at = asyncio.run(scenario())
@@ -128,7 +118,7 @@ def test_a_refresh_with_any_other_token_closes_the_socket_4001(daphne, unit_a, m
         await recv_json(ws)
         # when the client sends a token that is not a valid access token of the same user and unit
         await ws.send(json.dumps({"type": "refresh", "token": other}))
-        return await _close_code(ws)
+        return await close_code(ws)
 
     # then the socket closes with 4001, with nothing before it
     assert asyncio.run(scenario()) == ([], 4001)
@@ -150,7 +140,7 @@ def test_a_refresh_for_a_user_who_lost_access_since_closes_4003(daphne, unit_a, 
         else:
             await asyncio.to_thread(User.objects.filter(id=user.id).update, unit=unit_b.unit)
         await ws.send(json.dumps({"type": "refresh", "token": str(fresh)}))
-        return await _close_code(ws)
+        return await close_code(ws)
 
     # then the socket closes with 4003, as the re-validation would have closed it
     assert asyncio.run(scenario()) == ([], 4003)

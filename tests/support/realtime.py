@@ -286,3 +286,13 @@ def hub_filled(proc_or_port: processes.LiveProcess | int, settle: float = 2.5, u
     snapshot = hub_snapshot(proc, url)
     assert snapshot is not None, "the Daphne has not reported yet"
     return snapshot["filled"]
+
+
+async def close_code(ws, timeout: float = 15.0) -> tuple[list[dict], int | None]:
+    """(messages until the server closed the socket, close code)."""
+    messages = []
+    try:
+        while True:
+            messages.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+    except websockets.ConnectionClosed:
+        return messages, ws.close_code

@@ -43,13 +43,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def sink_file(tmp_path, settings):
-    path = tmp_path / "checkpoints.jsonl"
-    settings.AUDIT_CHECKPOINT_SINK = f"file://{path}"
-    return path
-
-
-@pytest.fixture
 def unit():
     unit = UnitFactory(code="north")
     unit.staff = unit_staff(unit)

@@ -32,13 +32,6 @@ PURGES = AuditPurge._meta.db_table
 CHECKPOINTS = AuditCheckpoint._meta.db_table
 
 
-@pytest.fixture
-def sink_file(tmp_path, settings):
-    path = tmp_path / "checkpoints.jsonl"
-    settings.AUDIT_CHECKPOINT_SINK = f"file://{path}"
-    return path
-
-
 class Scene:
     """Unit `east` with 12 entries, checkpointed at 6 and at 12 (both in the sink), verified once
     by the schedule (ok); unit `west` beside it, intact."""
