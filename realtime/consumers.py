@@ -24,7 +24,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from backend.common.faults import afault_point
-from backend.events import schema
+from backend.events import groups, schema
 
 from . import connections, credentials, resuming, selectors, subscriptions
 from .frames import FrameWriter, Outgoing, release_handshake_state
@@ -436,7 +436,7 @@ class UpdatesConsumer(AsyncWebsocketConsumer):
             self.writer.write(frame)
 
     async def user_message(self, message: dict) -> None:
-        if message["type"] == "user.close":
+        if message["type"] == groups.USER_CLOSE:
             await self._close(message.get("code", CLOSE_ACCESS_REVOKED))
 
     def broken(self) -> None:

@@ -32,7 +32,7 @@ from typing import Protocol
 from django.conf import settings
 
 from backend.common.faults import afault_point
-from backend.events import schema
+from backend.events import groups, schema
 from backend.events.groups import unit_group_name, user_group_name
 from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, LatencyHistogram, realtime_snapshot_save
 
@@ -263,16 +263,16 @@ class Hub(ProcessChannel):
 
     async def _dispatch(self, message: dict) -> None:
         kind = message.get("type")
-        if kind == "unit.events":
+        if kind == groups.UNIT_EVENTS:
             await self._unit_events(message["unit_id"], message["events"])
-        elif kind in ("job.update", "user.notifications", "user.frame"):
+        elif kind in (groups.JOB_UPDATE, groups.USER_NOTIFICATIONS, groups.USER_FRAME):
             self._to_user(message)
-        elif kind == "unit.epoch":
+        elif kind == groups.UNIT_EPOCH:
             unit = self.units.get(message.get("unit_id", ""))
             if unit is not None:
                 async with unit.lock:
                     self._new_epoch(message["unit_id"], unit, message["epoch"], int(message["seq"]))
-        elif kind == "user.close":
+        elif kind == groups.USER_CLOSE:
             for listener in list(self.users.get(message.get("user_id", ""), ())):
                 await listener.user_message(message)
 
@@ -283,12 +283,12 @@ class Hub(ProcessChannel):
         listeners = tuple(self.users.get(message.get("user_id", ""), ()))
         if not listeners:
             return
-        if message["type"] == "user.frame":
+        if message["type"] == groups.USER_FRAME:
             frame = Outgoing(0, schema.encode(message["message"]))
             for listener in listeners:
                 listener.user_frame(frame)
             return
-        if message["type"] == "job.update":
+        if message["type"] == groups.JOB_UPDATE:
             frame = Outgoing(0, schema.encode(schema.job_update(job=message["job"])))
             notes = None
         else:
@@ -484,7 +484,7 @@ class Hub(ProcessChannel):
             for listener in list(self.users.get(user_id, ())):
                 if not active or unit_id != listener.unit_id:
                     await listener.user_message(
-                        {"type": "user.close", "code": 4003, "reason": "access_revoked"}
+                        {"type": groups.USER_CLOSE, "code": 4003, "reason": "access_revoked"}
                     )
         self._timed("revalidate users", started)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from . import groups
 from .groups import unit_group_name, user_group_name
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def unit_events_message(unit_id: str, events: list[tuple]) -> dict[str, Any]:
     event is `[seq, frame]`, or `[seq, frame, activity]` when the update has activity frames (the
     audit entries of a person's change, one JSON frame per line, for `activity=1` clients)."""
     return {
-        "type": "unit.events", "unit_id": str(unit_id),
+        "type": groups.UNIT_EVENTS, "unit_id": str(unit_id),
         "events": [[seq, frame, *rest] if rest and rest[0] else [seq, frame] for seq, frame, *rest in events],
     }
 
@@ -87,7 +88,7 @@ def job_update_send(user_id: Any, job: dict[str, Any]) -> None:
     """Progress of a job, to the connections of the user who started it. Best effort: the job
     itself is durable and readable at /api/jobs/{id}/."""
     layer = get_channel_layer()
-    message = {"type": "job.update", "user_id": str(user_id), "job": job}
+    message = {"type": groups.JOB_UPDATE, "user_id": str(user_id), "job": job}
     try:
         _run(layer.group_send(user_group_name(user_id), message))
     except Exception:  # noqa: BLE001 - a lost progress message must never fail the job
@@ -99,7 +100,7 @@ def user_close_send(user_id: Any, code: int) -> None:
     4002: the token is no longer valid). Best effort: each hub re-validates its users every few
     seconds anyway."""
     layer = get_channel_layer()
-    message = {"type": "user.close", "user_id": str(user_id), "code": code}
+    message = {"type": groups.USER_CLOSE, "user_id": str(user_id), "code": code}
     try:
         _run(layer.group_send(user_group_name(user_id), message))
     except Exception:  # noqa: BLE001 - the periodic re-validation closes them within seconds
@@ -115,7 +116,7 @@ async def _send_notifications(by_user: dict[str, list[dict[str, Any]]]) -> None:
     for user_id, notifications in by_user.items():
         for start in range(0, len(notifications), NOTIFICATIONS_PER_MESSAGE):
             message = {
-                "type": "user.notifications", "user_id": str(user_id),
+                "type": groups.USER_NOTIFICATIONS, "user_id": str(user_id),
                 "notifications": notifications[start : start + NOTIFICATIONS_PER_MESSAGE],
             }
             await layer.group_send(user_group_name(user_id), message)
@@ -134,7 +135,7 @@ def unit_epoch_send(unit_id: Any, epoch: str, seq: int) -> None:
     """Tell the unit's hubs that its stream has a new epoch (backend/events/epochs.py): they resync
     their connections at once. Best effort: each hub notices it at its next catch-up tick anyway."""
     layer = get_channel_layer()
-    message = {"type": "unit.epoch", "unit_id": str(unit_id), "epoch": epoch, "seq": seq}
+    message = {"type": groups.UNIT_EPOCH, "unit_id": str(unit_id), "epoch": epoch, "seq": seq}
     try:
         _run(layer.group_send(unit_group_name(unit_id), message))
     except Exception:  # noqa: BLE001 - the catch-up tick compares epochs too
@@ -146,7 +147,7 @@ def notification_read_send(user_id: Any, message: dict[str, Any]) -> None:
     effort: the read state is durable, and a reconnecting client's count reflects it."""
     layer = get_channel_layer()
     try:
-        _run(layer.group_send(user_group_name(user_id), {"type": "user.frame", "user_id": str(user_id),
+        _run(layer.group_send(user_group_name(user_id), {"type": groups.USER_FRAME, "user_id": str(user_id),
                                                           "message": message}))
     except Exception:  # noqa: BLE001 - never fail the request that marked them read
         logger.warning("notification_read for user %s not sent", user_id, exc_info=True)

@@ -24,6 +24,7 @@ from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.services import job_submit
 
 from . import selectors, services
+from .actions import SEND_BACK
 from .decisions import Decision, decide_one
 from .jobs import RELOCATE
 from .models import (
@@ -392,9 +393,9 @@ class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.Model
         return self._transition(request, "reject")
 
     @extend_schema(request=DecisionSerializer, responses={202: JobEnvelopeSerializer, **ERROR_RESPONSES})
-    @action(detail=True, methods=["post"], url_path="send-back")
+    @action(detail=True, methods=["post"], url_path=SEND_BACK.path)
     def send_back(self, request, pk=None):
-        return self._transition(request, "send_back")
+        return self._transition(request, SEND_BACK.name)
 
     @extend_schema(request=DecisionSerializer, responses={202: JobEnvelopeSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])

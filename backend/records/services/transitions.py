@@ -30,6 +30,7 @@ from backend.common.errors import (
 )
 from backend.events.services import Change
 
+from ..actions import SEND_BACK
 from ..lifecycle import RequestKind, Transition, request_kind, transition_of
 from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest, WithdrawalRequest
 from ..selectors import request_contributors
@@ -194,7 +195,7 @@ def requests_transition(
         crate_events, crate_entries = crate_journal.get(request.id, ([], []))
         changes += crate_events
         entries += crate_entries
-        if action.name == "send_back":
+        if action is SEND_BACK:
             record = SendBackRecord(
                 unit_id=request.unit_id, entity=kind.entity, request_id=request.id, reason=reason,
                 created_by=actor, created_at=now,

@@ -17,7 +17,7 @@ from backend.accounts.models import Role, Unit, User
 from backend.accounts.signatures import signature_sign
 from backend.events.services import unit_sequence_ensure
 from backend.records import services
-from backend.records.actions import ACTIONS
+from backend.records.actions import ACTIONS, APPROVE, REJECT, SEND_BACK
 from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
 from backend.records.selectors import free_crates_in_storage
@@ -26,9 +26,9 @@ DEMO_UNITS = [("north", "North archive"), ("south", "South archive"), ("east", "
 # The requests each unit gets per kind, by final status, and how to get there.
 STATUS_PATHS = {
     RequestStatus.PENDING: [],
-    RequestStatus.APPROVED: ["approve"],
-    RequestStatus.REJECTED: ["reject"],
-    RequestStatus.SENT_BACK: ["send_back"],
+    RequestStatus.APPROVED: [APPROVE.name],
+    RequestStatus.REJECTED: [REJECT.name],
+    RequestStatus.SENT_BACK: [SEND_BACK.name],
 }
 
 
