@@ -22,6 +22,15 @@ def users_access(user_ids: list[str]) -> dict[str, tuple[bool, str | None]]:
     return {str(uid): (active, str(unit) if unit else None) for uid, active, unit in rows}
 
 
+def presence_profile(user_id: str) -> tuple[str, str, str] | None:
+    """(username, full name, role) of a presence-enabled connection's user."""
+    row = User.objects.filter(id=user_id).values_list("username", "first_name", "last_name", "role").first()
+    if row is None:
+        return None
+    username, first, last, role = row
+    return username, f"{first} {last}".strip(), role
+
+
 def locked_out_usernames(usernames=None) -> set[str]:
     """Usernames locked out now from at least one address: django-axes counts failures per
     (username, address) pair, and a pair is locked when its records within the cool-off add up to

@@ -92,3 +92,26 @@ def request_contributors(entity: str, requests: Iterable[BaseRequest]) -> dict[u
     for record_id, actor_id in rows.distinct():
         found[record_id].add(actor_id)
     return found
+
+
+def mine_request_ids(user_id: str, unit_id: str, limit: int) -> set[str]:
+    """Ids of the unit's requests the user created or last decided, and of those they sent back
+    (a resubmit clears `decided_by`; the send-back record keeps who): a `mine` filter's start. At
+    most `limit` ids in all: each query reads only what the ones before it left of the budget."""
+    ids: set[str] = set()
+    mine = Q(created_by_id=user_id) | Q(decided_by_id=user_id)
+    for kind in REQUEST_KINDS.values():
+        if len(ids) >= limit:
+            return ids
+        in_unit = Q(unit_id=unit_id)
+        if kind.model is TransferRequest:
+            in_unit |= Q(destination_unit_id=unit_id)
+        rows = kind.model.objects.filter(mine & in_unit).order_by("-created_at").values_list("id", flat=True)
+        ids.update(str(pk) for pk in rows[: limit - len(ids)])
+    if len(ids) < limit:
+        sent_back = (
+            SendBackRecord.objects.filter(created_by_id=user_id, unit_id=unit_id)
+            .order_by("-created_at").values_list("request_id", flat=True)
+        )
+        ids.update(str(pk) for pk in sent_back[: limit - len(ids)])
+    return ids

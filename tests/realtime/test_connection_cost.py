@@ -322,4 +322,4 @@ async def test_a_flood_of_mine_subscribes_reads_the_users_requests_once(unit_a, 
     await ws.disconnect()
 
     # then the user's requests were read once (the positive control: once, not never)
-    assert trips.count("_mine_request_ids") == 1, trips
+    assert trips.count("mine_request_ids") == 1, trips
