@@ -100,7 +100,7 @@ class CrateUnavailable(DomainError):
     status_code = status.HTTP_409_CONFLICT
 
 
-class ServiceUnavailable(DomainError):
+class BrokerUnavailable(DomainError):
     code = "broker_unavailable"
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 

@@ -10,7 +10,7 @@ import logging
 
 from kombu.exceptions import OperationalError
 
-from backend.common.errors import ServiceUnavailable
+from backend.common.errors import BrokerUnavailable
 
 from . import registry
 from .celery_app import app
@@ -43,13 +43,13 @@ def send(job: Job) -> None:
 
 def enqueue(job: Job) -> None:
     """Send a new job's task once its row has committed. If the broker cannot take it, the job row
-    is removed again and ServiceUnavailable (503) is raised: nothing is left half-created."""
+    is removed again and BrokerUnavailable (503) is raised: nothing is left half-created."""
     try:
         send(job)
     except BROKER_ERRORS as exc:
         logger.error("job %s not enqueued, broker unavailable: %s", job.id, exc)
         Job.objects.filter(id=job.id, status=JobStatus.QUEUED).delete()
-        raise ServiceUnavailable("The job queue is unavailable; nothing was changed. Try again shortly.") from exc
+        raise BrokerUnavailable("The job queue is unavailable; nothing was changed. Try again shortly.") from exc
 
 
 def broker_task_ids() -> tuple[set[str], set[str]]:

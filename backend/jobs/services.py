@@ -88,7 +88,7 @@ def job_submit(
 
     The job belongs to `unit_id`, the unit of what it changes (default: the actor's unit; a
     superuser has none, so its jobs must name the unit). If the broker cannot take the task, the
-    job row is removed again and the caller gets ServiceUnavailable (503).
+    job row is removed again and the caller gets BrokerUnavailable (503).
     """
     client = current_origin()
     job = Job(
