@@ -48,7 +48,9 @@ def test_a_model_query_in_the_realtime_tier_breaks_them(tmp_path):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "static", "templates"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     planted = tmp_path / "realtime" / "selectors.py"
-    planted.write_text(planted.read_text() + "\n\ndef _planted():\n    from backend.records.models import Crate\n\n    return Crate\n")
+    planted.write_text(
+        planted.read_text() + "\n\ndef _planted():\n    from backend.records.models import Crate\n\n    return Crate\n"
+    )
 
     # when the contracts are checked, then the realtime tier's rule fails, naming the import
     result = _lint(tmp_path)
