@@ -74,8 +74,10 @@ async def authenticate(query: dict[str, list[str]]) -> Identity:
         consumed = await ticket_consume(ticket)
         if consumed is None:
             raise AuthFailed("ticket_invalid")
-        user_id, expires_at, stamp = consumed
-        user = await _active_user(user_id, None, check_claim=False)
+        user_id, expires_at, stamp, unit_claim, role_claim = consumed
+        user = await _active_user(user_id, unit_claim, check_claim=True)
+        if role_claim and role_claim != user.role:
+            raise AuthFailed("role_changed")  # bought before a role change
         if not password_matches({api_settings.REVOKE_TOKEN_CLAIM: stamp}, user):
             raise AuthFailed("password_changed")  # bought before a password change
     elif token:

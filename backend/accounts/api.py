@@ -102,7 +102,8 @@ class WsTicketView(APIView):
     def post(self, request):
         ticket = ticket_issue(
             user_id=str(request.user.id), access_exp=int(request.auth["exp"]),
-            stamp=str(request.auth.get(api_settings.REVOKE_TOKEN_CLAIM, "")),
+            stamp=str(request.auth.get(api_settings.REVOKE_TOKEN_CLAIM, "")), unit_id=request.auth.get("unit_id"),
+            role=str(request.auth.get("role") or ""),
         )
         return Response(
             {"ticket": ticket, "expires_in": settings.WS_TICKET_TTL_SECONDS}, status=status.HTTP_201_CREATED

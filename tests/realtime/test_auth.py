@@ -150,7 +150,8 @@ def test_an_expired_ticket_is_refused(daphne, unit_a, settings):
     # given a ticket that lives one second, and has expired
     settings.WS_TICKET_TTL_SECONDS = 1
     ticket = ticket_issue(
-        user_id=str(unit_a.approver.id), access_exp=int(time.time()) + 600, stamp=password_stamp(unit_a.approver)
+        user_id=str(unit_a.approver.id), access_exp=int(time.time()) + 600, stamp=password_stamp(unit_a.approver),
+        unit_id=str(unit_a.approver.unit_id),
     )
     keys = redis.Redis.from_url(settings.KEYS_REDIS_URL)
     assert keys.pttl(PREFIX + ticket) <= 1000  # (-2 if a slow machine already let it expire)

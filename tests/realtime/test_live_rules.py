@@ -29,7 +29,9 @@ def test_the_connection_closes_4002_when_its_token_expires(daphne, unit_a):
     token["unit_id"] = unit_a.id
     token.set_exp(lifetime=timedelta(seconds=6))
     expires_at = float(token["exp"])
-    ticket = ticket_issue(user_id=str(user.id), access_exp=int(expires_at), stamp=password_stamp(user))
+    ticket = ticket_issue(
+        user_id=str(user.id), access_exp=int(expires_at), stamp=password_stamp(user), unit_id=str(user.unit_id)
+    )
 
     async def closed(ws):
         result = await close_code(ws)

@@ -23,7 +23,9 @@ def test_tokens_and_tickets_never_appear_in_the_daphne_log(spawn_daphne, unit_a,
     user = unit_a.approver
     good_token = unit_a.token(user)
     bad_token = good_token[:-6] + "AAAAAA"
-    good_ticket = ticket_issue(user_id=str(user.id), access_exp=2_000_000_000, stamp=password_stamp(user))
+    good_ticket = ticket_issue(
+        user_id=str(user.id), access_exp=2_000_000_000, stamp=password_stamp(user), unit_id=str(user.unit_id)
+    )
     bad_ticket = "unknownTicket0123456789abcdefghijklmnopqrstuv"
 
     async def scenario():

@@ -18,7 +18,9 @@ from backend.audit.models import AuditEntry
 from realtime.auth import AuthFailed, authenticate
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+# Transactional: the ticket is checked as the handshake checks it, by the realtime pool in another
+# thread and connection, which sees only what committed.
+pytestmark = pytest.mark.django_db(transaction=True)
 NEW_PASSWORD = "a-quite-new-password-2026"
 
 
