@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import signal
 import sys
@@ -34,6 +33,8 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.bench import wsclient
+from tests.bench.sustained import bench_environment
+from tests.support import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results"
@@ -71,49 +72,17 @@ def parse_args(argv=None):
 
 # --- the Daphne, as the Procfile runs it ------------------------------------------------------
 
-_DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
 def procfile_web_command(port: int, procfile: Path = ROOT / "Procfile") -> list[str]:
     """The Procfile's `web` command (after scripts/respawn's `--`), on `port`, with this Python."""
-    line = next(line for line in procfile.read_text().splitlines() if line.startswith("web:"))
-    command = line.split(" -- ", 1)[1]
-    values = {"WEB_PORT": str(port), "BIND": "127.0.0.1"}
-    command = _DEFAULT.sub(lambda m: values.get(m.group(1), m.group(2)), command)
-    args = command.split()
+    args = processes.procfile_web_command(procfile, WEB_PORT=str(port), BIND="127.0.0.1")
     assert args[0] == "python", args
     return [sys.executable, *args[1:]]
 
 
 def prepare(args) -> dict[str, str]:
-    import psycopg
-    import redis
-
-    name = args.database_url.rsplit("/", 1)[1]
-    if not args.database_url.startswith("postgres") or not name.startswith(DATABASE_NAME):
-        sys.exit(f"--database-url must be a PostgreSQL database named {DATABASE_NAME}*: it is dropped and created")
-    base = args.redis_url.rstrip("/")
-    if base.endswith(":6379"):
-        sys.exit("refusing to flush the shared Redis on 6379: give --redis-url of a server of your own")
-    env = {
-        "DJANGO_SETTINGS_MODULE": "backend.config.settings.base",
-        "DATABASE_URL": args.database_url,
-        "REDIS_URL": base,
-        "CELERY_BROKER_URL": f"{base}/0",
-        "CHANNEL_LAYER_URL": f"{base}/1",
-        "KEYS_REDIS_URL": f"{base}/2",
-        "DEBUG": "false",
-        "LOG_LEVEL": "WARNING",
-        "JWT_ACCESS_MINUTES": "1440",
-        "PYTHONUNBUFFERED": "1",
-    }
-    os.environ.update(env)
-    for db in (0, 1, 2):
-        redis.Redis.from_url(f"{base}/{db}").flushdb()
-    with psycopg.connect(args.database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return {**os.environ, **env}
+    return bench_environment(args, DATABASE_NAME, {"LOG_LEVEL": "WARNING", "JWT_ACCESS_MINUTES": "1440"})
 
 
 def seed(args) -> list[str]:

@@ -123,13 +123,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare(args) -> dict[str, str]:
+def bench_environment(args, database_name: str, extra: dict[str, str]) -> dict[str, str]:
+    """A benchmark's own PostgreSQL database (dropped and created) and Redis server (databases 0-2
+    flushed), refusing anything shared; returns the processes' environment, `extra` included."""
     import psycopg
     import redis
 
     name = args.database_url.rsplit("/", 1)[1]
-    if not args.database_url.startswith("postgres") or not name.startswith(DATABASE_NAME):
-        sys.exit(f"--database-url must be a PostgreSQL database named {DATABASE_NAME}*: it is dropped and created")
+    if not args.database_url.startswith("postgres") or not name.startswith(database_name):
+        sys.exit(f"--database-url must be a PostgreSQL database named {database_name}*: it is dropped and created")
     base = args.redis_url.rstrip("/")
     if base.endswith(":6379"):
         sys.exit("refusing to flush the shared Redis on 6379: give --redis-url of a server of your own")
@@ -141,9 +143,8 @@ def prepare(args) -> dict[str, str]:
         "CHANNEL_LAYER_URL": f"{base}/1",
         "KEYS_REDIS_URL": f"{base}/2",
         "DEBUG": "false",
-        "JWT_ACCESS_MINUTES": "240",
         "PYTHONUNBUFFERED": "1",
-        "WORKER_CONCURRENCY": str(args.workers),
+        **extra,
     }
     os.environ.update(env)
     for db in (0, 1, 2):
@@ -151,10 +152,17 @@ def prepare(args) -> dict[str, str]:
     with psycopg.connect(args.database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+    return {**os.environ, **env}
+
+
+def prepare(args) -> dict[str, str]:
+    import psycopg
+
+    env = bench_environment(args, DATABASE_NAME, {"JWT_ACCESS_MINUTES": "240", "WORKER_CONCURRENCY": str(args.workers)})
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {BASELINE_TABLE} (id uuid PRIMARY KEY, client int NOT NULL, "
                      "at timestamptz NOT NULL DEFAULT now())")
-    return {**os.environ, **env}
+    return env
 
 
 def seed(args) -> dict:

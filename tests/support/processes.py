@@ -86,9 +86,9 @@ class LiveProcess:
         self._log.close()
 
 
-def procfile_web_command(**values: str) -> list[str]:
+def procfile_web_command(procfile: Path = ROOT / "Procfile", **values: str) -> list[str]:
     """The Procfile's `web` command (what `make up` runs), its ${VAR:-default}s filled from `values`."""
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    line = next(line for line in procfile.read_text().splitlines() if line.startswith("web:"))
     command = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: values.get(m.group(1), m.group(2)), line[len("web:"):])
     words = shlex.split(command)
     # `scripts/respawn web -- ...`: what runs is after the `--` (compose restarts containers itself)
