@@ -88,8 +88,8 @@ lock: venv
 # million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look).
 AUDIT_BENCH_ENTRIES ?= 1000000
 bench: venv redis
-	$(BIN)/python -m tests.bench $(BENCH_ARGS)
-	$(BIN)/python -m tests.bench.audit --entries $(AUDIT_BENCH_ENTRIES)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.audit --entries $(AUDIT_BENCH_ENTRIES)
 
 # Clients that come and go (issue 34): rounds of 1,000 connect/close cycles against one Daphne run as
 # the Procfile's web line, its memory census read after each round. It needs a Redis server of its
@@ -97,7 +97,7 @@ bench: venv redis
 # look: `make bench-soak SOAK_ARGS="--cycles 10000"`.
 SOAK_REDIS_URL ?= redis://127.0.0.1:6386
 bench-soak: venv
-	$(BIN)/python -m tests.bench.soak --redis-url $(SOAK_REDIS_URL) $(SOAK_ARGS)
+	$(BIN)/python -m bench.soak --redis-url $(SOAK_REDIS_URL) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles test-artifacts

@@ -10,7 +10,7 @@
 - with tracemalloc tracing (`PYTHONTRACEMALLOC=25`), dump a snapshot next to the line
   (`<path>.<n>.tracemalloc`) for `tracemalloc.Snapshot.load(...).compare_to(...)`.
 
-The soak benchmark (`python -m tests.bench.soak`) reads these between rounds of clients coming and
+The soak benchmark (`python -m bench.soak`) reads these between rounds of clients coming and
 going; docs/performance.md ("Clients that come and go") names what it found. A census walks every
 object (~0.1 s at a few hundred thousand): it is a diagnostic, never on in production.
 """

@@ -13,7 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 from rest_framework.test import APIClient
 
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 
 

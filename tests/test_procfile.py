@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, wait_for_port
+from bench.processes import ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 

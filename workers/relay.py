@@ -3,7 +3,7 @@ seconds, also after a crash:
 
 - every event that committed is published: each OUTBOX_SWEEP_SECONDS it publishes whatever stayed
   unpublished past OUTBOX_SWEEP_GRACE_SECONDS (the committing process died between COMMIT and
-  publish, or Redis was away); backend/events/relay.outbox_sweep;
+  publish, or Redis was away); backend/events/outbox.outbox_sweep;
 - every job gets run: each JOB_RESCUE_SECONDS it re-enqueues jobs whose task no worker will run (the
   message was lost, or its worker died); backend/jobs/services.jobs_rescue;
 - every unit stream whose seq went backwards (a restored database) gets a new epoch, so no client
@@ -43,7 +43,7 @@ from django.db import close_old_connections  # noqa: E402
 
 from backend.events.epochs import streams_watch  # noqa: E402
 from backend.events.metrics import relay_process_name, relay_round_save, relay_task_save  # noqa: E402
-from backend.events.relay import outbox_sweep  # noqa: E402
+from backend.events.outbox import outbox_sweep  # noqa: E402
 from backend.jobs.services import jobs_rescue  # noqa: E402
 
 logger = logging.getLogger("workers.relay")

@@ -11,7 +11,7 @@ Django is set up before Celery imports this module (Celery's Django fix-up), so 
 import logging
 
 from backend.audit.checkpoints import checkpoints_write
-from backend.events.relay import outbox_prune
+from backend.events.outbox import outbox_prune
 from backend.jobs import registry
 from backend.jobs.registry import JobKind
 from backend.jobs.services import job_execute, jobs_prune

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from . import schema
 from .models import OutboxEvent, UnitSequence
-from .relay import outbox_publish
+from .outbox import outbox_publish
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from backend.jobs.services import job_submit
 from . import selectors, services
 from .actions import SEND_BACK
 from .decisions import Decision, decide_one
-from .jobs import RELOCATE
+from .job_kinds import RELOCATE
 from .models import (
     Crate,
     CrateStatus,

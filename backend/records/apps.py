@@ -8,6 +8,6 @@ class RecordsConfig(AppConfig):
     def ready(self) -> None:
         from backend.jobs import registry
 
-        from .jobs import KINDS
+        from .job_kinds import KINDS
 
         registry.register(*KINDS)

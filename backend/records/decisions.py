@@ -24,7 +24,7 @@ from backend.common.errors import ValidationFailed
 from backend.jobs.models import Job
 from backend.jobs.services import bulk_check, job_submit
 
-from .jobs import BULK_KINDS, TRANSITION_KINDS
+from .job_kinds import BULK_KINDS, TRANSITION_KINDS
 from .lifecycle import REQUEST_KINDS, Transition, request_kind
 from .models import BaseRequest
 from .services import request_transition_check, transition_precheck

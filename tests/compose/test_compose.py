@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from bench.processes import procfile_web_command
 from tests.support.deploy import (
     COMPOSE,
     COMPOSE_FILE,
@@ -21,7 +22,6 @@ from tests.support.deploy import (
     rendered_compose,
     tool,
 )
-from tests.support.processes import procfile_web_command
 
 APP_SERVICES = {"migrate", "static", "web", "worker", "relay", "beat", "flower"}
 ONE_SHOT = {"migrate", "static"}

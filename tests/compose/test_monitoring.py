@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import processes
+from bench import processes
 from tests.support.deploy import (
     COMPOSE,
     NGINX_CONF,

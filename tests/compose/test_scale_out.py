@@ -27,7 +27,7 @@ from backend.jobs import registry
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.services import job_submit
 from backend.records.models import Crate
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.deploy import in_own_connection
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request

@@ -20,7 +20,7 @@ import redis
 
 from backend.jobs.models import Job, JobStatus
 from backend.records.models import RequestStatus, WithdrawalRequest
-from tests.support import processes
+from bench import processes
 from tests.support.deploy import ROOT, make_approver, production_secrets
 from tests.support.factories import PASSWORD, CrateFactory, UserFactory, make_request
 from tests.support.signing import signed

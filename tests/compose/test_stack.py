@@ -25,7 +25,7 @@ from backend.jobs.models import Job, JobStatus
 from backend.jobs.services import job_submit
 from backend.records import services
 from backend.records.models import RequestStatus
-from tests.support import processes
+from bench import processes
 from tests.support.deploy import (
     COMPOSE,
     NGINX_CONF,

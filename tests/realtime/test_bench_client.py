@@ -1,4 +1,4 @@
-"""The benchmark's own WebSocket client (`tests/bench/wsclient.py`) against a real Daphne: what
+"""The benchmark's own WebSocket client (`bench/wsclient.py`) against a real Daphne: what
 `make bench` reports is only as true as what this client reads. It must get the greeting, every
 update in order, answer the server's pings (or Daphne drops it and the benchmark measures
 reconnects), connect from the local address it is given, and report a refused handshake."""
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.bench import wsclient
+from bench import wsclient
 from tests.support.realtime import relocate_async
 from tests.support.ws import ws_url
 

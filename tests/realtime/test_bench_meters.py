@@ -1,4 +1,4 @@
-"""The benchmark's own meters (tests/bench/realtime.py): CPU time read finer than /proc's 10 ms
+"""The benchmark's own meters (bench/realtime.py): CPU time read finer than /proc's 10 ms
 ticks, and the client processes' scheduling policy, set in their own process only."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.bench.realtime import cpu_seconds
+from bench.realtime import cpu_seconds
 
 BUSY = (
     "import time\nt = time.process_time()\nwhile time.process_time() - t < {seconds}: pass\n"
@@ -36,7 +36,7 @@ def test_cpu_seconds_reads_another_processes_cpu_time_below_a_clock_tick():
 def test_client_scheduling_sets_the_policy_of_its_own_process_only(policy, expected):
     # (and the client processes it spawns afterwards inherit it)
     code = (
-        "import os, subprocess, sys\nfrom tests.bench.realtime import client_scheduling\n"
+        "import os, subprocess, sys\nfrom bench.realtime import client_scheduling\n"
         f"print(client_scheduling({policy!r}), os.sched_getscheduler(0))\n"
         "child = [sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))']\n"
         "print(subprocess.run(child, capture_output=True, text=True).stdout.strip())"

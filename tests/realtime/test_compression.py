@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.support import processes
+from bench import processes
 from tests.support.realtime import relocate_async
 from tests.support.ws import collect_updates, connect, recv_json
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from django.db import connection
 
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.pipeline import requires_postgres
 from tests.support.realtime import make_world

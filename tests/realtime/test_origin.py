@@ -13,7 +13,7 @@ import asyncio
 import pytest
 import websockets
 
-from tests.support import processes
+from bench import processes
 from tests.support.ws import connect, recv_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

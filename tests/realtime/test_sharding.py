@@ -11,7 +11,7 @@ import redis
 from channels_redis.utils import _consistent_hash
 
 from backend.events.groups import unit_group_name
-from tests.support import processes
+from bench import processes
 from tests.support.realtime import PUBSUB_LAYER, SeqClient, hub_filled, make_world, relocate, unit_seq
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

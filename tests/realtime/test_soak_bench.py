@@ -1,11 +1,11 @@
-"""The soak benchmark's own arithmetic and set-up (tests/bench/soak.py): it starts the Daphne the
+"""The soak benchmark's own arithmetic and set-up (bench/soak.py): it starts the Daphne the
 Procfile starts, and its per-cycle figure is a least-squares slope over the rounds after the first."""
 
 from __future__ import annotations
 
 import sys
 
-from tests.bench.soak import grown_types, procfile_web_command, slope, summarize
+from bench.soak import grown_types, procfile_web_command, slope, summarize
 
 
 def test_the_daphne_is_started_with_the_procfiles_web_flags(tmp_path):

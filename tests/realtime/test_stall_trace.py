@@ -264,7 +264,7 @@ def test_daphne_collects_generation_1_after_every_second_young_collection(gc_res
 
 
 def test_the_benchmark_sums_up_a_daphnes_trace_from_its_log():
-    from tests.bench.realtime import stall_trace
+    from bench.realtime import stall_trace
 
     log = "\n".join([
         "2026-12-02 07:37:40,732 WARNING realtime.hub event loop stalled 229 ms with 0 connections",
@@ -312,7 +312,7 @@ def test_a_real_daphnes_sliced_reaping_pass_kills_an_application_that_outlives_i
 
 
 def test_the_bench_splits_the_hubs_own_commit_to_handover_from_two_readings():
-    from tests.bench.realtime import server_side_latency
+    from bench.realtime import server_side_latency
 
     # given two readings of the hubs' summed histograms (bucket upper bound in seconds: observations)
     before = {"0.05": 100.0, "0.1": 10.0, "0.25": 0.0, "+Inf": 0.0}
@@ -326,9 +326,9 @@ def test_the_bench_splits_the_hubs_own_commit_to_handover_from_two_readings():
 
 
 def test_the_benchmark_sums_up_the_workers_late_publishes_from_its_log():
-    from tests.bench.realtime import publish_trace
+    from bench.realtime import publish_trace
 
-    line = ("2026-12-05 04:51:51,707 WARNING backend.events.relay 2 event(s) (unit u seq 7 .. unit u seq 8) reached "
+    line = ("2026-12-05 04:51:51,707 WARNING backend.events.outbox 2 event(s) (unit u seq 7 .. unit u seq 8) reached "
             "the channel layer {} ms after they were written: {} ms before the send (the rest of the transaction, "
             "COMMIT), {} ms the send")
     log = "\n".join([line.format(61, 58, 3), "2026-12-05 04:51:52,000 WARNING other", line.format(140, 12, 128)])

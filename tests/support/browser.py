@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from bench.processes import ARTIFACTS, start_daphne
 from tests.support.factories import PASSWORD
-from tests.support.processes import ARTIFACTS, start_daphne
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -25,7 +25,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from backend.accounts.models import Role
-from tests.support import processes
+from bench import processes
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory
 
 ROOT = processes.ROOT

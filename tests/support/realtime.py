@@ -20,7 +20,7 @@ from backend.accounts.models import Role, Unit, User
 from backend.events.models import UnitSequence
 from backend.records import services
 from backend.records.models import Crate
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory
 from tests.support.ws import connect

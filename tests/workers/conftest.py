@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support import processes
+from bench import processes
 from tests.support.layer import LayerListener
 from tests.support.pipeline import SHORT_TIME_LIMIT, SHORT_VISIBILITY_TIMEOUT
 

@@ -14,7 +14,7 @@ from backend.audit import db as audit_db
 from backend.audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from backend.notifications.models import Notification
 from backend.records import services
-from tests.support import processes
+from bench import processes
 from tests.support.factories import UnitFactory, unit_staff
 from tests.support.pipeline import wait_until
 

@@ -12,7 +12,7 @@ import pytest
 from backend.accounts.models import Role
 from backend.jobs.models import Job
 from backend.records.models import RequestStatus, WithdrawalRequest
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import wait_until

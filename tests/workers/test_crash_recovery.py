@@ -22,7 +22,7 @@ from backend.accounts.models import Role
 from backend.events.models import OutboxEvent, UnitSequence
 from backend.jobs.models import Job, JobStatus
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
-from tests.support import processes
+from bench import processes
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import SHORT_VISIBILITY_TIMEOUT, wait_until
 from tests.support.queues import enqueue_on

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from backend.jobs.models import Job, JobStatus
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 from tests.support.pipeline import requires_postgres, wait_until

@@ -18,7 +18,7 @@ from backend.audit.models import AuditEntry
 from backend.config.settings.base import redis_db_url
 from backend.jobs.models import Job, JobOutcome
 from backend.records.models import Crate, CrateStatus, RequestStatus, WithdrawalRequest
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import wait_until

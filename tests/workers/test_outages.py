@@ -21,7 +21,7 @@ import redis
 from backend.accounts.models import Role
 from backend.jobs.models import Job, JobOutcome, JobStatus
 from backend.records.models import Crate, RequestStatus, WithdrawalRequest
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.pipeline import wait_until
@@ -187,7 +187,7 @@ def test_a_job_whose_worker_died_is_sent_again_long_before_the_visibility_timeou
 
 def _submit_approval(approver, request) -> str:
     from backend.jobs.services import job_submit
-    from backend.records.jobs import TRANSITION_KINDS
+    from backend.records.job_kinds import TRANSITION_KINDS
 
     params = {"signature_id": str(sign(approver, "withdrawal", "approve")), "versions": {str(request.id): request.version}}
     return job_submit(actor=approver, kind=TRANSITION_KINDS["withdrawal", "approve"], targets=[request.id], params=params).id

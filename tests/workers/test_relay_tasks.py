@@ -15,7 +15,7 @@ from backend.events.metrics import RELAY_TASK_KEY_PREFIX
 from backend.events.models import OutboxEvent
 from backend.jobs.models import JobStatus
 from backend.records import services
-from tests.support import processes
+from bench import processes
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory
 from tests.support.pipeline import wait_until
 from tests.workers.test_outages import FAST_RESCUE, _finished, _post
@@ -37,7 +37,7 @@ def test_the_rescue_still_rescues_while_the_sweeps_redis_is_down(live_env, redis
     unit = UnitFactory()
     store = UserFactory(unit=unit, role=Role.STORE)
     crate, other = CrateFactory(unit=unit), CrateFactory(unit=unit)
-    with mock.patch("backend.events.relay.unit_events_send", side_effect=ConnectionError("layer away")):
+    with mock.patch("backend.events.outbox.unit_events_send", side_effect=ConnectionError("layer away")):
         services.crate_relocate(actor=store, crate_id=other.id, location="Unpublished")
     assert OutboxEvent.objects.filter(unit=unit, published_at__isnull=True).count() == 1
     # and a job whose message the broker lost (queued through a Daphne on a broker of the test's own)

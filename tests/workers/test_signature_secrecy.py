@@ -20,7 +20,7 @@ from django.contrib.auth.hashers import make_password
 
 from backend.accounts.models import Role
 from backend.jobs.models import Job
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.pipeline import wait_until

@@ -19,7 +19,7 @@ from backend.audit.models import AuditEntry, AuditPurge
 from backend.audit.selectors import audit_verify
 from backend.audit.services import audit_purge
 from backend.events.models import OutboxEvent
-from backend.events.relay import outbox_prune
+from backend.events.outbox import outbox_prune
 from backend.records import services
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 

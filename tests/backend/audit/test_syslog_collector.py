@@ -14,8 +14,8 @@ import pytest
 from backend.audit.checkpoints import checkpoints_write
 from backend.audit.selectors import audit_verify
 from backend.records import services
+from bench.processes import free_port
 from tests.support.factories import UnitFactory, unit_staff
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.django_db
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"

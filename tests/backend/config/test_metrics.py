@@ -33,7 +33,7 @@ from backend.jobs.heartbeats import worker_alive, worker_gone
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.registry import JobKind
 from backend.records import services
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import UnitFactory, UserFactory
 from tests.support.realtime import failed_connection, make_world, relocate_async

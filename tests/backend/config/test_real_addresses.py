@@ -9,7 +9,7 @@ from django.core.cache import cache
 
 from backend.accounts.models import Role
 from backend.audit.models import AuditEntry
-from tests.support import processes
+from bench import processes
 from tests.support.auth import access_token
 from tests.support.factories import UnitFactory, UserFactory
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from backend.events import relay
 from backend.records import services
-from tests.bench.realtime import publish_trace
+from bench.realtime import publish_trace
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,7 +16,7 @@ from backend.events.models import OutboxEvent
 from backend.jobs.models import Job, JobOutcome, JobStatus
 from backend.jobs.services import job_execute
 from backend.records.models import RequestStatus, WithdrawalRequest
-from tests.support import processes
+from bench import processes
 from tests.support.factories import UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.queues import enqueue_on
 from tests.support.signing import decided, sign, signed, transition_now

@@ -18,7 +18,7 @@ from backend.common.faults import InjectedFault, parse_fault_points
 from backend.jobs.models import Job, JobOutcome, JobStatus
 from backend.jobs.services import job_execute, jobs_prune
 from backend.records.bulk_api import BulkThrottle
-from backend.records.jobs import RELOCATE
+from backend.records.job_kinds import RELOCATE
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, pending_requests_fast
 from tests.support.signing import decided, signed
 

@@ -19,7 +19,7 @@ from backend.common.errors import SignatureInvalid, SignatureLocked
 from backend.jobs.services import job_execute, job_fail, job_submit
 from backend.notifications.models import Notification
 from backend.notifications.services import Draft, notify
-from backend.records.jobs import RELOCATE, TRANSITION_KINDS
+from backend.records.job_kinds import RELOCATE, TRANSITION_KINDS
 from backend.records.services.notices import destruction_due_notify
 from tests.support.factories import (
     CrateFactory,

@@ -1,11 +1,11 @@
 """The relay as a process against the relay as a Celery task on beat's schedule, both run for real.
 
-    python -m tests.bench.relay [--idle-seconds 60] [--trials 20] [--redis-url ...] [--database-url ...]
+    python -m bench.relay [--idle-seconds 60] [--trials 20] [--redis-url ...] [--database-url ...]
 
 (a) the current design: `python -m workers.relay` (a loop, a round every OUTBOX_SWEEP_SECONDS),
     beside the worker and beat as the Procfile starts them (beat then schedules the hourly prunes);
 (b) the former design: beat sends an `outbox.sweep` task every 2 s (its schedule and task as they
-    were, defined here only: `celery -A tests.bench.relay:former_app`) to the same worker; no relay.
+    were, defined here only: `celery -A bench.relay:former_app`) to the same worker; no relay.
 
 For each: CPU seconds per minute of every process involved while there is nothing to publish, the
 Redis commands and database transactions they cause in that time, and the sweep tasks the worker
@@ -35,7 +35,7 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 DATABASE_PREFIX = "records_bench_relay"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_PREFIX}"
@@ -49,11 +49,11 @@ SECONDS_PER_DAY = 86_400
 def _former_app():
     """The project's Celery app (workers.celery, as the Procfile runs it) with the former schedule
     added back: an `outbox.sweep` task every 2 s (expiring after 10 s, on `default`), declared with
-    the project's task decorator as it was. Only `celery -A tests.bench.relay:former_app` builds it."""
+    the project's task decorator as it was. Only `celery -A bench.relay:former_app` builds it."""
     import django
 
     django.setup()
-    from backend.events.relay import outbox_sweep
+    from backend.events.outbox import outbox_sweep
     from workers.base import records_task
     from workers.celery import app
 
@@ -72,7 +72,7 @@ def _former_app():
 
 
 def __getattr__(name: str):
-    # Celery resolves `-A tests.bench.relay:former_app` with getattr: build the app only then, so
+    # Celery resolves `-A bench.relay:former_app` with getattr: build the app only then, so
     # importing this module (to run the benchmark) sets nothing up.
     if name == "former_app":
         return _former_app()
@@ -84,7 +84,7 @@ def __getattr__(name: str):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m tests.bench.relay", description=__doc__.split("\n\n")[0],
+        prog="python -m bench.relay", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--idle-seconds", type=float, default=60.0, help="idle CPU window per design")
@@ -102,8 +102,8 @@ def parse_args(argv=None):
 
 def prepare(args) -> tuple[dict[str, str], object]:
     """Environment for every process, a private Redis if none was given, a fresh migrated database."""
-    from tests.bench.realtime import reset_stores
-    from tests.support.processes import RedisServer
+    from bench.processes import RedisServer
+    from bench.realtime import reset_stores
 
     name = args.database_url.rsplit("/", 1)[1]
     if not args.database_url.startswith("postgres") or not name.startswith(DATABASE_PREFIX):
@@ -148,9 +148,9 @@ def prepare(args) -> tuple[dict[str, str], object]:
 
 def start_design(design: str, env: dict[str, str], schedule_dir: Path) -> dict:
     """The processes of one design, started with the Procfile's flags; returns {role: LiveProcess}."""
-    from tests.support.processes import LiveProcess
+    from bench.processes import LiveProcess
 
-    app = "workers.celery" if design == "a" else "tests.bench.relay:former_app"
+    app = "workers.celery" if design == "a" else "bench.relay:former_app"
     procs = {}
     try:
         procs["worker"] = LiveProcess(f"bench-relay-{design}-worker", [

@@ -1,4 +1,4 @@
-"""Channel layer comparison on our fan-out path: `python -m tests.bench.channel_layers`.
+"""Channel layer comparison on our fan-out path: `python -m bench.channel_layers`.
 
 What the realtime tier asks of its channel layer is narrow (docs/realtime.md, "The hub"): one
 receiving channel per Daphne process (the hub), joined to the `unit_<id>` groups of the units its
@@ -15,7 +15,7 @@ channels_redis.pubsub.RedisPubSubChannelLayer, on a redis-server of its own (nev
     the core layer drops group messages beyond a channel's `capacity`);
   - latency: at a steady --rate messages/s for --seconds: send-to-receive p50 / p99 / max.
 
-Usage: python -m tests.bench.channel_layers [--receivers 1 4 8] [--units 10] [--seconds 5] [--rate 500]
+Usage: python -m bench.channel_layers [--receivers 1 4 8] [--units 10] [--seconds 5] [--rate 500]
 Prints a table and writes bench-results/channel-layers-<time>.json.
 """
 
@@ -36,7 +36,7 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 LAYERS = {
     "core": "channels_redis.core.RedisChannelLayer",
@@ -204,7 +204,7 @@ def start_redis() -> tuple[subprocess.Popen, int]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.channel_layers", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.channel_layers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--receivers", type=int, nargs="+", default=[1, 4, 8], help="hub processes")
     parser.add_argument("--units", type=int, default=10, help="unit groups every hub joins")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")

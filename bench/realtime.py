@@ -38,9 +38,9 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from tests.bench import wsclient
+from bench import wsclient
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 
 
@@ -218,7 +218,7 @@ def _raise_nofile() -> None:
 
 
 def start_stack(args, env):
-    from tests.support.processes import LOGS, LiveProcess, free_port, wait_for_port
+    from bench.processes import LOGS, LiveProcess, free_port, wait_for_port
 
     LOGS.mkdir(parents=True, exist_ok=True)
     daphnes = []
@@ -983,7 +983,7 @@ _LATE_PUBLISH = re.compile(r"reached the channel layer (\d+) ms after they were 
 
 
 def publish_trace(log_text: str) -> dict:
-    """What the worker logged of late publishes over the run (backend/events/relay.py): a change's
+    """What the worker logged of late publishes over the run (backend/events/outbox.py): a change's
     events that reached the channel layer over REALTIME_STALL_WARN_MS after their timestamp, as
     count and the longest with its split (before the send: the transaction's rest and COMMIT; the
     send)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 LOGS = ARTIFACTS / "logs"
 

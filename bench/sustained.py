@@ -1,7 +1,7 @@
 """Sustained state changes: many API clients, each submitting its next job-backed change as soon as
 its previous one has reached it over the WebSocket, against a bare-Celery baseline (issue 18).
 
-    python -m tests.bench.sustained [--clients 50] [--seconds 60] [--workers 2] [--units 10]
+    python -m bench.sustained [--clients 50] [--seconds 60] [--workers 2] [--units 10]
 
 Starts the real stack as the Procfile runs it (one Daphne with its flags, one Celery worker
 `-Q default,bulk --concurrency N` prefork, the relay) on the PostgreSQL database
@@ -18,7 +18,7 @@ one crate per client, then runs two phases of --seconds each (after --warmup sec
     crate after the POST was sent is the change; afterwards the Job rows are checked (every job
     succeeded, each crate's result versions consecutive) and each socket's seqs gap-free.
 (2) baseline: the same clients send a bench-only Celery task (defined here, `bench.sustained.noop`,
-    registered on the same worker: `celery -A tests.bench.sustained:bench_app`, same flags) with a
+    registered on the same worker: `celery -A bench.sustained:bench_app`, same flags) with a
     job-like argument; it INSERTs one row (one transaction) and RPUSHes the id to a Redis list the
     client BLPOPs; then the next.
 
@@ -49,9 +49,9 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from tests.bench import wsclient
+from bench import wsclient
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 DATABASE_NAME = "records_bench_sustained"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
@@ -71,7 +71,7 @@ _done_redis = None
 def _bench_app():
     """The project's Celery app (workers.celery, every job kind's task) plus the baseline task,
     declared with the project's task decorator (late ack, retries, queue `default`). Only
-    `celery -A tests.bench.sustained:bench_app` builds it."""
+    `celery -A bench.sustained:bench_app` builds it."""
     import django
 
     django.setup()
@@ -107,7 +107,7 @@ def __getattr__(name: str):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tests.bench.sustained", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m bench.sustained", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--seconds", type=float, default=60.0, help="measured seconds per phase")
@@ -203,7 +203,7 @@ def seed(args) -> dict:
 
 def start_stack(args, env) -> dict:
     """Daphne, worker and relay with the Procfile's flags (the worker's app adds the baseline task)."""
-    from tests.support.processes import LiveProcess, free_port, wait_for_port
+    from bench.processes import LiveProcess, free_port, wait_for_port
 
     port = free_port()
     procs = {}
@@ -216,7 +216,7 @@ def start_stack(args, env) -> dict:
     ], env)
     wait_for_port(port, proc=procs["daphne"])
     procs["worker"] = LiveProcess("bench-sustained-worker", [
-        sys.executable, "-m", "celery", "-A", "tests.bench.sustained:bench_app", "worker", "-l", "info",
+        sys.executable, "-m", "celery", "-A", "bench.sustained:bench_app", "worker", "-l", "info",
         "-Q", "default,bulk", "--concurrency", str(args.workers), "-n", "bench-sustained@%h",
     ], env)
     procs["relay"] = LiveProcess("bench-sustained-relay", [sys.executable, "-m", "workers.relay"], env)
@@ -538,7 +538,7 @@ def summarise(path: Path, seconds: float, name: str) -> dict:
     for proc, frames, count in _stacks(path):
         leaf = frames[-1] if frames else "?"
         text = ";".join(frames)
-        in_task = "job_execute (" in text or "noop (tests/bench/sustained.py" in text
+        in_task = "job_execute (" in text or "noop (bench/sustained.py" in text
         idle = any(marker in leaf for marker in IDLE_LEAVES)
         if name == "worker" and ("workloop (" in text or proc.endswith("(main)")):
             # a child's main thread (billiard's workloop), not its channel-layer loop thread

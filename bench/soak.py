@@ -1,6 +1,6 @@
 """Clients that come and go: does a Daphne give back what a connection took once it has closed?
 
-    python -m tests.bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10]
+    python -m bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10]
 
 Starts one Daphne exactly as the Procfile's `web` line does (its flags, parsed from the Procfile) on
 the PostgreSQL database records_bench_soak (dropped and created) and a Redis server of the
@@ -32,11 +32,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from tests.bench import wsclient
-from tests.bench.sustained import bench_environment
-from tests.support import processes
+from bench import processes, wsclient
+from bench.sustained import bench_environment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 DATABASE_NAME = "records_bench_soak"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
@@ -45,7 +44,7 @@ TARGET_KB_PER_CYCLE = 0.5
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tests.bench.soak", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cycles", type=int, default=100_000, help="connect/close cycles in all")
     p.add_argument("--round", type=int, default=1000, help="clients per round: all connect, then all close")
@@ -323,8 +322,8 @@ def print_table(results: dict) -> None:
 
 
 def main(argv=None) -> None:
-    from tests.bench.realtime import stall_trace
-    from tests.support.processes import LiveProcess, free_port, wait_for_port
+    from bench.processes import LiveProcess, free_port, wait_for_port
+    from bench.realtime import stall_trace
 
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

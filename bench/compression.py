@@ -2,10 +2,10 @@
 with WS_DEFLATE): bytes on the wire for a 500-update batch frame and for one update, the CPU of
 compressing one delivery, and the memory a connection's compressor holds.
 
-    python -m tests.bench.compression
+    python -m bench.compression
 
 The end-to-end effect on a running Daphne (server CPU per delivery, memory per connection) is
-`python -m tests.bench --deflate on|no_context_takeover|off` (docs/performance.md, "Compression").
+`python -m bench --deflate on|no_context_takeover|off` (docs/performance.md, "Compression").
 """
 
 from __future__ import annotations

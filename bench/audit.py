@@ -1,7 +1,7 @@
 """The audit trail at scale: a unit with a million entries (and a second unit beside it), then what
 users and inspectors do with it, timed through the real API views, with the query plans.
 
-    python -m tests.bench.audit [--entries 1000000] [--database-url ...]
+    python -m bench.audit [--entries 1000000] [--database-url ...]
 
 Entries are written as the services write them (a real hash chain, bulk decisions sharing their
 moment), straight into the table in batches: scene-setting for the reads, not a test of the
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 
 
@@ -36,7 +36,7 @@ def parse_args(argv=None):
 
 
 def prepare(args) -> None:
-    from tests.bench.realtime import _postgres_available, reset_stores
+    from bench.realtime import _postgres_available, reset_stores
 
     url = args.database_url or (
         "postgres://postgres@127.0.0.1:5432/records_bench_audit" if _postgres_available()
