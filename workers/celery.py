@@ -6,12 +6,9 @@ gets its tasks: `workers/tasks.py`, one per job kind plus the hourly prunes. It 
 worker's heartbeat (for the sweeper of stranded jobs in the relay, `workers/relay.py`).
 """
 
-import os
+from backend.common.entrypoint import declare_process
 
-from backend.common.entrypoint import require_settings_module
-
-require_settings_module()
-os.environ["RECORDS_PROCESS"] = "worker"  # names its database sessions (settings: application_name)
+declare_process("worker")
 
 import logging  # noqa: E402
 
@@ -57,15 +54,10 @@ class Heartbeat(bootsteps.StartStopStep):
 app.steps["worker"].add(Heartbeat)
 
 
-# Database connections live across tasks, as they do across a web server's requests. Celery's Django
-# fix-up closes every connection before and after each task unless CELERY_DB_REUSE_MAX is set, so
-# each job paid for a new PostgreSQL session (a backend process, authentication, Django's session
-# set-up): measured, a third of the database's CPU in the sustained benchmark
-# (docs/performance.md, "Sustained state changes"). Instead, each task starts and ends the way Django
-# starts and ends a request: `close_old_connections()` keeps a connection younger than CONN_MAX_AGE
-# that is usable (CONN_HEALTH_CHECKS pings it before its first use in the task) and closes one that
-# is too old or broke (a PostgreSQL restart, an error that left it unusable). The fix-up still closes
-# them every DB_REUSE_MAX tasks, as a backstop.
+# Database connections live across tasks, as across a web server's requests: each task starts and
+# ends like a request, with `close_old_connections()` (CONN_MAX_AGE, CONN_HEALTH_CHECKS), instead of
+# Celery's Django fix-up closing every connection around every task (docs/performance.md, "Sustained
+# state changes", has the cost). The fix-up still closes them every DB_REUSE_MAX tasks, as a backstop.
 DB_REUSE_MAX = 1000
 app.conf["CELERY_DB_REUSE_MAX"] = DB_REUSE_MAX  # the key the fix-up reads, as it spells it
 

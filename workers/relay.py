@@ -25,17 +25,15 @@ After every finished round it writes its heartbeat (the round's Unix time) to th
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 
 import django
 
-from backend.common.entrypoint import require_settings_module  # noqa: E402
+from backend.common.entrypoint import declare_process  # noqa: E402
 
-require_settings_module()
-os.environ["RECORDS_PROCESS"] = "relay"  # names its database sessions (settings: application_name)
+declare_process("relay")
 django.setup()
 
 from django.conf import settings  # noqa: E402

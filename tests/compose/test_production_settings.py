@@ -256,8 +256,8 @@ def test_every_published_placeholder_is_known_to_the_refusal():
             key, sep, value = line.partition("=")
             if sep and not line.startswith("#") and re.search(r"KEY|TOKEN|PASSWORD|SECRET|AUTH", key) and value:
                 published[f"{path.name}:{key}"] = value.split(":", 1)[-1] if key.endswith("BASIC_AUTH") else value
-    base = (ROOT / "backend/config/settings/base.py").read_text()
-    published["base.py:SECRET_KEY"] = re.search(r'"SECRET_KEY", default="([^"]+)"', base).group(1)
+    core = (ROOT / "backend/config/settings/core.py").read_text()
+    published["core.py:SECRET_KEY"] = re.search(r'"SECRET_KEY", default="([^"]+)"', core).group(1)
 
     assert published, "no secrets found: the scan is broken"
     unknown = {k: v for k, v in published.items() if v not in KNOWN_VALUES and "change-me" not in v.lower()}

@@ -1,0 +1,48 @@
+"""The database: SQLite by default, PostgreSQL with DATABASE_URL; per-process connection handling."""
+
+from __future__ import annotations
+
+from .environment import PROCESS, VAR_DIR, env
+
+# --- Database -------------------------------------------------------------------------------
+# Default: a local SQLite file, tuned so that web, worker, beat and Flower can share it:
+# WAL lets readers run beside the single writer, BEGIN IMMEDIATE takes the write lock up front
+# (no deadlock-prone lock upgrades), and the busy timeout makes writers queue instead of failing.
+VAR_DIR.mkdir(exist_ok=True)
+# An empty DATABASE_URL counts as unset (so `DATABASE_URL= make up` means the default).
+DATABASES = {"default": env.db_url_config(env("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+            ),
+        }
+    )
+else:
+    # The web tier runs each request's sync code in a thread of its own (Django's ASGI handler), so
+    # a persistent connection there belongs to one request and is never used again: it takes its
+    # connections from a pool instead, of at most DATABASE_POOL_SIZE (psycopg_pool, Django's `pool`
+    # option, which requires CONN_MAX_AGE 0). The worker and the relay keep theirs for CONN_MAX_AGE.
+    # A request that finds the pool busy (or the database away) waits DATABASE_POOL_TIMEOUT seconds,
+    # then fails with 503 (a WebSocket handshake: 1013). docs/performance.md, "Sustained state
+    # changes", has the measurements behind both choices.
+    WEB_TIER = PROCESS == "web"
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 0 if WEB_TIER else env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Who holds a session, in pg_stat_activity: records-web, records-worker, records-relay (manage.py
+    # is plain `records`), unless DATABASE_APPLICATION_NAME says otherwise.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "application_name", env("DATABASE_APPLICATION_NAME", default=f"records-{PROCESS}" if PROCESS else "records")
+    )
+    DATABASE_POOL_SIZE = env.int("DATABASE_POOL_SIZE", default=20 if WEB_TIER else 0)
+    if DATABASE_POOL_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
+            "max_idle": 300,
+        }
