@@ -121,7 +121,7 @@ def test_a_pass_over_daphnes_connections_lets_go_of_them_when_it_ends(monkeypatc
 
     import daphne.server
 
-    from realtime import daphne as entry
+    from realtime.patches import daphne as entry
 
     class Reactor:
         calls: list = []

@@ -131,7 +131,7 @@ async def bytes_kept_per_queue(queue_class, count: int = 300) -> float:
 
 
 async def test_an_idle_connections_receive_queue_costs_a_few_dozen_bytes():
-    from realtime.daphne import Inbox
+    from realtime.patches.daphne import Inbox
 
     inbox, stock = await bytes_kept_per_queue(Inbox), await bytes_kept_per_queue(asyncio.Queue)
     # asyncio.Queue keeps three deques and an Event with a fourth: ~3.2 KB per idle connection, for
@@ -140,7 +140,7 @@ async def test_an_idle_connections_receive_queue_costs_a_few_dozen_bytes():
 
 
 async def test_the_inbox_hands_over_every_message_in_order_to_a_waiting_or_late_reader():
-    from realtime.daphne import Inbox
+    from realtime.patches.daphne import Inbox
 
     inbox = Inbox()
     # a reader waiting before anything arrived is woken by the first message
@@ -155,7 +155,7 @@ async def test_the_inbox_hands_over_every_message_in_order_to_a_waiting_or_late_
 
 
 async def test_a_cancelled_read_loses_no_message():
-    from realtime.daphne import Inbox
+    from realtime.patches.daphne import Inbox
 
     # given a reader that is woken and cancelled in the same turn of the loop (the message was
     # handed over, the reader never ran): asyncio.Queue keeps the message for the next get
@@ -171,7 +171,7 @@ async def test_a_cancelled_read_loses_no_message():
 
 
 async def test_a_second_concurrent_reader_is_refused_not_left_waiting_forever():
-    from realtime.daphne import Inbox
+    from realtime.patches.daphne import Inbox
 
     inbox = Inbox()
     first = asyncio.ensure_future(inbox.get())
@@ -186,7 +186,7 @@ async def test_a_second_concurrent_reader_is_refused_not_left_waiting_forever():
 async def test_daphne_gives_websocket_applications_an_inbox_and_http_requests_asyncios_queue():
     from daphne.server import Server
 
-    from realtime.daphne import Inbox, create_application
+    from realtime.patches.daphne import Inbox, create_application
 
     scopes = []
 
@@ -218,7 +218,7 @@ def connected_protocol(factory):
 def test_a_connection_reads_its_options_from_its_factory_without_a_copy_of_its_own():
     from autobahn.websocket.protocol import WebSocketServerProtocol
 
-    from realtime.daphne import ClosingWebSocketFactory
+    from realtime.patches.autobahn import ClosingWebSocketFactory
 
     # given Daphne's factory, with the options Daphne sets from its command line after creating it
     factory = ClosingWebSocketFactory(object, server="daphne")
@@ -239,7 +239,7 @@ def test_a_connection_reads_its_options_from_its_factory_without_a_copy_of_its_o
 
 
 def test_two_factories_keep_their_own_options():
-    from realtime.daphne import ClosingWebSocketFactory
+    from realtime.patches.autobahn import ClosingWebSocketFactory
 
     first, second = ClosingWebSocketFactory(object), ClosingWebSocketFactory(object)
     first.setProtocolOptions(autoPingInterval=5)

@@ -15,6 +15,8 @@ import daphne.server
 import pytest
 
 from realtime import daphne as entry
+from realtime import stalls
+from realtime.patches import daphne as patched
 from tests.support.pipeline import wait_until
 from tests.support.realtime import relocate_async
 from tests.support.ws import collect_updates, connect, recv_json
@@ -45,11 +47,11 @@ def watching(monkeypatch, settings, request):
     settings.REALTIME_STALL_WARN_MS = getattr(request, "param", 50)
     # as realtime/daphne.py's main() installs them; all restored after the test
     monkeypatch.setattr(daphne.server.Server, "application_checker", daphne.server.Server.application_checker)
-    monkeypatch.setattr(daphne.server.Server, "timeout_checker", entry.sliced_timeout_checker)
-    monkeypatch.setattr(entry, "_watching", False)
-    monkeypatch.setattr(entry, "_stall_limit", [])
+    monkeypatch.setattr(daphne.server.Server, "timeout_checker", patched.sliced_timeout_checker)
+    monkeypatch.setattr(stalls, "_watching", False)
+    monkeypatch.setattr(stalls, "_stall_limit", [])
     callbacks = list(gc.callbacks)
-    entry.watch_stalls()
+    stalls.watch_stalls()
     yield
     gc.callbacks[:] = callbacks
 
@@ -78,7 +80,7 @@ def test_daphnes_timeout_pass_runs_in_slices_with_the_reactor_free_between_them(
     gone = list(server.connections)[700]
 
     # when the pass starts, then the reactor runs what it scheduled (one connection closes meanwhile)
-    entry.sliced_timeout_checker(server)
+    patched.sliced_timeout_checker(server)
     first = len(checked)
     del server.connections[gone]
     while reactor.calls and reactor.calls[-1][0] == 0:
@@ -86,7 +88,7 @@ def test_daphnes_timeout_pass_runs_in_slices_with_the_reactor_free_between_them(
         function(*args)
 
     # then it checked 500 connections per turn, skipped the closed one, and comes back in 2 s
-    assert first == entry.CONNECTION_SLICE == 500
+    assert first == patched.CONNECTION_SLICE == 500
     assert len(checked) == 1199 and gone not in checked
     assert reactor.calls == [(2, server.timeout_checker, ())]
 
@@ -133,7 +135,7 @@ def test_daphnes_reaping_pass_runs_in_slices_and_does_what_daphnes_does(monkeypa
     server.connections[hung] = {"disconnected": time.time() - 11, "application_instance": hung_app}
 
     with caplog.at_level(logging.ERROR, logger="daphne.server"):
-        entry.sliced_application_checker(server)
+        patched.sliced_application_checker(server)
         turns = 1
         while reactor.calls and reactor.calls[-1][0] == 0:
             _, function, args = reactor.calls.pop()
