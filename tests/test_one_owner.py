@@ -53,3 +53,20 @@ def test_channel_layer_message_types_are_spelled_only_next_to_the_group_names():
 def test_the_multi_word_action_spellings_are_spelled_only_in_the_vocabulary_table():
     assert ACTION_SPELLINGS == {"send_back", "send-back"}
     assert _spelled(ACTION_SPELLINGS, "backend/records/actions.py") == {}
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_of_the_product_is_over_450_lines():
+    # given every module of the backend, the realtime tier and the workers (migrations are generated)
+    root = Path(__file__).resolve().parents[1]
+    sizes = {
+        str(path.relative_to(root)): len(path.read_text().splitlines())
+        for folder in ("backend", "realtime", "workers")
+        for path in (root / folder).rglob("*.py")
+        if "migrations" not in path.parts
+    }
+    # then each fits in a head: a longer one is split along its concerns (docs/architecture.md)
+    assert len(sizes) > 100, "no modules found: the check is broken"
+    assert {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}

@@ -22,13 +22,13 @@ from backend.audit.api import AuditTrailViewSet
 from backend.jobs.api import JobViewSet
 from backend.notifications.api import NotificationViewSet
 from backend.records.api import (
-    CrateViewSet,
     DestructionRequestViewSet,
     SendBackRecordViewSet,
     TransferRequestViewSet,
     WithdrawalRequestViewSet,
 )
 from backend.records.bulk_api import BulkActionView
+from backend.records.crates_api import CrateViewSet
 from realtime.views import ConsoleView
 
 from .metrics import metrics_view

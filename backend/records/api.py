@@ -1,35 +1,30 @@
-"""REST endpoints for crates, the three request kinds and send-back records.
+"""REST endpoints for the three request kinds and send-back records (crates: crates_api.py).
 
 Views are entry points: they validate input with a serializer, call one service or selector, and
 render. Create/edit/delete are synchronous; state changes (approve, reject, send back, resubmit,
-relocate) are queued as jobs (their kinds are declared in jobs.py) and answered with 202 + Location.
+relocate) are queued as jobs (their kinds are declared in job_kinds.py) and answered with 202 + Location.
 """
 
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backend.accounts.api import SignatureInputSerializer, signature_throttle
 from backend.audit.api import AuditEntrySerializer, SignatureRefSerializer, history_response, signature_ref
-from backend.audit.selectors import binding_matches, entries_since_version, signatures_of
+from backend.audit.selectors import binding_matches, signatures_of
 from backend.common.api import MAX_VERSION, ListFiltersForListsOnly, expected_version
-from backend.common.errors import StaleVersion
 from backend.events.snapshot import SeqWatermarkedList
 from backend.jobs.api import JobEnvelopeSerializer, job_accepted
-from backend.jobs.services import job_submit
 
 from . import selectors, services
 from .actions import SEND_BACK
+from .api_common import ERROR_RESPONSES, INCLUDE_DELETED, DeleteSerializer, StaleDetails, delete_input, include_deleted
 from .decisions import Decision, decide_one
-from .job_kinds import RELOCATE
 from .models import (
-    Crate,
-    CrateStatus,
     DestructionRequest,
     RequestStatus,
     SendBackRecord,
@@ -37,177 +32,6 @@ from .models import (
     WithdrawalRequest,
 )
 from .services.journal import signed_content
-
-ERROR_RESPONSES = {
-    400: OpenApiResponse(description="Invalid input: `{code, message, details}`"),
-    403: OpenApiResponse(description="Your role does not allow this, or `four_eyes`: you filed this request"),
-    404: OpenApiResponse(description="No such object in your unit"),
-    409: OpenApiResponse(
-        description="Stale `version` (details: `current_version`, `current` state, `history` since your version) "
-        "or an illegal transition"
-    ),
-}
-INCLUDE_DELETED = OpenApiParameter(
-    "include_deleted", OpenApiTypes.BOOL, required=False,
-    description="Unit admins: list (and fetch) deleted records too (they are kept, never erased)",
-)
-
-
-def _include_deleted(request) -> bool:
-    return request.query_params.get("include_deleted") in ("1", "true", "True")
-
-
-class StaleDetails:
-    """Around a write: a 409 `stale_version` answers with the record's current state and the audit
-    entries since the version the client sent, so it can show who changed what."""
-
-    def __init__(self, view, obj, sent_version: int | None):
-        self.view, self.obj, self.sent = view, obj, sent_version
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if isinstance(exc, StaleVersion) and self.sent is not None:
-            fresh = type(self.obj).objects.filter(pk=self.obj.pk).first() or self.obj
-            exc.details = {
-                "current_version": fresh.version,
-                "current": self.view.get_serializer(fresh).data,
-                "history": AuditEntrySerializer(
-                    entries_since_version(fresh.pk, self.sent), many=True, context={"reader": self.view.request.user}
-                ).data,
-            }
-        return False
-
-
-class DeleteSerializer(serializers.Serializer):
-    reason = serializers.CharField(
-        required=False, allow_blank=True, max_length=2000,
-        help_text="Why it is deleted: required (400 `reason_required` without it), kept in the audit trail",
-    )
-    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
-
-
-def _delete_input(request) -> tuple[str, int | None]:
-    """The reason and version of a DELETE (the service refuses a missing reason, after the role)."""
-    data = DeleteSerializer(data=request.data if isinstance(request.data, dict) else {})
-    data.is_valid(raise_exception=True)
-    return data.validated_data.get("reason", ""), expected_version(request, data.validated_data.get("version"))
-
-
-# --- crates -----------------------------------------------------------------------------------
-
-
-class CrateSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Crate
-        fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
-                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason"]
-        read_only_fields = fields
-
-
-class CrateWriteSerializer(serializers.Serializer):
-    location = serializers.CharField(max_length=120, required=False, allow_blank=True)
-    destruction_due = serializers.DateField(required=False, allow_null=True)
-    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION, help_text="Optimistic concurrency")
-    change_reason = serializers.CharField(
-        required=False, allow_blank=True, max_length=2000, help_text="Why (optional for crates; kept in the audit trail)"
-    )
-
-
-class RelocateSerializer(serializers.Serializer):
-    location = serializers.CharField(max_length=120)
-    version = serializers.IntegerField(required=False, min_value=1, max_value=MAX_VERSION)
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-
-
-class CrateFilter(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=CrateStatus.choices)
-    destruction_due_before = django_filters.DateFilter(field_name="destruction_due", lookup_expr="lte")
-
-    class Meta:
-        model = Crate
-        fields = ["status", "location"]
-
-
-@extend_schema_view(
-    create=extend_schema(request=CrateWriteSerializer, responses={201: CrateSerializer, **ERROR_RESPONSES}),
-    update=extend_schema(request=CrateWriteSerializer, responses={200: CrateSerializer, **ERROR_RESPONSES}),
-    partial_update=extend_schema(request=CrateWriteSerializer, responses={200: CrateSerializer, **ERROR_RESPONSES}),
-    list=extend_schema(parameters=[INCLUDE_DELETED]),
-)
-class CrateViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.ModelViewSet):
-    serializer_class = CrateSerializer
-    filterset_class = CrateFilter
-    search_fields = ["crate_number", "location"]
-    ordering_fields = ["created_at", "updated_at", "crate_number", "destruction_due"]
-    ordering = ["-created_at", "id"]
-
-    def get_queryset(self):
-        crates = selectors.crates_visible_to(self.request.user, include_deleted=_include_deleted(self.request))
-        # a relocation's job description names the crate's unit: read with the crate, not after it
-        return crates.select_related("unit") if self.action == "relocate" else crates
-
-    def _write_input(self, partial: bool) -> dict:
-        data = CrateWriteSerializer(data=self.request.data, partial=partial)
-        data.is_valid(raise_exception=True)
-        return data.validated_data
-
-    def create(self, request, *args, **kwargs):
-        data = self._write_input(partial=False)
-        data.pop("version", None)
-        data.pop("change_reason", None)
-        crate = services.crate_create(actor=request.user, **data)
-        return Response(CrateSerializer(crate).data, status=status.HTTP_201_CREATED)
-
-    def update(self, request, *args, **kwargs):
-        crate = self.get_object()
-        data = self._write_input(partial=kwargs.get("partial", False))
-        version = expected_version(request, data.pop("version", None))
-        with StaleDetails(self, crate, version):
-            crate = services.crate_update(actor=request.user, crate_id=crate.id, expected_version=version, **data)
-        return Response(CrateSerializer(crate).data)
-
-    @extend_schema(request=DeleteSerializer, responses={204: None, **ERROR_RESPONSES})
-    def destroy(self, request, *args, **kwargs):
-        """Soft delete with a reason: the crate is kept and audited, hidden from lists."""
-        crate = self.get_object()
-        reason, version = _delete_input(request)
-        with StaleDetails(self, crate, version):
-            services.crate_delete(actor=request.user, crate_id=crate.id, expected_version=version, reason=reason)
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
-    @extend_schema(parameters=[INCLUDE_DELETED], responses={200: AuditEntrySerializer(many=True)})
-    @action(detail=True, methods=["get"])
-    def history(self, request, pk=None):
-        """The crate's audit entries, oldest first."""
-        return history_response(self, self.get_object().id)
-
-    @extend_schema(request=RelocateSerializer, responses={202: JobEnvelopeSerializer, **ERROR_RESPONSES})
-    @action(detail=True, methods=["post"])
-    def relocate(self, request, pk=None):
-        crate = self.get_object()
-        data = RelocateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        version = expected_version(request, data.validated_data.get("version"))
-        with StaleDetails(self, crate, version):
-            services.crate_relocate_check(
-                actor=request.user, crate=crate, location=data.validated_data["location"], expected_version=version
-            )
-        job = job_submit(
-            actor=request.user,
-            kind=RELOCATE,
-            targets=[crate.id],
-            params={
-                "location": data.validated_data["location"], "expected_version": version,
-                "reason": data.validated_data.get("reason", ""),
-            },
-            description=f"relocate {crate.unit.code} {crate.crate_number} to {data.validated_data['location']} "
-            f"by {request.user.username}",
-            unit_id=crate.unit_id,
-        )
-        return job_accepted(job)
-
 
 # --- requests ---------------------------------------------------------------------------------
 
@@ -322,7 +146,7 @@ class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.Model
     ordering = ["-created_at", "id"]
 
     def get_queryset(self):
-        return selectors.requests_visible_to(self.request.user, self.entity, include_deleted=_include_deleted(self.request))
+        return selectors.requests_visible_to(self.request.user, self.entity, include_deleted=include_deleted(self.request))
 
     def _write_input(self, partial: bool) -> dict:
         data = self.write_serializer_class(data=self.request.data, partial=partial)
@@ -354,7 +178,7 @@ class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.Model
     def destroy(self, request, *args, **kwargs):
         """Soft delete with a reason: the request is kept and audited, hidden from lists."""
         obj = self.get_object()
-        reason, version = _delete_input(request)
+        reason, version = delete_input(request)
         with StaleDetails(self, obj, version):
             services.request_delete(
                 entity=self.entity, actor=request.user, request_id=obj.id, expected_version=version, reason=reason
