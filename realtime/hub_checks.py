@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -22,9 +21,6 @@ from backend.events.groups import unit_group_name, user_group_name
 from backend.events.metrics import CLOSE_FIELD, UNIT_FIELD, realtime_snapshot_save
 
 from . import connections, selectors
-
-if TYPE_CHECKING:
-    from .hub import _Unit
 
 logger = logging.getLogger("realtime.hub")
 
@@ -87,7 +83,7 @@ class PeriodicChecks:
             self.reaped_total += 1
             await self.leave(listener)
 
-    def _new_epoch(self, unit_id: str, unit: _Unit, epoch: str, seq: int) -> None:
+    def _new_epoch(self, unit_id: str, unit, epoch: str, seq: int) -> None:  # unit: the hub's _Unit
         """The unit's stream has a new epoch (reset, or restored): its seqs count afresh from `seq`.
         Every connection is told to refetch (`epoch_changed`); delivery continues from there."""
         if not epoch or epoch == unit.epoch:

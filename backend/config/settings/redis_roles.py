@@ -45,10 +45,10 @@ KEYS_REDIS_URL = env("KEYS_REDIS_URL", default=redis_role_url(2))
 CACHES = cache_settings(KEYS_REDIS_URL)
 
 # --- Channels -------------------------------------------------------------------------------
-# Redis pub/sub by default: measured against the core (list-based) layer on our fan-out path it has
-# ~10x the send rate and ~1 ms p99 instead of ~150 ms, and keeps no group state in Redis; what it
-# does not keep (messages for a hub that is briefly away) the hub fills from the outbox anyway.
-# docs/realtime.md, "Channel layer", has the numbers; CHANNEL_LAYER_BACKEND switches back.
+# Redis pub/sub by default: faster than the core (list-based) layer on our fan-out path, and it
+# keeps no group state in Redis; what it does not keep (messages for a hub that is briefly away) the
+# hub fills from the outbox anyway. docs/realtime.md, "Channel layer", has the numbers;
+# CHANNEL_LAYER_BACKEND switches back.
 # redis-py 8 lowered the pool defaults (max_connections=100, socket_timeout=5 s); both are set
 # explicitly: a generous pool, and no read timeout on the layer's sockets (the core layer blocks in
 # BZPOPMIN; liveness is covered by TCP keepalive and health checks). tests/realtime prove both.
