@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: each request's request -> client trace (issue 33, backend/common/trace.py).
+    "backend.common.trace.RequestTraceMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,12 +99,18 @@ VAR_DIR.mkdir(exist_ok=True)
 # An empty DATABASE_URL counts as unset (so `DATABASE_URL= make up` means the default).
 DATABASES = {"default": env.db_url_config(env("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Issue 33: the write lock is waited for in steps of at most 2 ms by the backend
+    # (backend/common/db/sqlite3), up to `timeout` (20 s); SQLite's own busy handler only for
+    # SQLITE_BUSY_TIMEOUT_MS (its sleeps grow to 100 ms: the request -> client tail).
+    DATABASES["default"]["ENGINE"] = "backend.common.db.sqlite3"
+    SQLITE_BUSY_TIMEOUT_MS = env.int("SQLITE_BUSY_TIMEOUT_MS", default=2)
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
+            # (busy_timeout last: the journal mode is set under `timeout`, as a fresh file needs)
             "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+                f"PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};"
             ),
         }
     )
@@ -271,7 +279,8 @@ if CHANNEL_LAYER_BACKEND.endswith("RedisPubSubChannelLayer"):
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # SimpleJWT's, stamping the request trace's `authenticated` (issue 33)
+        "backend.common.authentication.TracedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.DefaultPagination",
@@ -370,6 +379,9 @@ REALTIME_REPORT_SECONDS = env.float("REALTIME_REPORT_SECONDS", default=2.0)
 # longer than this (every update to its clients waits that long), naming the periodic pass that ran
 # longest meanwhile; and each periodic pass over its connections that takes longer. 0: off.
 REALTIME_STALL_WARN_MS = env.int("REALTIME_STALL_WARN_MS", default=50)
+# The request -> client trace (issue 33, backend/common/trace.py): a hub logs one line, split into
+# stages, for each change it handed over more than this after its API request arrived (0: never).
+REQUEST_TRACE_WARN_MS = env.float("REQUEST_TRACE_WARN_MS", default=80)
 # Coalescing window for `batch=1` clients.
 REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
 # A connection whose socket stays full (the client stopped reading) this long is closed with 4008;
