@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -40,8 +41,10 @@ PROCESSES = ("web", "worker", "relay", "beat", "flower")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.tail", description=__doc__.split("\n\n")[0])
-    p.add_argument("--database-url", default=os.environ.get("TAIL_DATABASE_URL"),
-                   help="default: a fresh SQLite file, var/bench-tail.sqlite3 (the zero-setup default)")
+    p.add_argument("--database-url", action="append", default=None,
+                   help="default: a fresh SQLite file, var/bench-tail.sqlite3 (the zero-setup default); given more "
+                        "than once, one run per database, each in a process of its own (`make bench`: SQLite, "
+                        "then PostgreSQL); a PostgreSQL that does not answer is skipped, said so")
     p.add_argument("--changes", type=int, default=150)
     p.add_argument("--clients", type=int, default=999)
     p.add_argument("--units", type=int, default=3)
@@ -65,7 +68,7 @@ def parse_args(argv=None):
 def prepare_environment(args) -> dict[str, str]:
     redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
     base = args.redis_db_base
-    db_url = args.database_url or f"sqlite:///{ROOT / 'var' / 'bench-tail.sqlite3'}"
+    db_url = args.database_url[0] if args.database_url else f"sqlite:///{ROOT / 'var' / 'bench-tail.sqlite3'}"
     env = {
         "DJANGO_SETTINGS_MODULE": "backend.config.settings.base",
         "DATABASE_URL": db_url,
@@ -257,8 +260,45 @@ def slowest_changes(lines: list[dict], latencies: dict[str, float], count: int =
     return out
 
 
+def _answers(url: str) -> bool:
+    """A PostgreSQL URL's server accepts connections (SQLite always "answers")."""
+    if not url.startswith("postgres"):
+        return True
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    try:
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or 5432), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    urls = args.database_url or []
+    if len(urls) > 1 or (urls and not _answers(urls[0])):
+        failed = False
+        for url in urls:
+            if not _answers(url):
+                print(f"bench.tail: skipped {url.split('@')[-1]}: no database server answers there", flush=True)
+                continue
+            rest = [a for a in (argv if argv is not None else sys.argv[1:])]
+            own = []
+            skip = False
+            for word in rest:  # this run's arguments without the other --database-urls
+                if skip:
+                    skip = False
+                    continue
+                if word == "--database-url":
+                    skip = True
+                    continue
+                if word.startswith("--database-url="):
+                    continue
+                own.append(word)
+            failed |= subprocess.call([sys.executable, "-m", "bench.tail", "--database-url", url, *own], cwd=ROOT) != 0
+        return 1 if failed else 0
     from bench.realtime import _raise_nofile
 
     _raise_nofile()

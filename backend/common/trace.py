@@ -145,7 +145,7 @@ def trace_handed_over(stamps: Any, unit_id: Any = "", seq: Any = "", at: float |
     return True
 
 
-_LINE = re.compile(r"request trace: job (\S+) unit (\S+) seq (\S+): (\d+) ms from the request "
+_LINE = re.compile(r"request trace: job (\S+) unit (\S*) seq (\S*): (\d+) ms from the request "
                    r"\(received at ([\d.]+)\) to the hand-over; "
                    r"slowest stage: (\w+) -> (\w+) \d+ ms; (\w+) (.*?) ms"
                    r"(?:; waiting for SQLite's write lock ([\d.]+) ms of it)?$")
