@@ -32,6 +32,7 @@ from typing import Protocol
 from django.conf import settings
 
 from backend.common.faults import afault_point
+from backend.common.trace import trace_handed_over
 from backend.events import groups, schema
 from backend.events.groups import unit_group_name, user_group_name
 from backend.events.metrics import LatencyHistogram
@@ -264,6 +265,8 @@ class Hub(PeriodicChecks, ProcessChannel):
         kind = message.get("type")
         if kind == groups.UNIT_EVENTS:
             await self._unit_events(message["unit_id"], message["events"])
+            if "trace" in message and message["unit_id"] in self.units:  # the request trace (issue 33)
+                trace_handed_over(message["trace"], message["unit_id"], message["events"][0][0])
         elif kind in (groups.JOB_UPDATE, groups.USER_NOTIFICATIONS, groups.USER_FRAME):
             self._to_user(message)
         elif kind == groups.UNIT_EPOCH:

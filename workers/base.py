@@ -15,6 +15,7 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from backend.common.trace import task_trace_start, trace_end
 from backend.jobs.services import job_fail
 
 from .celery import app
@@ -26,6 +27,12 @@ class RecordsTask(Task):
     """Base of every records task. A job task that fails for good (retries exhausted, soft time
     limit, a bug) marks its job `failed`, so no job stays `running` with no task left to end it.
     Refused changes never get here: job_execute records those as the job's outcome itself."""
+
+    def before_start(self, task_id: str, args: tuple, kwargs: dict[str, Any]) -> None:
+        task_trace_start(self.request)  # the request trace (issue 33): the task's message carries it
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        trace_end()
 
     def on_failure(self, exc: Exception, task_id: str, args: tuple, kwargs: dict[str, Any], einfo: Any) -> None:
         job_id = (kwargs or {}).get("job_id")

@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from backend.common.proxies import TrustedProxyMiddleware  # noqa: E402
+from backend.common.trace import asgi_received  # noqa: E402
 from realtime.auth import WebSocketAuthMiddleware, origin_validator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -22,7 +23,7 @@ from realtime.routing import websocket_urlpatterns  # noqa: E402
 application = TrustedProxyMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": asgi_received(django_asgi_app),  # the request trace's first stamp (issue 33)
             "websocket": origin_validator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))),
         }
     ),

@@ -17,6 +17,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from backend.common.trace import trace_for_message, trace_stamp
+
 from . import groups
 from .groups import unit_group_name, user_group_name
 
@@ -58,22 +60,26 @@ def _run(coro: Coroutine, timeout: float = SEND_TIMEOUT_SECONDS) -> Any:
     return runner.run(coro, timeout)
 
 
-def unit_events_message(unit_id: str, events: list[tuple]) -> dict[str, Any]:
+def unit_events_message(unit_id: str, events: list[tuple], trace: dict | None = None) -> dict[str, Any]:
     """One channel-layer message carrying already-encoded `data_update` frames, in seq order: each
     event is `[seq, frame]`, or `[seq, frame, activity]` when the update has activity frames (the
-    audit entries of a person's change, one JSON frame per line, for `activity=1` clients)."""
-    return {
+    audit entries of a person's change, one JSON frame per line, for `activity=1` clients). `trace`:
+    the request trace's stamps (backend/common/trace.py), for the hub only (never in a frame)."""
+    message = {
         "type": groups.UNIT_EVENTS, "unit_id": str(unit_id),
         "events": [[seq, frame, *rest] if rest and rest[0] else [seq, frame] for seq, frame, *rest in events],
     }
+    if trace:
+        message["trace"] = trace
+    return message
 
 
-async def _send_unit_events(batches: list[tuple[str, list[tuple]]]) -> None:
+async def _send_unit_events(batches: list[tuple[str, list[tuple]]], trace: dict | None = None) -> None:
     layer = get_channel_layer()
     for unit_id, events in batches:
         for start in range(0, len(events), EVENTS_PER_MESSAGE):
             chunk = events[start : start + EVENTS_PER_MESSAGE]
-            await layer.group_send(unit_group_name(unit_id), unit_events_message(unit_id, chunk))
+            await layer.group_send(unit_group_name(unit_id), unit_events_message(unit_id, chunk, trace))
 
 
 def unit_events_send(by_unit: Iterable[tuple[str, list[tuple]]]) -> None:
@@ -81,7 +87,8 @@ def unit_events_send(by_unit: Iterable[tuple[str, list[tuple]]]) -> None:
     seq order."""
     batches = [(str(unit_id), list(events)) for unit_id, events in by_unit if events]
     if batches:
-        _run(_send_unit_events(batches))
+        trace_stamp("published", first=False)  # the request trace (issue 33), if this change has one
+        _run(_send_unit_events(batches, trace_for_message()))
 
 
 def job_update_send(user_id: Any, job: dict[str, Any]) -> None:

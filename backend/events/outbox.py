@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backend.common.faults import fault_point
+from backend.common.trace import trace_stamp
 
 from .broadcast import unit_events_send
 from .models import OutboxEvent
@@ -44,6 +45,7 @@ def _publish_rows(rows: list[dict]) -> None:
 def outbox_publish(rows: list[dict]) -> int:
     """Publish just-committed events ({id, unit_id, seq, frame, activity, created_at}, as written).
     Never raises: if Redis is down the rows stay unpublished and the sweeper retries them."""
+    trace_stamp("committed", first=False)  # the request trace (issue 33): its change's COMMIT is done
     fault_point("outbox.before_publish", events=len(rows))
     try:
         sending = time.monotonic()
@@ -85,6 +87,12 @@ def outbox_sweep() -> int:
     COMMIT and publish), oldest first. Rows being swept are locked (SKIP LOCKED), so two sweepers
     never publish the same batch twice over; a repeat is harmless anyway."""
     cutoff = timezone.now() - timedelta(seconds=settings.OUTBOX_SWEEP_GRACE_SECONDS)
+    stranded = OutboxEvent.objects.filter(published_at__isnull=True, created_at__lt=cutoff)
+    # Looked for first without a transaction: on SQLite every transaction takes the one write lock
+    # (BEGIN IMMEDIATE), and a sweep every second that finds nothing must not stand in the way of
+    # the requests' and the worker's writes (issue 33).
+    if not stranded.exists():
+        return 0
     total = 0
     while True:
         with transaction.atomic():

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
+from celery.signals import before_task_publish
 from kombu.exceptions import OperationalError
 
 from backend.common.errors import BrokerUnavailable
+from backend.common.trace import TRACE_HEADER, trace_for_message, trace_stamp
 
 from . import registry
 from .celery_app import app
@@ -25,10 +28,13 @@ BROKER_ERRORS = (OperationalError, OSError, TimeoutError)
 def send(job: Job) -> None:
     """Send the task of `job` (task id = job id) to its kind's queue; raises when the broker
     cannot take it (after a few quick retries)."""
+    # The request trace (issue 33) rides in the headers: the web side's stamps, for the worker.
+    stamps = trace_for_message(job=str(job.id))
     app.send_task(
         job.kind,
         kwargs={"job_id": str(job.id)},
         task_id=str(job.id),
+        headers={TRACE_HEADER: stamps} if stamps else None,
         # Flower shows this instead of a bare uuid: what is being done to what, by whom.
         kwargsrepr=repr({"job_id": str(job.id), "what": job.description or job.kind}),
         retry=True,
@@ -41,9 +47,18 @@ def send(job: Job) -> None:
     )
 
 
+@before_task_publish.connect(dispatch_uid="records-trace-enqueued")
+def _trace_enqueued(sender=None, headers=None, **_kwargs) -> None:
+    """The request trace's `enqueued`: the task's message is built and goes to the broker now."""
+    stamps = (headers or {}).get(TRACE_HEADER)
+    if isinstance(stamps, dict):
+        stamps["enqueued"] = time.time()
+
+
 def enqueue(job: Job) -> None:
     """Send a new job's task once its row has committed. If the broker cannot take it, the job row
     is removed again and BrokerUnavailable (503) is raised: nothing is left half-created."""
+    trace_stamp("job_row_committed")
     try:
         send(job)
     except BROKER_ERRORS as exc:

@@ -27,6 +27,7 @@ from backend.audit.checkpoints import checkpoints_write
 from backend.audit.context import current_origin, origin
 from backend.common.errors import DomainError, RoleRequired, ValidationFailed
 from backend.common.faults import fault_point
+from backend.common.trace import trace_stamp
 from backend.events.broadcast import job_update_send
 from backend.notifications.services import Draft, Kind, notify
 
@@ -172,6 +173,7 @@ def job_execute(
     in the same transaction; the round that records the last outcome also ends the job.
     """
     job = job_start(job_id=job_id, worker=worker)
+    trace_stamp("started")  # the request trace (issue 33): the job is marked running
     if job is None or job.status in TERMINAL_STATUSES:
         return job
     kind = registry.get(job.kind)

@@ -32,6 +32,9 @@ REALTIME_REPORT_SECONDS = env.float("REALTIME_REPORT_SECONDS", default=2.0)
 # longer than this (every update to its clients waits that long), naming the periodic pass that ran
 # longest meanwhile; and each periodic pass over its connections that takes longer. 0: off.
 REALTIME_STALL_WARN_MS = env.int("REALTIME_STALL_WARN_MS", default=50)
+# The request -> client trace (backend/common/trace.py): a hub logs one line, split into stages,
+# for each change it handed over more than this after its API request arrived (0: never).
+REQUEST_TRACE_WARN_MS = env.float("REQUEST_TRACE_WARN_MS", default=80)
 # Coalescing window for `batch=1` clients.
 REALTIME_BATCH_WINDOW_MS = env.int("REALTIME_BATCH_WINDOW_MS", default=50)
 # A connection whose socket stays full (the client stopped reading) this long is closed with 4008;

@@ -32,7 +32,7 @@ LOGGING["loggers"]["daphne"]["level"] = LOG_LEVEL  # noqa: F405
 
 # SQLite: a file (not :memory:) so the Daphne and Celery processes the integration tests start can
 # share the test database.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405 (Django's or backend.common.db.sqlite3)
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_base_db}.sqlite3")}  # noqa: F405
 
 # Checkpoints: a key of the test runs' own under var/; no sink unless a test names one (a shared
