@@ -1,7 +1,7 @@
 """The only writer of outbox events, and the one seam that publishes them.
 
 Domain services call `outbox_write` inside their transaction; it takes the unit's next seqs and,
-once that transaction commits, hands the events to the relay (`relay.outbox_publish`), as Zulip's
+once that transaction commits, hands the events to the outbox's publish (`outbox.outbox_publish`), as Zulip's
 `send_event_on_commit` does. Nothing else in the domain talks to the channel layer.
 """
 

@@ -14,7 +14,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from backend.events import relay
+from backend.events import outbox
 from backend.records import services
 from bench.realtime import publish_trace
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
@@ -41,21 +41,21 @@ def relocate(store, crate, location: str, hold: float = 0.0) -> None:
 
 
 def late_lines(caplog) -> list[re.Match]:
-    return [m for r in caplog.records if r.name == relay.__name__ and (m := LATE.search(r.getMessage()))]
+    return [m for r in caplog.records if r.name == outbox.__name__ and (m := LATE.search(r.getMessage()))]
 
 
 def test_an_update_published_in_time_logs_nothing(crate, caplog):
     store, box = crate
     relocate(store, box, "Bay 1")  # (warm: the channel layer's connection)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=relay.__name__):
+    with caplog.at_level(logging.WARNING, logger=outbox.__name__):
         relocate(store, box, "Bay 2")
     assert late_lines(caplog) == []
 
 
 def test_a_transaction_held_open_after_its_change_is_logged_as_time_before_the_send(crate, caplog):
     store, box = crate
-    with caplog.at_level(logging.WARNING, logger=relay.__name__):
+    with caplog.at_level(logging.WARNING, logger=outbox.__name__):
         relocate(store, box, "Bay 3", hold=0.2)
     [line] = late_lines(caplog)
     assert line["unit"] == str(box.unit_id) and int(line["seq"]) >= 1
@@ -68,14 +68,14 @@ def test_a_transaction_held_open_after_its_change_is_logged_as_time_before_the_s
 def test_a_slow_send_is_logged_as_the_send(crate, caplog, monkeypatch):
     store, box = crate
     relocate(store, box, "Bay 4")
-    send = relay.unit_events_send
+    send = outbox.unit_events_send
 
     def slow_send(by_unit):
         time.sleep(0.2)
         send(by_unit)
 
-    monkeypatch.setattr(relay, "unit_events_send", slow_send)
-    with caplog.at_level(logging.WARNING, logger=relay.__name__):
+    monkeypatch.setattr(outbox, "unit_events_send", slow_send)
+    with caplog.at_level(logging.WARNING, logger=outbox.__name__):
         relocate(store, box, "Bay 5")
     [line] = late_lines(caplog)
     assert int(line["send"]) >= 190 and int(line["before"]) < 100
@@ -84,11 +84,11 @@ def test_a_slow_send_is_logged_as_the_send(crate, caplog, monkeypatch):
 def test_a_bulk_chunks_late_publish_is_information_not_a_warning(caplog, monkeypatch):
     # given a publish of more events than a change makes (a bulk chunk), written 300 ms ago (rows
     # of no table: marking them published updates nothing)
-    monkeypatch.setattr(relay, "unit_events_send", lambda by_unit: None)
+    monkeypatch.setattr(outbox, "unit_events_send", lambda by_unit: None)
     written = timezone.now() - timedelta(milliseconds=300)
     rows = [{"id": n, "unit_id": "u", "seq": n, "frame": "{}", "activity": "", "created_at": written}
-            for n in range(1, relay.LATE_WARNING_MAX_EVENTS + 2)]
-    with caplog.at_level(logging.INFO, logger=relay.__name__):
-        relay.outbox_publish(rows)
-    [record] = [r for r in caplog.records if r.name == relay.__name__]
+            for n in range(1, outbox.LATE_WARNING_MAX_EVENTS + 2)]
+    with caplog.at_level(logging.INFO, logger=outbox.__name__):
+        outbox.outbox_publish(rows)
+    [record] = [r for r in caplog.records if r.name == outbox.__name__]
     assert record.levelno == logging.INFO and "reached the channel layer" in record.getMessage()
