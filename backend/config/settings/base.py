@@ -334,6 +334,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Issue 32 (the typed client kit): every operation's error body, `Error` with its `ErrorCode` union.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "backend.common.openapi.error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "RequestStatusEnum": "backend.records.models.RequestStatus",
         "CrateStatusEnum": "backend.records.models.CrateStatus",
