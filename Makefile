@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # and the tests with theirs (--ds: pytest-django would otherwise take this variable over pyproject).
 export DJANGO_SETTINGS_MODULE ?= backend.config.settings.base
 
-.PHONY: help up test smoke venv redis browser-deps node-deps deploy-tools lock lint bench bench-soak clean
+.PHONY: help up test smoke venv redis browser-deps node-deps kit-deps kit kit-types deploy-tools lock lint bench bench-soak clean
 
 help:
 	@echo "make up     install, migrate, seed demo data and run web+ws, worker, beat and Flower"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench  run the realtime benchmark (see docs/performance.md)"
 	@echo "make bench-soak  100,000 clients connect and close: the Daphne's memory and stalls (docs/performance.md)"
 	@echo "make lock   re-resolve requirements/*.txt from requirements/*.in"
+	@echo "make kit    build the typed client kit (clients/js) and the console's bundle from it"
+	@echo "make kit-types  regenerate the kit's types from the server (commit the result)"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed (python3.11, 3.12 or 3.13 on PATH)." >&2; exit 1; }
@@ -33,7 +35,7 @@ venv: $(VENV)/.synced
 redis:
 	@scripts/ensure-redis
 
-up: venv redis
+up: venv redis kit
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo
@@ -50,6 +52,24 @@ browser-deps:
 node-deps:
 	@scripts/ensure-node
 
+# The typed client kit, @records/client (clients/js, docs/client.md). `npm ci` from the committed
+# lockfile, again only when the lockfile changed (--prefer-offline: npm's cache first, so a re-run
+# needs no network). `make kit` builds the package (clients/js/dist) and the console's bundle
+# (realtime/static/realtime/kit/records-client.js, committed: a deployment needs no Node); `make test`
+# checks that the committed bundle and generated types are what the sources and the server give now.
+KIT := clients/js
+$(KIT)/node_modules/.ci-done: $(KIT)/package-lock.json $(KIT)/package.json
+	cd $(KIT) && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	@touch $@
+
+kit-deps: node-deps $(KIT)/node_modules/.ci-done
+
+kit: kit-deps
+	cd $(KIT) && npm run build
+
+kit-types: venv kit-deps
+	cd $(KIT) && PYTHON=$(CURDIR)/$(BIN)/python npm run generate
+
 # tests/compose check compose/ with Debian's docker-compose and nginx (no Docker engine needed).
 deploy-tools:
 	@scripts/ensure-deploy-tools
@@ -62,7 +82,7 @@ TEST_WORKERS ?= 2
 # job kind journaled) are then run once more on SQLite, the zero-setup default, whatever DATABASE_URL
 # the main run used.
 SQLITE_SUITE := tests/backend/audit tests/backend/records/test_services.py tests/backend/records/test_transitions.py
-test: venv redis browser-deps node-deps deploy-tools
+test: venv redis browser-deps node-deps kit-deps deploy-tools
 	$(BIN)/lint-imports
 	$(BIN)/pytest --ds=backend.config.settings.test -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	DATABASE_URL=sqlite:///$(CURDIR)/var/test-sqlite.sqlite3 $(BIN)/pytest --ds=backend.config.settings.test -q $(SQLITE_SUITE) $(PYTEST_ARGS)

@@ -23,6 +23,27 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from .parsers import PayloadTooLarge
 
+# Every `code` an API error body can carry (docs/api.md, "Errors"): the OpenAPI schema's `ErrorCode`
+# (backend/common/openapi.py), so a typed client can switch on it. tests/backend/common check that
+# the code and docs/api.md use no other.
+ERROR_CODES = (
+    # 400
+    "invalid", "parse_error", "reason_required", "crates_required", "unknown_crate", "destination_required",
+    "destination_same_unit", "location_required", "invalid_if_match", "signature_required", "unit_required",
+    "unknown_entity", "unknown_action", "too_many_ids", "ids_required", "inside_retention", "actor_inactive",
+    "error",
+    # 401
+    "not_authenticated", "authentication_failed", "token_not_valid", "no_active_account", "password_changed",
+    "unit_changed",
+    # 403, 404, 405, 406
+    "permission_denied", "four_eyes", "signature_invalid", "not_found", "method_not_allowed", "not_acceptable",
+    # 409, 413, 415, 423, 429
+    "stale_version", "invalid_transition", "crate_unavailable", "payload_too_large", "unsupported_media_type",
+    "signature_locked", "throttled", "locked_out",
+    # 500, 503
+    "server_error", "broker_unavailable", "service_unavailable",
+)
+
 
 class DomainError(Exception):
     code = "error"

@@ -10,6 +10,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+# The WebSocket protocol's version (docs/realtime.md): a change a client already in use would break
+# raises it. The typed client kit's major version follows it (docs/client.md, "Versions").
+PROTOCOL_VERSION = 1
+
 ENTITIES = ("withdrawal", "destruction", "transfer", "sendback", "crate")
 ACTIONS = ("created", "updated", "deleted")
 # Every `code` an `error` message can carry (docs/realtime.md explains each).
@@ -366,10 +370,39 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Client -> server messages with a body of their own (ping, subscribe, presence: docs/realtime.md).
-# The consumer checks them by hand, field by field, with the same limits.
+# Client -> server messages (docs/realtime.md). The consumer checks them by hand, field by field,
+# with the same limits (tests/backend/events/test_schema.py holds the two together); the typed client
+# kit's message types are generated from these and SCHEMAS (manage.py export_message_schemas).
 REFRESH_TOKEN_MAX_LENGTH = 4000  # under the consumer's 4,096-byte message limit
+# Record ids as the consumer takes them: any case (it lowercases them).
+_ANY_CASE_UUID = {"type": "string", "pattern": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"}
+_CLIENT_TARGET = {"entity": {"enum": list(ENTITIES)}, "id": _ANY_CASE_UUID}
+# The subscription filter's limits (realtime/subscriptions.py: MAX_IDS, and twice the entities).
+SUBSCRIBE_MAX_IDS = 100
 CLIENT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ping": {
+        "type": "object", "required": ["type"],
+        "properties": {"type": {"const": "ping"}, "timestamp": {"type": "string"}},
+    },
+    "subscribe": {
+        "type": "object", "required": ["type"], "additionalProperties": False,
+        "properties": {
+            "type": {"const": "subscribe"},
+            "entities": {"type": "array", "minItems": 1, "maxItems": 2 * len(ENTITIES), "items": {"enum": list(ENTITIES)}},
+            "ids": {"type": "array", "minItems": 1, "maxItems": SUBSCRIBE_MAX_IDS, "items": _ANY_CASE_UUID},
+            "mine": {"type": "boolean"},
+        },
+    },
+    "unsubscribe": {"type": "object", "required": ["type"], "properties": {"type": {"const": "unsubscribe"}}},
+    "viewing": {
+        "type": "object", "required": ["type", "entity", "id"],
+        "properties": {"type": {"const": "viewing"}, **_CLIENT_TARGET},
+    },
+    "editing": {
+        "type": "object", "required": ["type", "entity", "id"],
+        "properties": {"type": {"const": "editing"}, **_CLIENT_TARGET},
+    },
+    "idle": {"type": "object", "required": ["type"], "properties": {"type": {"const": "idle"}}},
     "refresh": {
         "type": "object",
         "required": ["type", "token"],

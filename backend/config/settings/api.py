@@ -74,6 +74,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation's error body, `Error` with its `ErrorCode` union (the typed client kit's REST types).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "backend.common.openapi.error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "RequestStatusEnum": "backend.records.models.RequestStatus",
         "CrateStatusEnum": "backend.records.models.CrateStatus",

@@ -1,10 +1,10 @@
 // The live console (served at `/`): a small, framework-free client of the public API, kept current by
-// updates-client.js. Lists refetch themselves (debounced) on every data_update of their entity; jobs
+// the client kit's bundle (kit/records-client.js, built from clients/js). Lists refetch themselves (debounced) on every data_update of their entity; jobs
 // follow job_update messages and, as a fallback, GET /api/jobs/{id}/.
 //
 // Test hooks (tests/browser): `window.realtimeStats` counts what the realtime client delivered, and
 // `window.CONSOLE_OPTIONS` (set before the page loads) overrides the timings below.
-import { STATUS, UpdatesClient } from './updates-client.js';
+import { STATUS, UpdatesClient } from './kit/records-client.js';
 
 const OPTIONS = {
   debounceMs: 150, // coalesce a burst of updates into one refetch per list

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.events import schema
 from backend.events.models import OutboxEvent
@@ -178,3 +180,38 @@ def test_the_stream_epoch_and_read_state_messages_match_their_schemas():
     assert set(schema.RESYNC_REASONS) >= {"epoch_changed", "last_seq_ahead", "history_limit", "history_unavailable"}
     bad = {"type": "notification_read", "ids": ["not-a-uuid"], "all": False}
     assert not jsonschema.Draft202012Validator(schema.SCHEMAS["notification_read"]).is_valid(bad)
+
+
+# --- client -> server: the schemas the typed client kit is generated from say what the consumer takes ---
+
+_ID = "6f1c2a52-8d5e-4a57-9b0e-2f1d3c4b5a69"
+_IDS = st.sampled_from([_ID, _ID.upper(), "not-a-uuid", "", 7, None])
+_ENTITY_VALUES = st.sampled_from([*schema.ENTITIES, "unit", "", 3])
+_SUBSCRIBE = st.fixed_dictionaries(
+    {"type": st.just("subscribe")},
+    optional={
+        "entities": st.one_of(st.lists(_ENTITY_VALUES, max_size=12), st.just("withdrawal"), st.none()),
+        "ids": st.one_of(st.lists(_IDS, max_size=3), st.lists(st.just(_ID), min_size=99, max_size=102), st.just(_ID)),
+        "mine": st.sampled_from([True, False, 1, "yes", None]),
+        "unit": st.just(_ID),
+    },
+)
+
+
+@given(message=_SUBSCRIBE)
+@settings(max_examples=300, deadline=None)
+def test_the_subscribe_schema_accepts_exactly_what_the_consumer_takes(message):
+    from realtime.subscriptions import parse_message
+
+    valid = jsonschema.Draft202012Validator(schema.CLIENT_SCHEMAS["subscribe"]).is_valid(message)
+    assert valid == (not isinstance(parse_message(message), str)), message
+
+
+@given(kind=st.sampled_from(["viewing", "editing"]), entity=_ENTITY_VALUES, record=_IDS)
+@settings(max_examples=100, deadline=None)
+def test_the_presence_schemas_accept_exactly_what_the_consumer_takes(kind, entity, record):
+    from realtime.presence import parse_target
+
+    message = {"type": kind, "entity": entity, "id": record}
+    valid = jsonschema.Draft202012Validator(schema.CLIENT_SCHEMAS[kind]).is_valid(message)
+    assert valid == (not isinstance(parse_target(message), str)), message

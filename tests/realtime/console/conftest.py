@@ -24,7 +24,7 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(request):
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(
             f"Chromium not found at {CHROMIUM}: run `make browser-deps` (scripts/ensure-browser installs "
@@ -42,7 +42,9 @@ def browser():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     playwright = sync_playwright().start()
     try:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # A module may ask for more switches (CHROMIUM_EXTRA_ARGS: test_kit_example.py).
+        extra = list(getattr(request.module, "CHROMIUM_EXTRA_ARGS", []))
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + extra)
         yield browser
         browser.close()
     finally:

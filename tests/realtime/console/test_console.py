@@ -1,4 +1,4 @@
-"""The live console (`/`) and its realtime client (static/realtime/updates-client.js) in a real
+"""The live console (`/`) and its realtime client (the client kit's bundle, static/realtime/kit/records-client.js) in a real
 Chromium, against real Daphne and Celery processes: updates reach other consoles of the unit without
 a reload, never another unit's; a restarted server is found again and what was missed is replayed;
 an expired access token is refreshed and the connection comes back by itself."""

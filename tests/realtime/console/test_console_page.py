@@ -1,4 +1,5 @@
-"""The console page and the client module are served by Django itself (no build step, no CDN)."""
+"""The console page and the client kit's bundle are served by Django itself (no CDN; the bundle is built
+from clients/js and committed, so serving it needs no Node: docs/client.md)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,31 @@ def test_the_console_page_loads_its_modules_from_static_under_a_strict_csp():
     assert response["Cache-Control"] == "no-store"
 
 
-def test_the_client_module_is_served_as_javascript_at_its_documented_url():
-    # when an SPA imports /static/realtime/updates-client.js
-    response = Client().get("/static/realtime/updates-client.js")
+def served_module(path: str) -> str:
+    response = Client().get(path)
+    # JavaScript: browsers refuse modules of any other type
+    assert response.status_code == 200, path
+    assert response["Content-Type"].split(";")[0] == "text/javascript", path
+    return b"".join(response.streaming_content).decode()
 
-    # then it is JavaScript (browsers refuse modules of any other type), exporting the documented API
-    assert response.status_code == 200
-    assert response["Content-Type"].split(";")[0] == "text/javascript"
-    source = b"".join(response.streaming_content).decode()
-    exported = set(re.findall(r"^export (?:class|function|const) (\w+)", source, re.MULTILINE))
+
+def exported_names(source: str) -> set[str]:
+    """The names a (minified) ES module exports: `export{a as B,c}` clauses and `export class/function/const`."""
+    names = set(re.findall(r"^export (?:class|function|const) (\w+)", source, re.MULTILINE))
+    for clause in re.findall(r"export\s*\{([^}]*)\}", source):
+        names |= {item.split(" as ")[-1].strip() for item in clause.split(",") if item.strip()}
+    return names
+
+
+def test_the_client_module_is_served_as_javascript_at_its_documented_url():
+    # when an SPA imports the kit's bundle, or /static/realtime/updates-client.js (its old address)
+    bundle = served_module("/static/realtime/kit/records-client.js")
+    old_address = served_module("/static/realtime/updates-client.js")
+
+    # then the bundle exports the documented API, and the old address re-exports the bundle whole
     assert {
         "UpdatesClient", "invalidationKeys", "ALL_QUERY_KEYS", "backoffDelay", "backoffCeiling", "SeqTracker",
         "unpackUpdates", "closeAction", "buildSocketUrl", "STATUS", "CLOSE_CODES", "DEFAULTS",
-    } <= exported
+        "createRestClient", "readWatermark", "PROTOCOL_VERSION",
+    } <= exported_names(bundle)
+    assert "export * from './kit/records-client.js';" in old_address

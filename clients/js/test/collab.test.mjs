@@ -1,8 +1,8 @@
-// Unit tests for the collaboration part of realtime/static/realtime/updates-client.js: presence
+// Unit tests for the collaboration part of the updates client (src/updates.ts), run by vitest: presence
 // (onPresence, setViewing / setEditing / setIdle) and selective updates (subscribe / unsubscribe).
 // Same style as updates-client.test.mjs: an injected fake socket and no timers firing.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 
 import {
   PresenceRoster,
@@ -10,7 +10,7 @@ import {
   UpdatesClient,
   buildSocketUrl,
   normalizeFilter,
-} from '../../../realtime/static/realtime/updates-client.js';
+} from '../src/index';
 
 class FakeSocket {
   static instances = [];

@@ -1,8 +1,8 @@
-// Unit tests for realtime/static/realtime/updates-client.js (Node's built-in runner: `node --test tests/realtime/static/`).
+// Unit tests for the updates client (src/updates.ts), ported from the plain client's node:test suite: vitest against a fake socket.
 // The socket, fetch, timers and randomness are injected fakes, so every schedule is deterministic;
 // tests/realtime/console/ proves the same module against a real Daphne in a real browser.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it } from 'vitest';
 
 import {
   ALL_QUERY_KEYS,
@@ -16,7 +16,7 @@ import {
   invalidationKeys,
   refreshDelay,
   unpackUpdates,
-} from '../../../realtime/static/realtime/updates-client.js';
+} from '../src/index';
 
 // --- fakes -----------------------------------------------------------------------------------------
 
