@@ -27,6 +27,7 @@ from . import selectors, services
 from .actions import SEND_BACK
 from .decisions import Decision, decide_one
 from .job_kinds import RELOCATE
+from .list_filters import CrateReservationFields, CrateReservationFilter, RequestCrateNumberFilter
 from .models import (
     Crate,
     CrateStatus,
@@ -98,11 +99,11 @@ def _delete_input(request) -> tuple[str, int | None]:
 # --- crates -----------------------------------------------------------------------------------
 
 
-class CrateSerializer(serializers.ModelSerializer):
+class CrateSerializer(CrateReservationFields, serializers.ModelSerializer):
     class Meta:
         model = Crate
         fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
-                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason"]
+                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason", "reserved", "reserved_by"]
         read_only_fields = fields
 
 
@@ -121,7 +122,7 @@ class RelocateSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
-class CrateFilter(django_filters.FilterSet):
+class CrateFilter(CrateReservationFilter):
     status = django_filters.MultipleChoiceFilter(choices=CrateStatus.choices)
     destruction_due_before = django_filters.DateFilter(field_name="destruction_due", lookup_expr="lte")
 
@@ -145,6 +146,8 @@ class CrateViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.ModelVi
 
     def get_queryset(self):
         crates = selectors.crates_visible_to(self.request.user, include_deleted=_include_deleted(self.request))
+        if self.action in ("list", "retrieve"):  # `reserved`, and its filters (issue 32)
+            crates = selectors.with_reservations(crates)
         # a relocation's job description names the crate's unit: read with the crate, not after it
         return crates.select_related("unit") if self.action == "relocate" else crates
 
@@ -298,7 +301,7 @@ class DecisionSerializer(serializers.Serializer):
     )
 
 
-class RequestFilter(django_filters.FilterSet):
+class RequestFilter(RequestCrateNumberFilter):
     status = django_filters.MultipleChoiceFilter(choices=RequestStatus.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
@@ -317,7 +320,7 @@ class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.Model
 
     entity: str
     write_serializer_class = RequestWriteSerializer
-    search_fields = ["request_number", "reason"]
+    search_fields = ["request_number", "reason", "crates__crate_number"]
     ordering_fields = ["created_at", "updated_at", "request_number", "status"]
     ordering = ["-created_at", "id"]
 

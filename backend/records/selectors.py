@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from django.db.models import Q, QuerySet
+from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from backend.accounts.models import Role, User
 from backend.audit.models import AuditEntry
@@ -65,6 +66,25 @@ def open_request_crate_ids(crate_ids: Iterable[uuid.UUID], exclude: BaseRequest 
             rows = rows.exclude(**{f"{kind.model._meta.model_name}_id": exclude.id})
         busy.update(rows.values_list("crate_id", flat=True))
     return busy
+
+
+def with_reservations(crates: QuerySet[Crate]) -> QuerySet[Crate]:
+    """The crates, each annotated with `reserved_by`: the number of the open (pending or sent back,
+    not deleted) request that names it, or None. A crate is in one open request at a time."""
+    holders = [
+        Subquery(
+            kind.model.objects.filter(
+                crates=OuterRef("pk"), status__in=list(EDITABLE_STATUSES), deleted_at__isnull=True
+            ).order_by().values("request_number")[:1]
+        )
+        for kind in REQUEST_KINDS.values()
+    ]
+    return crates.annotate(reserved_by=Coalesce(*holders, output_field=CharField()))
+
+
+def crate_reserved_by(crate_id: uuid.UUID) -> str | None:
+    """The number of the open request that names this crate, or None."""
+    return with_reservations(Crate.objects.filter(id=crate_id)).values_list("reserved_by", flat=True).first()
 
 
 def free_crates_in_storage(unit_id) -> QuerySet[Crate]:
