@@ -630,8 +630,10 @@ async function listPage(path, params, page) {
   try {
     return await api(`${path}?${query({ ...params, page_size: PAGE_SIZE, page: page > 1 ? page : '' })}`);
   } catch (error) {
-    if (error instanceof ApiError && error.status === 404 && page > 1) return { results: [], count: null };
-    throw error;
+    if (!(error instanceof ApiError && error.status === 404 && page > 1)) throw error;
+    // Past this list's end (a kind with fewer pages, or the list shrank): no rows, but its count.
+    const first = await api(`${path}?${query({ ...params, page_size: 1 })}`);
+    return { results: [], count: first.count };
   }
 }
 

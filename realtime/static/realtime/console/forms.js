@@ -41,7 +41,11 @@ export function createForms(c) {
       el('label', { class: 'pick' },
         el('input', {
           type: 'checkbox', testid: `pick-${crate.crate_number}`, value: crate.id, checked: picked.has(crate.id),
-          onchange: (event) => (event.target.checked ? picked.add(crate.id) : picked.delete(crate.id)),
+          onchange: (event) => {
+            if (event.target.checked) picked.add(crate.id);
+            else picked.delete(crate.id);
+            showError('request-form-error', '');
+          },
         }),
         el('span', { class: 'mono' }, crate.crate_number),
         el('span', { class: 'muted' }, crate.location || '—')))));
