@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backend.accounts.models import Role
 from backend.audit.models import AuditEntry, Signature
 from backend.jobs.models import Job
 from backend.records.models import CrateStatus, RequestStatus
 from backend.records.services import request_delete
-from tests.support.factories import CrateFactory, UnitFactory, make_request, unit_staff
+from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request, unit_staff
 from tests.support.signing import sign, signed, transition_now
 
 pytestmark = pytest.mark.django_db
@@ -229,6 +230,14 @@ def test_the_preview_refuses_what_the_job_would_refuse_whole(api, staff):
     assert nothing.status_code == 400
     resubmit = _preview(api(staff["requester"]), action="resubmit", numbers=[number])
     assert resubmit.json()["items"][0]["code"] == "invalid_transition"
+    # a superuser (no unit) takes no bulk action; a deleted request is not there to name
+    root = UserFactory(unit=None, username="root-wt32", is_superuser=True, role=Role.ADMIN)
+    unit_less = _preview(api(root), numbers=[number])
+    assert (unit_less.status_code, unit_less.json()["code"]) == (400, "unit_required")
+    request_delete(entity="withdrawal", actor=staff["requester"], request_id=request.id, expected_version=None,
+                   reason="filed twice")
+    gone = _preview(api(staff["approver"]), numbers=[number]).json()["items"][0]
+    assert (gone["ok"], gone["code"], gone["id"]) == (False, "not_found", None)
 
 
 def test_a_bulk_action_by_request_numbers_queues_their_ids(api, staff, enqueued):

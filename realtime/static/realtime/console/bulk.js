@@ -168,6 +168,10 @@ export function createBulk(c) {
         ({ job } = await queue());
       }
       c.state.bulkJobId = job.id;
+      // Queued: the box is free for the next one (the results list below names these).
+      setRefs([]);
+      forget();
+      c.renderTicks();
       const names = new Map(going.map((item) => [item.id, item.request_number]));
       $('bulk-results').replaceChildren();
       $('bulk-results').hidden = true;

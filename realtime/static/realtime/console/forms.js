@@ -76,6 +76,9 @@ export function createForms(c) {
     $('request-form-kind').disabled = Boolean(row);
     $('request-form-reason').value = row ? row.reason || '' : '';
     $('request-form-change-label').hidden = !row;
+    // What the decider asked for, while the requester edits it.
+    $('request-form-sent-back').textContent = row && row.decision_reason ? `Sent back: ${row.decision_reason}` : '';
+    $('request-form-sent-back').hidden = !(row && row.decision_reason);
     $('request-form-change-reason').value = '';
     $('request-form-crate-filter').value = '';
     $('request-form-submit').textContent = row ? 'Save changes' : 'File request';
