@@ -7,6 +7,7 @@
 import { STATUS, UpdatesClient } from './updates-client.js';
 import { createBulk } from './console/bulk.js';
 import { createForms } from './console/forms.js';
+import { TERMINAL_JOB, jobProgress, shownStatus } from './console/jobs.js';
 
 const OPTIONS = {
   debounceMs: 150, // coalesce a burst of updates into one refetch per list
@@ -50,7 +51,6 @@ const OUTCOME_LABEL = {
 };
 const outcomeText = (code) => OUTCOME_LABEL[code] || (code || 'failed').replace(/_/g, ' ');
 const FOUR_EYES_TEXT = 'You filed this request: someone else decides (four eyes)';
-const TERMINAL_JOB = new Set(['succeeded', 'failed']);
 // Which lists an update's entity makes stale: a request's change also changes which crates it
 // reserves (filed, edited, decided, deleted), so the crates are read again too.
 const LIST_OF_ENTITY = {
@@ -989,17 +989,6 @@ async function pollJobs() {
   }
 }
 
-/** How far a job got. A finished job is complete whatever its counts say (a refused single job
- *  reports done 0, failed 1; a bulk counts every id with an outcome, refused or not, as done). */
-function jobProgress(job) {
-  const { total = 0, done = 0, failed = 0 } = job.progress || {};
-  const finished = TERMINAL_JOB.has(job.status);
-  const processed = finished ? total : Math.min(total, done);
-  let percent = 0;
-  if (finished) percent = 100;
-  else if (total) percent = Math.round((processed / total) * 100);
-  return { total, processed, failed, percent };
-}
 
 /** Why a finished bulk job's ids failed, counted by code (four eyes, stale version, …). */
 async function loadFailures(id) {
@@ -1024,13 +1013,6 @@ function failureText(failures) {
   return parts.length ? ` (${parts.join('; ')})` : '';
 }
 
-/** What a job looks like: a finished job that failed on some (or all) of its items is partly failed
- *  (or failed), not green, whatever its own status says (a bulk job succeeds when it ran to the end). */
-function shownStatus(job) {
-  const { total = 0, failed = 0 } = job.progress || {};
-  if (job.status !== 'succeeded' || !failed) return job.status;
-  return failed >= total ? 'failed' : 'partly_failed';
-}
 
 function renderJob(id) {
   const { job, label, failures } = state.jobs.get(id);
