@@ -16,7 +16,7 @@ from backend.audit.models import AuditEntry, Signature
 from backend.jobs.models import Job
 from backend.records import services
 from backend.records.models import Crate, RequestStatus, WithdrawalRequest
-from tests.support.browser import WAIT_MS
+from tests.support.browser import CONSOLE_OPTIONS, WAIT_MS
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
 from tests.support.signing import sign, transition_now
 
@@ -250,3 +250,41 @@ def test_the_lists_page_and_filter_and_requests_are_found_by_crate_number(consol
     expect(page.get_by_test_id("requests-body").locator("tr")).to_have_count(1)
     expect(page.get_by_test_id(f"request-row-{request.id}")).to_be_visible()
     expect(page.get_by_test_id(f"request-row-{other.id}")).to_have_count(0)
+
+
+def test_after_resync_required_the_console_reads_its_lists_again_without_a_reload(console_daphne, consoles):
+    # given a live console with a pending withdrawal in its unit
+    console_daphne.ensure_running()
+    unit = UnitFactory()
+    people = staff(unit, Role.REQUESTER, Role.APPROVER)
+    crate = CrateFactory(unit=unit)
+    request = make_request("withdrawal", people[Role.REQUESTER], [crate])
+    # (enough reconnect attempts to outlast a Daphne restart on a loaded machine)
+    options = {"client": {**CONSOLE_OPTIONS["client"], "maxAttempts": 60}}
+    page = consoles.open(console_daphne.port, people[Role.APPROVER].username, options=options)
+    expect(page.get_by_test_id(f"crate-status-{crate.id}")).to_have_text("Reserved")
+    fetches = page.evaluate("window.realtimeStats.fetches")
+
+    # when Daphne goes away, the request is rejected and another filed meanwhile, and the history
+    # of those changes is pruned before the console comes back (so they cannot be replayed)
+    console_daphne.stop()
+    expect(page.get_by_test_id("status-badge")).to_have_attribute("data-status", "syncing")
+    transition_now(entity="withdrawal", action="reject", actor=people[Role.APPROVER], request_id=request.id,
+                   reason="not needed", signature_id=sign(people[Role.APPROVER], "withdrawal", "reject"))
+    filed = make_request("destruction", people[Role.REQUESTER])
+    from backend.events.models import OutboxEvent
+
+    last = OutboxEvent.objects.filter(unit=unit).order_by("-seq").values_list("seq", flat=True).first()
+    OutboxEvent.objects.filter(unit=unit, seq__lt=last).delete()
+    console_daphne.start()
+
+    # then the server says resync_required and the console reads both lists again, in the same document
+    expect(page.get_by_test_id("status-badge")).to_have_attribute("data-status", "live", timeout=WAIT_MS)
+    page.wait_for_function("() => window.realtimeStats.resyncs === 1")
+    expect(page.get_by_test_id(f"request-status-{request.id}")).to_have_text("Rejected")
+    expect(page.get_by_test_id(f"decision-reason-{request.id}")).to_have_text("Rejected: not needed")
+    expect(page.get_by_test_id(f"request-row-{filed.id}")).to_be_visible()
+    expect(page.get_by_test_id(f"crate-status-{crate.id}")).to_have_text("In storage")  # freed by the rejection
+    after = page.evaluate("window.realtimeStats.fetches")
+    assert after["requests"] > fetches["requests"] and after["crates"] > fetches["crates"]
+    assert consoles.loads(page) == 1
