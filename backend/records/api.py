@@ -8,10 +8,12 @@ relocate) are queued as jobs (their kinds are declared in jobs.py) and answered 
 from __future__ import annotations
 
 import django_filters
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 
 from backend.accounts.api import SignatureInputSerializer, signature_throttle
@@ -27,7 +29,13 @@ from . import selectors, services
 from .actions import SEND_BACK
 from .decisions import Decision, decide_one
 from .job_kinds import RELOCATE
-from .list_filters import CrateReservationFields, CrateReservationFilter, RequestCrateNumberFilter
+from .list_filters import (
+    CrateReservationFields,
+    CrateReservationFilter,
+    CrateReservationList,
+    RequestCrateNumberFilter,
+    RequestSearchFilter,
+)
 from .models import (
     Crate,
     CrateStatus,
@@ -105,6 +113,7 @@ class CrateSerializer(CrateReservationFields, serializers.ModelSerializer):
         fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
                   "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason", "reserved", "reserved_by"]
         read_only_fields = fields
+        list_serializer_class = CrateReservationList
 
 
 class CrateWriteSerializer(serializers.Serializer):
@@ -146,8 +155,6 @@ class CrateViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.ModelVi
 
     def get_queryset(self):
         crates = selectors.crates_visible_to(self.request.user, include_deleted=_include_deleted(self.request))
-        if self.action in ("list", "retrieve"):  # `reserved`, and its filters (issue 32)
-            crates = selectors.with_reservations(crates)
         # a relocation's job description names the crate's unit: read with the crate, not after it
         return crates.select_related("unit") if self.action == "relocate" else crates
 
@@ -320,7 +327,8 @@ class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.Model
 
     entity: str
     write_serializer_class = RequestWriteSerializer
-    search_fields = ["request_number", "reason", "crates__crate_number"]
+    search_fields = ["request_number", "reason"]  # and its crates' numbers (RequestSearchFilter)
+    filter_backends = [DjangoFilterBackend, RequestSearchFilter, OrderingFilter]
     ordering_fields = ["created_at", "updated_at", "request_number", "status"]
     ordering = ["-created_at", "id"]
 
