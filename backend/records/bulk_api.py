@@ -122,12 +122,17 @@ def _numbered_ids(actor, body: dict) -> list[str]:
     return list(resolved.values())
 
 
+# What a preview item can be refused with: the job's own outcome codes for a request (docs/bulk.md).
+PREVIEW_CODES = ["not_found", "duplicate", "four_eyes", "invalid_transition", "stale_version", "permission_denied",
+                 "reason_required"]
+
+
 class BulkPreviewItemSerializer(serializers.Serializer):
     ref = serializers.CharField(help_text="The request number or id as it was sent")
     ok = serializers.BooleanField(help_text="True: the job would apply the action to it if it ran now")
-    code = serializers.CharField(
-        allow_null=True,
-        help_text="Why not: not_found, duplicate, four_eyes, invalid_transition, stale_version, permission_denied",
+    code = serializers.ChoiceField(
+        choices=PREVIEW_CODES, allow_null=True,
+        help_text="Why not (null when ok): the outcome the job would give it, or `duplicate` for a request named twice",
     )
     message = serializers.CharField(allow_blank=True)
     id = serializers.UUIDField(allow_null=True)
