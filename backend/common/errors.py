@@ -30,7 +30,7 @@ ERROR_CODES = (
     # 400
     "invalid", "parse_error", "reason_required", "crates_required", "unknown_crate", "destination_required",
     "destination_same_unit", "location_required", "invalid_if_match", "signature_required", "unit_required",
-    "unknown_entity", "unknown_action", "too_many_ids", "ids_required", "inside_retention", "actor_inactive",
+    "unknown_entity", "unknown_action", "too_many_ids", "ids_required", "unknown_numbers", "inside_retention", "actor_inactive",
     "error",
     # 401
     "not_authenticated", "authentication_failed", "token_not_valid", "no_active_account", "password_changed",

@@ -27,7 +27,7 @@ from backend.records.api import (
     TransferRequestViewSet,
     WithdrawalRequestViewSet,
 )
-from backend.records.bulk_api import BulkActionView
+from backend.records.bulk_api import BulkActionView, BulkPreviewView
 from backend.records.crates_api import CrateViewSet
 from realtime.views import ConsoleView
 
@@ -75,6 +75,7 @@ urlpatterns = [
     path("api/auth/ws-ticket/", WsTicketView.as_view(), name="ws_ticket"),
     path("api/me/", MeView.as_view(), name="me"),
     path("api/bulk-actions/", BulkActionView.as_view(), name="bulk_actions"),
+    path("api/bulk-actions/preview/", BulkPreviewView.as_view(), name="bulk_actions_preview"),
     path("api/", include(router.urls)),
     *api_docs_urls(),
     # The admin's sign-in is throttled and locked like the API's (before admin.site.urls claims it).

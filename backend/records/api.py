@@ -8,9 +8,11 @@ relocate) are queued as jobs (their kinds are declared in job_kinds.py) and answ
 from __future__ import annotations
 
 import django_filters
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 
 from backend.accounts.api import SignatureInputSerializer, signature_throttle
@@ -24,6 +26,7 @@ from . import selectors, services
 from .actions import SEND_BACK
 from .api_common import ERROR_RESPONSES, INCLUDE_DELETED, DeleteSerializer, StaleDetails, delete_input, include_deleted
 from .decisions import Decision, decide_one
+from .list_filters import RequestCrateNumberFilter, RequestSearchFilter
 from .models import (
     DestructionRequest,
     RequestStatus,
@@ -122,7 +125,7 @@ class DecisionSerializer(serializers.Serializer):
     )
 
 
-class RequestFilter(django_filters.FilterSet):
+class RequestFilter(RequestCrateNumberFilter):
     status = django_filters.MultipleChoiceFilter(choices=RequestStatus.choices)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
@@ -141,7 +144,8 @@ class RequestViewSet(SeqWatermarkedList, ListFiltersForListsOnly, viewsets.Model
 
     entity: str
     write_serializer_class = RequestWriteSerializer
-    search_fields = ["request_number", "reason"]
+    search_fields = ["request_number", "reason"]  # and its crates' numbers (RequestSearchFilter)
+    filter_backends = [DjangoFilterBackend, RequestSearchFilter, OrderingFilter]
     ordering_fields = ["created_at", "updated_at", "request_number", "status"]
     ordering = ["-created_at", "id"]
 

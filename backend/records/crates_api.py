@@ -19,18 +19,20 @@ from backend.jobs.services import job_submit
 from . import selectors, services
 from .api_common import ERROR_RESPONSES, INCLUDE_DELETED, DeleteSerializer, StaleDetails, delete_input, include_deleted
 from .job_kinds import RELOCATE
+from .list_filters import CrateReservationFields, CrateReservationFilter, CrateReservationList
 from .models import (
     Crate,
     CrateStatus,
 )
 
 
-class CrateSerializer(serializers.ModelSerializer):
+class CrateSerializer(CrateReservationFields, serializers.ModelSerializer):
     class Meta:
         model = Crate
         fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
-                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason"]
+                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason", "reserved", "reserved_by"]
         read_only_fields = fields
+        list_serializer_class = CrateReservationList
 
 
 class CrateWriteSerializer(serializers.Serializer):
@@ -48,7 +50,7 @@ class RelocateSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
-class CrateFilter(django_filters.FilterSet):
+class CrateFilter(CrateReservationFilter):
     status = django_filters.MultipleChoiceFilter(choices=CrateStatus.choices)
     destruction_due_before = django_filters.DateFilter(field_name="destruction_due", lookup_expr="lte")
 

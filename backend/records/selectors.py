@@ -67,6 +67,36 @@ def open_request_crate_ids(crate_ids: Iterable[uuid.UUID], exclude: BaseRequest 
     return busy
 
 
+def _open_holdings(kind) -> QuerySet:
+    """The (crate, request) rows of open (pending or sent back, not deleted) requests of a kind."""
+    name = kind.model._meta.model_name
+    return kind.model.crates.through.objects.filter(
+        **{f"{name}__status__in": list(EDITABLE_STATUSES), f"{name}__deleted_at__isnull": True}
+    )
+
+
+def reserved_crates() -> Q:
+    """Crates named in an open request: a condition for a crate query. Each kind's holdings are one
+    uncorrelated subquery, which PostgreSQL reads once and hashes (not a lookup per crate row)."""
+    condition = Q()
+    for kind in REQUEST_KINDS.values():
+        condition |= Q(id__in=_open_holdings(kind).values("crate_id"))
+    return condition
+
+
+def crates_reserved_by(crate_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """{crate id: the number of the open request that names it} for those of `crate_ids` that are
+    reserved (a crate is in one open request at a time): one query per request kind."""
+    ids = list(crate_ids)
+    found: dict[uuid.UUID, str] = {}
+    if not ids:
+        return found
+    for kind in REQUEST_KINDS.values():
+        name = kind.model._meta.model_name
+        found.update(_open_holdings(kind).filter(crate_id__in=ids).values_list("crate_id", f"{name}__request_number"))
+    return found
+
+
 def free_crates_in_storage(unit_id) -> QuerySet[Crate]:
     """A unit's crates in storage that no open request holds, by number."""
     crates = Crate.objects.filter(unit_id=unit_id, status=CrateStatus.IN_STORAGE, deleted_at__isnull=True)

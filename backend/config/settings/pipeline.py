@@ -108,3 +108,5 @@ BULK_CHUNK_SIZE = env.int("BULK_CHUNK_SIZE", default=500)
 BULK_PROGRESS_INTERVAL_SECONDS = env.float("BULK_PROGRESS_INTERVAL_SECONDS", default=0.5)
 # Bulk jobs one user may have queued or running at once; a further one is 429.
 BULK_MAX_ACTIVE_PER_USER = env.int("BULK_MAX_ACTIVE_PER_USER", default=2)
+# Checks of a bulk action before it is signed (POST /api/bulk-actions/preview/), per user.
+BULK_PREVIEW_RATE = env("BULK_PREVIEW_RATE", default="60/min")

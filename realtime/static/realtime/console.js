@@ -5,6 +5,9 @@
 // Test hooks (tests/browser): `window.realtimeStats` counts what the realtime client delivered, and
 // `window.CONSOLE_OPTIONS` (set before the page loads) overrides the timings below.
 import { STATUS, UpdatesClient } from './kit/records-client.js';
+import { createBulk } from './console/bulk.js';
+import { createForms } from './console/forms.js';
+import { TERMINAL_JOB, jobProgress, shownStatus } from './console/jobs.js';
 
 const OPTIONS = {
   debounceMs: 150, // coalesce a burst of updates into one refetch per list
@@ -22,6 +25,7 @@ const STATUS_LABEL = {
   pending: 'Pending', approved: 'Approved', rejected: 'Rejected', sent_back: 'Sent back',
   in_storage: 'In storage', withdrawn: 'Withdrawn', in_transit: 'In transit', destroyed: 'Destroyed',
   queued: 'Queued', running: 'Running', succeeded: 'Succeeded', failed: 'Failed',
+  reserved: 'Reserved', partly_failed: 'Partly failed',
 };
 const BADGE_TEXT = { [STATUS.LIVE]: 'Live', [STATUS.SYNCING]: 'Syncing', [STATUS.OFFLINE]: 'Offline' };
 // How the history panel words an audit entry's action ("Approved by …").
@@ -43,11 +47,16 @@ const OUTCOME_LABEL = {
   four_eyes: 'filed by you: four eyes', stale_version: 'changed since you saw them', not_found: 'not found',
   invalid_transition: 'no longer in a status that allows it', crate_unavailable: 'crates not available',
   permission_denied: 'not allowed for your role', reason_required: 'reason missing',
+  duplicate: 'named twice', signature_invalid: 'signature not valid',
 };
+const outcomeText = (code) => OUTCOME_LABEL[code] || (code || 'failed').replace(/_/g, ' ');
 const FOUR_EYES_TEXT = 'You filed this request: someone else decides (four eyes)';
-const TERMINAL_JOB = new Set(['succeeded', 'failed']);
-// Which list an update's entity makes stale.
-const LIST_OF_ENTITY = { withdrawal: 'requests', destruction: 'requests', transfer: 'requests', sendback: 'requests', crate: 'crates' };
+// Which lists an update's entity makes stale: a request's change also changes which crates it
+// reserves (filed, edited, decided, deleted), so the crates are read again too.
+const LIST_OF_ENTITY = {
+  withdrawal: ['requests', 'crates'], destruction: ['requests', 'crates'], transfer: ['requests', 'crates'],
+  sendback: ['requests'], crate: ['crates'],
+};
 
 const stats = {
   updates: 0, byEntity: {}, jobUpdates: 0, resyncs: 0, gaps: 0, closes: [], refreshes: 0, socketRefreshes: 0,
@@ -493,7 +502,7 @@ function ask({ title, label, value = '' }) {
  *  call went through, `{error}` when it was refused otherwise (the dialog closed), `null` when
  *  cancelled. The password goes from the input into the request body only: never kept in state,
  *  logged or shown, and the input is emptied as soon as it is sent and whenever the dialog closes. */
-function signDecision({ title, action, reasonMode, fixedReason = '', attempt }) {
+function signDecision({ title, action, reasonMode, fixedReason = '', attempt, items = null }) {
   const dialog = $('sign-dialog');
   const form = $('sign-form');
   const password = $('sign-password');
@@ -509,6 +518,12 @@ function signDecision({ title, action, reasonMode, fixedReason = '', attempt }) 
   $('sign-title').textContent = title;
   $('sign-manifest').textContent = `Signed by ${state.me.username} — meaning: ${meaning}`;
   $('sign-manifest').dataset.meaning = meaning;
+  // A bulk decision lists exactly the requests it signs (what the check before it found).
+  const shown = (items || []).slice(0, 200);
+  $('sign-items').replaceChildren(...shown.map((item) => el('li', { class: 'mono', testid: 'sign-item' }, item)),
+    ...(items && items.length > shown.length ? [el('li', { class: 'muted' }, `and ${items.length - shown.length} more`)] : []));
+  $('sign-items-count').textContent = items ? `${items.length} request${items.length === 1 ? '' : 's'}, each signed:` : '';
+  $('sign-items-box').hidden = !items;
   $('sign-fixed-reason').textContent = fixedReason ? `Reason: ${fixedReason}` : '';
   $('sign-fixed-reason').hidden = !(reasonMode === 'fixed' && fixedReason);
   $('sign-reason-label').hidden = reasonMode === 'fixed';
@@ -585,7 +600,6 @@ const state = {
   unclaimedJobUpdates: new Map(), // job_update that beat the 202 answer to us: id -> [job, ...]
   busyTargets: new Set(), // request / crate ids with a job in flight
   bulkJobId: null,
-  bulkSeen: null, // {entity, versions: Map id -> version} from "select all pending"
   feed: [],
 };
 
@@ -599,9 +613,10 @@ const filedByMe = (row) => Boolean(state.me && row.created_by) && String(row.cre
 
 // --- lists ------------------------------------------------------------------------------------------
 
+const PAGE_SIZE = 50;
 const lists = {
-  requests: { generation: 0, timer: null, dirty: false, load: loadRequests, render: renderRequests },
-  crates: { generation: 0, timer: null, dirty: false, load: loadCrates, render: renderCrates },
+  requests: { generation: 0, timer: null, dirty: false, load: loadRequests, render: renderRequests, page: 1, pages: 1 },
+  crates: { generation: 0, timer: null, dirty: false, load: loadCrates, render: renderCrates, page: 1, pages: 1 },
 };
 
 function query(params) {
@@ -610,20 +625,56 @@ function query(params) {
   return search.toString();
 }
 
+/** One page of a list (page numbers from 1); a page past the end (the list shrank) is empty. */
+async function listPage(path, params, page) {
+  try {
+    return await api(`${path}?${query({ ...params, page_size: PAGE_SIZE, page: page > 1 ? page : '' })}`);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404 && page > 1)) throw error;
+    // Past this list's end (a kind with fewer pages, or the list shrank): no rows, but its count.
+    const first = await api(`${path}?${query({ ...params, page_size: 1 })}`);
+    return { results: [], count: first.count };
+  }
+}
+
+/** The requests' current page: with all kinds, page n holds page n of each kind, newest first. */
 async function loadRequests() {
   const kind = $('request-kind').value;
-  const q = query({ search: $('request-search').value.trim(), status: $('request-status-filter').value, page_size: 50 });
+  const params = { search: $('request-search').value.trim(), status: $('request-status-filter').value };
   const kinds = kind ? [kind] : KINDS;
-  const pages = await Promise.all(kinds.map((k) => api(`/api/${k}-requests/?${q}`)));
-  const rows = pages.flatMap((page, i) => page.results.map((row) => ({ ...row, kind: kinds[i] })));
+  const { page } = lists.requests;
+  const pages = await Promise.all(kinds.map((k) => listPage(`/api/${k}-requests/`, params, page)));
+  const rows = pages.flatMap((p, i) => p.results.map((row) => ({ ...row, kind: kinds[i] })));
   rows.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
-  return { rows, total: pages.reduce((sum, page) => sum + page.count, 0) };
+  const counts = pages.map((p) => p.count || 0);
+  return { rows, total: counts.reduce((sum, n) => sum + n, 0), pages: Math.max(1, ...counts.map((n) => Math.ceil(n / PAGE_SIZE))) };
+}
+
+// The crate status filter: a status, or `available` (free for a new request) / `reserved` (in an open one).
+function crateFilter() {
+  const value = $('crate-status-filter').value;
+  if (value === 'available') return { available: 'true' };
+  if (value === 'reserved') return { reserved: 'true' };
+  return { status: value };
 }
 
 async function loadCrates() {
-  const q = query({ search: $('crate-search').value.trim(), page_size: 50 });
-  const page = await api(`/api/crates/?${q}`);
-  return { rows: page.results, total: page.count };
+  const page = await listPage('/api/crates/', { search: $('crate-search').value.trim(), ...crateFilter() }, lists.crates.page);
+  const total = page.count || 0;
+  return { rows: page.results, total, pages: Math.max(1, Math.ceil(total / PAGE_SIZE)) };
+}
+
+function renderPager(name, shown) {
+  const list = lists[name];
+  $(`${name}-page`).textContent = list.pages > 1 || list.page > 1 ? `Page ${list.page} of ${Math.max(list.pages, list.page)}` : '';
+  $(`${name}-prev`).disabled = list.page <= 1;
+  $(`${name}-next`).disabled = list.page >= list.pages || !shown;
+}
+
+/** Another page, or page 1 again (a filter changed). */
+function turnPage(name, page) {
+  lists[name].page = Math.max(1, page);
+  refresh(name);
 }
 
 /** Fetch a list now; a response that an even newer fetch overtook is dropped. */
@@ -636,7 +687,9 @@ async function refresh(name) {
     if (generation !== list.generation) return;
     list.dirty = false;
     $(`${name}-state`).textContent = '';
+    list.pages = result.pages || 1;
     list.render(result);
+    renderPager(name, result.rows.length);
     $(`${name}-body`).dataset.loaded = String(generation);
   } catch (error) {
     if (generation !== list.generation) return;
@@ -660,6 +713,31 @@ function renderRequests({ rows, total }) {
   $('request-count').textContent = rows.length < total ? `${rows.length} of ${total}` : `${total}`;
 }
 
+/** Can this user take a bulk action on the row (so it gets a tick box)? */
+function tickable(row) {
+  if (!isOwn(row) || !state.me.unit) return false;
+  if (row.status === 'pending') return canDecide() && !filedByMe(row);
+  return row.status === 'sent_back' && canResubmit();
+}
+
+/** The tick boxes follow the bulk box (a number typed or removed there ticks or unticks its row). */
+function renderTicks() {
+  for (const row of state.requests) {
+    const box = $(`select-${row.id}`);
+    if (box) box.checked = bulk.ticked(row);
+  }
+}
+
+/** The requester's reason, and under it the decision's (reject, send back, approve) with its word. */
+function reasonCell(row) {
+  const decided = row.decision_reason
+    ? el('span', { class: 'decision-reason', testid: `decision-reason-${row.id}` },
+      el('span', { class: 'muted' }, `${STATUS_LABEL[row.status] || 'Decided'}: `), row.decision_reason)
+    : '';
+  return el('td', { class: 'reason', title: [row.reason, row.decision_reason].filter(Boolean).join('\n') },
+    el('span', { testid: `request-reason-${row.id}` }, row.reason || ''), decided);
+}
+
 function requestRow(row) {
   const own = isOwn(row);
   const busy = state.busyTargets.has(row.id);
@@ -677,18 +755,29 @@ function requestRow(row) {
     if (mine) actions.push(el('span', { class: 'sr-only', testid: `four-eyes-${row.id}` }, FOUR_EYES_TEXT));
   }
   if (own && row.status === 'sent_back' && canResubmit()) {
-    actions.push(actionButton('Resubmit', `resubmit-${row.id}`, busy, () => decide(row, 'resubmit')));
+    // Edited first if it needs to be (what the send-back asked for), then resubmitted.
+    actions.push(
+      actionButton('Edit', `edit-${row.id}`, busy, () => forms.openRequest(row)),
+      actionButton('Resubmit', `resubmit-${row.id}`, busy, () => decide(row, 'resubmit')),
+    );
   }
   const kind = [KIND_LABEL[row.kind]];
   if (row.kind === 'transfer') {
     const other = own ? row.destination_unit : row.unit;
     kind.push(' ', el('span', { class: 'tag' }, `${own ? 'to' : 'from'} ${state.units.get(other) || 'another unit'}`));
   }
+  const tick = tickable(row)
+    ? el('input', {
+      type: 'checkbox', testid: `select-${row.id}`, 'aria-label': `Select ${row.request_number} for a bulk action`,
+      checked: bulk.ticked(row), onchange: (event) => bulk.tick(row, event.target.checked),
+    })
+    : '';
   return el('tr', { testid: `request-row-${row.id}`, 'data-kind': row.kind, 'data-status': row.status },
+    el('td', { class: 'select-col' }, tick),
     el('td', { class: 'mono' }, row.request_number, presenceBadge(row.kind, row.id)),
     el('td', { class: 'nowrap' }, kind),
     el('td', {}, pill(row.status, `request-status-${row.id}`)),
-    el('td', { class: 'reason', title: row.decision_reason || row.reason || '' }, row.decision_reason || row.reason || ''),
+    reasonCell(row),
     el('td', { class: 'num' }, String(row.crates.length)),
     el('td', { class: 'muted nowrap' }, when(row.updated_at)),
     el('td', { class: 'actions' }, busy ? el('span', { class: 'working' }, 'Working…') : actions,
@@ -716,9 +805,12 @@ function crateRow(crate) {
   const actions = canStore() && crate.status !== 'destroyed'
     ? [actionButton('Relocate', `relocate-${crate.id}`, busy, () => relocate(crate))]
     : [];
-  return el('tr', { testid: `crate-row-${crate.id}`, 'data-status': crate.status },
+  // In storage but named in an open request: reserved, not free for another request.
+  const reserved = crate.reserved && crate.status === 'in_storage';
+  return el('tr', { testid: `crate-row-${crate.id}`, 'data-status': crate.status, 'data-reserved': String(Boolean(crate.reserved)) },
     el('td', { class: 'mono' }, crate.crate_number, presenceBadge('crate', crate.id)),
-    el('td', {}, pill(crate.status, `crate-status-${crate.id}`)),
+    el('td', { class: 'nowrap' }, pill(reserved ? 'reserved' : crate.status, `crate-status-${crate.id}`),
+      reserved ? el('span', { class: 'muted reserved-by', testid: `crate-reserved-by-${crate.id}` }, ` in ${crate.reserved_by}`) : ''),
     el('td', { testid: `crate-location-${crate.id}` }, crate.location || '—'),
     el('td', {}, crate.destruction_due || '—'),
     el('td', { class: 'muted nowrap' }, when(crate.updated_at)),
@@ -875,6 +967,7 @@ function finishJob(id) {
     else toast(`${entry.label} failed: ${error.message || error.code || 'see the job for details'}`);
   }
   if (entry.bulk && (entry.job.progress || {}).failed) loadFailures(id);
+  if (entry.bulk && id === state.bulkJobId) bulk.showResults(entry);
   // The data_update refetches the list; a job that changed nothing visible still deserves a fresh read.
   refreshSoon(entry.list || 'requests');
 }
@@ -896,17 +989,6 @@ async function pollJobs() {
   }
 }
 
-/** How far a job got. A finished job is complete whatever its counts say (a refused single job
- *  reports done 0, failed 1; a bulk counts every id with an outcome, refused or not, as done). */
-function jobProgress(job) {
-  const { total = 0, done = 0, failed = 0 } = job.progress || {};
-  const finished = TERMINAL_JOB.has(job.status);
-  const processed = finished ? total : Math.min(total, done);
-  let percent = 0;
-  if (finished) percent = 100;
-  else if (total) percent = Math.round((processed / total) * 100);
-  return { total, processed, failed, percent };
-}
 
 /** Why a finished bulk job's ids failed, counted by code (four eyes, stale version, …). */
 async function loadFailures(id) {
@@ -927,17 +1009,19 @@ async function loadFailures(id) {
 
 function failureText(failures) {
   const parts = Object.entries(failures || {}).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
-    .map(([code, n]) => `${n} ${OUTCOME_LABEL[code] || code.replace(/_/g, ' ')}`);
+    .map(([code, n]) => `${n} ${outcomeText(code)}`);
   return parts.length ? ` (${parts.join('; ')})` : '';
 }
+
 
 function renderJob(id) {
   const { job, label, failures } = state.jobs.get(id);
   const { total, processed, failed, percent } = jobProgress(job);
-  const node = el('li', { class: `job job--${job.status}`, testid: `job-${id}`, 'data-status': job.status },
+  const status = shownStatus(job);
+  const node = el('li', { class: `job job--${status}`, testid: `job-${id}`, 'data-status': status },
     el('div', { class: 'job-head' },
       el('span', { class: 'job-label' }, label),
-      pill(job.status, `job-status-${id}`)),
+      pill(status, `job-status-${id}`)),
     progressBar(percent, `job-progress-${id}`),
     el('div', { class: 'job-counts muted', testid: `job-counts-${id}` },
       `${processed} of ${total} processed · ${failed} failed${failureText(failures)}`));
@@ -959,107 +1043,15 @@ function renderBulkProgress(job, failures) {
   $('bulk-job').hidden = false;
   const bar = $('bulk-progress');
   bar.setAttribute('aria-valuenow', String(percent));
-  bar.dataset.status = job.status;
+  const status = shownStatus(job);
+  bar.dataset.status = status;
   bar.querySelector('.progress-bar').style.width = `${percent}%`;
-  bar.classList.toggle('progress--failed', job.status === 'failed');
-  $('bulk-progress-text').textContent = `${STATUS_LABEL[job.status] || job.status}: ${processed} of ${total} processed, ${failed} failed${failureText(failures)}`;
+  bar.classList.toggle('progress--failed', status === 'failed');
+  bar.classList.toggle('progress--partly', status === 'partly_failed');
+  $('bulk-progress-text').textContent = `${STATUS_LABEL[status] || status}: ${processed} of ${total} processed, ${failed} failed${failureText(failures)}`;
 }
 
-// --- bulk form --------------------------------------------------------------------------------------
-
-function bulkIds() {
-  return $('bulk-ids').value.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
-}
-
-/** Fill the ids with the unit's pending requests of the kind, remembering the version of each:
- *  the bulk job then refuses any that changed after this (what the approver saw). The user's own
- *  requests are left out (four eyes). */
-async function selectAllPending() {
-  const entity = $('bulk-entity').value;
-  const versions = new Map();
-  let skipped = 0;
-  let url = `/api/${entity}-requests/?status=pending&page_size=500`;
-  try {
-    while (url && versions.size < 20000) {
-      const page = await api(url);
-      for (const row of page.results.filter(isOwn)) {
-        if (filedByMe(row)) skipped += 1;
-        else versions.set(String(row.id), row.version);
-      }
-      url = page.next ? samePath(page.next) : null;
-    }
-    state.bulkSeen = { entity, versions };
-    $('bulk-ids').value = [...versions.keys()].join('\n');
-    showBulkError(versions.size ? '' : `No pending ${entity} requests${skipped ? ' filed by someone else' : ''}.`);
-    showBulkNote(skipped ? `Left out ${skipped} request${skipped === 1 ? '' : 's'} you filed (four eyes).` : '');
-  } catch (error) {
-    showBulkError(errorText(error));
-  }
-}
-
-function showBulkError(message) {
-  $('bulk-error').textContent = message;
-  $('bulk-error').hidden = !message;
-}
-
-function showBulkNote(message) {
-  $('bulk-note').textContent = message;
-  $('bulk-note').hidden = !message;
-}
-
-/** The ids to send: those "select all pending" found go as items with the version seen, ids typed
- *  by hand (no version known) as plain ids. */
-function bulkTargets(entity, ids) {
-  const seen = state.bulkSeen && state.bulkSeen.entity === entity ? state.bulkSeen.versions : new Map();
-  const items = [];
-  const plain = [];
-  for (const id of new Set(ids)) {
-    if (seen.has(id)) items.push({ id, version: seen.get(id) });
-    else plain.push(id);
-  }
-  return { ...(plain.length ? { ids: plain } : {}), ...(items.length ? { items } : {}) };
-}
-
-async function submitBulk(event) {
-  event.preventDefault();
-  const entity = $('bulk-entity').value;
-  const action = $('bulk-action').value;
-  const ids = bulkIds();
-  const reason = $('bulk-reason').value.trim();
-  if (!ids.length) return showBulkError('Give at least one request id, or select all pending.');
-  if ((action === 'reject' || action === 'send_back') && !reason) return showBulkError('A reason is required to reject or send back.');
-  showBulkError('');
-  const submit = $('bulk-submit');
-  submit.disabled = true;
-  const label = `${ACTION_LABEL[action]} ${ids.length} ${entity} request${ids.length === 1 ? '' : 's'}`;
-  const body = { entity, action, ...bulkTargets(entity, ids), ...(reason ? { reason } : {}) };
-  const queue = (extra = {}) => api('/api/bulk-actions/', { method: 'POST', body: { ...body, ...extra } });
-  try {
-    let job;
-    if (MEANING[action]) {
-      // A bulk decision is signed once, for every request in it; its reason is the form's.
-      const outcome = await signDecision({
-        title: label, action, reasonMode: 'fixed', fixedReason: reason, attempt: (signature) => queue({ signature }),
-      });
-      if (!outcome) return;
-      if (outcome.error) throw outcome.error;
-      ({ job } = outcome.result);
-    } else {
-      ({ job } = await queue());
-    }
-    state.bulkJobId = job.id;
-    trackJob(job, { label, target: null, list: 'requests', bulk: true });
-  } catch (error) {
-    if (errorCode(error) === 'signature_locked') {
-      toast(`${label}: not signed — ${LOCKED_TEXT}`, 'error', 12000);
-      showBulkError(`Not signed: ${LOCKED_TEXT}`);
-    } else {
-      showBulkError(errorText(error));
-    }
-  } finally {
-    submit.disabled = false;
-  }
-}
+// --- bulk form: console/bulk.js --------------------------------------------------------------------
 
 // --- the audit trail page (approvers and unit admins) ----------------------------------------------
 
@@ -1359,9 +1351,7 @@ function startRealtime() {
       addToFeed(update);
       historyHeard(update);
       auditHeard();
-      const list = LIST_OF_ENTITY[update.entity];
-      if (list) refreshSoon(list);
-      else Object.keys(lists).forEach(refreshSoon);
+      (LIST_OF_ENTITY[update.entity] || Object.keys(lists)).forEach(refreshSoon);
     },
     // Who did what: each update's audit entry, right after it (same seq).
     activityFeed: true,
@@ -1524,6 +1514,9 @@ async function showWorkspace() {
   $('open-audit').hidden = !canAudit();
   $('session').hidden = false;
   $('bulk-card').hidden = !(canDecide() || canResubmit());
+  // Filing needs a unit: a superuser (no unit) reads and decides, but files nothing here.
+  $('new-request').hidden = !(canResubmit() && state.me.unit);
+  $('new-crate').hidden = !(canStore() && state.me.unit);
   for (const option of $('bulk-action').options) {
     option.disabled = option.value === 'resubmit' ? !canResubmit() : !canDecide();
   }
@@ -1547,8 +1540,10 @@ function signOut(message = '') {
   tokens.clear();
   state.me = null;
   state.jobs.clear();
-  state.bulkSeen = null;
-  for (const name of ['history-panel', 'stale-dialog', 'prompt-dialog', 'sign-dialog']) if ($(name).open) $(name).close();
+  bulk.reset();
+  for (const name of ['history-panel', 'stale-dialog', 'prompt-dialog', 'sign-dialog', 'request-form-dialog', 'crate-form-dialog']) {
+    if ($(name).open) $(name).close();
+  }
   activity.viewing = null;
   activity.editing = null;
   $('only-mine').checked = false;
@@ -1560,7 +1555,6 @@ function signOut(message = '') {
   clearTimeout(audit.timer);
   $('audit-page').hidden = true;
   $('audit-body').replaceChildren();
-  showBulkNote('');
   $('jobs').replaceChildren();
   $('feed').replaceChildren();
   resetNotifications();
@@ -1601,14 +1595,18 @@ function wire() {
   for (const [input, list] of [['request-search', 'requests'], ['crate-search', 'crates']]) {
     $(input).addEventListener('input', () => {
       clearTimeout(searchTimer);
-      searchTimer = setTimeout(() => refresh(list), 250);
+      searchTimer = setTimeout(() => turnPage(list, 1), 250);
     });
   }
-  $('request-kind').addEventListener('change', () => refresh('requests'));
-  $('request-status-filter').addEventListener('change', () => refresh('requests'));
-  $('bulk-form').addEventListener('submit', submitBulk);
-  $('bulk-select-pending').addEventListener('click', selectAllPending);
-  $('bulk-entity').addEventListener('change', () => showBulkNote(''));
+  $('request-kind').addEventListener('change', () => turnPage('requests', 1));
+  $('request-status-filter').addEventListener('change', () => turnPage('requests', 1));
+  $('crate-status-filter').addEventListener('change', () => turnPage('crates', 1));
+  for (const name of Object.keys(lists)) {
+    $(`${name}-prev`).addEventListener('click', () => turnPage(name, lists[name].page - 1));
+    $(`${name}-next`).addEventListener('click', () => turnPage(name, lists[name].page + 1));
+  }
+  bulk.wire();
+  forms.wire();
   $('history-panel').addEventListener('close', closedHistory);
   $('only-mine').addEventListener('change', (event) => setOnlyMine(event.target.checked));
   $('only-mine-note').textContent = `Only your own changes come live: others' show in the lists when they are read again (every ${Math.round(OPTIONS.mineRefreshMs / 1000)} s and on reconnect).`;
@@ -1630,6 +1628,14 @@ function wire() {
   wireNotifications();
   setInterval(pollJobs, 500);
 }
+
+// What the bulk box (console/bulk.js) and the forms (console/forms.js) use of the console.
+const shared = {
+  $, el, api, state, toast, errorText, errorCode, samePath, signDecision, trackJob, refresh, setActivity,
+  isOwn, filedByMe, outcomeText, renderTicks, MEANING, ACTION_LABEL, LOCKED_TEXT,
+};
+const bulk = createBulk(shared);
+const forms = createForms(shared);
 
 async function boot() {
   wire();

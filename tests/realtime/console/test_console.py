@@ -42,7 +42,9 @@ def test_an_approval_in_one_console_appears_in_another_without_a_reload(console_
     watcher = consoles.open(console_daphne.port, people[Role.ADMIN].username)
     status = watcher.get_by_test_id(f"request-status-{request.id}")
     expect(status).to_have_text("Pending")
-    expect(watcher.get_by_test_id(f"crate-status-{crate.id}")).to_have_text("In storage")
+    # (its crate is named in the open request: reserved, not free for another one)
+    expect(watcher.get_by_test_id(f"crate-status-{crate.id}")).to_have_text("Reserved")
+    expect(watcher.get_by_test_id(f"crate-reserved-by-{crate.id}")).to_have_text(f" in {request.request_number}")
 
     # when the approver clicks Approve and signs it (a job on the Celery worker)
     approver.get_by_test_id(f"approve-{request.id}").click()
@@ -89,8 +91,9 @@ def test_a_console_of_another_unit_hears_nothing(console_daphne, worker, console
     assert stats(outsider)["byEntity"] == {"withdrawal": 1}
     assert request_ids(outsider) == [str(newer.id), str(their_request.id)]
     expect(outsider.get_by_test_id(f"request-status-{their_request.id}")).to_have_text("Pending")
-    # and its lists were fetched once at sign-in and once for its own update, never for ours
-    assert stats(outsider)["fetches"] == {"requests": 2, "crates": 1}
+    # and its lists were fetched once at sign-in and once for its own update (a request's update
+    # also reads the crates again: which it reserves changed), never for ours
+    assert stats(outsider)["fetches"] == {"requests": 2, "crates": 2}
     consoles.shot(outsider, "outsider")
 
 
@@ -217,8 +220,10 @@ def test_a_bulk_approval_shows_its_progress_and_updates_the_list(console_daphne,
     page.get_by_test_id("bulk-select-pending").click()
     ids = page.get_by_test_id("bulk-ids")
     expect(ids).not_to_have_value("")
-    assert set(ids.input_value().split()) == {str(r.id) for r in pending}
+    assert set(ids.input_value().split()) == {r.request_number for r in pending}
     page.get_by_test_id("bulk-submit").click()
+    # (the signing dialog lists exactly the requests it signs)
+    expect(page.get_by_test_id("sign-item")).to_have_text(ids.input_value().split())
     sign_in_dialog(page, title="Approve 3 withdrawal requests")
 
     # then the progress bar runs to the end, the job's own messages having driven it

@@ -171,7 +171,7 @@ def test_a_stale_approval_says_who_changed_what_since_and_shows_the_request_as_i
     expect(entries.nth(2)).not_to_contain_text("via job")
 
 
-def test_select_all_pending_sends_the_versions_seen_and_the_summary_counts_the_refusals(
+def test_select_all_pending_sends_the_versions_seen_and_the_check_refuses_what_changed_before_signing(
     console_daphne, worker, consoles
 ):
     # given a unit admin, two pending withdrawals someone else filed and one the admin filed
@@ -183,36 +183,48 @@ def test_select_all_pending_sends_the_versions_seen_and_the_summary_counts_the_r
     own = make_request("withdrawal", admin)
     page = consoles.open(console_daphne.port, admin.username)
 
-    # when the admin selects all pending withdrawals (their own is left out, four eyes)
+    # when the admin selects all pending withdrawals (their own is left out, four eyes): by number
     page.get_by_test_id("bulk-entity").select_option("withdrawal")
     page.get_by_test_id("bulk-action").select_option("approve")
     page.get_by_test_id("bulk-select-pending").click()
     ids = page.get_by_test_id("bulk-ids")
     expect(ids).not_to_have_value("")
-    assert set(ids.input_value().split()) == {str(kept.id), str(edited.id)}
+    assert set(ids.input_value().split()) == {kept.request_number, edited.request_number}
     expect(page.get_by_test_id("bulk-note")).to_have_text("Left out 1 request you filed (four eyes).")
-    # and one of them is edited meanwhile, and the admin types their own id in by hand, and runs it
+    # and one of them is edited meanwhile, one more is filed, and the admin types that one's number
+    # and their own by hand, and runs it
     services.request_update(
         entity="withdrawal", actor=requester, request_id=edited.id, expected_version=1, reason="changed",
         change_reason="clarified",
     )
-    ids.fill(f"{ids.input_value()}\n{own.id}")
+    typed = make_request("withdrawal", requester)
+    ids.fill(f"{ids.input_value()}\n{typed.request_number}\n{own.request_number}")
     page.get_by_test_id("bulk-submit").click()
-    sign_in_dialog(page, title="Approve 3 withdrawal requests")
 
-    # then the job got the selected ids with the versions the admin saw, and the typed id the version
-    # it had when the admin signed (every decision is pinned)
+    # then the check refuses, before any password is asked, the one changed since it was selected and
+    # the admin's own, each with why
+    refusals = page.get_by_test_id("bulk-refusal-list")
+    expect(refusals.locator("li")).to_have_count(2)
+    expect(page.get_by_test_id(f"bulk-refusal-{edited.request_number}")).to_contain_text("changed since you saw them")
+    expect(page.get_by_test_id(f"bulk-refusal-{own.request_number}")).to_contain_text("four eyes")
+    expect(page.get_by_test_id("sign-dialog")).to_be_hidden()
+    assert not Job.objects.filter(requested_by=admin).exists()
+    consoles.shot(page, "bulk-refusals")
+
+    # when the admin removes them and runs it again
+    page.get_by_test_id("bulk-drop-refused").click()
+    assert set(ids.input_value().split()) == {kept.request_number, typed.request_number}
+    page.get_by_test_id("bulk-submit").click()
+    sign_in_dialog(page, title="Approve 2 withdrawal requests")
+
+    # then the job got the selected one with the version the admin saw and the typed one the version
+    # it had when it was checked (every decision is pinned)
     progress = page.get_by_test_id("bulk-progress")
     expect(progress).to_have_attribute("data-status", "succeeded", timeout=WAIT_MS)
     job = Job.objects.get(kind="bulk.withdrawal.approve", requested_by=admin)
-    assert job.params["versions"] == {str(kept.id): 1, str(edited.id): 1, str(own.id): 1}
-    assert set(job.targets) == {str(kept.id), str(edited.id), str(own.id)}
-    # and the summary counts the refusals by why
-    expect(page.get_by_test_id("bulk-progress-text")).to_have_text(
-        "Succeeded: 3 of 3 processed, 2 failed (1 filed by you: four eyes; 1 changed since you saw them)"
-    )
-    expect(page.get_by_test_id(f"job-counts-{job.id}")).to_contain_text("1 changed since you saw them")
+    assert job.params["versions"] == {str(kept.id): 1, str(typed.id): 1}
+    expect(page.get_by_test_id("bulk-progress-text")).to_have_text("Succeeded: 2 of 2 processed, 0 failed")
     expect(page.get_by_test_id(f"request-status-{kept.id}")).to_have_text("Approved")
+    expect(page.get_by_test_id(f"request-status-{typed.id}")).to_have_text("Approved")
     expect(page.get_by_test_id(f"request-status-{edited.id}")).to_have_text("Pending")
     expect(page.get_by_test_id(f"request-status-{own.id}")).to_have_text("Pending")
-    consoles.shot(page, "bulk-refusals")

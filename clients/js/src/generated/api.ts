@@ -161,6 +161,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/bulk-actions/preview/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * @description Check a bulk action before it is signed: the requests it names (by number or id), each with
+         *     what the job would do with it now. Reads only: nothing is queued or signed, no password asked.
+         */
+        post: operations["bulk_actions_preview_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/crates/": {
         parameters: {
             query?: never;
@@ -947,6 +967,8 @@ export interface components {
              */
             action: components["schemas"]["ActionEnum"];
             ids?: string[];
+            /** @description Request numbers as people see them (`WR-2026-0042`, any case), of your unit. A number that names none of your unit's requests refuses the whole action (400 `unknown_numbers`, details.numbers), before any signature is checked. */
+            numbers?: string[];
             /** @description Ids with the version the decider saw: a changed one gets a `stale_version` outcome. A decision on plain `ids` is pinned to each request's version when it is signed. */
             items?: components["schemas"]["BulkItemRequest"][];
             /** @default  */
@@ -959,6 +981,60 @@ export interface components {
             id: string;
             /** @description The version the decider saw */
             version: number;
+        };
+        BulkPreview: {
+            entity: string;
+            action: string;
+            /** @description How many requests the action would apply to */
+            count: number;
+            /** @description How many of those named it would refuse */
+            refused: number;
+            items: components["schemas"]["BulkPreviewItem"][];
+        };
+        BulkPreviewInputRequest: {
+            entity: components["schemas"]["EntityEnum"];
+            /**
+             * @description approve, reject, send-back (or send_back: the same action), resubmit
+             *
+             *     * `approve` - approve
+             *     * `reject` - reject
+             *     * `resubmit` - resubmit
+             *     * `send-back` - send-back
+             *     * `send_back` - send_back
+             */
+            action: components["schemas"]["ActionEnum"];
+            ids?: string[];
+            /** @description Request numbers as people see them (`WR-2026-0042`, any case), of your unit. A number that names none of your unit's requests refuses the whole action (400 `unknown_numbers`, details.numbers), before any signature is checked. */
+            numbers?: string[];
+            /** @description Ids with the version the decider saw: a changed one gets a `stale_version` outcome. A decision on plain `ids` is pinned to each request's version when it is signed. */
+            items?: components["schemas"]["BulkItemRequest"][];
+            /** @default  */
+            reason: string;
+        };
+        BulkPreviewItem: {
+            /** @description The request number or id as it was sent */
+            ref: string;
+            /** @description True: the job would apply the action to it if it ran now */
+            ok: boolean;
+            /**
+             * @description Why not (null when ok): the outcome the job would give it, or `duplicate` for a request named twice
+             *
+             *     * `not_found` - not_found
+             *     * `duplicate` - duplicate
+             *     * `four_eyes` - four_eyes
+             *     * `invalid_transition` - invalid_transition
+             *     * `stale_version` - stale_version
+             *     * `permission_denied` - permission_denied
+             *     * `reason_required` - reason_required
+             */
+            code: (components["schemas"]["CodeEnum"] | components["schemas"]["NullEnum"]) | null;
+            message: string;
+            /** Format: uuid */
+            id: string | null;
+            request_number: string | null;
+            status: string | null;
+            /** @description The version now: what a decision would be pinned to */
+            version: number | null;
         };
         /**
          * @description A signed checkpoint: Ed25519 (`key_id`) over the canonical JSON of id, unit, position, hash,
@@ -982,6 +1058,21 @@ export interface components {
             ip: string;
             user_agent: string;
         };
+        /**
+         * @description * `not_found` - not_found
+         *     * `duplicate` - duplicate
+         *     * `four_eyes` - four_eyes
+         *     * `invalid_transition` - invalid_transition
+         *     * `stale_version` - stale_version
+         *     * `permission_denied` - permission_denied
+         *     * `reason_required` - reason_required
+         * @enum {string}
+         */
+        CodeEnum: "not_found" | "duplicate" | "four_eyes" | "invalid_transition" | "stale_version" | "permission_denied" | "reason_required";
+        /**
+         * @description `reserved` and `reserved_by` of a crate (a list reads its page's at once: Meta's
+         *     `list_serializer_class = CrateReservationList`; one crate alone is looked up).
+         */
         Crate: {
             /** Format: uuid */
             readonly id: string;
@@ -1002,6 +1093,10 @@ export interface components {
             /** Format: uuid */
             readonly deleted_by: string | null;
             readonly delete_reason: string;
+            /** @description Named in an open (pending or sent back) request: not free for another one */
+            readonly reserved: boolean;
+            /** @description The number of that open request, or null */
+            readonly reserved_by: string | null;
         };
         /**
          * @description * `in_storage` - In storage
@@ -1144,6 +1239,8 @@ export interface components {
             readonly created_at: string;
             readonly read: boolean;
         };
+        /** @enum {unknown} */
+        NullEnum: null;
         Outcome: {
             readonly target: string;
             readonly status: string;
@@ -1526,7 +1623,7 @@ export interface components {
          * @description The error's stable, machine-readable code (docs/api.md, Errors).
          * @enum {string}
          */
-        ErrorCode: "invalid" | "parse_error" | "reason_required" | "crates_required" | "unknown_crate" | "destination_required" | "destination_same_unit" | "location_required" | "invalid_if_match" | "signature_required" | "unit_required" | "unknown_entity" | "unknown_action" | "too_many_ids" | "ids_required" | "inside_retention" | "actor_inactive" | "error" | "not_authenticated" | "authentication_failed" | "token_not_valid" | "no_active_account" | "password_changed" | "unit_changed" | "permission_denied" | "four_eyes" | "signature_invalid" | "not_found" | "method_not_allowed" | "not_acceptable" | "stale_version" | "invalid_transition" | "crate_unavailable" | "payload_too_large" | "unsupported_media_type" | "signature_locked" | "throttled" | "locked_out" | "server_error" | "broker_unavailable" | "service_unavailable";
+        ErrorCode: "invalid" | "parse_error" | "reason_required" | "crates_required" | "unknown_crate" | "destination_required" | "destination_same_unit" | "location_required" | "invalid_if_match" | "signature_required" | "unit_required" | "unknown_entity" | "unknown_action" | "too_many_ids" | "ids_required" | "unknown_numbers" | "inside_retention" | "actor_inactive" | "error" | "not_authenticated" | "authentication_failed" | "token_not_valid" | "no_active_account" | "password_changed" | "unit_changed" | "permission_denied" | "four_eyes" | "signature_invalid" | "not_found" | "method_not_allowed" | "not_acceptable" | "stale_version" | "invalid_transition" | "crate_unavailable" | "payload_too_large" | "unsupported_media_type" | "signature_locked" | "throttled" | "locked_out" | "server_error" | "broker_unavailable" | "service_unavailable";
         Error: {
             code: components["schemas"]["ErrorCode"];
             message: string;
@@ -1865,9 +1962,57 @@ export interface operations {
             };
         };
     };
+    bulk_actions_preview_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BulkPreviewInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BulkPreview"];
+                };
+            };
+            /** @description Unknown entity/action, nothing named, too many, missing reason */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Your role does not allow this action */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     crates_list: {
         parameters: {
             query?: {
+                /** @description In storage and named in no open request: free for a new request */
+                available?: boolean;
                 destruction_due_before?: string;
                 /** @description Unit admins: list (and fetch) deleted records too (they are kept, never erased) */
                 include_deleted?: boolean;
@@ -1878,6 +2023,8 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
+                /** @description Named in an open request */
+                reserved?: boolean;
                 /** @description A search term. */
                 search?: string;
                 /**
@@ -2191,6 +2338,8 @@ export interface operations {
     crates_history_list: {
         parameters: {
             query?: {
+                /** @description In storage and named in no open request: free for a new request */
+                available?: boolean;
                 destruction_due_before?: string;
                 /** @description Unit admins: list (and fetch) deleted records too (they are kept, never erased) */
                 include_deleted?: boolean;
@@ -2201,6 +2350,8 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
+                /** @description Named in an open request */
+                reserved?: boolean;
                 /** @description A search term. */
                 search?: string;
                 /**
@@ -2306,6 +2457,8 @@ export interface operations {
         parameters: {
             query?: {
                 crate?: string;
+                /** @description Requests naming the crate with this number (any case) */
+                crate_number?: string;
                 created_after?: string;
                 created_before?: string;
                 created_by?: string;
@@ -2317,7 +2470,7 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
-                /** @description A search term. */
+                /** @description Terms matched in the request's number and reason and in the numbers of its crates */
                 search?: string;
                 /**
                  * @description * `pending` - Pending
@@ -2694,6 +2847,8 @@ export interface operations {
         parameters: {
             query?: {
                 crate?: string;
+                /** @description Requests naming the crate with this number (any case) */
+                crate_number?: string;
                 created_after?: string;
                 created_before?: string;
                 created_by?: string;
@@ -2705,7 +2860,7 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
-                /** @description A search term. */
+                /** @description Terms matched in the request's number and reason and in the numbers of its crates */
                 search?: string;
                 /**
                  * @description * `pending` - Pending
@@ -3249,6 +3404,8 @@ export interface operations {
         parameters: {
             query?: {
                 crate?: string;
+                /** @description Requests naming the crate with this number (any case) */
+                crate_number?: string;
                 created_after?: string;
                 created_before?: string;
                 created_by?: string;
@@ -3260,7 +3417,7 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
-                /** @description A search term. */
+                /** @description Terms matched in the request's number and reason and in the numbers of its crates */
                 search?: string;
                 /**
                  * @description * `pending` - Pending
@@ -3637,6 +3794,8 @@ export interface operations {
         parameters: {
             query?: {
                 crate?: string;
+                /** @description Requests naming the crate with this number (any case) */
+                crate_number?: string;
                 created_after?: string;
                 created_before?: string;
                 created_by?: string;
@@ -3648,7 +3807,7 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
-                /** @description A search term. */
+                /** @description Terms matched in the request's number and reason and in the numbers of its crates */
                 search?: string;
                 /**
                  * @description * `pending` - Pending
@@ -4077,6 +4236,8 @@ export interface operations {
         parameters: {
             query?: {
                 crate?: string;
+                /** @description Requests naming the crate with this number (any case) */
+                crate_number?: string;
                 created_after?: string;
                 created_before?: string;
                 created_by?: string;
@@ -4088,7 +4249,7 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
-                /** @description A search term. */
+                /** @description Terms matched in the request's number and reason and in the numbers of its crates */
                 search?: string;
                 /**
                  * @description * `pending` - Pending
@@ -4465,6 +4626,8 @@ export interface operations {
         parameters: {
             query?: {
                 crate?: string;
+                /** @description Requests naming the crate with this number (any case) */
+                crate_number?: string;
                 created_after?: string;
                 created_before?: string;
                 created_by?: string;
@@ -4476,7 +4639,7 @@ export interface operations {
                 page?: number;
                 /** @description Number of results to return per page. */
                 page_size?: number;
-                /** @description A search term. */
+                /** @description Terms matched in the request's number and reason and in the numbers of its crates */
                 search?: string;
                 /**
                  * @description * `pending` - Pending
@@ -4706,4 +4869,4 @@ export interface operations {
 }
 
 /** Every `code` an API error body can carry. */
-export const ERROR_CODES = ["invalid","parse_error","reason_required","crates_required","unknown_crate","destination_required","destination_same_unit","location_required","invalid_if_match","signature_required","unit_required","unknown_entity","unknown_action","too_many_ids","ids_required","inside_retention","actor_inactive","error","not_authenticated","authentication_failed","token_not_valid","no_active_account","password_changed","unit_changed","permission_denied","four_eyes","signature_invalid","not_found","method_not_allowed","not_acceptable","stale_version","invalid_transition","crate_unavailable","payload_too_large","unsupported_media_type","signature_locked","throttled","locked_out","server_error","broker_unavailable","service_unavailable"] as const;
+export const ERROR_CODES = ["invalid","parse_error","reason_required","crates_required","unknown_crate","destination_required","destination_same_unit","location_required","invalid_if_match","signature_required","unit_required","unknown_entity","unknown_action","too_many_ids","ids_required","unknown_numbers","inside_retention","actor_inactive","error","not_authenticated","authentication_failed","token_not_valid","no_active_account","password_changed","unit_changed","permission_denied","four_eyes","signature_invalid","not_found","method_not_allowed","not_acceptable","stale_version","invalid_transition","crate_unavailable","payload_too_large","unsupported_media_type","signature_locked","throttled","locked_out","server_error","broker_unavailable","service_unavailable"] as const;
