@@ -10,9 +10,11 @@ them within SIGNATURE_FAILURE_WINDOW_MINUTES lock the user's signing (`signature
 a unit admin unlocks it (`signature_unlocked`). The check runs under the user's row lock, so
 concurrent attempts are counted one after the other.
 
-The password is checked with `check_password(raw, encoded)`, not `User.check_password`: the latter
-would re-hash and save an outdated hash, which changes the password hash that access tokens are
-bound to (SIMPLE_JWT CHECK_REVOKE_TOKEN) and would sign the user out of every tab.
+The password is checked with Argon2id in the process's bounded pool (accounts/hashing.py). A hash
+made by an earlier hasher (PBKDF2) or with other Argon2 parameters is re-hashed and saved here, as
+Django does at sign-in: a re-hash is not a new password, so it ends no token (tokens carry the
+user's `password_epoch`, accounts/tokens.py), is not audited as a password change, and revokes
+nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth.hashers import check_password
+from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
 from django.utils import timezone
 
@@ -80,7 +82,7 @@ def signature_sign(
                 details={"locked_at": signer.signing_locked_at.isoformat()},
             )
         now = timezone.now()
-        if check_password(password, signer.password):
+        if check_password(password, signer.password, setter=_rehash(signer)):
             origin = current_origin()
             return Signature.objects.create(
                 unit_id=unit_id, signer_id=signer.id, signer_username=signer.username,
@@ -110,6 +112,16 @@ def signature_sign(
                 details={"attempts_left": left},
             )
     raise failure
+
+
+def _rehash(signer: User):
+    """Django's setter for an outdated hash: save the same password hashed with the first hasher,
+    without marking it a new password (no password_changed hook, the epoch kept)."""
+
+    def setter(raw: str) -> None:
+        User.objects.filter(id=signer.id).update(password=make_password(raw))
+
+    return setter
 
 
 def _locked_notify(signer: User, unit_id: uuid.UUID, failures: int) -> None:

@@ -168,6 +168,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "backend.accounts.services.RevokeOnPasswordChange"},
 ]
 
+# --- Issue 30: Argon2id passwords in a bounded pool; batches of jobs ------------------------
+# backend/accounts/hashing.py; docs/security.md, "Passwords". PBKDF2 and scrypt hashes made before
+# still check, and are re-hashed with Argon2id at the user's next sign-in or signature.
+PASSWORD_HASHERS = [
+    "backend.accounts.hashing.Argon2idPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# Threads per process that hash passwords (0: the cores): at most this many checks at once, each
+# holding Argon2's memory_cost (19 MiB).
+PASSWORD_CHECK_WORKERS = env.int("PASSWORD_CHECK_WORKERS", default=0)
+# The set-based job path: a worker applies up to this many queued single jobs of one kind and unit
+# together, in one transaction (kinds with `apply_batch`: crate.relocate; docs/pipeline.md,
+# "Batches"); 1 turns batches off.
+JOB_BATCH_MAX = env.int("JOB_BATCH_MAX", default=32)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -271,7 +288,8 @@ if CHANNEL_LAYER_BACKEND.endswith("RedisPubSubChannelLayer"):
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # SimpleJWT's, with our password stamp (issue 30: a hasher upgrade must not sign users out).
+        "backend.accounts.tokens.StampedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.DefaultPagination",
