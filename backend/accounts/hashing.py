@@ -105,7 +105,21 @@ class Argon2idPasswordHasher(Argon2PasswordHasher):
     parallelism = 1
 
     def encode(self, password, salt):
+        release_connections()
         return check_pool().run(super().encode, password, salt)
 
     def verify(self, password, encoded):
+        release_connections()
         return check_pool().run(super().verify, password, encoded)
+
+
+def release_connections() -> None:
+    """Give this thread's database connections back before waiting for the pool (outside a
+    transaction only): a burst of checks queued for the pool must not hold the web tier's
+    connections (DATABASE_POOL_SIZE per Daphne), or the plain requests behind them wait for a
+    connection and answer 503. The next query takes one again."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.in_atomic_block:
+            connection.close()

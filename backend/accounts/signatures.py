@@ -7,7 +7,7 @@ record it decides (`backend.audit.services.signature_apply`), bound to the recor
 
 Wrong passwords are audited (entity `user`, action `signature_failed`); SIGNATURE_MAX_FAILURES of
 them within SIGNATURE_FAILURE_WINDOW_MINUTES lock the user's signing (`signature_locked`, 423) until
-a unit admin unlocks it (`signature_unlocked`). The check runs under the user's row lock, so
+a unit admin unlocks it (`signature_unlocked`). The failure is counted under the user's row lock, so
 concurrent attempts are counted one after the other.
 
 The password is checked with Argon2id in the process's bounded pool (accounts/hashing.py). A hash
@@ -72,17 +72,23 @@ def signature_sign(
             details={"meaning": expected},
         )
     failure: Exception | None = None
+    # The password is checked before the transaction, outside the user's row lock and without a
+    # database connection (accounts/hashing.py: the check waits for the bounded pool); what it
+    # decides is recorded under the lock, after the state is read again.
+    signer = User.objects.only("id", "is_active", "signing_locked_at", "password").get(id=user.id)
+    _refuse_if_unable(signer)
+    checked, upgraded = signer.password, []
+    matches = check_password(password, checked, setter=lambda raw: upgraded.append(make_password(raw)))
     with transaction.atomic():
         signer = User.objects.select_for_update().get(id=user.id)
-        if not signer.is_active:
-            raise RoleRequired("This account is inactive.")
-        if signer.signing_locked_at is not None:
-            raise SignatureLocked(
-                "Signing is locked after too many wrong passwords: ask a unit admin to unlock it.",
-                details={"locked_at": signer.signing_locked_at.isoformat()},
-            )
+        _refuse_if_unable(signer)
+        if signer.password != checked:  # a new password (or a re-hash) meanwhile: check the current one
+            upgraded = []
+            matches = check_password(password, signer.password, setter=lambda raw: upgraded.append(make_password(raw)))
         now = timezone.now()
-        if check_password(password, signer.password, setter=_rehash(signer)):
+        if matches:
+            if upgraded:  # an outdated hash (PBKDF2), re-hashed: the same password, the epoch kept
+                User.objects.filter(id=signer.id).update(password=upgraded[-1])
             origin = current_origin()
             return Signature.objects.create(
                 unit_id=unit_id, signer_id=signer.id, signer_username=signer.username,
@@ -114,14 +120,14 @@ def signature_sign(
     raise failure
 
 
-def _rehash(signer: User):
-    """Django's setter for an outdated hash: save the same password hashed with the first hasher,
-    without marking it a new password (no password_changed hook, the epoch kept)."""
-
-    def setter(raw: str) -> None:
-        User.objects.filter(id=signer.id).update(password=make_password(raw))
-
-    return setter
+def _refuse_if_unable(signer: User) -> None:
+    if not signer.is_active:
+        raise RoleRequired("This account is inactive.")
+    if signer.signing_locked_at is not None:
+        raise SignatureLocked(
+            "Signing is locked after too many wrong passwords: ask a unit admin to unlock it.",
+            details={"locked_at": signer.signing_locked_at.isoformat()},
+        )
 
 
 def _locked_notify(signer: User, unit_id: uuid.UUID, failures: int) -> None:

@@ -219,3 +219,30 @@ def _me(access: str) -> int:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
     return client.get("/api/me/").status_code
+
+
+def test_a_check_waits_for_the_pool_without_holding_a_database_connection(production_hashers):
+    # given a request thread that has used the database (as authentication does), outside a transaction
+    from django.db import connection
+
+    encoded = make_password(PASSWORD)
+    User.objects.count()
+    assert connection.connection is not None
+
+    # when it checks a password
+    assert check_password(PASSWORD, encoded)
+
+    # then its connection went back (to the web tier's pool) before the wait: a burst of signatures
+    # queued for the pool cannot take every connection from the plain requests (503s, bench.signing)
+    assert connection.connection is None
+    assert User.objects.count() >= 0  # and the next query takes one again
+
+
+def test_inside_a_transaction_the_connection_is_kept(production_hashers):
+    from django.db import connection, transaction
+
+    encoded = make_password(PASSWORD)
+    with transaction.atomic():
+        User.objects.count()
+        assert check_password(PASSWORD, encoded)
+        assert connection.connection is not None
