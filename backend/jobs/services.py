@@ -325,6 +325,12 @@ def job_execute_batch(*, kind: JobKind, job_id: str, worker: str = "") -> Job | 
     Kinds without `apply_batch` (and bulk kinds) take `job_execute`."""
     if kind.apply_batch is None or kind.bulk or settings.JOB_BATCH_MAX <= 1:
         return job_execute(job_id=job_id, worker=worker)
+    # Most deliveries of a batched kind find their job already applied by a batch: one plain read
+    # answers them, without a transaction (the locking read below decides for the others).
+    done = Job.objects.filter(id=job_id, status__in=TERMINAL_STATUSES).first()
+    if done is not None:
+        logger.info("job %s already %s (in a batch); delivery ignored", done.id, done.status)
+        return done
     claimed: list[uuid.UUID] = []
     try:
         jobs = _batch(kind, job_id, worker, claimed)
