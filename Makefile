@@ -85,11 +85,15 @@ lock: venv
 	$(BIN)/uv pip compile -q --python-version 3.11 requirements/prod.in -o requirements/prod.txt
 
 # The realtime benchmark, then the audit trail's reads at AUDIT_BENCH_ENTRIES entries (seeding a
-# million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look).
+# million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look), then a
+# burst of 50 signatures against plain API reads (issue 30; its own database and a Redis server of
+# its own, SIGNING_REDIS_URL: databases 0-2 are flushed).
 AUDIT_BENCH_ENTRIES ?= 1000000
+SIGNING_REDIS_URL ?= redis://127.0.0.1:6386
 bench: venv redis
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.audit --entries $(AUDIT_BENCH_ENTRIES)
+	$(BIN)/python -m bench.signing --redis-url $(SIGNING_REDIS_URL)
 
 # Clients that come and go (issue 34): rounds of 1,000 connect/close cycles against one Daphne run as
 # the Procfile's web line, its memory census read after each round. It needs a Redis server of its

@@ -28,6 +28,11 @@ goes, CPU of each server process (Daphne, worker main and children, relay, Postg
 this database and PostgreSQL's shared processes, Redis) and of this client process; py-spy
 profiles of Daphne and the worker (with its children) for --profile-seconds in the middle of (1).
 Results: bench-results/sustained-<time>.json and a table.
+
+Issue 30: the target is ours/baseline >= 0.5 delivered changes/s with request -> client p99 <= 500 ms
+(same run, same machine); the checks report how many jobs the worker applied together (`batch_sizes`:
+jobs a batch finished share their finished_at). `--database-url sqlite:///…/records_bench_sustained.sqlite3`
+runs the same on SQLite (the file is deleted and made again); `JOB_BATCH_MAX=1` runs the one-job path.
 """
 
 from __future__ import annotations
