@@ -5,7 +5,8 @@ sign-in, a new password, the dummy hash Django computes for an unknown username)
 one pool per process of PASSWORD_CHECK_WORKERS threads (the cores, by default). argon2-cffi releases
 the GIL while it hashes, so the pool uses the cores; and it is the bound: at most that many checks
 hold their Argon2 memory (memory_cost KiB each) at once, however many requests arrive together. The
-others wait in the pool's queue, holding no hash memory, and the request threads that serve plain
+others wait in the pool's queue, holding no hash memory and no database connection (a check outside
+a transaction gives its thread's connections back first), and the request threads that serve plain
 API calls are not all busy hashing.
 
 Hashes made by an earlier hasher (PBKDF2, or Argon2 with other parameters) are re-hashed with these
