@@ -10,6 +10,7 @@ class AccountsConfig(AppConfig):
 
         user_locked_out.connect(_locked_out, dispatch_uid="accounts.signin_locked_out")
         _stamp_every_token()
+        from . import schema  # noqa: F401 - registers the OpenAPI scheme of StampedJWTAuthentication
 
 
 def _stamp_every_token() -> None:
