@@ -105,16 +105,20 @@ lock: venv
 	$(BIN)/uv pip compile -q --python-version 3.11 requirements/prod.in -o requirements/prod.txt
 
 # The realtime benchmark, then the audit trail's reads at AUDIT_BENCH_ENTRIES entries (seeding a
-# million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look).
+# million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look), then a
+# burst of 50 signatures against plain API reads (issue 30; its own database and a Redis server of
+# its own, SIGNING_REDIS_URL: databases 0-2 are flushed).
 AUDIT_BENCH_ENTRIES ?= 1000000
-# Last, the request -> client tail (issue 33, bench/tail.py): 150 single relocations to 999 clients on
-# the whole Procfile stack, on SQLite (the zero-setup default) and on PostgreSQL (skipped, said so, if
-# none answers; records_bench_tail is dropped and created), with the per-stage trace; it prints the
-# tail ratio (p99 / p50) and fails the make on a regression (over 2, or p99 over 80 ms).
+SIGNING_REDIS_URL ?= redis://127.0.0.1:6386
+# Last, the request -> client tail (bench/tail.py): 150 single relocations to 999 clients on the whole
+# Procfile stack, on SQLite (the zero-setup default) and on PostgreSQL (skipped, said so, if none
+# answers; records_bench_tail is dropped and created), with the per-stage trace; it prints the tail
+# ratio (p99 / p50) and fails the make on a regression (over 2, or p99 over 80 ms).
 TAIL_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/records_bench_tail
 bench: venv redis
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.audit --entries $(AUDIT_BENCH_ENTRIES)
+	$(BIN)/python -m bench.signing --redis-url $(SIGNING_REDIS_URL)
 	$(BIN)/python -m bench.tail --database-url sqlite:///$(CURDIR)/var/bench-tail.sqlite3 --database-url $(TAIL_POSTGRES_URL) $(TAIL_ARGS)
 
 # Clients that come and go (issue 34): rounds of 1,000 connect/close cycles against one Daphne run as

@@ -13,7 +13,9 @@ import pytest
 
 from backend.common import upstream
 
-PATCH_MODULES = ["realtime.patches.daphne", "realtime.patches.autobahn", "backend.jobs.broker"]
+PATCH_MODULES = [
+    "realtime.patches.daphne", "realtime.patches.autobahn", "backend.jobs.broker", "backend.accounts.simplejwt_stamp",
+]
 LEANED_ON = {"twisted": "26.10.0", "channels": "4.3.2"}
 
 

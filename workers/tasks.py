@@ -14,7 +14,7 @@ from backend.audit.checkpoints import checkpoints_write
 from backend.events.outbox import outbox_prune
 from backend.jobs import registry
 from backend.jobs.registry import JobKind
-from backend.jobs.services import job_execute, jobs_prune
+from backend.jobs.services import job_execute, job_execute_batch, jobs_prune
 from backend.records.services.integrity import audit_chain_watch
 from backend.records.services.notices import destruction_due_notify
 
@@ -41,7 +41,10 @@ def _job_task(kind: JobKind):
                 except Exception:  # noqa: BLE001
                     logger.warning("progress event of job %s not sent", job_id, exc_info=True)
 
-        job = job_execute(job_id=job_id, on_progress=on_progress, worker=self.request.hostname or "")
+        if kind.apply_batch is not None:  # several queued jobs of its kind and unit at a time (issue 30)
+            job = job_execute_batch(kind=kind, job_id=job_id, worker=self.request.hostname or "")
+        else:
+            job = job_execute(job_id=job_id, on_progress=on_progress, worker=self.request.hostname or "")
         return "no such job" if job is None else f"{job.status}: {progress_text(job.progress)}"
 
     run.__name__ = run.__qualname__ = kind.name.replace(".", "_")

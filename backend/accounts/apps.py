@@ -9,6 +9,10 @@ class AccountsConfig(AppConfig):
         from axes.signals import user_locked_out
 
         user_locked_out.connect(_locked_out, dispatch_uid="accounts.signin_locked_out")
+        from . import simplejwt_stamp
+
+        simplejwt_stamp.install()
+        from . import schema  # noqa: F401 - registers the OpenAPI scheme of StampedJWTAuthentication
 
 
 def _locked_out(sender, request=None, username=None, ip_address=None, **kwargs) -> None:

@@ -43,6 +43,17 @@ class User(AbstractUser):
     # SIGNATURE_FAILURE_WINDOW_MINUTES, until a unit admin unlocks (accounts.signatures).
     signing_locked_at = models.DateTimeField(null=True, blank=True)
     signing_unlocked_at = models.DateTimeField(null=True, blank=True)
+    # What tokens and tickets carry of the password (accounts.tokens.password_stamp): a new password
+    # changes it, a re-hash of the same password (a hasher upgrade at sign-in or signature) does not.
+    password_epoch = models.UUIDField(default=uuid.uuid4, editable=False)
+
+    def save(self, *args, **kwargs):
+        if self._password is not None:  # set_password ran: a new password (not a re-hash)
+            self.password_epoch = uuid.uuid4()
+            fields = kwargs.get("update_fields")
+            if fields is not None and "password" in fields and "password_epoch" not in fields:
+                kwargs["update_fields"] = [*fields, "password_epoch"]
+        super().save(*args, **kwargs)
 
     def has_role(self, *roles: str) -> bool:
         """Admins hold every role within their unit."""

@@ -13,7 +13,8 @@ from .models import User
 
 def user_for_socket(user_id: str) -> User | None:
     """The user behind a WebSocket handshake (only what the handshake needs), or None."""
-    return User.objects.filter(id=user_id).only("id", "username", "unit_id", "is_active", "password", "role").first()
+    fields = ("id", "username", "unit_id", "is_active", "password_epoch", "role")
+    return User.objects.filter(id=user_id).only(*fields).first()
 
 
 def users_access(user_ids: list[str]) -> dict[str, tuple[bool, str | None]]:

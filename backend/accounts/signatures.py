@@ -7,12 +7,14 @@ record it decides (`backend.audit.services.signature_apply`), bound to the recor
 
 Wrong passwords are audited (entity `user`, action `signature_failed`); SIGNATURE_MAX_FAILURES of
 them within SIGNATURE_FAILURE_WINDOW_MINUTES lock the user's signing (`signature_locked`, 423) until
-a unit admin unlocks it (`signature_unlocked`). The check runs under the user's row lock, so
+a unit admin unlocks it (`signature_unlocked`). The failure is counted under the user's row lock, so
 concurrent attempts are counted one after the other.
 
-The password is checked with `check_password(raw, encoded)`, not `User.check_password`: the latter
-would re-hash and save an outdated hash, which changes the password hash that access tokens are
-bound to (SIMPLE_JWT CHECK_REVOKE_TOKEN) and would sign the user out of every tab.
+The password is checked with Argon2id in the process's bounded pool (accounts/hashing.py). A hash
+made by an earlier hasher (PBKDF2) or with other Argon2 parameters is re-hashed and saved here, as
+Django does at sign-in: a re-hash is not a new password, so it ends no token (tokens carry the
+user's `password_epoch`, accounts/tokens.py), is not audited as a password change, and revokes
+nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth.hashers import check_password
+from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
 from django.utils import timezone
 
@@ -70,17 +72,23 @@ def signature_sign(
             details={"meaning": expected},
         )
     failure: Exception | None = None
+    # The password is checked before the transaction, outside the user's row lock and without a
+    # database connection (accounts/hashing.py: the check waits for the bounded pool); what it
+    # decides is recorded under the lock, after the state is read again.
+    signer = User.objects.only("id", "is_active", "signing_locked_at", "password").get(id=user.id)
+    _refuse_if_unable(signer)
+    checked, upgraded = signer.password, []
+    matches = check_password(password, checked, setter=lambda raw: upgraded.append(make_password(raw)))
     with transaction.atomic():
         signer = User.objects.select_for_update().get(id=user.id)
-        if not signer.is_active:
-            raise RoleRequired("This account is inactive.")
-        if signer.signing_locked_at is not None:
-            raise SignatureLocked(
-                "Signing is locked after too many wrong passwords: ask a unit admin to unlock it.",
-                details={"locked_at": signer.signing_locked_at.isoformat()},
-            )
+        _refuse_if_unable(signer)
+        if signer.password != checked:  # a new password (or a re-hash) meanwhile: check the current one
+            upgraded = []
+            matches = check_password(password, signer.password, setter=lambda raw: upgraded.append(make_password(raw)))
         now = timezone.now()
-        if check_password(password, signer.password):
+        if matches:
+            if upgraded:  # an outdated hash (PBKDF2), re-hashed: the same password, the epoch kept
+                User.objects.filter(id=signer.id).update(password=upgraded[-1])
             origin = current_origin()
             return Signature.objects.create(
                 unit_id=unit_id, signer_id=signer.id, signer_username=signer.username,
@@ -110,6 +118,16 @@ def signature_sign(
                 details={"attempts_left": left},
             )
     raise failure
+
+
+def _refuse_if_unable(signer: User) -> None:
+    if not signer.is_active:
+        raise RoleRequired("This account is inactive.")
+    if signer.signing_locked_at is not None:
+        raise SignatureLocked(
+            "Signing is locked after too many wrong passwords: ask a unit admin to unlock it.",
+            details={"locked_at": signer.signing_locked_at.isoformat()},
+        )
 
 
 def _locked_notify(signer: User, unit_id: uuid.UUID, failures: int) -> None:

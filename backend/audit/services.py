@@ -26,7 +26,7 @@ from backend.events.services import Change, outbox_insert, outbox_prepare, units
 from . import db as audit_db
 from .chain import GENESIS, binding_hash, entry_hash, plain
 from .checkpoints import checkpoints_write
-from .context import current_origin
+from .context import Origin, current_origin
 from .export import entry_document
 from .models import AuditEntry, AuditPurge, Signature, SignedRecord
 
@@ -59,6 +59,10 @@ class Entry:
     version: int | None = None
     change: Change | None = None
     signature_id: uuid.UUID | None = None
+    # Who made this entry and where from, when not the call's actor and the current origin: a batch
+    # of jobs (issue 30) journals several people's changes in one write, each with its own job.
+    by: Actor | None = None
+    origin: Origin | None = None
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
@@ -95,13 +99,14 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
         position, prev_hash = chain_head(unit_id)
         for draft in by_unit[unit_id]:
             position += 1
+            source = draft.origin or origin
             row = AuditEntry(
-                unit_id=unit_id, position=position, at=now, **who,
+                unit_id=unit_id, position=position, at=now, **(who if draft.by is None else _actor_fields(draft.by)),
                 entity=draft.entity, record_id=draft.record_id, record_number=draft.record_number or "",
                 action=draft.action, version=draft.version, changes=plain(draft.changes),
                 reason=(draft.reason or "").strip(),
                 signature=signatures[draft.signature_id] if draft.signature_id else None,
-                job_id=origin.job_id, client_ip=origin.client_ip, user_agent=origin.user_agent,
+                job_id=source.job_id, client_ip=source.client_ip, user_agent=source.user_agent,
                 seq=seq_of.get(id(draft.change)) if draft.change is not None else None,
                 prev_hash=prev_hash,
             )

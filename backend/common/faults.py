@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 POINTS = {
     "job.before_commit": "a job's change and outbox events are written; its transaction is still open",
+    "job.batch_before_commit": "a batch of jobs is applied and recorded; its transaction is still open",
     "job.after_chunk": "a bulk job's chunk has committed; the next one has not started",
     "outbox.before_publish": "events have committed; they are not yet handed to the channel layer",
     "hub.group_add": "a Daphne process is about to join a channel-layer group for a connection",

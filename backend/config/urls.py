@@ -7,7 +7,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.routers import SimpleRouter
-from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from backend.accounts.api import (
     MeView,
@@ -18,6 +17,7 @@ from backend.accounts.api import (
     WsTicketView,
     admin_login_guarded,
 )
+from backend.accounts.tokens import StampedJWTAuthentication
 from backend.audit.api import AuditTrailViewSet
 from backend.jobs.api import JobViewSet
 from backend.notifications.api import NotificationViewSet
@@ -57,7 +57,7 @@ def api_docs_urls() -> list:
     if settings.API_DOCS == "staff":
         access = {
             "permission_classes": [IsAdminUser],
-            "authentication_classes": [JWTAuthentication, SessionAuthentication],  # 401 with WWW-Authenticate
+            "authentication_classes": [StampedJWTAuthentication, SessionAuthentication],  # 401 with WWW-Authenticate
         }
     elif settings.API_DOCS == "public":
         access = {"permission_classes": [AllowAny]}

@@ -28,6 +28,26 @@ Apply = Callable[["User", list[str], dict[str, Any]], dict[str, Outcome]]
 Precheck = Callable[["User", dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Work:
+    """One job of a batch (`JobKind.apply_batch`): a single job's one target, with who asked for it
+    and where from (its audit entry records both)."""
+
+    job_id: Any  # uuid.UUID
+    actor: Any  # accounts.User
+    target: str
+    params: dict[str, Any]
+    client_ip: str = ""
+    user_agent: str = ""
+
+
+# Several single jobs of one kind and one unit applied together, in one transaction: returns each
+# job's outcome by job id (a result dict, or the DomainError that refused it, having written
+# nothing); raises if something unexpected happened (the batch is then rolled back and its jobs run
+# one by one: backend.jobs.services.job_execute_batch).
+ApplyBatch = Callable[[list[Work]], dict[Any, Outcome]]
+
+
 def _no_precheck(actor: User, params: dict[str, Any]) -> None:
     return None
 
@@ -42,6 +62,8 @@ class JobKind:
     # A bulk kind records an outcome per target, runs in chunks and succeeds once every target has
     # an outcome; a single kind has one target and fails with that target's error.
     bulk: bool = False
+    # Set for a single kind whose queued jobs the worker may apply several at a time (issue 30).
+    apply_batch: ApplyBatch | None = field(default=None, repr=False, compare=False)
 
 
 _KINDS: dict[str, JobKind] = {}

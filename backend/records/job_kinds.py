@@ -19,7 +19,7 @@ from backend.common.errors import DomainError
 from backend.jobs.registry import JobKind, Outcome
 
 from .lifecycle import REQUEST_ACTIONS, REQUEST_KINDS
-from .services import crate_relocate, requests_transition, transition_precheck
+from .services import crate_relocate, crates_relocate_batch, requests_transition, transition_precheck
 
 
 def _transition_apply(entity: str, action: str):
@@ -70,6 +70,8 @@ for _entity in REQUEST_KINDS:
         _apply, _check = _transition_apply(_entity, _action), _transition_precheck(_entity, _action)
         TRANSITION_KINDS[_entity, _action] = JobKind(f"{_entity}.{_action}", _apply, _check)
         BULK_KINDS[_entity, _action] = JobKind(f"bulk.{_entity}.{_action}", _apply, _check, queue="bulk", bulk=True)
-RELOCATE = JobKind("crate.relocate", _relocate_apply)
+# A relocation's queued jobs are applied several at a time by the worker (issue 30; set-based:
+# crates_relocate_batch); `_relocate_apply` stays the path of one job alone.
+RELOCATE = JobKind("crate.relocate", _relocate_apply, apply_batch=crates_relocate_batch)
 
 KINDS = (*TRANSITION_KINDS.values(), *BULK_KINDS.values(), RELOCATE)

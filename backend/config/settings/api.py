@@ -10,8 +10,9 @@ from .environment import env
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # SimpleJWT's, stamping the request trace's `authenticated` (backend/common/trace.py)
-        "backend.common.authentication.TracedJWTAuthentication",
+        # SimpleJWT's, with our password stamp (a hasher upgrade must not sign users out) and the
+        # request trace's `authenticated` stamp (backend/common/trace.py)
+        "backend.accounts.tokens.StampedJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.DefaultPagination",

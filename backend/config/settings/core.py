@@ -113,6 +113,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "backend.accounts.services.RevokeOnPasswordChange"},
 ]
 
+# Argon2id passwords, checked in a bounded pool (backend/accounts/hashing.py; docs/security.md,
+# "Passwords"). PBKDF2 and scrypt hashes made before still check, and are re-hashed with Argon2id at
+# the user's next sign-in or signature.
+PASSWORD_HASHERS = [
+    "backend.accounts.hashing.Argon2idPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# Threads per process that hash passwords (0: the cores): at most this many checks at once, each
+# holding Argon2's memory_cost (19 MiB).
+PASSWORD_CHECK_WORKERS = env.int("PASSWORD_CHECK_WORKERS", default=0)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -92,6 +92,11 @@ JOB_RESCUE_AFTER_SECONDS = env.float("JOB_RESCUE_AFTER_SECONDS", default=60.0)
 JOB_RESCUE_BATCH = 500
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=5.0)
 
+# The set-based job path: a worker applies up to this many queued single jobs of one kind and unit
+# together, in one transaction (kinds with `apply_batch`: crate.relocate; docs/pipeline.md,
+# "Batches"); 1 turns batches off.
+JOB_BATCH_MAX = env.int("JOB_BATCH_MAX", default=32)
+
 # --- Notifications --------------------------------------------------------------------------
 # Days before a crate's `destruction_due` date at which its unit's approvers, store users and admins
 # are alerted (once per crate, threshold and user), by the hourly `records.destruction_due` task.

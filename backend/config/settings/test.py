@@ -20,9 +20,15 @@ KEYS_REDIS_URL = env("TEST_KEYS_REDIS_URL", default=redis_db_url(REDIS_URL, _bas
 CHANNEL_LAYER_HOST["address"] = CHANNEL_LAYER_URL  # noqa: F405
 CACHES = cache_settings(KEYS_REDIS_URL)
 
-# Fast hashing for the users tests make; PBKDF2 still checks the passwords of users made the way
-# production makes them (tests/support/deploy.py), e.g. when they sign a decision.
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+# Fast hashing for the users tests make; Argon2id and PBKDF2 still check the passwords of users made
+# the way production makes them (tests/support/deploy.py), e.g. when they sign a decision. The
+# production order, and the upgrade to Argon2id, are tested on the base settings' list
+# (tests/backend/accounts/test_hashing.py).
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "backend.accounts.hashing.Argon2idPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 DEBUG = False
 # Quiet by default; a test that must see everything the processes log (the signature password is
 # never in it) starts them with TEST_LOG_LEVEL=DEBUG.

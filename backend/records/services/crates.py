@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from backend.accounts.models import Role, Unit, User
-from backend.common.errors import CrateUnavailable, InvalidTransition, NotFound, ValidationFailed
+from backend.audit.context import Origin
+from backend.common.errors import CrateUnavailable, DomainError, InvalidTransition, NotFound, ValidationFailed
+from backend.jobs.registry import Outcome, Work
 
 from ..lifecycle import REQUEST_KINDS
 from ..models import Crate, CrateStatus
@@ -152,6 +155,67 @@ def crate_relocate(
         actor=actor, crate_id=crate_id, expected_version=expected_version, location=location.strip(),
         change_reason=reason, action="relocated",
     )
+
+
+def crates_relocate_batch(works: list[Work]) -> dict[Any, Outcome]:
+    """The relocations of several jobs (`crate.relocate`'s `apply_batch`, issue 30), in the caller's
+    transaction: one lock of their crates, one UPDATE, one journal write. Each job is checked as
+    `crate_relocate` checks it (location, role, the crate in the actor's unit, version, not
+    destroyed), in the jobs' order, against the crates as the jobs before it left them; a refused job
+    changes nothing. Each applied job gets its own event and audit entry, with its own actor, client
+    and job id. Returns each job's result dict or its DomainError."""
+    ids = set()
+    for work in works:
+        try:
+            ids.add(uuid.UUID(work.target))
+        except ValueError:
+            pass
+    crates = {
+        crate.id: crate
+        for crate in Crate.objects.select_for_update().filter(id__in=ids, deleted_at__isnull=True).order_by("id")
+    }
+    now = timezone.now()
+    outcomes: dict[Any, Outcome] = {}
+    changed: dict[uuid.UUID, Crate] = {}
+    changes, entries = [], []
+    for work in works:
+        try:
+            crate, location = _relocation_checked(work, crates)
+        except DomainError as refused:
+            outcomes[work.job_id] = refused
+            continue
+        before = crate_state(crate)
+        crate.location, crate.version, crate.updated_at = location, crate.version + 1, now
+        changed[crate.id] = crate
+        change = crate_change(crate, "updated", actor=work.actor)
+        entry = crate_entry(crate, "relocated", diff(before, crate_state(crate)), change=change,
+                            reason=work.params.get("reason", ""))
+        entry.by = work.actor
+        entry.origin = Origin(client_ip=work.client_ip, user_agent=work.user_agent, job_id=work.job_id)
+        changes.append(change)
+        entries.append(entry)
+        outcomes[work.job_id] = {"id": str(crate.id), "location": crate.location, "version": crate.version}
+    if changed:
+        Crate.objects.bulk_update(list(changed.values()), ["location", "version", "updated_at"])
+        journal_write(actor=works[0].actor, changes=changes, entries=entries)
+    return outcomes
+
+
+def _relocation_checked(work: Work, crates: dict[uuid.UUID, Crate]) -> tuple[Crate, str]:
+    location = work.params.get("location", "")
+    if not location or not isinstance(location, str) or not location.strip():
+        raise ValidationFailed("A relocation needs a location.", code="location_required")
+    require_role(work.actor, Role.STORE)
+    try:
+        crate = crates.get(uuid.UUID(work.target))
+    except ValueError:
+        crate = None
+    if crate is None or not in_scope(work.actor, crate.unit_id):
+        raise NotFound("No such crate.")
+    check_version(crate, work.params.get("expected_version"))
+    if crate.status == CrateStatus.DESTROYED:
+        raise InvalidTransition(f"{crate} is destroyed and can no longer change.")
+    return crate, location.strip()
 
 
 @transaction.atomic

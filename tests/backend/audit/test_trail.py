@@ -156,6 +156,13 @@ def _service_steps(w: World):
             actor=s["store"], crate_id=crate.id, expected_version=1, location="Aisle 2", change_reason="moved")),
         "crate_relocate": (w.crate, lambda crate: services.crate_relocate(
             actor=s["store"], crate_id=crate.id, location="Vault 1")),
+        # The set-based path of relocation jobs (issue 30): in the jobs' transaction, each its own
+        # client and job.
+        "crates_relocate_batch": (w.crate, lambda crate: _in_transaction(
+            lambda: services.crates_relocate_batch([
+                registry.Work(job_id=None, actor=s["store"], target=str(crate.id),
+                              params={"location": "Vault 3", "reason": "flood"}, **CLIENT)
+            ]))),
         "crate_delete": (w.crate, lambda crate: services.crate_delete(
             actor=s["store"], crate_id=crate.id, expected_version=1, reason="empty")),
         "request_create": (
@@ -191,6 +198,11 @@ def _service_steps(w: World):
                 signature_id=sign(s["approver"], "withdrawal", "approve")),
         ),
     }
+
+
+def _in_transaction(act):
+    with transaction.atomic():
+        return act()
 
 
 def test_every_service_that_writes_journals_every_change(world):

@@ -121,7 +121,7 @@ def test_a_relocation_request_sends_its_task_with_the_web_stamps_in_order(api, m
 @pytest.mark.django_db
 def test_an_unauthenticated_request_stamps_no_authentication(api, monkeypatch):
     seen = []
-    monkeypatch.setattr("backend.common.authentication.trace_stamp", lambda *a, **k: seen.append(a))
+    monkeypatch.setattr("backend.accounts.tokens.trace_stamp", lambda *a, **k: seen.append(a))
     assert api().get("/api/crates/").status_code == 401
     assert api(unit_staff(UnitFactory())["store"]).get("/api/crates/").status_code == 200
     assert seen == [("authenticated",)]  # the second request's only

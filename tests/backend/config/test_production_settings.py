@@ -53,8 +53,9 @@ def test_check_deploy_fails_on_what_djangos_checklist_catches():
     assert "security.W004" in result.stderr + result.stdout
 
 
-def test_production_hashes_passwords_with_djangos_default_pbkdf2():
-    # Signatures re-check a password for every decision: the strong default hasher, not a test one.
+def test_production_hashes_passwords_with_argon2id_at_or_above_owasps_minimum():
+    # Signatures re-check a password for every decision: Argon2id (issue 30), not a test hasher, with
+    # PBKDF2 behind it so that older hashes still check (and are upgraded: tests/backend/accounts/test_hashing.py).
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(DJANGO_SETTINGS_MODULE="backend.config.settings.production", SECRET_KEY=secrets.token_urlsafe(50),
                JWT_SIGNING_KEY=secrets.token_urlsafe(48), METRICS_TOKEN=secrets.token_urlsafe(32),
@@ -63,8 +64,13 @@ def test_production_hashes_passwords_with_djangos_default_pbkdf2():
                DATABASE_URL="postgres://records@db.example.com:5432/records")
     shown = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c",
-         "from django.contrib.auth.hashers import get_hasher; h = get_hasher(); print(h.algorithm, h.iterations)"],
+         "from django.contrib.auth.hashers import get_hasher, get_hashers; h = get_hasher(); "
+         "print(h.algorithm, h.time_cost, h.memory_cost, h.parallelism, "
+         "'pbkdf2_sha256' in [x.algorithm for x in get_hashers()])"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
-    algorithm, iterations = shown.stdout.strip().splitlines()[-1].split()
-    assert algorithm == "pbkdf2_sha256" and int(iterations) >= 1_000_000, shown.stdout + shown.stderr
+    algorithm, time_cost, memory_cost, parallelism, pbkdf2 = shown.stdout.strip().splitlines()[-1].split()
+    assert algorithm == "argon2", shown.stdout + shown.stderr
+    # OWASP's minimum for Argon2id: m = 19 MiB, t = 2, p = 1
+    assert int(memory_cost) >= 19456 and int(time_cost) >= 2 and int(parallelism) >= 1
+    assert pbkdf2 == "True"
