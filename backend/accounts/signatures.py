@@ -28,10 +28,10 @@ from django.utils import timezone
 from backend.audit.context import current_origin
 from backend.audit.models import AuditEntry, Signature
 from backend.audit.services import Entry, journal_write
-from backend.common.errors import RoleRequired, SignatureInvalid, SignatureLocked, SignatureRequired
+from backend.common.errors import RoleRequired, SignatureInvalid, SignatureLocked, SignatureRequired, ValidationFailed
 from backend.notifications.services import Draft, Kind, notify
 
-from .models import Role, User
+from .models import PRINTED_NAME_REQUIRED, Role, User
 
 
 def _user_entry(user: User, unit_id: uuid.UUID, action: str, reason: str, changes: dict | None = None) -> Entry:
@@ -74,6 +74,9 @@ def signature_sign(
         signer = User.objects.select_for_update().get(id=user.id)
         if not signer.is_active:
             raise RoleRequired("This account is inactive.")
+        if not (signer.get_full_name() or "").strip():
+            # A signature manifests the signer's printed name (Part 11 §11.50(a)(1)): none, no signature.
+            raise ValidationFailed(PRINTED_NAME_REQUIRED, code="printed_name_required")
         if signer.signing_locked_at is not None:
             raise SignatureLocked(
                 "Signing is locked after too many wrong passwords: ask a unit admin to unlock it.",

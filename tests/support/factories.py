@@ -38,6 +38,9 @@ class UserFactory(factory.django.DjangoModelFactory):
     unit = factory.SubFactory(UnitFactory)
     role = Role.REQUESTER
     username = factory.LazyAttributeSequence(lambda o, n: f"{o.unit.code}.{o.role}{n}")
+    # A printed name: every signature manifests its signer's (Part 11 §11.50), and one is refused without.
+    first_name = factory.LazyAttribute(lambda o: o.role.title())
+    last_name = factory.LazyAttributeSequence(lambda o, n: f"Tester{n}")
     password = factory.LazyFunction(lambda: make_password(PASSWORD))
 
 
