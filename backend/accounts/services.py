@@ -26,9 +26,8 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from backend.audit.services import Entry, journal_write
-from backend.events.broadcast import user_close_send
-
 from backend.common.errors import ValidationFailed
+from backend.events.broadcast import user_close_send
 
 from .models import PRINTED_NAME_REQUIRED, Unit, User, printed_name_missing
 

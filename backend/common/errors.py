@@ -100,6 +100,13 @@ class CrateUnavailable(DomainError):
     status_code = status.HTTP_409_CONFLICT
 
 
+class LegalHold(DomainError):
+    """A crate under legal hold: no destruction (or transfer out of the unit) until the hold is released."""
+
+    code = "legal_hold"
+    status_code = status.HTTP_409_CONFLICT
+
+
 class BrokerUnavailable(DomainError):
     code = "broker_unavailable"
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE

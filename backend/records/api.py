@@ -102,7 +102,7 @@ class CrateSerializer(serializers.ModelSerializer):
     class Meta:
         model = Crate
         fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
-                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason"]
+                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason", "on_hold"]
         read_only_fields = fields
 
 
