@@ -29,6 +29,8 @@ from backend.records.api import (
     WithdrawalRequestViewSet,
 )
 from backend.records.bulk_api import BulkActionView
+from backend.records.holds_api import LegalHoldViewSet
+from backend.records.reviews_api import AuditReviewViewSet
 from realtime.views import ConsoleView
 
 from .metrics import metrics_view
@@ -44,6 +46,8 @@ router.register("units", UnitViewSet, basename="unit")
 router.register("users", UserViewSet, basename="user")
 router.register("audit-trail", AuditTrailViewSet, basename="audit-entry")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("legal-holds", LegalHoldViewSet, basename="legal-hold")
+router.register("audit-reviews", AuditReviewViewSet, basename="audit-review")
 
 
 def healthz(request):

@@ -69,3 +69,17 @@ def transition_now(**kwargs):
         model = request_kind(kwargs["entity"]).model
         kwargs["expected_version"] = model.objects.values_list("version", flat=True).get(id=kwargs["request_id"])
     return services.request_transition(**kwargs)
+
+
+def sign_act(actor, act: str, *, password: str = PASSWORD):
+    """A fresh signature of `actor` for a signed act that is not a request decision (`hold`,
+    `release`, `review`: backend.records.actions.SIGNED_ACTS), as its endpoint records it."""
+    from backend.audit.reviews import ENTITY as REVIEW_ENTITY
+    from backend.records.actions import SIGNED_ACTS
+    from backend.records.services.holds import ENTITY as HOLD_ENTITY
+
+    meaning = SIGNED_ACTS[act].meaning
+    return signature_sign(
+        user=actor, password=password, meaning=meaning, expected=meaning, action=act,
+        entity=REVIEW_ENTITY if act == "review" else HOLD_ENTITY, unit_id=actor.unit_id,
+    )
