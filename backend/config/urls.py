@@ -30,6 +30,8 @@ from backend.records.api import (
 )
 from backend.records.bulk_api import BulkActionView
 from backend.records.holds_api import LegalHoldViewSet
+from backend.records.lifecycle import REQUEST_KINDS
+from backend.records.reports_api import CrateReportView, request_report_view
 from backend.records.reviews_api import AuditReviewViewSet
 from realtime.views import ConsoleView
 
@@ -79,6 +81,10 @@ urlpatterns = [
     path("api/auth/ws-ticket/", WsTicketView.as_view(), name="ws_ticket"),
     path("api/me/", MeView.as_view(), name="me"),
     path("api/bulk-actions/", BulkActionView.as_view(), name="bulk_actions"),
+    # Printable reports (issue 31): before the router, which would read `report.pdf` as an id.
+    path("api/crates/<uuid:pk>/report.pdf", CrateReportView.as_view(), name="crate_report"),
+    *(path(f"api/{entity}-requests/<uuid:pk>/report.pdf", request_report_view(entity), name=f"{entity}_report")
+      for entity in REQUEST_KINDS),
     path("api/", include(router.urls)),
     *api_docs_urls(),
     # The admin's sign-in is throttled and locked like the API's (before admin.site.urls claims it).
