@@ -5,6 +5,7 @@ queued before the hold was placed; holds are audited, broadcast and unit-scoped.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -277,3 +278,46 @@ def test_a_hold_racing_an_approval_never_leaves_a_held_crate_destroyed(hold_firs
         else:
             assert crate.status == CrateStatus.DESTROYED
             assert getattr(outcomes["hold"], "code", None) == "crate_unavailable"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_placed_while_approvals_wait_for_a_real_worker_stops_them(api, live_env):
+    """The whole path: approvals accepted over HTTP (single and bulk) wait in a queue no worker
+    takes yet; QA places a hold over HTTP; a real Celery worker then runs them."""
+    import uuid
+
+    from bench import processes
+    from tests.support.queues import enqueue_on
+
+    unit = UnitFactory()
+    staff = unit_staff(unit)
+    crates = [CrateFactory(unit=unit) for _ in range(3)]
+    single = make_request("destruction", staff["requester"], [crates[0]])
+    bulk = [make_request("destruction", staff["requester"], [c]) for c in crates[1:]]
+    queue = f"hold-drill-{uuid.uuid4().hex[:8]}"
+    approver = api(staff["approver"])
+    with enqueue_on(queue):
+        one = approver.post(f"/api/destruction-requests/{single.id}/approve/", signed("approve"), format="json")
+        many = approver.post("/api/bulk-actions/", signed("approve", {
+            "entity": "destruction", "action": "approve", "ids": [str(r.id) for r in bulk]}), format="json")
+    assert (one.status_code, many.status_code) == (202, 202)
+    held = api(staff["qa"]).post("/api/legal-holds/", _hold([crates[0], crates[1]]), format="json")
+    assert held.status_code == 201
+
+    worker = processes.start_worker(live_env, name="hold-drill", queues=queue)
+    try:
+        deadline = time.monotonic() + 60
+        ids = [one.json()["job"]["id"], many.json()["job"]["id"]]
+        while Job.objects.filter(id__in=ids, status__in=["succeeded", "failed"]).count() < 2:
+            assert time.monotonic() < deadline, "the worker did not finish the jobs"
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+
+    assert Job.objects.get(id=ids[0]).error["code"] == "legal_hold"
+    outcomes = dict(JobOutcome.objects.filter(job_id=ids[1]).values_list("target", "code"))
+    assert outcomes == {str(bulk[0].id): "legal_hold", str(bulk[1].id): ""}
+    statuses = dict(Crate.objects.filter(id__in=[c.id for c in crates]).values_list("id", "status"))
+    assert statuses == {crates[0].id: CrateStatus.IN_STORAGE, crates[1].id: CrateStatus.IN_STORAGE,
+                        crates[2].id: CrateStatus.DESTROYED}
