@@ -63,7 +63,9 @@ def test_the_history_panel_lists_who_did_what_oldest_first_with_the_job(console_
     expect(approved).to_contain_text("status: Pending → Approved")
     expect(approved).to_contain_text(f"via job {str(job.id)[:8]}")
     expect(approved.locator("[data-job]")).to_have_attribute("data-job", str(job.id))
-    expect(approved.get_by_test_id("history-signature")).to_contain_text(f"Signed: approved by {approver.get_full_name()} ({approver.username}), ")
+    expect(approved.get_by_test_id("history-signature")).to_contain_text(
+        f"Signed: approved by {approver.get_full_name()} ({approver.username}), "
+    )
     # the moment in local time, UTC on hover
     expect(approved.locator(".history-head time")).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
     consoles.shot(page, "request-history")
