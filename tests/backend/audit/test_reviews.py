@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend.accounts.models import Role
 from backend.audit.metrics import AuditCollector
@@ -173,3 +175,55 @@ def test_an_overdue_review_notifies_qa_and_admins_once_and_shows_in_the_metrics(
     assert told == {people["qa"].id, people["qa2"].id, people["admin"].id}
     assert written == 3 and again == 0
     assert overdue_metric() == 1
+
+
+# --- the rule, over any sequence of entries and reviews (Hypothesis) --------------------------------
+
+STEPS = st.lists(
+    st.one_of(st.tuples(st.just("write"), st.integers(0, 3)), st.tuples(st.just("review"), st.integers(0, 2))),
+    min_size=1, max_size=20,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=STEPS)
+def test_an_entry_is_reviewed_exactly_when_someone_else_signed_it_off(steps):
+    """Entries by three people (and the system) and reviews by any of them, in any order: after each
+    review by R, every entry up to then not R's is reviewed, and R's own are reviewed only if someone
+    else covered them; nothing is skipped however the watermark moves; a review with nothing of
+    someone else's waiting is refused."""
+    from django.db import transaction
+
+    from backend.audit.reviews import review_write, with_reviewed
+    from backend.audit.services import Entry, journal_write
+    from backend.common.errors import ValidationFailed
+
+    unit = UnitFactory()
+    people = [UserFactory(unit=unit, role=Role.QA) for _ in range(3)]
+    actors: dict[int, object] = {}  # position -> actor id (None: the system)
+    reviewed: set[int] = set()
+    for kind, who in steps:
+        if kind == "write":
+            actor = people[who] if who < 3 else None
+            with transaction.atomic():
+                (entry,) = journal_write(actor=actor, entries=[Entry(
+                    unit_id=unit.id, entity="crate", record_id=unit.id, record_number="X", action="noted")])
+            actors[entry.position] = actor.id if actor else None
+            continue
+        reviewer = people[who]
+        waiting = {p for p, a in actors.items() if p not in reviewed and a != reviewer.id}
+        signature = Signature.objects.create(
+            unit_id=unit.id, signer_id=reviewer.id, signer_username=reviewer.username, signer_full_name="R",
+            meaning="reviewed", action="review", entity="audit_review", signed_at=timezone.now())
+        try:
+            with transaction.atomic():
+                review = review_write(reviewer=reviewer, unit_id=unit.id, through=timezone.now(), comment="c",
+                                      signature=signature)
+        except ValidationFailed as refused:
+            assert refused.code == "nothing_to_review" and not waiting
+            continue
+        assert waiting and review.entries == len(waiting)
+        reviewed |= waiting
+        actors[max(actors) + 1] = reviewer.id  # the review's own entry
+        shown = dict(with_reviewed(AuditEntry.objects.filter(unit=unit)).values_list("position", "reviewed"))
+        assert {p for p, r in shown.items() if r} == reviewed
