@@ -17,6 +17,7 @@ from backend.jobs.registry import JobKind
 from backend.jobs.services import job_execute, job_execute_batch, jobs_prune
 from backend.records.services.integrity import audit_chain_watch
 from backend.records.services.notices import destruction_due_notify
+from backend.records.services.reviews import reviews_due_notify
 
 from .base import records_task
 
@@ -83,3 +84,9 @@ def audit_verify() -> str:
     broken = [unit.unit_code for unit in run.units if not unit.ok]
     kind = "full" if run.full else "incremental"
     return f"{kind}: {len(run.units)} units, {sum(u.entries for u in run.units)} entries, broken: {broken or 'none'}"
+
+
+@records_task("records.audit_review_due", time_limit=300, max_retries=0)
+def audit_review_due() -> int:
+    """Tell each unit's QA and admins when its audit-trail review is overdue (AUDIT_REVIEW_DAYS)."""
+    return reviews_due_notify()

@@ -43,7 +43,9 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ["unit", "role", "is_active", "is_superuser"]
     fieldsets = (*BaseUserAdmin.fieldsets, ("Unit and role", {"fields": ("unit", "role")}),
                  ("Why", {"fields": ("change_reason",)}))
-    add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Unit and role", {"fields": ("unit", "role")}),
+    # One who signs needs a printed name (User.clean refuses a signing role without one).
+    add_fieldsets = (*BaseUserAdmin.add_fieldsets, ("Printed name", {"fields": ("first_name", "last_name")}),
+                     ("Unit and role", {"fields": ("unit", "role")}),
                      ("Why", {"fields": ("change_reason",)}))
     form = ReasonedChangeForm
     add_form = ReasonedCreationForm

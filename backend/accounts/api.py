@@ -62,10 +62,14 @@ def signature_throttle(request, view):
 
 class MeSerializer(serializers.ModelSerializer):
     unit = UnitSerializer(read_only=True)
+    full_name = serializers.SerializerMethodField(help_text="The printed name signatures manifest")
 
     class Meta:
         model = User
-        fields = ["id", "username", "role", "unit"]
+        fields = ["id", "username", "full_name", "role", "unit"]
+
+    def get_full_name(self, user: User) -> str:
+        return (user.get_full_name() or "").strip()
 
 
 class MeView(generics.RetrieveAPIView):

@@ -32,6 +32,21 @@ class Role(models.TextChoices):
     APPROVER = "approver", "Approver"
     STORE = "store", "Store (custodian)"
     ADMIN = "admin", "Unit admin"
+    # Quality assurance: reads and reviews the unit's audit trail, places and releases legal holds;
+    # files and decides no request.
+    QA = "qa", "Quality assurance"
+
+
+# The roles whose holders sign (decisions, audit-trail reviews, legal holds): each needs a printed
+# name, which every signature manifests (21 CFR Part 11 §11.50(a)(1)). Admins hold every role.
+SIGNING_ROLES = (Role.APPROVER, Role.ADMIN, Role.QA)
+
+
+def printed_name_missing(role: str, first_name: str, last_name: str) -> bool:
+    return role in SIGNING_ROLES and not f"{first_name or ''} {last_name or ''}".strip()
+
+
+PRINTED_NAME_REQUIRED = "Someone who signs needs a printed name: give a first and last name (Part 11 §11.50)."
 
 
 class User(AbstractUser):
@@ -54,6 +69,11 @@ class User(AbstractUser):
             if fields is not None and "password" in fields and "password_epoch" not in fields:
                 kwargs["update_fields"] = [*fields, "password_epoch"]
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        if printed_name_missing(self.role, self.first_name, self.last_name):
+            raise ValidationError({"first_name": PRINTED_NAME_REQUIRED})
 
     def has_role(self, *roles: str) -> bool:
         """Admins hold every role within their unit."""

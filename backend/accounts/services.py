@@ -26,9 +26,10 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from backend.audit.services import Entry, journal_write
+from backend.common.errors import ValidationFailed
 from backend.events.broadcast import user_close_send
 
-from .models import Unit, User
+from .models import PRINTED_NAME_REQUIRED, Unit, User, printed_name_missing
 
 logger = logging.getLogger(__name__)
 CLOSE_ACCESS_REVOKED = 4003
@@ -91,7 +92,10 @@ def user_revoke_all(user: User) -> None:
 
 @transaction.atomic
 def user_create(*, actor: User | None, user: User, reason: str = "") -> User:
-    """A new account (already saved by its form or command): audited as `created`."""
+    """A new account (already saved by its form or command): audited as `created`. One who signs
+    (SIGNING_ROLES) must have a printed name (refused, and the save rolled back, otherwise)."""
+    if printed_name_missing(user.role, user.first_name, user.last_name):
+        raise ValidationFailed(PRINTED_NAME_REQUIRED, code="printed_name_required")
     access_audit(user=user, action="created", actor=actor, reason=reason or "account created", changes={
         "role": [None, user.role], "unit": [None, user.unit.code if user.unit_id else None],
         "is_active": [None, user.is_active],
@@ -112,6 +116,8 @@ def user_update_access(*, user: User, is_active: bool | None = None, unit: Unit 
         user.unit = unit
         fields.append("unit")
     if role is not None and role != before.role:
+        if printed_name_missing(role, user.first_name, user.last_name):
+            raise ValidationFailed(PRINTED_NAME_REQUIRED, code="printed_name_required")
         user.role = role
         fields.append("role")
     if fields:

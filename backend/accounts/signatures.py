@@ -30,10 +30,10 @@ from django.utils import timezone
 from backend.audit.context import current_origin
 from backend.audit.models import AuditEntry, Signature
 from backend.audit.services import Entry, journal_write
-from backend.common.errors import RoleRequired, SignatureInvalid, SignatureLocked, SignatureRequired
+from backend.common.errors import RoleRequired, SignatureInvalid, SignatureLocked, SignatureRequired, ValidationFailed
 from backend.notifications.services import Draft, Kind, notify
 
-from .models import Role, User
+from .models import PRINTED_NAME_REQUIRED, Role, User
 
 
 def _user_entry(user: User, unit_id: uuid.UUID, action: str, reason: str, changes: dict | None = None) -> Entry:
@@ -75,7 +75,7 @@ def signature_sign(
     # The password is checked before the transaction, outside the user's row lock and without a
     # database connection (accounts/hashing.py: the check waits for the bounded pool); what it
     # decides is recorded under the lock, after the state is read again.
-    signer = User.objects.only("id", "is_active", "signing_locked_at", "password").get(id=user.id)
+    signer = User.objects.only("id", "is_active", "signing_locked_at", "password", "first_name", "last_name").get(id=user.id)
     _refuse_if_unable(signer)
     checked, upgraded = signer.password, []
     matches = check_password(password, checked, setter=lambda raw: upgraded.append(make_password(raw)))
@@ -123,6 +123,9 @@ def signature_sign(
 def _refuse_if_unable(signer: User) -> None:
     if not signer.is_active:
         raise RoleRequired("This account is inactive.")
+    if not (signer.get_full_name() or "").strip():
+        # A signature manifests the signer's printed name (Part 11 §11.50(a)(1)): none, no signature.
+        raise ValidationFailed(PRINTED_NAME_REQUIRED, code="printed_name_required")
     if signer.signing_locked_at is not None:
         raise SignatureLocked(
             "Signing is locked after too many wrong passwords: ask a unit admin to unlock it.",

@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from backend.common.admin import ReadOnlyAdmin
 
-from .models import AuditCheckpoint, AuditEntry, AuditPurge, AuditVerification, Signature, SignedRecord
+from .models import AuditCheckpoint, AuditEntry, AuditPurge, AuditReview, AuditVerification, Signature, SignedRecord
 
 
 @admin.register(AuditEntry)
@@ -40,3 +40,9 @@ class AuditCheckpointAdmin(ReadOnlyAdmin):
 @admin.register(AuditVerification)
 class AuditVerificationAdmin(ReadOnlyAdmin):
     list_display = ["unit_code", "ok", "checked_at", "full_at", "entries"]
+
+
+@admin.register(AuditReview)
+class AuditReviewAdmin(ReadOnlyAdmin):
+    list_display = ["signed_at", "unit", "from_position", "through_position", "entries", "reviewer_username"]
+    list_filter = ["unit"]

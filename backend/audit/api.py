@@ -62,12 +62,13 @@ class AuditEntrySerializer(serializers.ModelSerializer):
     actor = serializers.SerializerMethodField()
     client = serializers.SerializerMethodField()
     signature = serializers.SerializerMethodField()
+    reviewed = serializers.SerializerMethodField()
 
     class Meta:
         model = AuditEntry
         fields = [
             "id", "unit", "position", "at", "actor", "entity", "record_id", "record_number", "action", "version",
-            "changes", "reason", "signature", "job_id", "client", "seq", "hash", "prev_hash",
+            "changes", "reason", "signature", "job_id", "client", "seq", "hash", "prev_hash", "reviewed",
         ]
         read_only_fields = fields
 
@@ -77,6 +78,10 @@ class AuditEntrySerializer(serializers.ModelSerializer):
             "id": entry.actor_id, "username": entry.actor_username,
             "full_name": entry.actor_full_name, "role": entry.actor_role,
         }
+
+    def get_reviewed(self, entry: AuditEntry) -> bool:
+        """Signed off by an audit-trail review of someone other than the entry's actor."""
+        return bool(getattr(entry, "reviewed", False))
 
     def get_client(self, entry: AuditEntry) -> ClientSerializer:
         return {"ip": entry.client_ip, "user_agent": entry.user_agent}
@@ -103,6 +108,7 @@ class AuditEntryFilter(django_filters.FilterSet):
     since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
     until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
     unit = django_filters.UUIDFilter(field_name="unit_id", help_text="For superusers: one unit's trail")
+    reviewed = django_filters.BooleanFilter(help_text="false: the entries no review has signed off yet")
 
     class Meta:
         model = AuditEntry

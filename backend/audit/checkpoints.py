@@ -25,9 +25,9 @@ from .sinks import sink
 
 logger = logging.getLogger(__name__)
 
-# Who may read the checkpoints and is told when verification fails, besides superusers. A QA role
-# joins here (one line) once accounts has it.
-REVIEWER_ROLES = ("admin",)
+# Who may read the checkpoints and is told when verification fails, besides superusers: unit
+# admins and quality assurance (accounts.Role; by value, audit sits below accounts).
+REVIEWER_ROLES = ("admin", "qa")
 
 # pg_advisory_xact_lock key: one checkpoint writer at a time (SQLite's writes are serial anyway).
 _LOCK_KEY = 0x61756469  # "audi"

@@ -14,11 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# The entries and purge records (migration 0002), the signatures (0004), the checkpoints (0006).
+# The entries and purge records (migration 0002), the signatures (0004), the checkpoints (0006),
+# the reviews (0007).
 FIRST_TABLES = ("audit_auditentry", "audit_auditpurge")
 SIGNATURE_TABLES = ("audit_signature", "audit_signedrecord")
 CHECKPOINT_TABLES = ("audit_auditcheckpoint",)
-TABLES = (*FIRST_TABLES, *SIGNATURE_TABLES, *CHECKPOINT_TABLES)
+TABLES = (*FIRST_TABLES, *SIGNATURE_TABLES, *CHECKPOINT_TABLES)  # (what migration 0006 installs)
+REVIEW_TABLES = ("audit_auditreview",)  # (migration 0007)
+ALL_TABLES = (*TABLES, *REVIEW_TABLES)
 REFUSED = "audit trail is append-only"
 YOUNG = "audit trail retention: a purge of entries younger than AUDIT_RETENTION_YEARS refused"
 
@@ -130,6 +133,7 @@ BEGIN SELECT RAISE(ABORT, '{YOUNG}'); END;""",
     **_sqlite_refusals("audit_signature"),
     **_sqlite_refusals("audit_signedrecord", "id = NEW.id OR (signature_id = NEW.signature_id AND record_id = NEW.record_id)"),
     **_sqlite_refusals("audit_auditcheckpoint"),
+    **_sqlite_refusals("audit_auditreview"),
 }
 
 
@@ -137,7 +141,7 @@ def _sqlite_names(tables) -> list[str]:
     return [name for name in _SQLITE_TRIGGERS if any(name.startswith(f"{t}_no_") for t in tables)]
 
 
-def install(connection, tables: tuple[str, ...] = TABLES) -> None:
+def install(connection, tables: tuple[str, ...] = ALL_TABLES) -> None:
     with connection.cursor() as cursor:
         cursor.execute(_RETENTION_CREATE)  # (the triggers read it; PostgreSQL checks that it exists)
         if connection.vendor == "postgresql":
@@ -149,7 +153,7 @@ def install(connection, tables: tuple[str, ...] = TABLES) -> None:
             raise NotImplementedError(f"no append-only triggers for {connection.vendor}")
 
 
-def remove(connection, tables: tuple[str, ...] = TABLES) -> None:
+def remove(connection, tables: tuple[str, ...] = ALL_TABLES) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("".join(_postgres_remove(t) for t in tables))
@@ -180,13 +184,13 @@ def triggers_disabled(connection) -> Iterator[None]:
         with connection.cursor() as cursor:
             # ALTER TABLE waits for no deferred foreign-key check of this transaction: run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            for table in TABLES:
+            for table in ALL_TABLES:
                 cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         try:
             yield
         finally:
             with connection.cursor() as cursor:
-                for table in TABLES:
+                for table in ALL_TABLES:
                     cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
     else:
         remove(connection)

@@ -72,6 +72,8 @@ def entry_document(entry: AuditEntry) -> dict[str, Any]:
         "seq": entry.seq,
         "hash": entry.hash,
         "prev_hash": entry.prev_hash,
+        # Signed off by an audit-trail review (reviews.with_reviewed; False where not annotated).
+        "reviewed": bool(getattr(entry, "reviewed", False)),
     }
 
 
@@ -79,7 +81,7 @@ CSV_COLUMNS = (
     "id", "unit", "position", "at", "actor_id", "actor_username", "actor_full_name", "actor_role",
     "entity", "record_id", "record_number", "action", "version", "changes", "reason",
     "signature_id", "signature_meaning", "signature_signed_at", "signature_signer", "signature_full_name",
-    "job_id", "client_ip", "user_agent", "seq", "hash", "prev_hash",
+    "job_id", "client_ip", "user_agent", "seq", "hash", "prev_hash", "reviewed",
 )
 
 # A cell a spreadsheet would read as a formula (OWASP, "CSV injection"): = + - @ and a leading tab or
@@ -104,6 +106,7 @@ def entry_row(entry: AuditEntry) -> list[str]:
         json.dumps(doc["changes"], ensure_ascii=False, separators=(",", ":"), sort_keys=True), doc["reason"],
         sig.get("id"), sig.get("meaning"), sig.get("signed_at"), sig.get("signer"), sig.get("full_name"),
         doc["job_id"], client["ip"], client["user_agent"], doc["seq"], doc["hash"], doc["prev_hash"],
+        "true" if doc["reviewed"] else "false",
     )
     return [csv_cell(value) for value in values]
 

@@ -7,7 +7,8 @@ from django.db.models import Min
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from .models import AuditCheckpoint, AuditVerification
+from .models import AuditCheckpoint, AuditEntry, AuditVerification
+from .reviews import review_due
 
 
 class AuditCollector:
@@ -30,3 +31,24 @@ class AuditCollector:
             "Seconds the least recently verified unit's audit trail has gone unverified",
             value=max(0.0, (timezone.now() - stalest).total_seconds()),
         )
+
+        # Audit-trail reviews (Annex 11 §9, backend/audit/reviews.py): per unit, whether its review
+        # is overdue (an entry unreviewed for over AUDIT_REVIEW_DAYS) and how old its oldest
+        # unreviewed entry is (0: none waiting).
+        overdue = GaugeMetricFamily(
+            "records_audit_review_overdue", "1 while the unit's audit-trail review is overdue (AUDIT_REVIEW_DAYS)",
+            labels=["unit"],
+        )
+        waiting = GaugeMetricFamily(
+            "records_audit_review_oldest_unreviewed_seconds",
+            "Age of the unit's oldest audit entry no review has signed off (0: none)", labels=["unit"],
+        )
+        now = timezone.now()
+        units = AuditEntry._meta.get_field("unit").related_model.objects.values_list("id", "code")
+        for unit_id, code in units.order_by("code"):
+            due = review_due(unit_id)
+            overdue.add_metric([code], int(due.overdue(now)))
+            age = (now - due.oldest_unreviewed_at).total_seconds() if due.oldest_unreviewed_at else 0.0
+            waiting.add_metric([code], max(0.0, age))
+        yield overdue
+        yield waiting

@@ -181,3 +181,35 @@ class AuditVerification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.unit_code}: {'ok' if self.ok else 'BROKEN'} at {self.checked_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditReview(models.Model):
+    """A review of a unit's audit trail (EU GMP Annex 11 §9: audit trails "regularly reviewed"):
+    `reviewer` signed (meaning `reviewed`) that they read the unit's entries from `from_position`
+    through `through_position` (the last entry at or before `through_at`). Entries in that range
+    are reviewed, except the reviewer's own (four eyes: someone else must review those; they stay
+    unreviewed, and the next review starts at the first of them). `next_unreviewed` is the
+    lowest position left unreviewed after this review (where the next one starts). As immutable
+    as the entries (db.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    unit = models.ForeignKey("accounts.Unit", on_delete=models.PROTECT, related_name="+")
+    from_position = models.BigIntegerField()
+    through_position = models.BigIntegerField()
+    through_at = models.DateTimeField()
+    through_hash = models.CharField(max_length=64)  # the chain head the review signed off
+    next_unreviewed = models.BigIntegerField()
+    entries = models.BigIntegerField(default=0)  # how many entries this review signed off
+    reviewer_id = models.UUIDField()
+    reviewer_username = models.CharField(max_length=150)
+    reviewer_full_name = models.CharField(max_length=300)
+    signature = models.ForeignKey(Signature, on_delete=models.PROTECT, related_name="+")
+    signed_at = models.DateTimeField()
+    comment = models.TextField()
+
+    class Meta:
+        ordering = ["unit", "-signed_at"]
+        indexes = [models.Index(fields=["unit", "from_position", "through_position"], name="audit_review_range_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id} #{self.from_position}..#{self.through_position} reviewed by {self.reviewer_username}"

@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 
 from .chain import binding_hash
 from .models import AuditCheckpoint, AuditEntry, SignedRecord
+from .reviews import with_reviewed
 from .verify import Verification, audit_verify
 
 __all__ = [
@@ -18,8 +19,8 @@ __all__ = [
 
 
 def entries_visible_to(user) -> QuerySet[AuditEntry]:
-    """A unit's trail for its users; every unit's for a superuser."""
-    entries = AuditEntry.objects.select_related("signature")
+    """A unit's trail for its users; every unit's for a superuser (each entry annotated `reviewed`)."""
+    entries = with_reviewed(AuditEntry.objects.select_related("signature"))
     if getattr(user, "is_superuser", False):
         return entries
     return entries.filter(unit_id=getattr(user, "unit_id", None))
@@ -52,7 +53,8 @@ def record_history(record_id: uuid.UUID) -> QuerySet[AuditEntry]:
     """Every entry about one record, oldest first, whichever unit's chain holds it (a transferred
     crate's history is in both units' chains; the entries one change wrote share its moment). The
     caller checks the record is visible."""
-    return AuditEntry.objects.filter(record_id=record_id).select_related("signature").order_by("at", "position")
+    entries = AuditEntry.objects.filter(record_id=record_id).select_related("signature")
+    return with_reviewed(entries).order_by("at", "position")
 
 
 def entries_since_version(record_id: uuid.UUID, version: int) -> list[AuditEntry]:

@@ -31,14 +31,14 @@ ERROR_CODES = (
     "invalid", "parse_error", "reason_required", "crates_required", "unknown_crate", "destination_required",
     "destination_same_unit", "location_required", "invalid_if_match", "signature_required", "unit_required",
     "unknown_entity", "unknown_action", "too_many_ids", "ids_required", "unknown_numbers", "inside_retention", "actor_inactive",
-    "error",
+    "printed_name_required", "comment_required", "nothing_to_review", "too_many", "error",
     # 401
     "not_authenticated", "authentication_failed", "token_not_valid", "no_active_account", "password_changed",
-    "unit_changed",
+    "unit_changed", "user_not_found", "user_inactive",
     # 403, 404, 405, 406
     "permission_denied", "four_eyes", "signature_invalid", "not_found", "method_not_allowed", "not_acceptable",
     # 409, 413, 415, 423, 429
-    "stale_version", "invalid_transition", "crate_unavailable", "payload_too_large", "unsupported_media_type",
+    "stale_version", "invalid_transition", "crate_unavailable", "legal_hold", "payload_too_large", "unsupported_media_type",
     "signature_locked", "throttled", "locked_out",
     # 500, 503
     "server_error", "broker_unavailable", "service_unavailable",
@@ -118,6 +118,13 @@ class InvalidTransition(DomainError):
 
 class CrateUnavailable(DomainError):
     code = "crate_unavailable"
+    status_code = status.HTTP_409_CONFLICT
+
+
+class LegalHold(DomainError):
+    """A crate under legal hold: no destruction (or transfer out of the unit) until the hold is released."""
+
+    code = "legal_hold"
     status_code = status.HTTP_409_CONFLICT
 
 

@@ -29,6 +29,10 @@ from backend.records.api import (
 )
 from backend.records.bulk_api import BulkActionView, BulkPreviewView
 from backend.records.crates_api import CrateViewSet
+from backend.records.holds_api import LegalHoldViewSet
+from backend.records.lifecycle import REQUEST_KINDS
+from backend.records.reports_api import CrateReportView, request_report_view
+from backend.records.reviews_api import AuditReviewViewSet
 from realtime.views import ConsoleView
 
 from .metrics import metrics_view
@@ -44,6 +48,8 @@ router.register("units", UnitViewSet, basename="unit")
 router.register("users", UserViewSet, basename="user")
 router.register("audit-trail", AuditTrailViewSet, basename="audit-entry")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("legal-holds", LegalHoldViewSet, basename="legal-hold")
+router.register("audit-reviews", AuditReviewViewSet, basename="audit-review")
 
 
 def healthz(request):
@@ -76,6 +82,10 @@ urlpatterns = [
     path("api/me/", MeView.as_view(), name="me"),
     path("api/bulk-actions/", BulkActionView.as_view(), name="bulk_actions"),
     path("api/bulk-actions/preview/", BulkPreviewView.as_view(), name="bulk_actions_preview"),
+    # Printable reports: before the router, which would read `report.pdf` as an id.
+    path("api/crates/<uuid:pk>/report.pdf", CrateReportView.as_view(), name="crate_report"),
+    *(path(f"api/{entity}-requests/<uuid:pk>/report.pdf", request_report_view(entity), name=f"{entity}_report")
+      for entity in REQUEST_KINDS),
     path("api/", include(router.urls)),
     *api_docs_urls(),
     # The admin's sign-in is throttled and locked like the API's (before admin.site.urls claims it).

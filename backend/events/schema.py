@@ -14,7 +14,7 @@ from typing import Any
 # raises it. The typed client kit's major version follows it (docs/client.md, "Versions").
 PROTOCOL_VERSION = 1
 
-ENTITIES = ("withdrawal", "destruction", "transfer", "sendback", "crate")
+ENTITIES = ("withdrawal", "destruction", "transfer", "sendback", "crate", "legal_hold", "audit_review")
 ACTIONS = ("created", "updated", "deleted")
 # Every `code` an `error` message can carry (docs/realtime.md explains each).
 CLIENT_ERROR_CODES = (
@@ -141,7 +141,7 @@ RESYNC_REASONS = (
 # What a notification is about (backend.notifications; docs/realtime.md, "Notifications").
 NOTIFICATION_KINDS = (
     "request_decided", "transfer_incoming", "job_finished", "job_failed", "destruction_due", "signature_locked",
-    "audit_chain_broken",
+    "audit_chain_broken", "audit_review_due",
 )
 # What a notification links to: a request or crate (the console opens its history), a job, a user,
 # a unit (its audit trail).
@@ -211,7 +211,7 @@ ACTIVITY_SCHEMA: dict[str, Any] = {
                     "properties": {"id": _UUID, "meaning": {"type": "string"}, "signed_at": {"type": "string"},
                                    "signer": {"type": "string"}, "full_name": {"type": "string"}},
                 }]},
-                "job_id": _NULLABLE_UUID, "seq": {"type": ["integer", "null"]},
+                "job_id": _NULLABLE_UUID, "seq": {"type": ["integer", "null"]}, "reviewed": {"type": "boolean"},
             },
         },
     },

@@ -13,6 +13,7 @@ class Kind(models.TextChoices):
     DESTRUCTION_DUE = "destruction_due", "A crate is due for destruction"
     SIGNATURE_LOCKED = "signature_locked", "A user's signing was locked"
     AUDIT_CHAIN_BROKEN = "audit_chain_broken", "The audit trail failed verification"
+    AUDIT_REVIEW_DUE = "audit_review_due", "The unit's audit-trail review is overdue"
 
 
 class Notification(models.Model):

@@ -35,6 +35,16 @@ SEND_BACK = Action("send_back", "send-back", "sent_back", "returned", "sent back
 RESUBMIT = Action("resubmit", "resubmit", "resubmitted", None, "resubmitted")
 
 ACTIONS: dict[str, Action] = {a.name: a for a in (APPROVE, REJECT, SEND_BACK, RESUBMIT)}
+
+# Signed acts that are not request transitions (no URL of the request API; `path` is their own
+# endpoint's last word): a legal hold placed and released (backend.records.services.holds), and an
+# audit-trail review (backend.records.services.reviews). Their meanings are defined here with the
+# decisions': one table of every meaning a signature can declare.
+HOLD = Action("hold", "legal-holds", "hold_placed", "hold", "placed on hold")
+RELEASE = Action("release", "release", "hold_released", "released", "released from hold")
+REVIEW = Action("review", "audit-reviews", "reviewed", "reviewed", "reviewed")
+SIGNED_ACTS: dict[str, Action] = {a.name: a for a in (HOLD, RELEASE, REVIEW)}
+MEANINGS: tuple[str, ...] = tuple(a.meaning for a in (*ACTIONS.values(), *SIGNED_ACTS.values()) if a.meaning)
 _SPELLINGS: dict[str, Action] = {**ACTIONS, **{a.path: a for a in ACTIONS.values()}}
 SPELLINGS: tuple[str, ...] = tuple(sorted(_SPELLINGS))
 

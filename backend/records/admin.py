@@ -2,7 +2,15 @@ from django.contrib import admin
 
 from backend.common.admin import ReadOnlyAdmin
 
-from .models import Crate, DestructionRequest, NumberCounter, SendBackRecord, TransferRequest, WithdrawalRequest
+from .models import (
+    Crate,
+    DestructionRequest,
+    LegalHold,
+    NumberCounter,
+    SendBackRecord,
+    TransferRequest,
+    WithdrawalRequest,
+)
 
 
 @admin.register(Crate)
@@ -40,3 +48,15 @@ class SendBackRecordAdmin(ReadOnlyAdmin):
 class NumberCounterAdmin(ReadOnlyAdmin):
     list_display = ["scope", "prefix", "year", "last"]
     readonly_fields = ["scope", "prefix", "year", "last"]
+
+
+@admin.register(LegalHold)
+class LegalHoldAdmin(ReadOnlyAdmin):
+    """Placed and released through the API (signed, audited); the admin is for looking."""
+
+    list_display = ["hold_number", "unit", "placed_by", "placed_at", "released_at"]
+    list_filter = ["unit"]
+    search_fields = ["hold_number", "reason"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in LegalHold._meta.fields] + ["crates"]

@@ -30,7 +30,8 @@ class CrateSerializer(CrateReservationFields, serializers.ModelSerializer):
     class Meta:
         model = Crate
         fields = ["id", "crate_number", "unit", "status", "location", "destruction_due", "version",
-                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason", "reserved", "reserved_by"]
+                  "created_at", "updated_at", "deleted_at", "deleted_by", "delete_reason", "reserved", "reserved_by",
+                  "on_hold"]
         read_only_fields = fields
         list_serializer_class = CrateReservationList
 

@@ -58,6 +58,9 @@ class Crate(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     delete_reason = models.TextField(blank=True)
+    # Under at least one legal hold that is not released (LegalHold): never destroyed, transferred
+    # or deleted while so. Kept with the crate, under its row lock, by the hold services.
+    on_hold = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "id"]
@@ -149,3 +152,34 @@ class SendBackRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity} {self.request_id} sent back"
+
+
+class LegalHold(models.Model):
+    """Litigation (or an inspection) freezes destruction: crates under a hold that is not released
+    are not destroyed, transferred or deleted. Placed and released by QA or a unit admin, each with a
+    reason and an electronic signature (meanings `hold` and `released`); kept forever."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hold_number = models.CharField(max_length=32)  # LH-2026-0001, per unit
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="+")
+    crates = models.ManyToManyField(Crate, related_name="legal_holds")
+    reason = models.TextField()
+    placed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    placed_at = models.DateTimeField(default=timezone.now)
+    placed_signature = models.ForeignKey("audit.Signature", on_delete=models.PROTECT, related_name="+")
+    released_at = models.DateTimeField(null=True, blank=True)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    release_reason = models.TextField(blank=True)
+    released_signature = models.ForeignKey(
+        "audit.Signature", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-placed_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["unit", "hold_number"], name="legal_hold_number_unique")]
+
+    def __str__(self) -> str:
+        return self.hold_number

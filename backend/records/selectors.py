@@ -11,7 +11,7 @@ from backend.accounts.models import Role, User
 from backend.audit.models import AuditEntry
 
 from .lifecycle import EDITABLE_STATUSES, REQUEST_KINDS, request_kind
-from .models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest
+from .models import BaseRequest, Crate, CrateStatus, LegalHold, SendBackRecord, TransferRequest
 
 
 def _unit_id(user: User):
@@ -145,3 +145,9 @@ def mine_request_ids(user_id: str, unit_id: str, limit: int) -> set[str]:
         )
         ids.update(str(pk) for pk in sent_back[: limit - len(ids)])
     return ids
+
+
+def holds_visible_to(user: User) -> QuerySet[LegalHold]:
+    """A unit's legal holds (every unit's, for a superuser), newest first, with their crates."""
+    holds = LegalHold.objects.prefetch_related("crates").order_by("-placed_at", "id")
+    return holds if getattr(user, "is_superuser", False) else holds.filter(unit_id=_unit_id(user))

@@ -66,6 +66,7 @@ APP_METRICS = {
     "records_database_up": "gauge: 1 when the application reaches PostgreSQL",
     "records_audit_chain_ok": "gauge by unit: 1 while the unit's audit trail passed its last scheduled verification",
     "records_audit_last_verified_seconds": "gauge: seconds the least recently verified unit's audit trail has gone unverified",
+    "records_audit_review_overdue": "gauge by unit: 1 while the unit's audit-trail review is overdue (AUDIT_REVIEW_DAYS)",
 }
 FLOWER_METRICS = {"flower_events_total": "counter by task, type, worker: Celery events Flower received"}
 PROMETHEUS_SERIES = {"up": "1 when a target's last scrape succeeded", "ALERTS": "pending and firing alerts"}
@@ -94,6 +95,7 @@ DASHBOARD_SIGNALS = {
     "outbox fills": "rate(records_ws_outbox_fills_total[5m])",
     "audit trail verified": "min by (unit) (records_audit_chain_ok)",
     "audit trail last verified": "max(records_audit_last_verified_seconds)",
+    "audit-trail review overdue": "max by (unit) (records_audit_review_overdue)",
 }
 
 REQUIRED_ALERTS = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import factory
 from django.contrib.auth.hashers import make_password
 
-from backend.accounts.models import Role, Unit, User
+from backend.accounts.models import SIGNING_ROLES, Role, Unit, User
 from backend.events.services import unit_sequence_ensure
 from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
@@ -30,6 +30,10 @@ class UnitFactory(factory.django.DjangoModelFactory):
             unit_sequence_ensure(obj.id)
 
 
+def _signs(user) -> bool:
+    return user.role in SIGNING_ROLES or user.is_superuser
+
+
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = User
@@ -38,6 +42,11 @@ class UserFactory(factory.django.DjangoModelFactory):
     unit = factory.SubFactory(UnitFactory)
     role = Role.REQUESTER
     username = factory.LazyAttributeSequence(lambda o, n: f"{o.unit.code}.{o.role}{n}")
+    is_superuser = False
+    # Whoever signs has a printed name (Part 11 §11.50: a signature without one is refused); the
+    # others have none, as accounts made before printed names were required.
+    first_name = factory.LazyAttribute(lambda o: o.role.title() if _signs(o) else "")
+    last_name = factory.LazyAttributeSequence(lambda o, n: f"Tester{n}" if _signs(o) else "")
     password = factory.LazyFunction(lambda: make_password(PASSWORD))
 
 

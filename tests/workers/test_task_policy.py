@@ -37,7 +37,8 @@ def test_no_task_outlives_the_visibility_timeout():
 
 def test_every_task_is_named_queued_late_acked_and_retried_on_transient_errors():
     # given the tasks workers.tasks registers: one per job kind, named after it, and the beat's
-    beat = {"outbox.prune", "jobs.prune", "records.destruction_due", "records.audit_checkpoint", "records.audit_verify"}
+    beat = {"outbox.prune", "jobs.prune", "records.destruction_due", "records.audit_checkpoint", "records.audit_verify",
+            "records.audit_review_due"}
     assert set(OUR_TASKS) == {kind.name for kind in registry.kinds()} | beat
     assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} == beat
     assert {"withdrawal.approve", "transfer.send_back", "crate.relocate", "bulk.destruction.reject"} <= set(OUR_TASKS)

@@ -78,6 +78,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0 * env.float("AUDIT_VERIFY_MINUTES", default=60),
         "options": {"queue": "default", "expires": 600},
     },
+    # Overdue audit-trail reviews notify the unit's QA and admins (once per period).
+    "audit-review-due": {
+        "task": "records.audit_review_due",
+        "schedule": 3600.0,
+        "options": {"queue": "default", "expires": 600},
+    },
 }
 # The relay (workers/relay.py) looks for committed but unpublished events this often, and takes an
 # event that has stayed unpublished this long (the committing process had its chance).

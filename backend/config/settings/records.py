@@ -29,6 +29,9 @@ AUDIT_CHECKPOINT_SINK_COPY = env("AUDIT_CHECKPOINT_SINK_COPY", default="")
 # every AUDIT_VERIFY_MINUTES, the whole trail once every AUDIT_VERIFY_FULL_HOURS.
 AUDIT_VERIFY_MINUTES = env.float("AUDIT_VERIFY_MINUTES", default=60)
 AUDIT_VERIFY_FULL_HOURS = env.float("AUDIT_VERIFY_FULL_HOURS", default=24)
+# A unit's audit trail is reviewed at least every AUDIT_REVIEW_DAYS: an entry left unreviewed longer
+# makes the review overdue (notified to QA and admins, metric records_audit_review_overdue).
+AUDIT_REVIEW_DAYS = env.int("AUDIT_REVIEW_DAYS", default=30)
 # Electronic signatures: this many wrong passwords within the window lock a user's signing until a
 # unit admin unlocks it (423 signature_locked; each failure, the lock and the unlock are audited).
 SIGNATURE_MAX_FAILURES = env.int("SIGNATURE_MAX_FAILURES", default=5)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 from backend.accounts.models import User
-from backend.common.errors import NotFound, RoleRequired, StaleVersion
+from backend.common.errors import LegalHold, NotFound, RoleRequired, StaleVersion
 
 from ..lifecycle import RequestKind
-from ..models import BaseRequest, Crate, TransferRequest
+from ..models import BaseRequest, Crate, DestructionRequest, TransferRequest
 
 
 def require_role(actor: User, *roles: str) -> None:
@@ -39,3 +39,15 @@ def check_request_scope(kind: RequestKind, actor: User, request: BaseRequest) ->
     if isinstance(request, TransferRequest) and actor.unit_id == request.destination_unit_id:
         raise RoleRequired("Only the unit that filed this transfer can change it.")
     raise NotFound(f"No such {kind.entity} request.")
+
+
+# The requests a legal hold stops: destroying a crate, and transferring it out of the unit that
+# holds it (a withdrawal, for use, is not stopped: the crate stays in the unit's custody).
+HELD_AGAINST = (DestructionRequest, TransferRequest)
+
+
+def refuse_held(crates, what: str) -> None:
+    """409 `legal_hold` naming the held crates among `crates` (read under their row locks)."""
+    held = sorted(c.crate_number for c in crates if c.on_hold)
+    if held:
+        raise LegalHold(f"Under legal hold, {what}: {', '.join(held)}.", details={"crates": held})

@@ -18,7 +18,7 @@ from backend.jobs.registry import Outcome, Work
 from ..lifecycle import REQUEST_KINDS
 from ..models import Crate, CrateStatus
 from .changes import crate_change
-from .checks import check_version, in_scope, require_role
+from .checks import check_version, in_scope, refuse_held, require_role
 from .journal import crate_entry, crate_state, diff, journal_write, unit_codes
 from .numbers import next_number, reserve_numbers
 
@@ -225,6 +225,7 @@ def crate_delete(*, actor: User, crate_id: uuid.UUID, expected_version: int | No
     crate = crate_for_update(actor, crate_id)
     reason = require_reason(reason, "delete a crate")
     check_version(crate, expected_version)
+    refuse_held([crate], "no crate may be deleted")
     # Requests keep their crates for the record: a crate that was ever requested stays.
     if any(getattr(crate, f"{k}_requests").exists() for k in REQUEST_KINDS):
         raise CrateUnavailable(f"{crate} is part of a request and cannot be deleted.")

@@ -6,7 +6,7 @@ for a bulk chunk's requests.
 - `transfer_incoming`: to the destination unit's approvers and admins, when a transfer is filed,
   resubmitted or redirected to them;
 - `destruction_due`: to a unit's approvers, store users and admins, once per crate and threshold
-  (NOTIFY_DESTRUCTION_DUE_DAYS), from the hourly beat task.
+  (NOTIFY_DESTRUCTION_DUE_DAYS), from the hourly beat task; a crate under legal hold is said to be.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def destruction_due_notify(now: datetime | None = None) -> int:
                 destruction_due__lte=today + timedelta(days=thresholds[0]),
             )
             .order_by("id")
-            .values_list("id", "crate_number", "destruction_due")
+            .values_list("id", "crate_number", "destruction_due", "on_hold")
         )
         due = list(crates)
         if not due:
@@ -110,23 +110,28 @@ def destruction_due_notify(now: datetime | None = None) -> int:
             continue
         for start in range(0, len(due), CRATES_PER_TRANSACTION):
             drafts = []
-            for crate_id, number, when in due[start : start + CRATES_PER_TRANSACTION]:
+            for crate_id, number, when, on_hold in due[start : start + CRATES_PER_TRANSACTION]:
                 left = (when - today).days
                 threshold = next(t for t in reversed(thresholds) if left <= t)  # the tightest it is within
-                drafts += [_due_draft(user_id, crate_id, number, when, left, threshold) for user_id in users]
+                drafts += [_due_draft(user_id, crate_id, number, when, left, threshold, on_hold) for user_id in users]
             with transaction.atomic():
                 written += len(notify(drafts, once=True))
     return written
 
 
-def _due_draft(user_id: uuid.UUID, crate_id: uuid.UUID, number: str, when: date, left: int, threshold: int) -> Draft:
+def _due_draft(
+    user_id: uuid.UUID, crate_id: uuid.UUID, number: str, when: date, left: int, threshold: int, on_hold: bool = False,
+) -> Draft:
     if left > 0:
         body = f"Crate {number} is due for destruction on {when.isoformat()}, in {left} day{'s' if left != 1 else ''}."
     elif left == 0:
         body = f"Crate {number} is due for destruction today ({when.isoformat()})."
     else:
         body = f"Crate {number} was due for destruction on {when.isoformat()} ({-left} days ago)."
+    if on_hold:  # litigation freezes destruction: the alert says so, and nobody should act on it
+        body += " It is ON LEGAL HOLD: it must not be destroyed until the hold is released."
     return Draft(
-        user_id=user_id, kind=Kind.DESTRUCTION_DUE, title=f"{number} due for destruction {when.isoformat()}",
+        user_id=user_id, kind=Kind.DESTRUCTION_DUE,
+        title=f"{number} due for destruction {when.isoformat()}{' (on legal hold)' if on_hold else ''}",
         body=body, link_entity="crate", link_id=crate_id, threshold=threshold,
     )

@@ -17,7 +17,7 @@ from ..lifecycle import EDITABLE_STATUSES, RequestKind, request_kind
 from ..models import BaseRequest, Crate, CrateStatus, TransferRequest
 from ..selectors import open_request_crate_ids
 from .changes import crate_change, request_changes
-from .checks import check_request_scope, check_version, require_role
+from .checks import HELD_AGAINST, check_request_scope, check_version, refuse_held, require_role
 from .crates import bump, new_crates, require_reason
 from .journal import crate_entry, crate_state, diff, journal_write, request_entry, request_state, unit_codes
 from .notices import incoming_notify
@@ -41,7 +41,9 @@ def _lock_crates(unit_id: uuid.UUID, crate_ids: Iterable[uuid.UUID]) -> list[Cra
     return crates
 
 
-def _check_crates_available(crates: list[Crate], exclude: BaseRequest | None = None) -> None:
+def _check_crates_available(crates: list[Crate], exclude: BaseRequest | None = None, kind: RequestKind | None = None) -> None:
+    if kind is not None and kind.model in HELD_AGAINST:
+        refuse_held(crates, f"no {kind.entity} request may name")
     unavailable = [c.crate_number for c in crates if c.status != CrateStatus.IN_STORAGE]
     if unavailable:
         raise CrateUnavailable(
@@ -83,7 +85,7 @@ def request_create(
         raise ValidationFailed("A request needs at least one crate.", code="crates_required")
     destination = _destination(kind, actor.unit_id, destination_unit_id)
     crates = _lock_crates(actor.unit_id, crate_ids)
-    _check_crates_available(crates)
+    _check_crates_available(crates, kind=kind)
     fields = {"destination_unit": destination} if destination else {}
     request = kind.model.objects.create(
         request_number=next_number(str(actor.unit_id), kind.prefix),
@@ -180,7 +182,7 @@ def request_update(
         if not crate_ids:
             raise ValidationFailed("A request needs at least one crate.", code="crates_required")
         crates = _lock_crates(request.unit_id, crate_ids)
-        _check_crates_available(crates, exclude=request)
+        _check_crates_available(crates, exclude=request, kind=kind)
         request.crates.set(crates)
     bump(request, changed)
     units_before = {c.unit_id for c in before}

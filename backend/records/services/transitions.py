@@ -24,6 +24,7 @@ from backend.common.errors import (
     DomainError,
     FourEyes,
     InvalidTransition,
+    LegalHold,
     NotFound,
     StaleVersion,
     ValidationFailed,
@@ -35,7 +36,7 @@ from ..lifecycle import RequestKind, Transition, request_kind, transition_of
 from ..models import BaseRequest, Crate, CrateStatus, SendBackRecord, TransferRequest, WithdrawalRequest
 from ..selectors import request_contributors
 from .changes import crate_change, request_changes, sendback_change
-from .checks import check_request_scope, check_version, require_role
+from .checks import HELD_AGAINST, check_request_scope, check_version, require_role
 from .journal import Entry, crate_entry, journal_write, request_entry, signed_binding, unit_codes
 from .notices import decided_notify, incoming_notify
 
@@ -163,7 +164,11 @@ def requests_transition(
     # The crates of each request: what an approval moves, and part of what a signature binds.
     crate_ids = _crate_ids(kind, accepted) if accepted and decision else {}
     if action.name == "approve" and accepted:
+        refused_before = set(outcomes)
         accepted, crate_journal = _approve_crates(kind, accepted, outcomes, actor, crate_ids)
+        if signature is not None:  # refused for its crates (not in storage, under legal hold)
+            refused = {i: o for i, o in outcomes.items() if i not in refused_before}
+            _signature_not_applied(kind, signature, actor, {i: locked[i] for i in refused}, refused)
     if not accepted:
         return outcomes
 
@@ -260,10 +265,15 @@ def _approve_crates(
             c.crate_number for c in mine
             if c.status != CrateStatus.IN_STORAGE or c.unit_id != request.unit_id or c.deleted_at is not None
         )
+        held = sorted(c.crate_number for c in mine if c.on_hold) if kind.model in HELD_AGAINST else []
         if unavailable or len(mine) != len(by_request[request.id]):
             outcomes[request.id] = CrateUnavailable(
                 f"{request} cannot be approved: not in storage: {', '.join(unavailable)}.",
                 details={"crates": unavailable},
+            )
+        elif held:  # (a hold placed after the request was filed, even while its approval waited)
+            outcomes[request.id] = LegalHold(
+                f"{request} cannot be approved: under legal hold: {', '.join(held)}.", details={"crates": held},
             )
         else:
             approved.append(request)

@@ -13,7 +13,7 @@ const REQUEST_KEYS = {
 
 export const ALL_QUERY_KEYS: readonly string[] = Object.freeze([
   ...REQUEST_KEYS.withdrawal, ...REQUEST_KEYS.destruction, ...REQUEST_KEYS.transfer,
-  'sendback-records', 'crates', 'crate', ...COMMON_KEYS,
+  'sendback-records', 'crates', 'crate', 'legal-holds', 'legal-hold', 'audit-reviews', 'audit-trail', ...COMMON_KEYS,
 ]);
 
 /** The list query key (first element) of each entity's list, and of its detail. */
@@ -23,6 +23,8 @@ export const LIST_KEYS = {
   transfer: 'transfer-requests',
   sendback: 'sendback-records',
   crate: 'crates',
+  legal_hold: 'legal-holds',
+  audit_review: 'audit-reviews',
 } as const;
 export const DETAIL_KEYS = {
   withdrawal: 'withdrawal-request',
@@ -30,6 +32,8 @@ export const DETAIL_KEYS = {
   transfer: 'transfer-request',
   sendback: null,
   crate: 'crate',
+  legal_hold: 'legal-hold',
+  audit_review: null,
 } as const;
 
 type Entity = DataUpdate['entity'];
@@ -45,5 +49,8 @@ export function invalidationKeys(update: Pick<DataUpdate, 'entity'> & { data?: P
     return ['sendback-records', ...request, ...COMMON_KEYS];
   }
   if (entity === 'crate') return ['crates', 'crate', ...COMMON_KEYS];
+  // A hold or its release changes its crates' `on_hold` too (their own updates follow it).
+  if (entity === 'legal_hold') return ['legal-holds', 'legal-hold', 'crates', 'crate', ...COMMON_KEYS];
+  if (entity === 'audit_review') return ['audit-reviews', 'audit-trail', ...COMMON_KEYS];
   return [...ALL_QUERY_KEYS];
 }

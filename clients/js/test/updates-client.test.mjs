@@ -246,8 +246,11 @@ describe('message helpers', () => {
     assert.deepEqual(invalidationKeys({ entity: 'sendback', data: { request_entity: 'destruction' } }),
       ['sendback-records', 'destruction-requests', 'destruction-request', 'dashboard', 'summary']);
     assert.deepEqual(invalidationKeys({ entity: 'sendback', data: {} }), ['sendback-records', 'dashboard', 'summary']);
+    // legal holds and audit reviews: their own keys (a hold changes its crates' on_hold too)
+    assert.deepEqual(invalidationKeys({ entity: 'legal_hold' }), ['legal-holds', 'legal-hold', 'crates', 'crate', 'dashboard', 'summary']);
+    assert.deepEqual(invalidationKeys({ entity: 'audit_review' }), ['audit-reviews', 'audit-trail', 'dashboard', 'summary']);
     assert.deepEqual(invalidationKeys({ entity: 'something-new' }), [...ALL_QUERY_KEYS]);
-    assert.equal(ALL_QUERY_KEYS.length, 11);
+    assert.equal(ALL_QUERY_KEYS.length, 15);
   });
 });
 

@@ -1056,7 +1056,7 @@ function renderBulkProgress(job, failures) {
 // --- the audit trail page (approvers and unit admins) ----------------------------------------------
 
 const audit = { generation: 0, timer: null, next: null, open: false, loaded: 0 };
-const canAudit = () => ['approver', 'admin'].includes(state.me.role);
+const canAudit = () => ['approver', 'admin', 'qa'].includes(state.me.role);
 
 /** The filters as the API takes them; since / until are wall-clock times in the unit's zone, sent in UTC. */
 function auditFilters() {
@@ -1648,4 +1648,6 @@ async function boot() {
   }
 }
 
+// records-qa.js (Print, Review, legal holds: issue 31) reads the console through this.
+window.recordsConsole = { api, authorized, state, toast, errorText, errorCode, refresh };
 boot();

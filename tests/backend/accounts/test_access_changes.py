@@ -129,10 +129,15 @@ def test_access_changes_in_the_admin_are_audited_with_who_and_why_and_revoke(adm
 
 def test_an_account_made_in_the_admin_is_audited_as_created(admin_site, superuser):
     unit = UnitFactory()
-    answer = admin_site.post("/admin/accounts/user/add/", {
+    form = {
         "username": "new.approver", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true",
         "unit": str(unit.id), "role": Role.APPROVER, "change_reason": "hired",
-    })
+    }
+    # an approver signs: without a printed name the account is not made
+    refused = admin_site.post("/admin/accounts/user/add/", form)
+    assert refused.status_code == 200 and b"printed name" in refused.content
+    assert not User.objects.filter(username="new.approver").exists()
+    answer = admin_site.post("/admin/accounts/user/add/", {**form, "first_name": "Nina", "last_name": "Approver"})
     assert answer.status_code == 302, answer.content[:500]
     user = User.objects.get(username="new.approver")
     (entry,) = _entries(user, "created")

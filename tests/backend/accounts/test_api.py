@@ -66,6 +66,7 @@ def test_me_describes_the_user_and_its_unit(api, approver):
     assert response.json() == {
         "id": str(approver.id),
         "username": "north.approver",
+        "full_name": approver.get_full_name(),  # the printed name a signature manifests
         "role": "approver",
         "unit": {"id": str(approver.unit_id), "code": "north", "name": "North archive", "timezone": "UTC"},
     }

@@ -158,6 +158,7 @@ def test_csv_is_the_same_entries_flattened(api, north, south):
             "signature_signed_at": sig.get("signed_at", ""), "signature_signer": sig.get("signer", ""),
             "signature_full_name": sig.get("full_name", ""), "job_id": "", "client_ip": "10.0.0.7",
             "user_agent": "console/3", "seq": "", "hash": entry["hash"], "prev_hash": entry["prev_hash"],
+            "reviewed": "false",
         }
     assert rows[2]["signature_meaning"] == "approved" and rows[2]["signature_signer"] == north["approver"].username
 
@@ -295,8 +296,9 @@ def test_the_export_streams_asynchronously_under_asgi(north):
 
 def hash_of(document: dict) -> str:
     """An entry's hash from its NDJSON line, as docs/audit.md ("Export") tells an inspector: without
-    `hash`, `signature` as its id, `at` in UTC to the microsecond; SHA-256 of the sorted, compact JSON."""
-    payload = {name: value for name, value in document.items() if name != "hash"}
+    `hash` and `reviewed` (a review's fact, not the entry's), `signature` as its id, `at` in UTC to
+    the microsecond; SHA-256 of the sorted, compact JSON."""
+    payload = {name: value for name, value in document.items() if name not in ("hash", "reviewed")}
     payload["signature"] = document["signature"]["id"] if document["signature"] else None
     payload["at"] = datetime.fromisoformat(document["at"]).astimezone(UTC).isoformat(timespec="microseconds")
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()

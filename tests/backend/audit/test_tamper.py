@@ -86,7 +86,7 @@ def chain_ok() -> dict[str, float]:
 
 def caught(scene: Scene, rule: str, position: int | None = None) -> dict:
     """verify (API's and command's check) fails with `rule` at `position` in east; the schedule's
-    metric reads 0 for east only and east's admin is notified. Returns first_bad."""
+    metric reads 0 for east only and east's admin and QA are notified. Returns first_bad."""
     result = audit_verify()
     assert not result.ok
     bad = result.first_bad
@@ -98,7 +98,8 @@ def caught(scene: Scene, rule: str, position: int | None = None) -> dict:
     assert chain_ok() == {"east": 0, "west": 1}
     (note,) = Notification.objects.filter(user=scene.staff["admin"], kind="audit_chain_broken")
     assert note.link_id == scene.unit.id and rule in note.body
-    assert not Notification.objects.filter(kind="audit_chain_broken").exclude(user=scene.staff["admin"]).exists()
+    told = Notification.objects.filter(kind="audit_chain_broken").values_list("user_id", flat=True)
+    assert sorted(told) == sorted([scene.staff["admin"].id, scene.staff["qa"].id])  # (REVIEWER_ROLES)
     return bad
 
 
@@ -295,12 +296,12 @@ def test_a_trail_that_stays_broken_notifies_once_its_admins_and_the_superusers(s
     audit_chain_watch()
 
     notified = Notification.objects.filter(kind="audit_chain_broken").values_list("user_id", flat=True)
-    assert sorted(notified) == sorted([scene.staff["admin"].id, root.id])
+    assert sorted(notified) == sorted([scene.staff["admin"].id, scene.staff["qa"].id, root.id])
     assert chain_ok() == {"east": 0, "west": 1}
     # broken differently: told again
     tamper(f"DELETE FROM {ENTRIES} WHERE unit_id = %s AND position > %s", pk(scene.unit.id), 10)
     audit_chain_watch()
-    assert Notification.objects.filter(kind="audit_chain_broken").count() == 4
+    assert Notification.objects.filter(kind="audit_chain_broken").count() == 6
 
 
 def test_a_unit_known_only_to_its_checkpoints_is_still_checked(sink_file):

@@ -17,7 +17,7 @@ from backend.records import services
 from backend.records.lifecycle import REQUEST_KINDS
 from tests.support.db import make_superuser
 from tests.support.factories import CrateFactory, UnitFactory, unit_staff
-from tests.support.signing import sign, transition_now
+from tests.support.signing import sign, sign_act, transition_now
 
 pytestmark = pytest.mark.django_db
 
@@ -63,6 +63,17 @@ def _every_action() -> None:
                 actor = staff["requester"] if action == "resubmit" else staff["approver"]
                 transition_now(entity=entity, action=action, actor=actor, request_id=request.id, reason=SECRET,
                     signature_id=sign(actor, entity, action))
+
+    # legal holds (placed, released) and an audit-trail review (created)
+    from django.utils import timezone
+
+    from backend.records.services.holds import hold_place, hold_release
+    from backend.records.services.reviews import review_sign_off
+
+    qa = staff["qa"]
+    hold = hold_place(actor=qa, crate_ids=[CrateFactory(unit=unit).id], reason=SECRET, signature=sign_act(qa, "hold"))
+    hold_release(actor=qa, hold_id=hold.id, reason=SECRET, signature=sign_act(qa, "release"))
+    review_sign_off(actor=qa, through=timezone.now(), comment=SECRET, signature=sign_act(qa, "review"))
 
 
 def test_every_frame_every_action_writes_is_a_valid_data_update():

@@ -14,7 +14,7 @@ from tests.support.signing import sign, signed, transition_now
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("requester", "approver", "store", "admin", "superuser")
+ROLES = ("requester", "approver", "store", "admin", "qa", "superuser")
 KINDS = {"withdrawal": "withdrawal-requests", "destruction": "destruction-requests", "transfer": "transfer-requests"}
 
 

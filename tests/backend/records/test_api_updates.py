@@ -25,6 +25,7 @@ def test_create_a_crate_answers_201_with_the_crate(api, staff):
         "location": "Aisle 4", "destruction_due": "2031-12-31", "version": 1,
         "created_at": response.json()["created_at"], "updated_at": response.json()["updated_at"],
         "deleted_at": None, "deleted_by": None, "delete_reason": "", "reserved": False, "reserved_by": None,
+        "on_hold": False,
     }
 
 

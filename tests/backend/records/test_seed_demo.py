@@ -57,6 +57,7 @@ def test_seed_demo_builds_the_demo_world_and_is_idempotent():
         for role in Role.values:
             user = User.objects.get(username=f"{code}.{role}")
             assert (user.unit_id, user.role) == (unit.id, role)
+            assert user.get_full_name().strip()  # a printed name: signatures manifest it
             assert authenticate(sign_in, username=f"{code}.{role}", password=settings.DEMO_PASSWORD) == user
         # at least 200 crates in storage,
         assert Crate.objects.filter(unit=unit, status=CrateStatus.IN_STORAGE).count() >= 200

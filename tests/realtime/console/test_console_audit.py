@@ -59,11 +59,13 @@ def test_the_history_panel_lists_who_did_what_oldest_first_with_the_job(console_
     expect(created).to_contain_text(f"Created by {requester.username} (requester)")
     expect(created).to_contain_text(f"crates: {crate.crate_number}")
     expect(approved).to_have_attribute("data-action", "approved")
-    expect(approved).to_contain_text(f"Approved by {approver.username} (approver)")
+    expect(approved).to_contain_text(f"Approved by {approver.get_full_name()} (approver)")
     expect(approved).to_contain_text("status: Pending → Approved")
     expect(approved).to_contain_text(f"via job {str(job.id)[:8]}")
     expect(approved.locator("[data-job]")).to_have_attribute("data-job", str(job.id))
-    expect(approved.get_by_test_id("history-signature")).to_contain_text(f"Signed: approved by {approver.username}, ")
+    expect(approved.get_by_test_id("history-signature")).to_contain_text(
+        f"Signed: approved by {approver.get_full_name()} ({approver.username}), "
+    )
     # the moment in local time, UTC on hover
     expect(approved.locator(".history-head time")).to_have_attribute("title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
     consoles.shot(page, "request-history")
@@ -77,7 +79,7 @@ def test_the_history_panel_lists_who_did_what_oldest_first_with_the_job(console_
     expect(page.get_by_test_id("history-title")).to_have_text(f"History of {crate.crate_number}")
     last = panel.get_by_test_id("history-entry").last
     expect(last).to_have_attribute("data-action", "withdrawn")
-    expect(last).to_contain_text(f"by {approver.username} (approver)")
+    expect(last).to_contain_text(f"by {approver.get_full_name()} (approver)")
     expect(last).to_contain_text(f"via job {str(job.id)[:8]}")
     # and the live feed said who made the change
     expect(page.get_by_test_id("feed")).to_contain_text(f"{request.request_number} updated by {approver.username}")
@@ -167,7 +169,7 @@ def test_a_stale_approval_says_who_changed_what_since_and_shows_the_request_as_i
             signature_id=sign(people[Role.APPROVER], "withdrawal", "reject")
     )
     expect(entries).to_have_count(3)
-    expect(entries.nth(2)).to_contain_text(f"Rejected by {people[Role.APPROVER].username} (approver)")
+    expect(entries.nth(2)).to_contain_text(f"Rejected by {people[Role.APPROVER].get_full_name()} (approver)")
     expect(entries.nth(2)).not_to_contain_text("via job")
 
 

@@ -156,7 +156,7 @@ def test_the_audit_page_filters_follows_updates_and_exports_what_it_shows(consol
     assert ids_of(rows, "audit-row-") == [str(i) for i in everything]
     approved = page.get_by_test_id(f"audit-row-{AuditEntry.objects.get(record_id=decided.id, action='approved').id}")
     expect(approved).to_contain_text("status: Pending → Approved")
-    expect(approved).to_contain_text(f"Signed: approved by {approver.username}, ")
+    expect(approved).to_contain_text(f"Signed: approved by {approver.get_full_name()} ({approver.username}), ")
 
     # and filters it: withdrawals, approved, by the approver, since ten minutes ago in the unit's zone
     page.get_by_test_id("audit-entity").select_option("withdrawal")
@@ -236,7 +236,7 @@ def test_times_show_in_the_units_time_zone_and_a_signature_the_record_outgrew_is
     expect(moment).to_contain_text(str(tokyo.day))
     expect(moment).to_have_attribute("title", f"{sent_back.at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M:%S} UTC")
     expect(entries.nth(1).get_by_test_id("history-signature")).to_contain_text(
-        f"Signed: returned by {approver.username}, "
+        f"Signed: returned by {approver.get_full_name()} ({approver.username}), "
     )
     # and the send-back's signature no longer matches the request, which was resubmitted since
     shown = page.get_by_test_id(f"signature-{signature.id}")

@@ -32,6 +32,12 @@ STATUS_PATHS = {
 }
 
 
+# Every demo user has a printed name (signatures manifest it): a first name by role, the unit as surname.
+DEMO_FIRST_NAMES = {
+    Role.REQUESTER: "Rita", Role.APPROVER: "Arne", Role.STORE: "Stig", Role.ADMIN: "Ada", Role.QA: "Quinn",
+}
+
+
 class Command(BaseCommand):
     help = "Create (or top up) demo units, users, crates and requests. Safe to run repeatedly."
 
@@ -67,7 +73,7 @@ class Command(BaseCommand):
             unit_sequence_ensure(unit.id)
             people = {role: self._user(f"{code}.{role}", unit, role, password) for role in Role.values}
             for n in range(1, opts["users_per_unit"] + 1):
-                self._user(f"{code}.user{n}", unit, Role.REQUESTER, password)
+                self._user(f"{code}.user{n}", unit, Role.REQUESTER, password, first_name=f"User{n}")
             self._crates(unit, people[Role.STORE], opts["crates"])
             self._requests(unit, people, opts["requests"], units, password)
             self._crates(unit, people[Role.STORE], opts["crates"])  # top up what approvals took
@@ -78,8 +84,12 @@ class Command(BaseCommand):
         if not opts["quiet_logins"]:
             self._print_logins(units, password)
 
-    def _user(self, username: str, unit: Unit, role: str, password: str) -> User:
-        user, created = User.objects.get_or_create(username=username, defaults={"unit": unit, "role": role})
+    def _user(self, username: str, unit: Unit, role: str, password: str, first_name: str = "") -> User:
+        names = {"first_name": first_name or DEMO_FIRST_NAMES.get(role, "Demo"), "last_name": unit.code.title()}
+        user, created = User.objects.get_or_create(username=username, defaults={"unit": unit, "role": role, **names})
+        if not user.get_full_name().strip():  # a demo user seeded before printed names existed
+            User.objects.filter(id=user.id).update(**names)
+            user.first_name, user.last_name = names["first_name"], names["last_name"]
         if created or not user.check_password(password):
             user.set_password(password)
             user.save(update_fields=["password"])

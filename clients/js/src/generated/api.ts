@@ -3,6 +3,41 @@
 // `npm run generate` (or `make kit-types`) writes it again; make test fails when it is out of date.
 
 export interface paths {
+    "/api/audit-reviews/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Your unit's audit-trail reviews, newest first. */
+        get: operations["audit_reviews_list"];
+        put?: never;
+        /** @description Your unit's audit-trail reviews, newest first. */
+        post: operations["audit_reviews_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/audit-reviews/{id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Your unit's audit-trail reviews, newest first. */
+        get: operations["audit_reviews_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/audit-trail/": {
         parameters: {
             query?: never;
@@ -277,6 +312,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/crates/{id}/report.pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description The crate's printable report: as it is now, its signatures, its whole history, the chain
+         *     check at printing. Printing is audited (`printed`).
+         */
+        get: operations["crates_report.pdf_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/destruction-requests/": {
         parameters: {
             query?: never;
@@ -366,6 +421,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/destruction-requests/{id}/report.pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description The request's printable report: as it is now, every signature manifested (printed name,
+         *     date and time, meaning, whether the request changed after it), its whole history, the chain
+         *     check at printing. Printing is audited (`printed`).
+         */
+        get: operations["destruction_requests_report.pdf_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/destruction-requests/{id}/resubmit/": {
         parameters: {
             query?: never;
@@ -445,6 +521,70 @@ export interface paths {
         get: operations["jobs_outcomes_list"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/legal-holds/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description Your unit's legal holds, newest first. Crates under a hold that is not released show
+         *     `on_hold: true` and are not destroyed, transferred or deleted.
+         */
+        get: operations["legal_holds_list"];
+        put?: never;
+        /**
+         * @description Your unit's legal holds, newest first. Crates under a hold that is not released show
+         *     `on_hold: true` and are not destroyed, transferred or deleted.
+         */
+        post: operations["legal_holds_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/legal-holds/{id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description Your unit's legal holds, newest first. Crates under a hold that is not released show
+         *     `on_hold: true` and are not destroyed, transferred or deleted.
+         */
+        get: operations["legal_holds_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/legal-holds/{id}/release/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * @description Release the hold (signed, meaning `released`, with a reason): its crates may be
+         *     destroyed again once no other hold names them.
+         */
+        post: operations["legal_holds_release_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -643,6 +783,27 @@ export interface paths {
         put?: never;
         /** @description Transfer requests of your unit. */
         post: operations["transfer_requests_reject_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/transfer-requests/{id}/report.pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description The request's printable report: as it is now, every signature manifested (printed name,
+         *     date and time, meaning, whether the request changed after it), its whole history, the chain
+         *     check at printing. Printing is audited (`printed`).
+         */
+        get: operations["transfer_requests_report.pdf_retrieve"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -874,6 +1035,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/withdrawal-requests/{id}/report.pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description The request's printable report: as it is now, every signature manifested (printed name,
+         *     date and time, meaning, whether the request changed after it), its whole history, the chain
+         *     check at printing. Printing is audited (`printed`).
+         */
+        get: operations["withdrawal_requests_report.pdf_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/withdrawal-requests/{id}/resubmit/": {
         parameters: {
             query?: never;
@@ -953,6 +1135,25 @@ export interface components {
             readonly seq: number | null;
             readonly hash: string;
             readonly prev_hash: string;
+            /** @description Signed off by an audit-trail review of someone other than the entry's actor. */
+            readonly reviewed: boolean;
+        };
+        AuditReview: {
+            /** Format: uuid */
+            readonly id: string;
+            /** Format: uuid */
+            unit: string;
+            readonly from_position: number;
+            readonly through_position: number;
+            /** Format: date-time */
+            readonly through_at: string;
+            readonly entries: number;
+            readonly reviewer: {
+                [key: string]: unknown;
+            };
+            /** Format: date-time */
+            readonly signed_at: string;
+            readonly comment: string;
         };
         BulkActionRequest: {
             entity: components["schemas"]["EntityEnum"];
@@ -1097,6 +1298,7 @@ export interface components {
             readonly reserved: boolean;
             /** @description The number of that open request, or null */
             readonly reserved_by: string | null;
+            readonly on_hold: boolean;
         };
         /**
          * @description * `in_storage` - In storage
@@ -1156,6 +1358,13 @@ export interface components {
          * @enum {string}
          */
         EntityEnum: "destruction" | "transfer" | "withdrawal";
+        HoldInputRequest: {
+            crates: string[];
+            /** @description Why: required, kept in the trail */
+            reason: string;
+            /** @description Your password and the meaning `hold` */
+            signature?: components["schemas"]["SignatureInputRequest"];
+        };
         /** @description A job as the list shows it: what, whose, how far. Targets and outcomes are in the detail. */
         Job: {
             /** Format: uuid */
@@ -1211,9 +1420,29 @@ export interface components {
          *     * `destruction_due` - A crate is due for destruction
          *     * `signature_locked` - A user's signing was locked
          *     * `audit_chain_broken` - The audit trail failed verification
+         *     * `audit_review_due` - The unit's audit-trail review is overdue
          * @enum {string}
          */
-        KindEnum: "request_decided" | "transfer_incoming" | "job_finished" | "job_failed" | "destruction_due" | "signature_locked" | "audit_chain_broken";
+        KindEnum: "request_decided" | "transfer_incoming" | "job_finished" | "job_failed" | "destruction_due" | "signature_locked" | "audit_chain_broken" | "audit_review_due";
+        LegalHold: {
+            /** Format: uuid */
+            readonly id: string;
+            readonly hold_number: string;
+            /** Format: uuid */
+            readonly unit: string;
+            readonly crates: string[];
+            readonly reason: string;
+            /** Format: uuid */
+            readonly placed_by: string;
+            /** Format: date-time */
+            readonly placed_at: string;
+            /** Format: date-time */
+            readonly released_at: string | null;
+            /** Format: uuid */
+            readonly released_by: string | null;
+            readonly release_reason: string;
+            readonly version: number;
+        };
         Link: {
             entity: string;
             /** Format: uuid */
@@ -1224,6 +1453,8 @@ export interface components {
             readonly id: string;
             /** @description Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only. */
             username: string;
+            /** @description The printed name signatures manifest */
+            readonly full_name: string;
             role?: components["schemas"]["RoleEnum"];
             readonly unit: components["schemas"]["Unit"];
         };
@@ -1259,6 +1490,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["AuditEntry"][];
+        };
+        PaginatedAuditReviewList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["AuditReview"][];
         };
         PaginatedCheckpointList: {
             /**
@@ -1317,6 +1563,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["JobList"][];
+        };
+        PaginatedLegalHoldList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["LegalHold"][];
         };
         PaginatedNotificationList: {
             /** @example 123 */
@@ -1428,6 +1689,12 @@ export interface components {
         ReadAll: {
             marked: number;
         };
+        ReleaseInputRequest: {
+            /** @description Why: required, kept in the trail */
+            reason: string;
+            /** @description Your password and the meaning `released` */
+            signature?: components["schemas"]["SignatureInputRequest"];
+        };
         RelocateRequest: {
             location: string;
             version?: number;
@@ -1449,14 +1716,26 @@ export interface components {
             /** @description Why the submitted request is edited: required by PUT and PATCH, kept in the audit trail */
             change_reason?: string;
         };
+        ReviewInputRequest: {
+            /**
+             * Format: date-time
+             * @description Sign off the entries up to this moment (inclusive)
+             */
+            through: string;
+            /** @description What was checked and found: required */
+            comment: string;
+            /** @description Your password and the meaning `reviewed` */
+            signature?: components["schemas"]["SignatureInputRequest"];
+        };
         /**
          * @description * `requester` - Requester
          *     * `approver` - Approver
          *     * `store` - Store (custodian)
          *     * `admin` - Unit admin
+         *     * `qa` - Quality assurance
          * @enum {string}
          */
-        RoleEnum: "requester" | "approver" | "store" | "admin";
+        RoleEnum: "requester" | "approver" | "store" | "admin" | "qa";
         SendBackRecord: {
             /** Format: uuid */
             readonly id: string;
@@ -1623,7 +1902,7 @@ export interface components {
          * @description The error's stable, machine-readable code (docs/api.md, Errors).
          * @enum {string}
          */
-        ErrorCode: "invalid" | "parse_error" | "reason_required" | "crates_required" | "unknown_crate" | "destination_required" | "destination_same_unit" | "location_required" | "invalid_if_match" | "signature_required" | "unit_required" | "unknown_entity" | "unknown_action" | "too_many_ids" | "ids_required" | "unknown_numbers" | "inside_retention" | "actor_inactive" | "error" | "not_authenticated" | "authentication_failed" | "token_not_valid" | "no_active_account" | "password_changed" | "unit_changed" | "permission_denied" | "four_eyes" | "signature_invalid" | "not_found" | "method_not_allowed" | "not_acceptable" | "stale_version" | "invalid_transition" | "crate_unavailable" | "payload_too_large" | "unsupported_media_type" | "signature_locked" | "throttled" | "locked_out" | "server_error" | "broker_unavailable" | "service_unavailable";
+        ErrorCode: "invalid" | "parse_error" | "reason_required" | "crates_required" | "unknown_crate" | "destination_required" | "destination_same_unit" | "location_required" | "invalid_if_match" | "signature_required" | "unit_required" | "unknown_entity" | "unknown_action" | "too_many_ids" | "ids_required" | "unknown_numbers" | "inside_retention" | "actor_inactive" | "printed_name_required" | "comment_required" | "nothing_to_review" | "too_many" | "error" | "not_authenticated" | "authentication_failed" | "token_not_valid" | "no_active_account" | "password_changed" | "unit_changed" | "user_not_found" | "user_inactive" | "permission_denied" | "four_eyes" | "signature_invalid" | "not_found" | "method_not_allowed" | "not_acceptable" | "stale_version" | "invalid_transition" | "crate_unavailable" | "legal_hold" | "payload_too_large" | "unsupported_media_type" | "signature_locked" | "throttled" | "locked_out" | "server_error" | "broker_unavailable" | "service_unavailable";
         Error: {
             code: components["schemas"]["ErrorCode"];
             message: string;
@@ -1639,6 +1918,123 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    audit_reviews_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedAuditReviewList"];
+                };
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    audit_reviews_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReviewInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditReview"];
+                };
+            };
+            /** @description `comment_required`, `nothing_to_review`, `signature_required`, `printed_name_required`, `invalid` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not QA or a unit admin, or `signature_invalid` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `signature_locked` */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    audit_reviews_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A UUID string identifying this audit review. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditReview"];
+                };
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     audit_trail_list: {
         parameters: {
             query?: {
@@ -1651,6 +2047,8 @@ export interface operations {
                 /** @description Number of results to return per page. */
                 page_size?: number;
                 record?: string;
+                /** @description false: the entries no review has signed off yet */
+                reviewed?: boolean;
                 since?: string;
                 /** @description For superusers: one unit's trail */
                 unit?: string;
@@ -1730,6 +2128,8 @@ export interface operations {
                 entity?: string;
                 format?: "csv" | "ndjson";
                 record?: string;
+                /** @description false: the entries no review has signed off yet */
+                reviewed?: boolean;
                 since?: string;
                 /** @description For superusers: one unit's trail */
                 unit?: string;
@@ -2453,6 +2853,46 @@ export interface operations {
             };
         };
     };
+    "crates_report.pdf_retrieve": {
+        parameters: {
+            query?: {
+                format?: "json" | "pdf";
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The record's report (PDF) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            /** @description No such record in your unit */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     destruction_requests_list: {
         parameters: {
             query?: {
@@ -2961,6 +3401,46 @@ export interface operations {
             };
         };
     };
+    "destruction_requests_report.pdf_retrieve": {
+        parameters: {
+            query?: {
+                format?: "json" | "pdf";
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The record's report (PDF) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            /** @description No such record in your unit */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     destruction_requests_resubmit_create: {
         parameters: {
             query?: never;
@@ -3196,6 +3676,207 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["PaginatedOutcomeList"];
                 };
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    legal_holds_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedLegalHoldList"];
+                };
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    legal_holds_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HoldInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHold"];
+                };
+            };
+            /** @description `reason_required`, `crates_required`, `unknown_crate`, `signature_required`, `printed_name_required` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not QA or a unit admin, or `signature_invalid` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such hold in your unit */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `crate_unavailable` (a destroyed crate), `invalid_transition` (already released) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `signature_locked` */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    legal_holds_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A UUID string identifying this legal hold. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHold"];
+                };
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    legal_holds_release_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A UUID string identifying this legal hold. */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReleaseInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LegalHold"];
+                };
+            };
+            /** @description `reason_required`, `crates_required`, `unknown_crate`, `signature_required`, `printed_name_required` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not QA or a unit admin, or `signature_invalid` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such hold in your unit */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `crate_unavailable` (a destroyed crate), `invalid_transition` (already released) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `signature_locked` */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
             default: {
@@ -3892,6 +4573,46 @@ export interface operations {
             };
             /** @description Stale `version` (details: `current_version`, `current` state, `history` since your version) or an illegal transition */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "transfer_requests_report.pdf_retrieve": {
+        parameters: {
+            query?: {
+                format?: "json" | "pdf";
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The record's report (PDF) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            /** @description No such record in your unit */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4740,6 +5461,46 @@ export interface operations {
             };
         };
     };
+    "withdrawal_requests_report.pdf_retrieve": {
+        parameters: {
+            query?: {
+                format?: "json" | "pdf";
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The record's report (PDF) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            /** @description No such record in your unit */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description An error: `{code, message, details?}` (docs/api.md, Errors). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     withdrawal_requests_resubmit_create: {
         parameters: {
             query?: never;
@@ -4869,4 +5630,4 @@ export interface operations {
 }
 
 /** Every `code` an API error body can carry. */
-export const ERROR_CODES = ["invalid","parse_error","reason_required","crates_required","unknown_crate","destination_required","destination_same_unit","location_required","invalid_if_match","signature_required","unit_required","unknown_entity","unknown_action","too_many_ids","ids_required","unknown_numbers","inside_retention","actor_inactive","error","not_authenticated","authentication_failed","token_not_valid","no_active_account","password_changed","unit_changed","permission_denied","four_eyes","signature_invalid","not_found","method_not_allowed","not_acceptable","stale_version","invalid_transition","crate_unavailable","payload_too_large","unsupported_media_type","signature_locked","throttled","locked_out","server_error","broker_unavailable","service_unavailable"] as const;
+export const ERROR_CODES = ["invalid","parse_error","reason_required","crates_required","unknown_crate","destination_required","destination_same_unit","location_required","invalid_if_match","signature_required","unit_required","unknown_entity","unknown_action","too_many_ids","ids_required","unknown_numbers","inside_retention","actor_inactive","printed_name_required","comment_required","nothing_to_review","too_many","error","not_authenticated","authentication_failed","token_not_valid","no_active_account","password_changed","unit_changed","user_not_found","user_inactive","permission_denied","four_eyes","signature_invalid","not_found","method_not_allowed","not_acceptable","stale_version","invalid_transition","crate_unavailable","legal_hold","payload_too_large","unsupported_media_type","signature_locked","throttled","locked_out","server_error","broker_unavailable","service_unavailable"] as const;

@@ -12,7 +12,7 @@ export type ClientMessage =
  * This interface was referenced by `Protocol`'s JSON-Schema
  * via the `definition` "Entity".
  */
-export type Entity = 'withdrawal' | 'destruction' | 'transfer' | 'sendback' | 'crate';
+export type Entity = 'withdrawal' | 'destruction' | 'transfer' | 'sendback' | 'crate' | 'legal_hold' | 'audit_review';
 /**
  * Every server -> client message on /ws/updates/ (backend/events/schema.py).
  *
@@ -49,7 +49,8 @@ export type NotificationKind =
   | 'job_failed'
   | 'destruction_due'
   | 'signature_locked'
-  | 'audit_chain_broken';
+  | 'audit_chain_broken'
+  | 'audit_review_due';
 /**
  * This interface was referenced by `Protocol`'s JSON-Schema
  * via the `definition` "ClientErrorCode".
@@ -97,7 +98,7 @@ export interface PingMessage {
 export interface SubscribeMessage {
   /**
    * @minItems 1
-   * @maxItems 10
+   * @maxItems 14
    */
   entities?:
     | [Entity]
@@ -109,7 +110,11 @@ export interface SubscribeMessage {
     | [Entity, Entity, Entity, Entity, Entity, Entity, Entity]
     | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity]
     | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity]
-    | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity];
+    | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity]
+    | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity]
+    | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity]
+    | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity]
+    | [Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity, Entity];
   /**
    * @minItems 1
    * @maxItems 100
@@ -238,6 +243,7 @@ export interface ActivityEntry {
   reason: string;
   record_id: string;
   record_number: string;
+  reviewed?: boolean;
   seq?: number | null;
   signature: null | {
     full_name: string;
@@ -379,11 +385,11 @@ export interface PresenceUpdate {
 
 /** The WebSocket protocol's version; the kit's major version follows it. */
 export const PROTOCOL_VERSION = 1 as const;
-export const ENTITIES: readonly Entity[] = ["withdrawal","destruction","transfer","sendback","crate"];
+export const ENTITIES: readonly Entity[] = ["withdrawal","destruction","transfer","sendback","crate","legal_hold","audit_review"];
 export const ACTIONS: readonly Action[] = ["created","updated","deleted"];
 export const CLIENT_ERROR_CODES: readonly ClientErrorCode[] = ["malformed_json","invalid_message","unknown_type","binary_not_supported","message_too_large","rate_limited","internal_error","refresh_unavailable"];
 export const RESYNC_REASONS: readonly ResyncReason[] = ["invalid_last_seq","last_seq_ahead","history_limit","history_unavailable","gap","epoch_changed"];
-export const NOTIFICATION_KINDS: readonly NotificationKind[] = ["request_decided","transfer_incoming","job_finished","job_failed","destruction_due","signature_locked","audit_chain_broken"];
+export const NOTIFICATION_KINDS: readonly NotificationKind[] = ["request_decided","transfer_incoming","job_finished","job_failed","destruction_due","signature_locked","audit_chain_broken","audit_review_due"];
 export const PRESENCE_STATES: readonly PresenceState[] = ["joined","left","viewing","editing","idle"];
 /** Every server message type, by its `type`. */
 export interface ServerMessageMap {
