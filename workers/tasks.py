@@ -13,8 +13,9 @@ import logging
 from backend.audit.checkpoints import checkpoints_write
 from backend.events.outbox import outbox_prune
 from backend.jobs import registry
+from backend.jobs.batches import job_execute_batch
 from backend.jobs.registry import JobKind
-from backend.jobs.services import job_execute, job_execute_batch, jobs_prune
+from backend.jobs.services import job_execute, jobs_prune
 from backend.records.services.integrity import audit_chain_watch
 from backend.records.services.notices import destruction_due_notify
 from backend.records.services.reviews import reviews_due_notify

@@ -44,7 +44,7 @@ class Work:
 # Several single jobs of one kind and one unit applied together, in one transaction: returns each
 # job's outcome by job id (a result dict, or the DomainError that refused it, having written
 # nothing); raises if something unexpected happened (the batch is then rolled back and its jobs run
-# one by one: backend.jobs.services.job_execute_batch).
+# one by one: backend.jobs.batches.job_execute_batch).
 ApplyBatch = Callable[[list[Work]], dict[Any, Outcome]]
 
 

@@ -60,9 +60,10 @@ def _traces(daphne) -> list[dict]:
 def test_a_change_held_before_its_commit_is_logged_with_every_stage_and_that_stage_named_slowest(
     live_env, own_processes
 ):
-    # given a worker that holds each job's transaction open 0.6 s, and a hub that logs changes over 300 ms
+    # given a worker that holds each job's transaction open 0.6 s (a single job's, or a batch's: a
+    # relocation takes the batch path), and a hub that logs changes over 300 ms
     port, daphne = _stack(live_env, own_processes, {"REQUEST_TRACE_WARN_MS": "300"},
-                          {"FAULT_POINTS": "job.before_commit=pause:0.6"})
+                          {"FAULT_POINTS": "job.before_commit=pause:0.6;job.batch_before_commit=pause:0.6"})
     unit = UnitFactory()
     staff = unit_staff(unit)
     crate = CrateFactory(unit=unit)

@@ -14,8 +14,9 @@ from backend.audit.models import AuditEntry
 from backend.audit.verify import unit_verify
 from backend.events.models import OutboxEvent
 from backend.jobs import registry
+from backend.jobs.batches import job_execute_batch
 from backend.jobs.models import Job, JobStatus
-from backend.jobs.services import job_execute, job_execute_batch
+from backend.jobs.services import job_execute
 from backend.notifications.models import Notification
 from backend.records.models import Crate
 from tests.support.factories import CrateFactory, UnitFactory, UserFactory
