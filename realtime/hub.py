@@ -266,7 +266,8 @@ class Hub(PeriodicChecks, ProcessChannel):
         if kind == groups.UNIT_EVENTS:
             await self._unit_events(message["unit_id"], message["events"])
             if "trace" in message and message["unit_id"] in self.units:  # the request trace (issue 33)
-                trace_handed_over(message["trace"], message["unit_id"], message["events"][0][0])
+                trace_handed_over(message["trace"], message["unit_id"], message["events"][0][0],
+                                  events=len(message["events"]))
         elif kind in (groups.JOB_UPDATE, groups.USER_NOTIFICATIONS, groups.USER_FRAME):
             self._to_user(message)
         elif kind == groups.UNIT_EPOCH:

@@ -132,16 +132,21 @@ def trace_line(stamps: dict[str, Any], unit_id: Any = "", seq: Any = "") -> str:
     return line
 
 
-def trace_handed_over(stamps: Any, unit_id: Any = "", seq: Any = "", at: float | None = None) -> bool:
-    """The hub handed a traced change to its connections: log its line if it was slow. Returns
-    whether a line was logged."""
+# A message of more events than this is a bulk chunk's (thousands of changes, long after the request
+# by design): its line is logged at INFO, not as a warning (as the late-publish line does).
+WARNING_MAX_EVENTS = 100
+
+
+def trace_handed_over(stamps: Any, unit_id: Any = "", seq: Any = "", at: float | None = None, events: int = 1) -> bool:
+    """The hub handed a traced change (`events` events) to its connections: log its line if it was
+    slow. Returns whether a line was logged."""
     limit = settings.REQUEST_TRACE_WARN_MS
     if not limit or not isinstance(stamps, dict) or not isinstance(stamps.get("received"), int | float):
         return False
     stamps = {**stamps, "handed_over": at if at is not None else time.time()}
     if (stamps["handed_over"] - stamps["received"]) * 1000 <= limit:
         return False
-    logger.warning("%s", trace_line(stamps, unit_id, seq))
+    logger.log(logging.WARNING if events <= WARNING_MAX_EVENTS else logging.INFO, "%s", trace_line(stamps, unit_id, seq))
     return True
 
 

@@ -10,6 +10,8 @@ from .environment import PROCESS, VAR_DIR, env
 # (no deadlock-prone lock upgrades), and the busy timeout makes writers queue instead of failing.
 VAR_DIR.mkdir(exist_ok=True)
 # An empty DATABASE_URL counts as unset (so `DATABASE_URL= make up` means the default).
+# The web tier (its sync code runs in a thread per request) keeps no connection; see below.
+WEB_TIER = PROCESS == "web"
 DATABASES = {"default": env.db_url_config(env("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The write lock is waited for in steps of at most 2 ms by our backend (backend/common/db/sqlite3),
@@ -27,6 +29,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             ),
         }
     )
+    # The worker and the relay keep their connection, as on PostgreSQL (a new one cost 1-2.5 ms of
+    # each job: the file opened, the PRAGMAs, Django's SQL functions); the web tier's is per request.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 0 if WEB_TIER else env.int("CONN_MAX_AGE", default=60))
 else:
     # The web tier runs each request's sync code in a thread of its own (Django's ASGI handler), so
     # a persistent connection there belongs to one request and is never used again: it takes its
@@ -35,7 +40,6 @@ else:
     # A request that finds the pool busy (or the database away) waits DATABASE_POOL_TIMEOUT seconds,
     # then fails with 503 (a WebSocket handshake: 1013). docs/performance.md, "Sustained state
     # changes", has the measurements behind both choices.
-    WEB_TIER = PROCESS == "web"
     DATABASES["default"].setdefault("CONN_MAX_AGE", 0 if WEB_TIER else env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
     # Who holds a session, in pg_stat_activity: records-web, records-worker, records-relay (manage.py

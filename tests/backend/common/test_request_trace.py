@@ -83,6 +83,14 @@ def test_only_a_change_slower_than_the_limit_is_logged(settings, caplog):
     assert trace.parse_trace_line(line)["slowest"] == "published -> handed_over"
 
 
+def test_a_bulk_chunks_line_is_information_not_a_warning(settings, caplog):
+    settings.REQUEST_TRACE_WARN_MS = 50
+    with caplog.at_level(logging.INFO, logger=trace.logger.name):
+        trace.trace_handed_over(stamps(), "u", 1, at=BASE + 10, events=500)
+        trace.trace_handed_over(stamps(), "u", 501, at=BASE + 10, events=2)
+    assert [r.levelno for r in caplog.records if r.name == trace.logger.name] == [logging.INFO, logging.WARNING]
+
+
 def test_nothing_is_logged_with_the_limit_at_zero_or_without_a_request(settings, caplog):
     with caplog.at_level(logging.WARNING, logger=trace.logger.name):
         settings.REQUEST_TRACE_WARN_MS = 0

@@ -31,7 +31,9 @@ with connection.cursor() as cursor:
                for name in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")}
 with transaction.atomic():
     immediate = connection.connection.in_transaction
-print(json.dumps({"pragmas": pragmas, "vendor": connection.vendor, "cursor": type(connection.cursor().cursor).__name__,
+print(json.dumps({"pragmas": pragmas, "vendor": connection.vendor,
+                  "conn_max_age": connection.settings_dict["CONN_MAX_AGE"],
+                  "cursor": type(connection.cursor().cursor).__name__,
                   "transaction_mode": connection.transaction_mode, "in_transaction_in_atomic": immediate}))
 """
 
@@ -40,6 +42,7 @@ def test_the_default_stack_opens_sqlite_in_wal_with_a_short_busy_timeout_and_the
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "backend.config.settings.base",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'default.sqlite3'}"}
     env.pop("SQLITE_BUSY_TIMEOUT_MS", None)
+    env.pop("CONN_MAX_AGE", None)
     out = subprocess.run([sys.executable, "-c", READ_BACK], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60, check=True)
     found = json.loads(out.stdout.strip().splitlines()[-1])
@@ -47,6 +50,7 @@ def test_the_default_stack_opens_sqlite_in_wal_with_a_short_busy_timeout_and_the
     assert found["vendor"] == "sqlite"
     assert found["cursor"] == "LockRetryingCursorWrapper"
     assert found["transaction_mode"] == "IMMEDIATE" and found["in_transaction_in_atomic"]
+    assert found["conn_max_age"] == 60  # the worker's and the relay's connection is kept (the web's: asgi.py)
 
 
 @pytest.fixture
