@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from backend.common.middleware import AroundEachRequest
 
 from .context import origin
 
@@ -13,24 +13,9 @@ def _client(request) -> dict[str, str]:
     return {"client_ip": request.META.get("REMOTE_ADDR", ""), "user_agent": request.META.get("HTTP_USER_AGENT", "")}
 
 
-class AuditOriginMiddleware:
-    """Sync and async (the job detail streams from an async view): neither is forced onto the other."""
+class AuditOriginMiddleware(AroundEachRequest):
+    """Sync and async (the job detail streams from an async view): each request's changes are
+    audited with its client's address and user agent."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self._acall(request)
-        with origin(**_client(request)):
-            return self.get_response(request)
-
-    async def _acall(self, request):
-        with origin(**_client(request)):
-            return await self.get_response(request)
+    def around(self, request):
+        return origin(**_client(request))

@@ -32,9 +32,12 @@ import contextvars
 import logging
 import re
 import time
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
+
+from .middleware import AroundEachRequest
 
 logger = logging.getLogger("backend.trace")
 
@@ -191,37 +194,14 @@ def asgi_received(app):
     return stamped
 
 
-class RequestTraceMiddleware:
+class RequestTraceMiddleware(AroundEachRequest):
     """First in MIDDLEWARE: each request runs with a trace of its own, begun at the ASGI stamp."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def _begin(self, request) -> contextvars.Token:
+    @contextmanager
+    def around(self, request):
         scope = getattr(request, "scope", None) or {}
-        stamps = {"received": scope.get(SCOPE_KEY) or time.time()}
-        return _current.set(stamps)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self._acall(request)
-        token = self._begin(request)
+        token = _current.set({"received": scope.get(SCOPE_KEY) or time.time()})
         try:
-            return self.get_response(request)
-        finally:
-            _current.reset(token)
-
-    async def _acall(self, request):
-        token = self._begin(request)
-        try:
-            return await self.get_response(request)
+            yield
         finally:
             _current.reset(token)

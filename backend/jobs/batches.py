@@ -21,7 +21,7 @@ from backend.notifications.services import notify
 from . import registry
 from .models import TERMINAL_STATUSES, Job, JobStatus
 from .registry import JobKind, Outcome
-from .services import job_execute, job_notice, job_push
+from .services import delivery_ignored, job_execute, job_notice, job_push
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +76,7 @@ def _batch(kind: JobKind, job_id: str, worker: str, claimed: list) -> list[Job] 
     with transaction.atomic():
         locking = Job.objects.select_for_update(of=("self",)).select_related("requested_by")
         job = locking.filter(id=job_id).first()  # waits for a batch that holds it
-        if job is None:
-            logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
-            return None
-        if job.status in TERMINAL_STATUSES:
-            logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
+        if delivery_ignored(job, job_id):
             return job
         others = list(
             Job.objects.select_for_update(of=("self",), skip_locked=True).select_related("requested_by")

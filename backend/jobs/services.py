@@ -142,11 +142,7 @@ def job_start(*, job_id: str, worker: str = "") -> Job | None:
     Returns None for a job that does not exist (its enqueue was compensated) and the job as it is
     for one already finished (a duplicate delivery: the caller does nothing)."""
     job = Job.objects.select_related("requested_by").filter(id=job_id).first()
-    if job is None:
-        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
-        return None
-    if job.status in TERMINAL_STATUSES:
-        logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
+    if delivery_ignored(job, job_id):
         return job
     # One statement; F(): two deliveries of one job may both get here and each must count (so the
     # UPDATE does not exclude finished jobs: a delivery that got past the check above while the
@@ -161,6 +157,18 @@ def job_start(*, job_id: str, worker: str = "") -> Job | None:
     )
     job.refresh_from_db(fields=["status", "started_at", "attempts", "worker", "touched_at"])
     return job
+
+
+def delivery_ignored(job: Job | None, job_id: str) -> bool:
+    """Whether a delivered job is not to run: it does not exist (its enqueue was compensated) or it
+    already finished (a duplicate delivery). Logged; the caller returns the job as it is."""
+    if job is None:
+        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
+        return True
+    if job.status in TERMINAL_STATUSES:
+        logger.info("job %s already %s; duplicate delivery ignored", job.id, job.status)
+        return True
+    return False
 
 
 def job_execute(
