@@ -21,7 +21,7 @@ from backend.notifications.services import notify
 from . import registry
 from .models import TERMINAL_STATUSES, Job, JobStatus
 from .registry import JobKind, Outcome
-from .services import delivery_ignored, job_execute, job_notice, job_push
+from .services import delivery_ignored, job_execute, job_notice, job_push, job_start
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +38,23 @@ def job_execute_batch(*, kind: JobKind, job_id: str, worker: str = "") -> Job | 
 
     Exactly once, as `job_execute`: the jobs are locked in the transaction that applies them and a
     finished one is left alone, so the claimed jobs' own task messages, delivered later, are no-ops,
-    and a worker killed before COMMIT leaves every job of the batch as it was (queued, its message
-    still in the broker; the delivered one's is redelivered). If the batch raises (a poisoned job, a
+    and a worker killed before COMMIT leaves every job of the batch as it was (the delivered one
+    running, held by the dead worker, the others queued, their messages still in the broker; the
+    delivered one's is redelivered or re-enqueued by the sweeper). If the batch raises (a poisoned job, a
     bug, the database away), it is rolled back and its jobs run one by one through `job_execute`:
     the neighbours first, each in its own transaction (one that fails again is left to its own task
     message and retry policy), then the delivered job, whose error goes to its task as before.
     Kinds without `apply_batch` (and bulk kinds) take `job_execute`."""
     if kind.apply_batch is None or kind.bulk or settings.JOB_BATCH_MAX <= 1:
         return job_execute(job_id=job_id, worker=worker)
-    # Most deliveries of a batched kind find their job already applied by a batch: one plain read
-    # answers them, without a transaction (the locking read below decides for the others).
-    done = Job.objects.filter(id=job_id, status__in=TERMINAL_STATUSES).first()
-    if done is not None:
-        logger.info("job %s already %s (in a batch); delivery ignored", done.id, done.status)
-        return done
+    # The delivered job is marked running by this worker first, as on the one-job path: its client
+    # sees it start, and the sweeper of stranded jobs knows whose heartbeat to watch while the batch
+    # runs. Most deliveries of a batched kind find their job already applied by a batch: the same
+    # read answers them (the locking read below decides for the others).
+    started = job_start(job_id=job_id, worker=worker)
+    if started is None or started.status in TERMINAL_STATUSES:
+        return started
+    job_push(started)
     claimed: list[uuid.UUID] = []
     try:
         jobs = _batch(kind, job_id, worker, claimed)
@@ -112,7 +115,8 @@ def _batch(kind: JobKind, job_id: str, worker: str, claimed: list) -> list[Job] 
             else:
                 each.status, each.result = JobStatus.SUCCEEDED, outcome
                 each.progress = {"total": 1, "done": 1, "failed": 0}
-            each.attempts += 1
+            if each is not job:  # (the delivered job's attempt was counted as it started)
+                each.attempts += 1
             each.started_at = each.started_at or now
             each.finished_at = each.touched_at = now
             each.worker = worker

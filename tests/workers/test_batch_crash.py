@@ -50,9 +50,12 @@ def test_a_worker_killed_mid_batch_leaves_nothing_and_its_successor_applies_each
     own_processes.append(doomed)
     killed_at = kill_when_printed(doomed, f"fault point job.batch_before_commit reached (pause) job={ids[0]} jobs={JOBS}")
 
-    # then nothing of the batch survived: every job still queued, no crate moved, no entry, no event,
-    # no notification
-    assert set(Job.objects.filter(id__in=ids).values_list("status", flat=True)) == {JobStatus.QUEUED}
+    # then nothing of the batch survived: the delivered job still running (held by the dead worker),
+    # the others still queued, no crate moved, no entry, no event, no notification
+    statuses = dict(Job.objects.filter(id__in=ids).values_list("id", "status"))
+    assert {str(k): v for k, v in statuses.items()} == {
+        job_id: JobStatus.RUNNING if job_id == ids[0] else JobStatus.QUEUED for job_id in ids
+    }
     assert set(Crate.objects.filter(unit=unit).values_list("version", flat=True)) == {1}
     assert not AuditEntry.objects.filter(unit=unit, action="relocated").exists()
     assert (UnitSequence.objects.filter(unit=unit).values_list("last_seq", flat=True).first() or 0) == before
