@@ -36,17 +36,10 @@ def parse_args(argv=None):
 
 
 def prepare(args) -> None:
-    from bench.realtime import _postgres_available, reset_stores
+    from bench.realtime import django_bench_env, reset_stores
 
-    url = args.database_url or (
-        "postgres://postgres@127.0.0.1:5432/records_bench_audit" if _postgres_available()
-        else f"sqlite:///{ROOT / 'var' / 'bench-audit.sqlite3'}"
-    )
-    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
     env = {
-        "DJANGO_SETTINGS_MODULE": "backend.config.settings.base", "DATABASE_URL": url, "DEBUG": "false",
-        "LOG_LEVEL": "WARNING", "CELERY_BROKER_URL": f"{redis}/7", "CHANNEL_LAYER_URL": f"{redis}/8",
-        "KEYS_REDIS_URL": f"{redis}/9", "ALLOWED_HOSTS": "testserver,localhost",
+        **django_bench_env("audit", args.database_url),
         # Checkpoints: a throwaway key, and a sink file of the bench's own.
         "AUDIT_CHECKPOINT_KEY": base64.b64encode(os.urandom(32)).decode(),
         "AUDIT_CHECKPOINT_SINK": f"file://{ROOT / 'var' / 'bench-audit-checkpoints.jsonl'}",

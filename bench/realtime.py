@@ -127,6 +127,22 @@ def prepare_environment(args) -> dict[str, str]:
     return {**os.environ, **env}
 
 
+def django_bench_env(name: str, database_url: str | None) -> dict[str, str]:
+    """The environment of an in-process bench (audit, report) on a database of its own: `database_url`,
+    else PostgreSQL's `records_bench_<name>` when one answers, else `var/bench-<name>.sqlite3`; the
+    base settings, quiet, on Redis databases 7-9 of REDIS_URL."""
+    url = database_url or (
+        f"postgres://postgres@127.0.0.1:5432/records_bench_{name}" if _postgres_available()
+        else f"sqlite:///{ROOT / 'var' / f'bench-{name}.sqlite3'}"
+    )
+    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+    return {
+        "DJANGO_SETTINGS_MODULE": "backend.config.settings.base", "DATABASE_URL": url, "DEBUG": "false",
+        "LOG_LEVEL": "WARNING", "CELERY_BROKER_URL": f"{redis}/7", "CHANNEL_LAYER_URL": f"{redis}/8",
+        "KEYS_REDIS_URL": f"{redis}/9", "ALLOWED_HOSTS": "testserver,localhost",
+    }
+
+
 def reset_stores(env: dict[str, str]) -> None:
     import redis
 

@@ -34,18 +34,9 @@ def parse_args(argv=None):
 
 
 def prepare(args) -> None:
-    from bench.realtime import _postgres_available, reset_stores
+    from bench.realtime import django_bench_env, reset_stores
 
-    url = args.database_url or (
-        "postgres://postgres@127.0.0.1:5432/records_bench_report" if _postgres_available()
-        else f"sqlite:///{ROOT / 'var' / 'bench-report.sqlite3'}"
-    )
-    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-    env = {
-        "DJANGO_SETTINGS_MODULE": "backend.config.settings.base", "DATABASE_URL": url, "DEBUG": "false",
-        "LOG_LEVEL": "WARNING", "CELERY_BROKER_URL": f"{redis}/7", "CHANNEL_LAYER_URL": f"{redis}/8",
-        "KEYS_REDIS_URL": f"{redis}/9", "ALLOWED_HOSTS": "testserver,localhost",
-    }
+    env = django_bench_env("report", args.database_url)
     os.environ.update(env)
     reset_stores(env)
     import django
