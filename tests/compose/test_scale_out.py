@@ -209,7 +209,18 @@ def test_clients_and_jobs_survive_losing_a_daphne_and_a_worker(live_env):
                 submitted.extend(await asyncio.to_thread(in_own_connection, submit, queue, [
                     relocation(a, 2, "A3"), approval(b, 1), relocation(b, 2, "B3"), approval(a, 1),
                 ]))
-                # and a worker is killed in the middle of a job (it waits on a row lock held here)
+                # and, once the jobs so far have ended (a unit's relocations are applied in batches: the
+                # doomed job must not share the killed worker's batch with an earlier one, whose second
+                # attempt would then be this drill's doing too), a worker is killed in the middle of a
+                # job (it waits on a row lock held here)
+                def ended(ids: list[str]) -> bool:
+                    return not Job.objects.filter(id__in=ids).exclude(
+                        status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]
+                    ).exists()
+
+                await asyncio.to_thread(
+                    wait_for, lambda: in_own_connection(lambda: ended(submitted)), "the jobs so far to end", 60
+                )
                 locked, release = threading.Event(), threading.Event()
                 holder = threading.Thread(
                     target=in_own_connection, args=(hold_row_lock, doomed_crate.id, locked, release), daemon=True
@@ -239,12 +250,9 @@ def test_clients_and_jobs_survive_losing_a_daphne_and_a_worker(live_env):
                 holder.join(10)
 
                 # then every job ends, the orphaned one after the visibility timeout
-                def all_done() -> bool:
-                    return not Job.objects.filter(id__in=submitted + doomed_job).exclude(
-                        status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]
-                    ).exists()
-
-                await asyncio.to_thread(wait_for, lambda: in_own_connection(all_done), "every job to end", 60)
+                await asyncio.to_thread(
+                    wait_for, lambda: in_own_connection(lambda: ended(submitted + doomed_job)), "every job to end", 60
+                )
                 final = await asyncio.to_thread(
                     in_own_connection, lambda: {s.unit_id: unit_seq(s.unit_id) for s in (a, b)}
                 )
