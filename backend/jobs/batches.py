@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.common.errors import DomainError, RoleRequired
@@ -21,7 +23,7 @@ from backend.notifications.services import notify
 from . import registry
 from .models import TERMINAL_STATUSES, Job, JobStatus
 from .registry import JobKind, Outcome
-from .services import delivery_ignored, job_execute, job_notice, job_push, job_start
+from .services import delivery_ignored, job_execute, job_notice, job_push
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def job_execute_batch(*, kind: JobKind, job_id: str, worker: str = "") -> Job | 
     # sees it start, and the sweeper of stranded jobs knows whose heartbeat to watch while the batch
     # runs. Most deliveries of a batched kind find their job already applied by a batch: the same
     # read answers them (the locking read below decides for the others).
-    started = job_start(job_id=job_id, worker=worker)
+    started = _start_delivered(job_id, worker)
     if started is None or started.status in TERMINAL_STATUSES:
         return started
     job_push(started)
@@ -73,6 +75,24 @@ def job_execute_batch(*, kind: JobKind, job_id: str, worker: str = "") -> Job | 
     for job in jobs:
         job_push(job)
     return jobs[0]
+
+
+def _start_delivered(job_id: str, worker: str) -> Job | None:
+    """The delivered job marked running by this worker, its attempt counted, unless it is finished
+    or gone. Unlike `job_start` (whose every delivery counts), a delivery that raced a batch which
+    applied its job counts nothing: the UPDATE waits for that batch's lock, then finds the job
+    finished. A redelivery after a worker died (the job still `running`) counts its attempt."""
+    now = timezone.now()
+    Job.objects.filter(id=job_id, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).update(
+        status=JobStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now)),
+        attempts=F("attempts") + 1, worker=worker, touched_at=now,
+    )
+    job = Job.objects.select_related("requested_by").filter(id=job_id).first()
+    if job is not None and job.status in TERMINAL_STATUSES:
+        logger.info("job %s already %s (in a batch); delivery ignored", job.id, job.status)
+    elif job is None:
+        logger.warning("job %s does not exist (enqueue compensated?); nothing to do", job_id)
+    return job
 
 
 def _batch(kind: JobKind, job_id: str, worker: str, claimed: list) -> list[Job] | Job | None:

@@ -95,8 +95,8 @@ def test_a_batch_costs_the_same_statements_for_two_jobs_as_for_eight(api, enqueu
     # one transaction: the jobs, the crates, their UPDATE, the counter, the chain head, the outbox, the
     # entries, the notifications, the jobs' completion; then the events marked published
     assert two == eight == [
-        "SELECT",  # is the delivered job finished already (most deliveries of a batched kind)?
-        "UPDATE", "SELECT",  # no: marked running by this worker (its client and the sweeper see it), read back
+        "UPDATE",  # the delivered job marked running by this worker, unless finished (most deliveries of a batched kind)
+        "SELECT",  # read back: finished already (nothing more), or its running push
         "BEGIN",
         "SELECT", "SELECT",  # the delivered job, locked; the other queued jobs, SKIP LOCKED
         "SELECT", "UPDATE",  # the crates, locked and changed
