@@ -247,3 +247,16 @@ def test_the_image_holds_every_package_the_processes_import():
     ignore = (COMPOSE / "Dockerfile.dockerignore").read_text().splitlines()
     for path in copied:
         assert f"!{path}/" in ignore or f"!{path}" in ignore, path
+
+
+def test_the_image_installs_the_font_the_printable_reports_prefer():
+    from backend.records import reports
+
+    runtime = dockerfile_instructions()
+    runtime = runtime[[i for i, (op, _) in enumerate(runtime) if op == "FROM"][-1]:]
+    runs = " ".join(args for op, args in runtime if op == "RUN")
+    regular, bold = reports._FONT_CANDIDATES[0]
+    # the reports' first choice is Debian's fonts-dejavu-core (their fallback, Vera, has no Greek,
+    # Cyrillic or arrows), and the runtime image installs exactly that package
+    assert regular.startswith("/usr/share/fonts/truetype/dejavu/") and bold.startswith("/usr/share/fonts/truetype/dejavu/")
+    assert re.search(r"apt-get install -y --no-install-recommends [^&]*\bfonts-dejavu-core\b", runs)
