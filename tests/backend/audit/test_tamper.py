@@ -8,6 +8,7 @@ incremental (`MODES`)."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -233,6 +234,44 @@ def test_a_purge_record_inside_retention_is_refused_by_the_database(scene, setti
     assert AuditPurge.objects.count() == 0 and AuditEntry.objects.filter(unit=scene.unit).count() == 12
     assert audit_verify().ok
 
+    # a recent `before`, though every entry it covers is beyond retention: refused for the `before` alone
+    rehash_from(scene.unit.id, 1, at=now - timedelta(days=365 * 16))
+    first = AuditEntry.objects.get(id=entries[0].id)
+    assert "retention" in refused(PURGE_INSERT, pk(first.id), pk(scene.unit.id), 1, first.hash, 1,
+                                  now - timedelta(days=1), now)
+    assert AuditPurge.objects.count() == 0
+    # (the same record with a `before` beyond retention, after the entry, is accepted)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(PURGE_INSERT, [pk(first.id), pk(scene.unit.id), 1, first.hash, 1,
+                                      now - timedelta(days=365 * 15 + 30), now])
+    assert AuditPurge.objects.count() == 1
+
+
+@pytest.mark.parametrize("scene", MODES, indirect=True)
+def test_a_purge_record_put_in_by_hand_does_not_let_young_entries_be_deleted(scene):
+    # the owner puts in, with the guard set aside, a purge record for east's first 6 entries (all
+    # young) whose `before` lies ahead of them: once the triggers are back on, only the entries'
+    # age (the delete trigger's retention check) stands between the record and their deletion
+    through = scene.entries[5]
+    tamper(PURGE_INSERT, pk(through.id), pk(scene.unit.id), through.position, through.hash, 6,
+           timezone.now() + timedelta(days=1), timezone.now())
+    assert AuditPurge.objects.filter(unit=scene.unit).count() == 1
+
+    assert "append-only" in refused(f"DELETE FROM {ENTRIES} WHERE id = %s", pk(scene.entries[0].id))
+    assert "append-only" in refused(f"DELETE FROM {ENTRIES} WHERE unit_id = %s AND position <= 6", pk(scene.unit.id))
+
+    assert AuditEntry.objects.filter(unit=scene.unit).count() == 12
+    # and the record itself is the purge nobody signed for
+    caught(scene, "purge_not_checkpointed", position=6)
+
+    # nor does such a record let go of an entry beyond retention that its own `before` does not
+    # reach: west's one entry, back-dated 16 years, under a record whose `before` is 17 years back
+    then = timezone.now() - timedelta(days=365 * 16)
+    rehash_from(scene.other.id, 1, at=then)
+    entry = AuditEntry.objects.get(unit=scene.other)
+    tamper(PURGE_INSERT, pk(uuid.uuid4()), pk(scene.other.id), 1, entry.hash, 1, then - timedelta(days=365), timezone.now())
+    assert "append-only" in refused(f"DELETE FROM {ENTRIES} WHERE id = %s", pk(entry.id))
+    assert AuditEntry.objects.filter(unit=scene.other).count() == 1
 
 
 def test_a_purge_made_while_retention_was_lowered_is_caught(sink_file, settings):
@@ -330,8 +369,6 @@ def test_a_trail_that_stays_broken_notifies_once_its_admins_and_the_superusers(s
 
 def test_a_unit_known_only_to_its_checkpoints_is_still_checked(sink_file):
     # a unit whose row went with its entries: only its (signed) checkpoint remembers it
-    import uuid
-
     from backend.audit.checkpoints import payload
     from backend.audit.keys import signer
 
