@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from backend.audit import checkpoints as checkpoints_module
 from backend.audit import db as audit_db
 from backend.audit.chain import GENESIS, entry_hash
 from backend.audit.checkpoints import checkpoints_write
@@ -294,6 +296,74 @@ def test_a_purge_made_while_retention_was_lowered_is_caught(sink_file, settings)
 
     assert (result.first_bad["rule"], result.first_bad["position"], result.first_bad["id"]) == (
         "purge_inside_retention", 2, str(purge.id))
+    audit_chain_watch(full=True)
+    assert chain_ok() == {"east": 0}
+    assert Notification.objects.filter(user=staff["admin"], kind="audit_chain_broken").count() == 1
+
+
+def checkpoints_written_at(monkeypatch, then) -> list[AuditCheckpoint]:
+    """Scene-setting: the scheduled checkpoint as it ran at `then` (its signed time)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoints_module, "timezone", SimpleNamespace(now=lambda: then))
+        return checkpoints_write()
+
+
+def test_a_lawful_purge_backdated_afterwards_is_caught(sink_file, settings, monkeypatch):
+    # scene: entry 1 written 900 days ago, checkpointed at 850, entry 2 written at 800, entry 3 now;
+    # a purge of entries 1 and 2 while AUDIT_RETENTION_YEARS said 1, lawful then
+    now = timezone.now()
+    unit = UnitFactory(code="east")
+    staff = unit_staff(unit)
+    services.crate_create(actor=staff["store"])
+    rehash_from(unit.id, 1, at=now - timedelta(days=900))
+    (below,) = checkpoints_written_at(monkeypatch, now - timedelta(days=850))
+    services.crate_create(actor=staff["store"])
+    rehash_from(unit.id, 2, at=now - timedelta(days=800))
+    services.crate_create(actor=staff["store"])
+    checkpoints_write()
+    settings.AUDIT_RETENTION_YEARS = 1
+    (purge,) = audit_purge(before=now - timedelta(days=700), purged_by="qa", reason="retention")
+    assert (below.position, purge.through_position) == (1, 2) and audit_verify().ok
+    # retention set back to 15 years, and the purge record back-dated to fit it (the owner, triggers
+    # aside): its own `before` is beyond retention now, but the checkpoint below its position was
+    # signed 850 days ago, so the entries after it were younger than 15 years when they went
+    settings.AUDIT_RETENTION_YEARS = 15
+    tamper(f"UPDATE {PURGES} SET before = %s WHERE id = %s", now - timedelta(days=365 * 16), pk(purge.id))
+
+    bad = audit_verify().first_bad
+
+    assert (bad["rule"], bad["position"], bad["id"], bad["purge"]) == ("purge_inside_retention", 2, str(purge.id), str(purge.id))
+    audit_chain_watch(full=True)
+    assert chain_ok() == {"east": 0}
+    assert Notification.objects.filter(user=staff["admin"], kind="audit_chain_broken").count() == 1
+
+
+def test_a_purge_record_whose_hash_disagrees_with_its_checkpoint(sink_file, settings):
+    # scene: entries 1 and 2 two years old, checkpointed at 2 and at 4, entries 1 and 2 purged
+    # (lawfully: AUDIT_RETENTION_YEARS is 1 throughout)
+    settings.AUDIT_RETENTION_YEARS = 1
+    unit = UnitFactory(code="east")
+    staff = unit_staff(unit)
+    for _ in range(2):
+        services.crate_create(actor=staff["store"])
+    rehash_from(unit.id, 1, at=timezone.now() - timedelta(days=800))
+    rehash_from(unit.id, 2, at=timezone.now() - timedelta(days=800))
+    (at_purge,) = checkpoints_write()
+    for _ in range(2):
+        services.crate_create(actor=staff["store"])
+    checkpoints_write()
+    (purge,) = audit_purge(before=timezone.now() - timedelta(days=700), purged_by="qa", reason="retention")
+    assert (at_purge.position, purge.through_position) == (2, 2) and audit_verify().ok
+    # the owner gives the purge record another hash and re-hashes the kept chain from it: every
+    # link from the purge record on holds
+    tamper(f"UPDATE {PURGES} SET through_hash = %s WHERE id = %s", GENESIS, pk(purge.id))
+    rehash_from(unit.id, 3)
+
+    bad = audit_verify().first_bad
+
+    assert (bad["rule"], bad["position"], bad["id"], bad["checkpoint"]) == (
+        "checkpoint_missing_from_chain", 2, str(purge.id), str(at_purge.id))
+    assert "purge record's hash" in bad["reason"]
     audit_chain_watch(full=True)
     assert chain_ok() == {"east": 0}
     assert Notification.objects.filter(user=staff["admin"], kind="audit_chain_broken").count() == 1
