@@ -312,11 +312,15 @@ def test_the_file_sink_appends(tmp_path):
 # --- the API and the command ---------------------------------------------------------------------------
 
 
-def test_checkpoints_over_http_for_unit_admins_and_superusers(unit, api):
+def test_checkpoints_over_http_for_unit_admins_qa_and_superusers(unit, api):
     other = UnitFactory(code="south")
-    services.crate_create(actor=unit_staff(other)["store"])
+    south = unit_staff(other)
+    services.crate_create(actor=south["store"])
     write(unit, 2)
     checkpoints_write()
+
+    def listed(user) -> list[tuple[str, int]]:
+        return [(c["unit_code"], c["position"]) for c in api(user).get("/api/audit-trail/checkpoints/").json()["results"]]
 
     assert api(unit.staff["approver"]).get("/api/audit-trail/checkpoints/").status_code == 403
     mine = api(unit.staff["admin"]).get("/api/audit-trail/checkpoints/").json()["results"]
@@ -325,6 +329,8 @@ def test_checkpoints_over_http_for_unit_admins_and_superusers(unit, api):
 
     assert [(c["unit_code"], c["position"]) for c in mine] == [("north", 2)]
     assert sorted(c["unit_code"] for c in everyone) == ["north", "south"]
+    # QA (REVIEWER_ROLES) reads them too: its own unit's, as the admin does
+    assert (listed(unit.staff["qa"]), listed(south["qa"])) == ([("north", 2)], [("south", 1)])
     row = AuditCheckpoint.objects.get(id=mine[0]["id"])
     assert mine[0]["signature"] == row.signature and keys.signature_valid(
         keys.public_keys()[mine[0]["key_id"]], payload(row), mine[0]["signature"])
