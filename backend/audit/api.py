@@ -128,7 +128,7 @@ class IsUnitAdmin(permissions.BasePermission):
 
 
 class IsAuditReviewer(permissions.BasePermission):
-    """Unit admins (and whoever REVIEWER_ROLES adds, e.g. QA) and superusers."""
+    """Whoever REVIEWER_ROLES names (unit admins and QA), and superusers."""
 
     def has_permission(self, request, view) -> bool:
         user = request.user
@@ -214,7 +214,7 @@ class AuditTrailViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(audit_verify(units).as_dict())
 
     @extend_schema(request=None, filters=False, responses={200: CheckpointSerializer(many=True),
-                                                       403: OpenApiResponse(description="Unit admins only")})
+                                                       403: OpenApiResponse(description="Unit admins and QA only")})
     @action(detail=False, methods=["get"], permission_classes=[IsAuditReviewer], filterset_class=None)
     def checkpoints(self, request):
         """Your unit's signed checkpoints (every unit's, for a superuser), newest first, with their

@@ -1,7 +1,7 @@
 """Signed checkpoints: what is signed and with which key (its forms, the development key, rotation),
-when checkpoints are written (schedule, purge, end of a bulk job), the sinks (a file, and syslog to
-real sockets), the API that lists them, the command, and the scheduled verification's incremental
-runs and metrics. On PostgreSQL and SQLite."""
+when checkpoints are written (schedule, purge, end of a bulk job, and what a refusing sink leaves),
+the sinks (a file, and syslog to real sockets), the API that lists them, the command, and the
+scheduled verification's incremental runs and metrics. On PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -99,6 +99,42 @@ def test_a_bulk_job_ends_with_a_checkpoint(unit, settings):
     assert head.position >= before.position + 3  # the job's decisions were written ...
     last = AuditCheckpoint.objects.filter(unit_id=unit.id).order_by("-position").first()
     assert (last.position, last.hash) == (head.position, head.hash)  # ... and signed as it ended
+
+
+def test_a_bulk_job_whose_checkpoint_the_sink_refuses_keeps_its_work_and_logs_the_failure(
+        unit, settings, sink_file, caplog):
+    approver, requester = unit.staff["approver"], unit.staff["requester"]
+    requests = [make_request("withdrawal", requester) for _ in range(3)]
+    (before,) = checkpoints_write()
+    job = Job.objects.create(
+        kind="bulk.withdrawal.approve", unit=unit, requested_by=approver, targets=[str(r.id) for r in requests],
+        params={"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve")),
+                "versions": {str(r.id): r.version for r in requests}},
+        progress={"total": 3, "done": 0, "failed": 0},
+    )
+    with socket.create_server(("127.0.0.1", 0)) as closed:  # the collector is down as the job ends
+        port = closed.getsockname()[1]
+    settings.AUDIT_CHECKPOINT_SINK = f"syslog+tcp://127.0.0.1:{port}"
+
+    with caplog.at_level("ERROR", logger="backend.jobs.services"):
+        finished = job_execute(job_id=str(job.id))
+
+    # the job's work stands: it succeeded and its decisions are in the trail ...
+    assert (finished.status, finished.progress["done"], finished.progress["failed"]) == ("succeeded", 3, 0)
+    assert {type(r).objects.get(id=r.id).status for r in requests} == {"approved"}
+    head = AuditEntry.objects.filter(unit=unit).order_by("-position").first()
+    assert head.position >= before.position + 3
+    # ... unsigned (no checkpoint in the database either), and the failure is logged with the job
+    assert list(AuditCheckpoint.objects.values_list("id", flat=True)) == [before.id]
+    (logged,) = [r for r in caplog.records if r.name == "backend.jobs.services" and r.levelname == "ERROR"]
+    assert str(job.id) in logged.getMessage() and "checkpoint" in logged.getMessage()
+    assert isinstance(logged.exc_info[1], ConnectionRefusedError)
+    # the next scheduled checkpoint, the collector back, signs what the job wrote
+    settings.AUDIT_CHECKPOINT_SINK = f"file://{sink_file}"
+    (after,) = checkpoints_write()
+    assert (after.position, after.hash) == (head.position, head.hash)
+    verified = audit_verify()
+    assert verified.ok and verified.sink == "compared"
 
 
 def test_a_purge_is_checkpointed_with_how_far_purges_reached(unit, settings, sink_file):
@@ -276,11 +312,15 @@ def test_the_file_sink_appends(tmp_path):
 # --- the API and the command ---------------------------------------------------------------------------
 
 
-def test_checkpoints_over_http_for_unit_admins_and_superusers(unit, api):
+def test_checkpoints_over_http_for_unit_admins_qa_and_superusers(unit, api):
     other = UnitFactory(code="south")
-    services.crate_create(actor=unit_staff(other)["store"])
+    south = unit_staff(other)
+    services.crate_create(actor=south["store"])
     write(unit, 2)
     checkpoints_write()
+
+    def listed(user) -> list[tuple[str, int]]:
+        return [(c["unit_code"], c["position"]) for c in api(user).get("/api/audit-trail/checkpoints/").json()["results"]]
 
     assert api(unit.staff["approver"]).get("/api/audit-trail/checkpoints/").status_code == 403
     mine = api(unit.staff["admin"]).get("/api/audit-trail/checkpoints/").json()["results"]
@@ -289,6 +329,8 @@ def test_checkpoints_over_http_for_unit_admins_and_superusers(unit, api):
 
     assert [(c["unit_code"], c["position"]) for c in mine] == [("north", 2)]
     assert sorted(c["unit_code"] for c in everyone) == ["north", "south"]
+    # QA (REVIEWER_ROLES) reads them too: its own unit's, as the admin does
+    assert (listed(unit.staff["qa"]), listed(south["qa"])) == ([("north", 2)], [("south", 1)])
     row = AuditCheckpoint.objects.get(id=mine[0]["id"])
     assert mine[0]["signature"] == row.signature and keys.signature_valid(
         keys.public_keys()[mine[0]["key_id"]], payload(row), mine[0]["signature"])

@@ -6,16 +6,20 @@ SQLite (make test runs this file on both)."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.apps import apps
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
+from django.db.models import CharField, TextField, UniqueConstraint
 from django.utils import timezone
 
 from backend.audit import db as audit_db
-from backend.audit.models import AuditEntry, AuditPurge
+from backend.audit.checkpoints import checkpoints_write
+from backend.audit.models import AuditEntry, AuditPurge, AuditReview, Signature, SignedRecord
 from backend.audit.selectors import audit_verify
 from backend.audit.services import audit_purge
 from backend.events.models import OutboxEvent
@@ -88,6 +92,54 @@ def test_purge_records_are_as_immutable(trail):
     assert "append-only" in refused(f"UPDATE {table} SET through_position = 99 WHERE id = %s", pk(purge))
     assert "append-only" in refused(f"DELETE FROM {table} WHERE id = %s", pk(purge))
 
+
+def a_row_in_every_audit_table(unit, staff, entries) -> None:
+    """Scene-setting (an insert is what the triggers allow): a purge record, a signature, a record
+    it signs, a checkpoint and a review, beside the trail's entries."""
+    now = timezone.now()
+    AuditPurge.objects.create(unit=unit, through_position=0, through_hash="0" * 64, entries=0,
+                              before=now - timedelta(days=9000), purged_by="test", reason="scene", at=now)
+    qa = staff["qa"]
+    signature = Signature.objects.create(unit=unit, signer_id=qa.id, signer_username=qa.username, meaning="reviewed",
+                                         action="review", entity="audit_review", signed_at=now)
+    SignedRecord.objects.create(signature=signature, entity="withdrawal", record_id=entries[-1].record_id, version=1,
+                                binding="0" * 64)
+    checkpoints_write()
+    AuditReview.objects.create(unit=unit, from_position=1, through_position=1, through_at=entries[0].at,
+                               through_hash=entries[0].hash, next_unreviewed=2, entries=1, reviewer_id=qa.id,
+                               reviewer_username=qa.username, reviewer_full_name="Q A", signature=signature,
+                               signed_at=now, comment="")
+
+
+@pytest.mark.parametrize("table", audit_db.ALL_TABLES)
+def test_insert_or_replace_is_refused_on_every_audit_table(trail, table):
+    # SQLite's INSERT OR REPLACE deletes the row it conflicts with without running its DELETE
+    # trigger: refused before the conflict, on the primary key and on every other unique key (a
+    # new id in the same place: an entry's unit and position, a signature's record)
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's INSERT OR REPLACE; PostgreSQL's upsert is an UPDATE, which the append-only trigger "
+                    "refuses (test_tamper.py::test_insert_or_replace_over_an_entry)")
+    unit, staff, entries = trail
+    a_row_in_every_audit_table(unit, staff, entries)
+    (model,) = [m for m in apps.get_app_config("audit").get_models() if m._meta.db_table == table]
+    row = model.objects.order_by("pk").first()
+    fields = model._meta.local_concrete_fields
+    columns = [f.column for f in fields]
+    keys = [("id",)] + [tuple(model._meta.get_field(name).column for name in constraint.fields)
+                        for constraint in model._meta.constraints if isinstance(constraint, UniqueConstraint)]
+    before = list(model.objects.order_by("pk").values())
+
+    for key in keys:
+        # the row again (its key kept, a new id unless the key is the id), a text column overwritten
+        changed = next(f.column for f in fields if isinstance(f, CharField | TextField) and f.column not in key)
+        select = ", ".join("%s" if c == "id" and key != ("id",) else "'overwritten'" if c == changed else c
+                           for c in columns)
+        params = [] if key == ("id",) else [uuid.uuid4().hex]
+        message = refused(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) SELECT {select} FROM {table} "
+                          "WHERE id = %s", *params, pk(row))
+        assert "append-only" in message and table in message, (key, message)
+
+    assert list(model.objects.order_by("pk").values()) == before
 
 # --- tamper evidence ---------------------------------------------------------------------------
 

@@ -2101,7 +2101,7 @@ export interface operations {
                     "application/json": components["schemas"]["PaginatedCheckpointList"];
                 };
             };
-            /** @description Unit admins only */
+            /** @description Unit admins and QA only */
             403: {
                 headers: {
                     [name: string]: unknown;
