@@ -32,6 +32,25 @@ class AuditCollector:
             value=max(0.0, (timezone.now() - stalest).total_seconds()),
         )
 
+        # Checkpoint lag: per unit, how long its oldest entry no checkpoint has signed yet has
+        # waited (0: the head is signed). The checkpoint task runs every AUDIT_CHECKPOINT_MINUTES;
+        # a lag that keeps growing means it fails (the sink unwritable, the key missing) or does not
+        # run, and until it runs a cut of those entries would go unnoticed.
+        lag = GaugeMetricFamily(
+            "records_audit_checkpoint_lag_seconds",
+            "Seconds the unit's oldest audit entry not yet signed by a checkpoint has waited (0: none)",
+            labels=["unit"],
+        )
+        now = timezone.now()
+        units = AuditEntry._meta.get_field("unit").related_model.objects.values_list("id", "code").order_by("code")
+        for unit_id, code in units:
+            signed = (AuditCheckpoint.objects.filter(unit_id=unit_id).order_by("-position")
+                      .values_list("position", flat=True).first()) or 0
+            waiting_since = (AuditEntry.objects.filter(unit_id=unit_id, position__gt=signed).order_by("position")
+                             .values_list("at", flat=True).first())
+            lag.add_metric([code], max(0.0, (now - waiting_since).total_seconds()) if waiting_since else 0.0)
+        yield lag
+
         # Audit-trail reviews (Annex 11 §9, backend/audit/reviews.py): per unit, whether its review
         # is overdue (an entry unreviewed for over AUDIT_REVIEW_DAYS) and how old its oldest
         # unreviewed entry is (0: none waiting).
@@ -43,9 +62,7 @@ class AuditCollector:
             "records_audit_review_oldest_unreviewed_seconds",
             "Age of the unit's oldest audit entry no review has signed off (0: none)", labels=["unit"],
         )
-        now = timezone.now()
-        units = AuditEntry._meta.get_field("unit").related_model.objects.values_list("id", "code")
-        for unit_id, code in units.order_by("code"):
+        for unit_id, code in units:
             due = review_due(unit_id)
             overdue.add_metric([code], int(due.overdue(now)))
             age = (now - due.oldest_unreviewed_at).total_seconds() if due.oldest_unreviewed_at else 0.0

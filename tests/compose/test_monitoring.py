@@ -66,6 +66,7 @@ APP_METRICS = {
     "records_database_up": "gauge: 1 when the application reaches PostgreSQL",
     "records_audit_chain_ok": "gauge by unit: 1 while the unit's audit trail passed its last scheduled verification",
     "records_audit_last_verified_seconds": "gauge: seconds the least recently verified unit's audit trail has gone unverified",
+    "records_audit_checkpoint_lag_seconds": "gauge by unit: how long the unit's oldest entry no checkpoint has signed has waited",
     "records_audit_review_overdue": "gauge by unit: 1 while the unit's audit-trail review is overdue (AUDIT_REVIEW_DAYS)",
 }
 FLOWER_METRICS = {"flower_events_total": "counter by task, type, worker: Celery events Flower received"}
@@ -96,6 +97,7 @@ DASHBOARD_SIGNALS = {
     "audit trail verified": "min by (unit) (records_audit_chain_ok)",
     "audit trail last verified": "max(records_audit_last_verified_seconds)",
     "audit-trail review overdue": "max by (unit) (records_audit_review_overdue)",
+    "audit entries waiting for a checkpoint": "max by (unit) (records_audit_checkpoint_lag_seconds)",
 }
 
 REQUIRED_ALERTS = {

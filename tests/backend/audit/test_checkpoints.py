@@ -14,6 +14,7 @@ import threading
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -406,3 +407,25 @@ def test_metrics_show_each_units_verdict_and_the_age_of_the_stalest_verification
     assert 'records_audit_chain_ok{unit="north"} 1.0' in text
     (age,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("records_audit_last_verified_seconds ")]
     assert 5390 < age < 5500
+
+
+def test_metrics_show_how_long_each_units_unsigned_entries_have_waited_for_a_checkpoint(unit, client, settings):
+    settings.METRICS_TOKEN = METRICS_TOKEN
+    other = UnitFactory(code="south")  # a unit with no entries waits for nothing
+
+    def lags(minutes_later: float) -> dict[str, float]:
+        later = timezone.now() + timedelta(minutes=minutes_later)
+        with mock.patch("backend.audit.metrics.timezone.now", return_value=later):
+            text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}").content.decode()
+        prefix = "records_audit_checkpoint_lag_seconds{unit="
+        return {line[len(prefix) + 1:].split('"')[0]: float(line.split()[-1])
+                for line in text.splitlines() if line.startswith(prefix)}
+
+    write(unit, 2)
+    # no checkpoint yet: north's first entry has waited as long as it exists
+    assert 1190 < lags(20)["north"] < 1260 and lags(20)[other.code] == 0
+    checkpoints_write()
+    assert lags(20)["north"] == 0  # the head is signed
+    write(unit)
+    # a new entry after the checkpoint waits again (from its own time, not the first entry's)
+    assert 590 < lags(10)["north"] < 660
