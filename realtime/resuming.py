@@ -3,7 +3,7 @@
 Kept out of consumers.py, which owns the connection's lifecycle; this module owns the rules:
 - `resume_point`: continue after `last_seq`, or tell the client to refetch (`resync_required`) and why;
 - `send_owed`: after the replay, the state of the user's queued and running jobs (`job_update`) and
-  the unread notifications created since the update at `last_seq` (`notification`).
+  the unread notifications created since the update at `last_seq`, with a margin (`notification`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def resume_point(requested: str | None, requested_epoch: str | None, current: in
 async def send_owed(connection, last_seq: int) -> None:
     """Frames a resuming client may have missed while away that the outbox does not replay.
     Jobs: their state now (a final `job_update` missed while away shows as the job's notification).
-    Notifications: unread ones created at or after the update at `last_seq` (all unread ones when
-    that update is no longer in the outbox), at most OWED_LIMIT; the client de-duplicates by id."""
+    Notifications: unread ones about the user's current unit created since the update at `last_seq`,
+    less OWED_MARGIN (all unread ones when that update is no longer in the outbox), at most
+    OWED_LIMIT; the client de-duplicates by id."""
     jobs, notes = await selectors.owed_on_resume(connection.unit_id, connection.user_id, last_seq)
     for job in jobs:
         connection.job_frame(Outgoing(0, schema.encode(schema.job_update(job=job))))

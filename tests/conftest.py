@@ -145,10 +145,71 @@ def _let_other_sessions_end(django_db_blocker, timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="session")
 def daphne(live_env):
-    """One Daphne for the session: yields its port."""
+    """One Daphne for the session: yields its port. Every update a test gets from it must come by
+    the push: its hub's outbox fill stays at 0 (`_PushOnly` below)."""
     proc, port = processes.start_daphne(live_env)
+    _push_only.proc = proc
     yield port
+    _push_only.proc = None
     proc.stop()
+
+
+class _PushOnly:
+    """The session Daphne's hub must fill nothing from the outbox: every update its tests get came
+    by the channel-layer push, so a broken push fails them instead of passing through the fill (its
+    tick is a minute apart, but a test may well wait that long, and a gap fill is immediate).
+
+    Its `filled` counter is read (from a report the Daphne made after the read began) at the end of
+    each module that used it, and around each test marked `outbox_fill`: the few that make the hub
+    fill on purpose, whose fills are then set aside. A fill anywhere else fails the module's last
+    test, naming the tests since the last read."""
+
+    def __init__(self) -> None:
+        self.proc: processes.LiveProcess | None = None
+        self.filled = 0  # what the exempt tests filled: the counter's expected value
+        self.since: list[str] = []  # the tests that used the Daphne since it was last read
+
+    def read(self) -> int:
+        from tests.support.realtime import fresh_hub_snapshot
+
+        snapshot = fresh_hub_snapshot(self.proc) if self.proc is not None else None
+        return self.filled if snapshot is None else snapshot["filled"]
+
+    def check(self) -> None:
+        if not self.since:
+            return
+        tests, self.since = self.since, []
+        filled = self.read()
+        moved, self.filled = filled - self.filled, filled
+        assert moved == 0, (
+            f"the session Daphne's hub filled {moved} update(s) from the outbox during {tests}: a live "
+            "update must come by the push (a test about the fill is marked outbox_fill)"
+        )
+
+
+_push_only = _PushOnly()
+
+
+@pytest.fixture(autouse=True)
+def _delivered_by_the_push(request):
+    """See _PushOnly: note each test on the session Daphne; set an `outbox_fill` test's fills aside."""
+    if "daphne" not in request.fixturenames:
+        yield
+        return
+    exempt = request.node.get_closest_marker("outbox_fill") is not None
+    if exempt:
+        _push_only.check()  # the tests before it are judged first
+    yield
+    if exempt:
+        _push_only.filled = _push_only.read()
+    else:
+        _push_only.since.append(request.node.nodeid)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_delivered_by_the_push():
+    yield
+    _push_only.check()
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ seconds, also after a crash:
   resumes across it; backend/events/epochs.streams_watch.
 
 The three fail independently: the sweep's Redis down never stops the rescue (its broker is another
-Redis), and each task has its own metric (records_relay_task_last_success_timestamp_seconds,
-records_relay_task_failures_total{task}).
+Redis), nor the broker down the sweep, and each task has its own metric
+(records_relay_task_last_success_timestamp_seconds, records_relay_task_failures_total{task}; alert
+RelayTaskFailing).
 
 It is a process of its own rather than a Celery task on beat's schedule, so the task list operators
 watch in Flower shows the work, not 43,200 sweeps a day (docs/operations.md has the measurement).

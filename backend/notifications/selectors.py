@@ -46,12 +46,19 @@ def unread_state(user_id, now: datetime | None = None) -> tuple[int, set[str]]:
 
 # A reconnecting client is sent at most this many of the unread notifications it may have missed.
 OWED_LIMIT = 100
+# A resume owes what committed after the update at its `last_seq` (the client was connected then).
+# A notification's created_at, though, is taken when it is written, before its COMMIT, and on the
+# writing host's clock: one written up to OWED_MARGIN before that update, in a transaction that
+# committed after the client left, is owed too. The client de-duplicates by id, so the margin costs
+# at most a few frames it already had (docs/realtime.md, "Resuming").
+OWED_MARGIN = timedelta(minutes=5)
 
 
 def unread_since(user_id, since: datetime | None, limit: int = OWED_LIMIT) -> list[Notification]:
-    """The user's unread notifications created at or after `since` (all of them without it), the
-    newest `limit`, oldest first: what a resuming connection may have missed."""
-    rows = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
+    """The user's unread notifications about their current unit created at or after `since` less
+    OWED_MARGIN (all of them without it), the newest `limit`, oldest first: what a resuming
+    connection may have missed."""
+    rows = _mine(user_id).filter(read_at__isnull=True)
     if since is not None:
-        rows = rows.filter(created_at__gte=since)
+        rows = rows.filter(created_at__gte=since - OWED_MARGIN)
     return list(reversed(rows.order_by("-created_at", "-id")[:limit]))

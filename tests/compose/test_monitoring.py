@@ -58,6 +58,8 @@ APP_METRICS = {
     "records_events_written_total": "counter: outbox events committed",
     "records_events_published_total": "counter: outbox events handed to the channel layer",
     "records_relay_last_round_timestamp_seconds": "gauge by process: when each relay last finished a round (Unix time)",
+    "records_relay_task_last_success_timestamp_seconds": "gauge by process, task: when each relay task last succeeded",
+    "records_relay_task_failures_total": "counter by process, task: runs of each relay task that failed",
     "records_job_queue_depth": "gauge by queue: jobs waiting in each Celery queue",
     "records_job_queue_oldest_seconds": "gauge by queue: how long the oldest queued job has waited",
     "records_jobs": "gauge by kind, status: jobs in the Job table",
@@ -91,6 +93,8 @@ DASHBOARD_SIGNALS = {
     "PostgreSQL up": "min(records_database_up)",
     "WebSocket error closes by code": "sum by (code) (rate(records_ws_error_closes_total[5m]))",
     "relay's last round": "time() - max(records_relay_last_round_timestamp_seconds)",
+    "relay tasks' last success": "time() - records_relay_task_last_success_timestamp_seconds",
+    "relay task failures": "sum by (task) (rate(records_relay_task_failures_total[5m]))",
     "events written": "sum(rate(records_events_written_total[5m]))",
     "events published": "sum(rate(records_events_published_total[5m]))",
     "outbox fills": "rate(records_ws_outbox_fills_total[5m])",
@@ -102,7 +106,7 @@ DASHBOARD_SIGNALS = {
 
 REQUIRED_ALERTS = {
     "OutboxBacklogStale", "NoWorker", "JobQueueAging", "WebSocketErrorClosesSpiking",
-    "CommitToClientLatencyOverBudget", "RelayNotRunning", "RedisDown", "DatabaseDown",
+    "CommitToClientLatencyOverBudget", "RelayNotRunning", "RelayTaskFailing", "RedisDown", "DatabaseDown",
     "AuditChainBroken", "AuditVerificationLate",
 }
 

@@ -1,15 +1,17 @@
 """Live delivery on a real Daphne: unit isolation, transfers reaching both units with their own
-seqs, and `batch=1` coalescing that keeps every item's seq."""
+seqs, `batch=1` coalescing that keeps every item's seq, and a lost push filled at the next one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from unittest import mock
 
 import pytest
 
 from backend.records import services
-from tests.support.realtime import in_thread, relocate, relocate_async, unit_seq
+from bench import processes
+from tests.support.realtime import fresh_hub_snapshot, in_thread, relocate, relocate_async, unit_seq
 from tests.support.signing import sign
 from tests.support.ws import assert_silent, collect_updates, connect, recv_json
 
@@ -121,3 +123,30 @@ def test_batch_clients_get_updates_that_land_together_in_one_frame(daphne, unit_
     assert {(i["type"], i["entity"], i["action"]) for i in items} == {("data_update", "crate", "created")}
     # and the seed client got the very same updates one data_update at a time
     assert singles == items
+
+
+@pytest.mark.outbox_fill
+def test_a_lost_push_is_filled_from_the_outbox_when_the_next_one_arrives(daphne, unit_a):
+    # (the one test on the session Daphne whose update comes by the fill: tests/conftest.py, _PushOnly)
+    async def scenario():
+        ws = await connect(daphne, token=unit_a.token())
+        await recv_json(ws)
+        filled_before = await asyncio.to_thread(fresh_filled, daphne)
+        # when seq 1's push is lost (its process died after COMMIT, before publishing) and seq 2's arrives
+        with mock.patch("backend.events.services.outbox_publish"):
+            await relocate_async(unit_a, 1)
+        await relocate_async(unit_a, 1)
+        got = await collect_updates(ws, 2, timeout=10)  # long before the hub's minute-apart catch-up
+        filled = await asyncio.to_thread(fresh_filled, daphne) - filled_before
+        await ws.close()
+        return got, filled
+
+    got, filled = asyncio.run(scenario())
+
+    # then the gap was filled from the outbox at once: both seqs, in order, one of them by the fill
+    assert [u["seq"] for u in got] == [1, 2]
+    assert filled == 1
+
+
+def fresh_filled(port: int) -> int:
+    return fresh_hub_snapshot(processes.DAPHNES[port])["filled"]

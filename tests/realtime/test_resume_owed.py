@@ -5,18 +5,22 @@ live `notification_read` frames. On a real Daphne."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import jsonschema
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from backend.accounts.models import User
 from backend.events.models import OutboxEvent
 from backend.events.schema import SCHEMAS
 from backend.jobs.models import Job, JobStatus
 from backend.notifications.models import Notification
+from backend.notifications.selectors import OWED_MARGIN
 from backend.notifications.services import Draft, notify
+from tests.support.auth import access_token
 from tests.support.realtime import relocate
 from tests.support.ws import connect, recv_json, recv_until
 
@@ -60,7 +64,7 @@ def test_a_resume_gets_its_users_unfinished_jobs_and_the_notifications_it_missed
     # given a client that saw seq 2 of its unit; a notification from before that, one read, one since
     relocate(unit_a, 2)
     seen_at = OutboxEvent.objects.get(unit=unit_a.unit, seq=2).created_at
-    _notify(user, "before", created_at=seen_at - timedelta(minutes=1))
+    _notify(user, "before", created_at=seen_at - OWED_MARGIN - timedelta(minutes=1))
     read = _notify(user, "read since")
     Notification.objects.filter(id=read.id).update(read_at=timezone.now())
     missed = _notify(user, "missed")
@@ -88,6 +92,73 @@ def test_a_resume_gets_its_users_unfinished_jobs_and_the_notifications_it_missed
     _, theirs = asyncio.run(_frames_after_greeting(daphne, unit_a.token(unit_a.approver), last_seq=2))
     assert [f["job"]["status"] for f in theirs if f["type"] == "job_update"] == ["running"]
     assert {f["job"]["id"] for f in theirs if f["type"] == "job_update"}.isdisjoint({str(queued.id), str(running.id)})
+
+
+def _owed_notes(port: int, user, last_seq: int) -> list[str]:
+    """The titles of the notifications a resume of `user`'s unit stream from `last_seq` is sent."""
+    user.refresh_from_db()
+    _, frames = asyncio.run(_frames_after_greeting(port, access_token(user), last_seq=last_seq))
+    return [f["notification"]["title"] for f in frames if f["type"] == "notification"]
+
+
+def test_a_resume_owes_no_notification_of_a_unit_the_user_left(daphne, unit_a, unit_b):
+    # given a user of unit A with an unread notification about A, written after unit B's seq 2
+    user = unit_a.requester
+    relocate(unit_b, 2)
+    _notify(user, "about the old unit")
+    # when the user is moved to unit B, is notified about B there, and resumes B's stream after seq 2
+    User.objects.filter(id=user.id).update(unit=unit_b.unit)
+    _notify(user, "about the new unit")
+    owed = _owed_notes(daphne, user, last_seq=2)
+
+    # then only the new unit's notification is owed (as the lists and the count show only B's);
+    # the positive control shows the same resume does send what it owes
+    assert owed == ["about the new unit"]
+
+
+# (On SQLite the open transaction would hold the database's one write lock against the relocation.)
+@pytest.mark.postgres
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")
+def test_a_resume_owes_a_notification_written_before_its_last_seq_but_committed_after_it(daphne, unit_a):
+    # given a notification written (its created_at taken) in a transaction that stays open...
+    user = unit_a.store
+    written, commit = threading.Event(), threading.Event()
+
+    def slow_transaction():
+        try:
+            with transaction.atomic():
+                _notify(user, "slow")
+                written.set()
+                assert commit.wait(30)
+        finally:
+            connection.close()
+
+    slow = threading.Thread(target=slow_transaction)
+    slow.start()
+    try:
+        assert written.wait(10)
+        # ...while the unit's seq 1 commits, is seen by a client, and the client goes away
+        async def see_seq_1():
+            ws = await connect(daphne, token=unit_a.token(user))
+            await recv_json(ws, 10)
+            await asyncio.to_thread(relocate, unit_a, 1)
+            update = await recv_until(ws, "data_update", timeout=5)
+            await ws.close()
+            return update["seq"]
+
+        assert asyncio.run(see_seq_1()) == 1
+    finally:
+        commit.set()  # then the slow transaction commits: its frame reached nobody
+        slow.join(30)
+    note = Notification.objects.get(title="slow")
+    assert note.created_at < OutboxEvent.objects.get(unit=unit_a.unit, seq=1).created_at  # the edge itself
+
+    # when the client resumes after seq 1, then the notification is owed all the same
+    assert _owed_notes(daphne, user, last_seq=1) == ["slow"]
+    # and one written longer than OWED_MARGIN before seq 1 is not (its transaction committed long
+    # before: the client had it live, or in the list it read)
+    Notification.objects.filter(id=note.id).update(created_at=note.created_at - OWED_MARGIN - timedelta(seconds=5))
+    assert _owed_notes(daphne, user, last_seq=1) == []
 
 
 def test_read_and_read_all_reach_the_users_other_tabs_and_nobody_else(daphne, unit_a, api):

@@ -276,6 +276,32 @@ def wait_for_hub_connections(proc: processes.LiveProcess, expected: int, timeout
         time.sleep(0.2)
 
 
+def fresh_hub_snapshot(proc: processes.LiveProcess, timeout: float = 5.0, absent_wait: float = 2.0) -> dict[str, int] | None:
+    """The numbers of a report the Daphne made after this call began, without a fixed wait: each
+    report replaces the process's key and sets its TTL afresh, so a TTL higher than the first one
+    read marks the next report (half a REALTIME_REPORT_SECONDS on average). None when the process
+    has made no report within `absent_wait` (its hub never started: no connection, no fill)."""
+    client = redis.Redis.from_url(settings.KEYS_REDIS_URL)
+    try:
+        key = next((k for k in client.scan_iter("metrics:realtime:*")
+                    if k.decode().rsplit(":", 1)[-1] == str(proc.popen.pid)), None)
+        deadline = time.monotonic() + absent_wait
+        while key is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+            key = next((k for k in client.scan_iter("metrics:realtime:*")
+                        if k.decode().rsplit(":", 1)[-1] == str(proc.popen.pid)), None)
+        first = client.pttl(key)
+        deadline = time.monotonic() + timeout
+        while (ttl := client.pttl(key)) <= first:
+            assert ttl != -2 and time.monotonic() < deadline, f"the Daphne (pid {proc.popen.pid}) stopped reporting"
+            time.sleep(0.05)
+        return {k.decode(): int(float(v)) for k, v in client.hgetall(key).items()}
+    finally:
+        client.close()
+
+
 def hub_filled(proc_or_port: processes.LiveProcess | int, settle: float = 2.5, url: str | None = None) -> int:
     """The hub's `filled` counter (events it read from the outbox because the push did not bring
     them), from a report made after this call began (test Daphnes report every second). A live
