@@ -338,6 +338,8 @@ def test_the_dashboard_has_a_panel_for_every_signal():
 
 
 def test_the_dashboard_panels_do_not_overlap():
+    ids = [panel["id"] for panel in dashboard()["panels"]]
+    assert len(ids) == len(set(ids)), "two panels share an id"  # Grafana links and edits panels by id
     cells = {}
     for panel in dashboard()["panels"]:
         box = panel["gridPos"]
