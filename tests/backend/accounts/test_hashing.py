@@ -61,20 +61,16 @@ def test_production_hashes_with_argon2id_at_or_above_owasps_minimum(production_h
     assert "django.contrib.auth.hashers.PBKDF2PasswordHasher" in production.PASSWORD_HASHERS
 
 
-def test_one_check_costs_at_most_40ms_of_cpu(production_hashers):
+def test_production_hashes_with_the_parameters_measured_at_30ms_of_cpu(production_hashers):
     # given an Argon2id hash as production makes it
     encoded = make_password(PASSWORD)
-    hasher = identify_hasher(encoded)
+    params = argon2.extract_parameters("$" + encoded.split("$", 1)[1])
 
-    # when it is checked several times (CPU time of this process: the pool's thread included)
-    times = []
-    for _ in range(5):
-        started = time.process_time()
-        assert hasher.verify(PASSWORD, encoded)
-        times.append(time.process_time() - started)
-
-    # then the median check costs at most 40 ms of CPU (issue 30's target; ~30 ms measured idle)
-    assert sorted(times)[2] <= 0.040, times
+    # then its cost is exactly the one measured: ~30 ms of CPU a check on this machine's cores (target
+    # at most 40 ms; `make bench` prints it, bench.signing's "one check costs"). Heavier parameters
+    # would slow every sign-in and signature; change them only with a new measurement. (The CPU time
+    # itself is not asserted here: on shared cores it says more about the neighbours than the hash.)
+    assert (params.memory_cost, params.time_cost, params.parallelism) == (19456, 3, 1)
 
 
 def test_a_pbkdf2_hash_is_upgraded_at_sign_in_and_the_users_other_tokens_live_on(production_hashers):
