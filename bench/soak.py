@@ -3,8 +3,8 @@
     python -m bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10]
 
 Starts one Daphne exactly as the Procfile's `web` line does (its flags, parsed from the Procfile) on
-the PostgreSQL database records_bench_soak (dropped and created) and a Redis server of the
-benchmark's own (default redis://127.0.0.1:6386, databases 0-2 flushed), with the per-user
+the PostgreSQL database records_bench_soak (dropped and created) and a private redis-server on a free
+port (or --redis-url: a server of the benchmark's own, databases 0-2 flushed), with the per-user
 connection cap lifted (WS_MAX_CONNECTIONS_PER_USER, on purpose: the clients are --users users) and
 the opt-in memory census armed (REALTIME_CENSUS, realtime/census.py). Then rounds of --round clients
 each connect, read their greeting (`connection_established`) and close, --cycles in all; after each
@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench-results"
 DATABASE_NAME = "records_bench_soak"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6386"
 TARGET_KB_PER_CYCLE = 0.5
 
 
@@ -61,8 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--tracemalloc", type=int, default=0,
                    help="PYTHONTRACEMALLOC frames for the Daphne (0: off); a snapshot per census")
     p.add_argument("--database-url", default=os.environ.get("BENCH_SOAK_DATABASE_URL", DEFAULT_DATABASE_URL))
-    p.add_argument("--redis-url", default=os.environ.get("BENCH_SOAK_REDIS_URL", DEFAULT_REDIS_URL),
-                   help="a Redis server of the benchmark's own: databases 0, 1, 2 are flushed")
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_SOAK_REDIS_URL", ""),
+                   help="a Redis server of the benchmark's own (databases 0, 1, 2 are flushed); "
+                        "default: start a private redis-server")
     p.add_argument("--collect", action="store_true",
                    help="each census after a full collection (SIGUSR1): what is kept apart from what is garbage")
     p.add_argument("--label", default="")
@@ -322,12 +322,27 @@ def print_table(results: dict) -> None:
 
 
 def main(argv=None) -> None:
-    from bench.processes import LiveProcess, free_port, wait_for_port
-    from bench.realtime import stall_trace
-
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    redis_server = None
+    if not args.redis_url:  # a private redis-server on a free port, stopped at the end
+        redis_server = processes.RedisServer()
+        redis_server.start()
+        args.redis_url = f"redis://127.0.0.1:{redis_server.port}"
+    try:
+        results, out, census_path = soak(args)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+    print_table(results)
+    print(f"\n  results: {out.relative_to(ROOT)}  census lines: {census_path.relative_to(ROOT)}")
+
+
+def soak(args) -> tuple[dict, Path, Path]:
+    from bench.processes import LiveProcess, free_port, wait_for_port
+    from bench.realtime import stall_trace
+
     env = prepare(args)
     tokens = seed(args)
     port = free_port()
@@ -347,8 +362,7 @@ def main(argv=None) -> None:
     results["daphne_command"] = procfile_web_command(port)[1:]
     out = RESULTS / f"soak-{stamp}.json"
     out.write_text(json.dumps(results, indent=1))
-    print_table(results)
-    print(f"\n  results: {out.relative_to(ROOT)}  census lines: {census_path.relative_to(ROOT)}")
+    return results, out, census_path
 
 
 if __name__ == "__main__":
