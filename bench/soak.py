@@ -1,6 +1,6 @@
 """Clients that come and go: does a Daphne give back what a connection took once it has closed?
 
-    python -m bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10]
+    python -m bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10] [--strict]
 
 Starts one Daphne exactly as the Procfile's `web` line does (its flags, parsed from the Procfile) on
 the PostgreSQL database records_bench_soak (dropped and created) and a private redis-server on a free
@@ -15,7 +15,8 @@ event loop ran (a probe every 20 ms).
 Reported, per 1,000 cycles after the first round: RSS growth (KB per cycle, least squares over
 the rounds), the object types that grew most, and the loop's p99 lateness and longest collection
 per round; RSS over the last half (range and slope: flat within noise or not). Target (issue 34):
-at most 0.5 KB per cycle after the first round, RSS flat over the last half.
+at most 0.5 KB per cycle after the first round, RSS flat over the last half; both are judged
+(`target_met`, `last_half_flat`) and --strict exits 1 unless both hold.
 Results: bench-results/soak-<time>.json and a table.
 """
 
@@ -40,6 +41,15 @@ RESULTS = ROOT / "bench-results"
 DATABASE_NAME = "records_bench_soak"
 DEFAULT_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
 TARGET_KB_PER_CYCLE = 0.5
+# "Flat within noise" over the last half: besides growing no faster than the target, its RSS stays
+# within max(FLAT_RANGE_BYTES, FLAT_RANGE_FRACTION of the RSS) from lowest to highest. 2 MB is two of
+# CPython's 1 MiB object arenas (one arena kept alive by a single object is what a round's transient
+# buffers can leave behind) and twice the widest last-half range the fixed Daphne showed (0.4 MB with
+# nothing held open, 1.0 MB with 3,000 connections open: docs/performance.md); the leak it guards
+# against (~6 KB per cycle) crosses it within 350 cycles. 1 % for a process holding many connections,
+# whose allocator noise grows with its heap.
+FLAT_RANGE_BYTES = 2 * 2**20
+FLAT_RANGE_FRACTION = 0.01
 
 
 def parse_args(argv=None):
@@ -59,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="more settings for the Daphne")
     p.add_argument("--tracemalloc", type=int, default=0,
                    help="PYTHONTRACEMALLOC frames for the Daphne (0: off); a snapshot per census")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 unless the target is met and the last half is flat within noise")
     p.add_argument("--database-url", default=os.environ.get("BENCH_SOAK_DATABASE_URL", DEFAULT_DATABASE_URL))
     p.add_argument("--redis-url", default=os.environ.get("BENCH_SOAK_REDIS_URL", ""),
                    help="a Redis server of the benchmark's own (databases 0, 1, 2 are flushed); "
@@ -203,8 +215,28 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
 
 
+def verdict(rounds: list[dict]) -> dict:
+    """Whether the run meets the target: `target_met`, at most TARGET_KB_PER_CYCLE kept per cycle
+    after the first round (least squares), and `last_half_flat`, the last half's RSS flat within
+    noise: its slope within the target too, and its range (highest - lowest) within
+    max(FLAT_RANGE_BYTES, FLAT_RANGE_FRACTION of its highest). None for both with fewer than three
+    rounds (no slope after the first round, no last half to speak of)."""
+    if len(rounds) < 3:
+        return {"target_met": None, "last_half_flat": None, "last_half_range_allowed_mb": None}
+    after_first = slope([(r["cycles"], r["rss_bytes"]) for r in rounds[1:]]) / 1024
+    half = [(r["cycles"], r["rss_bytes"]) for r in rounds[len(rounds) // 2 :]]
+    low, high = min(y for _, y in half), max(y for _, y in half)
+    allowed = max(FLAT_RANGE_BYTES, FLAT_RANGE_FRACTION * high)
+    return {
+        "target_met": after_first <= TARGET_KB_PER_CYCLE,
+        "last_half_flat": slope(half) / 1024 <= TARGET_KB_PER_CYCLE and high - low <= allowed,
+        "last_half_range_allowed_mb": round(allowed / 2**20, 1),
+    }
+
+
 def summarize(rounds: list[dict], first: dict, last: dict, round_size: int) -> dict:
-    """KB per cycle after the first round, the last half's RSS, the types that grew, stalls."""
+    """KB per cycle after the first round, the last half's RSS, the types that grew, stalls, and the
+    verdict (`target_met`, `last_half_flat`)."""
     after_first = [(r["cycles"], r["rss_bytes"]) for r in rounds[1:]]
     half = [(r["cycles"], r["rss_bytes"]) for r in rounds[len(rounds) // 2 :]]
     kb = lambda b: round(b / 1024, 3)  # noqa: E731
@@ -232,6 +264,7 @@ def summarize(rounds: list[dict], first: dict, last: dict, round_size: int) -> d
         },
         "longest_gc_ms_by_generation": longest_gc,
         "target_kb_per_cycle": TARGET_KB_PER_CYCLE,
+        **verdict(rounds),
         "round": round_size,
     }
 
@@ -302,6 +335,9 @@ def print_table(results: dict) -> None:
                                          f"(target <= {s['target_kb_per_cycle']})"),
         ("last half", f"{s['last_half']['kb_per_cycle']} KB per cycle, RSS {s['last_half']['rss_mb_min']}-"
                       f"{s['last_half']['rss_mb_max']} MB"),
+        ("target met (<= 0.5 KB per cycle after the first round)", _yes_no(s["target_met"])),
+        ("last half flat within noise", f"{_yes_no(s['last_half_flat'])} (slope <= {s['target_kb_per_cycle']} KB per "
+                                        f"cycle, range <= {s['last_half_range_allowed_mb']} MB)"),
         ("tracked objects per 1,000 cycles", str(s["objects_per_1000_cycles_after_first_round"])),
         ("types grown, first round to last", ", ".join(f"{n} +{c}" for n, c in s["grown_types_first_to_last"][:6])),
         ("loop lateness p99 (median round / worst round / max)",
@@ -321,6 +357,15 @@ def print_table(results: dict) -> None:
         print(f"  {name:<{width}}  {value}")
 
 
+def _yes_no(value: bool | None) -> str:
+    return {True: "yes", False: "NO", None: "not judged (fewer than three rounds)"}[value]
+
+
+def passed(summary: dict) -> bool:
+    """--strict: the target met and the last half flat (not judged is not passed)."""
+    return summary["target_met"] is True and summary["last_half_flat"] is True
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -337,6 +382,8 @@ def main(argv=None) -> None:
             redis_server.stop()
     print_table(results)
     print(f"\n  results: {out.relative_to(ROOT)}  census lines: {census_path.relative_to(ROOT)}")
+    if args.strict and not passed(results["summary"]):
+        sys.exit("bench soak: the target is not met or the last half is not flat (--strict)")
 
 
 def soak(args) -> tuple[dict, Path, Path]:

@@ -1,11 +1,15 @@
 """The soak benchmark's own arithmetic and set-up (bench/soak.py): it starts the Daphne the
-Procfile starts, and its per-cycle figure is a least-squares slope over the rounds after the first."""
+Procfile starts, its per-cycle figure is a least-squares slope over the rounds after the first, and
+its verdict tells a leak from a flat but noisy RSS."""
 
 from __future__ import annotations
 
+import random
 import sys
 
-from bench.soak import grown_types, procfile_web_command, slope, summarize
+import pytest
+
+from bench.soak import grown_types, passed, procfile_web_command, slope, summarize
 
 
 def test_the_daphne_is_started_with_the_procfiles_web_flags(tmp_path):
@@ -41,3 +45,49 @@ def test_kilobytes_per_cycle_are_the_slope_after_the_first_round():
     assert summary["last_half"]["kb_per_cycle"] == 1.0
     assert summary["grown_types_first_to_last"] == [("dict", 5), ("list", 3)]
     assert grown_types({"by_type": {"a": 5}}, {"by_type": {"a": 4}}) == []
+
+
+def _summary(rss_mb: list[float]) -> dict:
+    rounds = [_round(1000 * (n + 1), mb) for n, mb in enumerate(rss_mb)]
+    return summarize(rounds, {"by_type": {}}, {"by_type": {}}, 1000)
+
+
+def test_a_leaking_series_meets_neither_the_target_nor_flatness():
+    # given 2 KB kept per cycle (2 MB a round of 1,000) for 20 rounds, with the allocator's noise on top
+    noise = random.Random(34)
+    summary = _summary([140.0 + n * 2000 / 1024 + noise.uniform(-0.3, 0.3) for n in range(20)])
+
+    # then it is judged leaking on both counts, and --strict fails it
+    assert summary["kb_per_cycle_after_first_round"] == pytest.approx(2.0, abs=0.1)
+    assert (summary["target_met"], summary["last_half_flat"], passed(summary)) == (False, False, False)
+
+
+def test_a_slow_leak_under_the_target_is_still_not_flat_over_a_long_run():
+    # given 0.4 KB per cycle (under the 0.5 KB target) for 100 rounds: 20 MB over the last half
+    summary = _summary([140.0 + n * 400 / 1024 for n in range(100)])
+
+    # then the target is met but the last half is not flat: its range is far over 2 MB
+    assert (summary["target_met"], summary["last_half_flat"], passed(summary)) == (True, False, False)
+
+
+def test_a_flat_but_noisy_series_passes():
+    # given a first round that grows the process, then RSS that wanders +-0.8 MB around 140 MB
+    noise = random.Random(7)
+    summary = _summary([120.0] + [140.0 + noise.uniform(-0.8, 0.8) for _ in range(29)])
+
+    # then it is flat within noise and meets the target
+    assert summary["last_half_range_allowed_mb"] == 2.0
+    assert (summary["target_met"], summary["last_half_flat"], passed(summary)) == (True, True, True)
+
+
+def test_a_step_in_the_last_half_wider_than_the_noise_is_not_flat():
+    # given a flat series except for one jump of 3 MB halfway through the last half (slope small)
+    summary = _summary([140.0] * 15 + [140.0] * 7 + [143.0] * 8)
+
+    assert summary["target_met"] is True and summary["last_half_flat"] is False
+
+
+def test_too_few_rounds_are_not_judged_and_fail_strict():
+    summary = _summary([140.0, 140.0])
+    assert (summary["target_met"], summary["last_half_flat"], passed(summary)) == (None, None, False)
+
