@@ -1,6 +1,6 @@
 """Clients that come and go: does a Daphne give back what a connection took once it has closed?
 
-    python -m bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10] [--strict]
+    python -m bench.soak [--cycles 100000] [--round 1000] [--gc-threshold 700,10,10] [--tracemalloc 10] [--strict]
 
 Starts one Daphne exactly as the Procfile's `web` line does (its flags, parsed from the Procfile) on
 the PostgreSQL database records_bench_soak (dropped and created) and a private redis-server on a free
@@ -16,7 +16,9 @@ Reported, per 1,000 cycles after the first round: RSS growth (KB per cycle, leas
 the rounds), the object types that grew most, and the loop's p99 lateness and longest collection
 per round; RSS over the last half (range and slope: flat within noise or not). Target (issue 34):
 at most 0.5 KB per cycle after the first round, RSS flat over the last half; both are judged
-(`target_met`, `last_half_flat`) and --strict exits 1 unless both hold.
+(`target_met`, `last_half_flat`) and --strict exits 1 unless both hold. With --tracemalloc N the
+Daphne traces its allocations (N frames) and the first round's snapshot is compared with the last
+round's: the allocation sites that grew most (file:line, KB, blocks).
 Results: bench-results/soak-<time>.json and a table.
 """
 
@@ -68,7 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--gc-threshold", default=None, help="GC_THRESHOLD for the Daphne (default: the project's)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="more settings for the Daphne")
     p.add_argument("--tracemalloc", type=int, default=0,
-                   help="PYTHONTRACEMALLOC frames for the Daphne (0: off); a snapshot per census")
+                   help="PYTHONTRACEMALLOC frames for the Daphne (0: off); a snapshot per census, and the "
+                        "allocation sites grown from the first round to the last")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 unless the target is met and the last half is flat within noise")
     p.add_argument("--database-url", default=os.environ.get("BENCH_SOAK_DATABASE_URL", DEFAULT_DATABASE_URL))
@@ -269,6 +272,36 @@ def summarize(rounds: list[dict], first: dict, last: dict, round_size: int) -> d
     }
 
 
+# Frames that are the tracing's own or the import system's, not the Daphne's allocations.
+TRACEMALLOC_IGNORED = ("*/tracemalloc.py", "<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>",
+                       "*/importlib/*", "<unknown>")
+
+
+def tracemalloc_growth(first: str | Path, last: str | Path, limit: int = 10) -> list[dict]:
+    """The allocation sites (a line of code: the most recent frame of the allocation) whose live
+    memory grew most from one tracemalloc snapshot (realtime/census.py dumps one per census) to a
+    later one: [{site, kb, count, kb_at_end}], `kb` and `count` the growth in KB and in blocks."""
+    import tracemalloc
+
+    ignored = [tracemalloc.Filter(False, pattern) for pattern in TRACEMALLOC_IGNORED]
+    old = tracemalloc.Snapshot.load(str(first)).filter_traces(ignored)
+    new = tracemalloc.Snapshot.load(str(last)).filter_traces(ignored)
+    grown = sorted((s for s in new.compare_to(old, "lineno") if s.size_diff > 0), key=lambda s: -s.size_diff)
+    return [{"site": f"{_short_path(s.traceback[0].filename)}:{s.traceback[0].lineno}",
+             "kb": round(s.size_diff / 1024, 1), "count": s.count_diff, "kb_at_end": round(s.size / 1024, 1)}
+            for s in grown[:limit]]
+
+
+def _short_path(filename: str) -> str:
+    """A file under the venv's site-packages by its package path, the project's by its own."""
+    for marker in ("site-packages/", "lib/python3."):
+        if marker in filename:
+            rest = filename.split(marker, 1)[1]
+            return rest if marker == "site-packages/" else "stdlib/" + rest.split("/", 1)[-1]
+    root = f"{ROOT}/"
+    return filename[len(root):] if filename.startswith(root) else filename
+
+
 async def open_idle(port: int, tokens: list[str], count: int, concurrency: int) -> list:
     """`count` connections that stay open (from 127.0.0.10, apart from the rounds' addresses)."""
     gate = asyncio.Semaphore(concurrency)
@@ -282,6 +315,37 @@ async def open_idle(port: int, tokens: list[str], count: int, concurrency: int) 
 
     await asyncio.gather(*(one(i) for i in range(count)))
     return opened
+
+
+# How long after --settle a census waits for the round's connections to be reaped.
+SETTLE_MAX_SECONDS = 60.0
+
+
+def settled(census: dict, idle: int) -> bool:
+    """Daphne's connection table and the hub's hold no more than the idle population."""
+    tables = census["tables"]
+    return (tables["daphne_connections"] or 0) <= idle and tables["hub_connections"] <= idle
+
+
+async def settled_census(reader: CensusReader, args) -> dict:
+    """The round's census once Daphne has reaped the round's connections (its application checker,
+    every second, sliced), so that what they hold is not counted as kept: a census every second
+    until then (a Daphne tracing its allocations is several times slower), SETTLE_MAX_SECONDS at most.
+    The loop lateness and pause percentiles are the first census's (the round's storm and --settle);
+    the collections' count and longest pause cover all of them."""
+    census = await reader.take(collect=args.collect)
+    deadline = time.monotonic() + SETTLE_MAX_SECONDS
+    while not settled(census, args.idle) and time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        later = await reader.take(collect=args.collect)
+        for gen, pauses in later["gc_pauses_ms"].items():
+            kept = census["gc_pauses_ms"][gen]
+            if pauses.get("count"):
+                kept.update(count=kept.get("count", 0) + pauses["count"], max=max(kept.get("max", 0), pauses["max"]))
+        later["gc_pauses_ms"], later["loop_lateness_ms"] = census["gc_pauses_ms"], census["loop_lateness_ms"]
+        later["settle_censuses"] = census.get("settle_censuses", 1) + 1
+        census = later
+    return census
 
 
 async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> dict:
@@ -300,7 +364,7 @@ async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> 
                                  source=sources[number % len(sources)])
         cycles += done["connected"]
         await asyncio.sleep(args.settle)
-        census = await reader.take(collect=args.collect)
+        census = await settled_census(reader, args)
         if first is None:
             first = census
         row = {
@@ -308,6 +372,7 @@ async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> 
             "round_seconds": round(done["seconds"], 2), "rss_bytes": census["rss_bytes"],
             "objects": census["objects"], "tables": census["tables"], "gc_count": census["gc_count"],
             "gc_pauses_ms": census["gc_pauses_ms"], "loop_lateness_ms": census["loop_lateness_ms"],
+            "settle_censuses": census.get("settle_censuses", 1),
             "grown": grown_types(previous, census, limit=5) if previous else [],
         }
         rounds.append(row)
@@ -320,6 +385,7 @@ async def run(args, port: int, tokens: list[str], reader: CensusReader, log) -> 
     collected = await reader.take(collect=True)
     await asyncio.gather(*(client.close() for client in idle), return_exceptions=True)
     return {"rounds": rounds, "summary": summarize(rounds, first, census, args.round),
+            "tracemalloc_snapshots": [first.get("tracemalloc"), census.get("tracemalloc")],
             "after_full_collection": {"rss_mb": round(collected["rss_bytes"] / 2**20, 1),
                                       "objects": collected["objects"], "collected": collected["collected"],
                                       "grown_types_first_to_here": grown_types(first, collected, limit=15)}}
@@ -352,6 +418,9 @@ def print_table(results: dict) -> None:
         ("after a full collection at the end", f"{results['after_full_collection']['rss_mb']} MB, "
                                                f"{results['after_full_collection']['collected']} collected"),
     ]
+    grown = results.get("tracemalloc_growth") or []
+    rows += [("allocation sites grown, first round to last" if i == 0 else "",
+              f"+{g['kb']:,.1f} KB in {g['count']:+,} blocks  {g['site']}") for i, g in enumerate(grown)]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
@@ -405,6 +474,9 @@ def soak(args) -> tuple[dict, Path, Path]:
     finally:
         daphne.stop()
     results["stall_trace"] = stall_trace(daphne.log_path.read_text(errors="replace"))
+    first, last = results["tracemalloc_snapshots"]
+    if first and last:
+        results["tracemalloc_growth"] = tracemalloc_growth(first, last)
     results["args"] = vars(args)
     results["daphne_command"] = procfile_web_command(port)[1:]
     out = RESULTS / f"soak-{stamp}.json"

@@ -1,15 +1,17 @@
 """The soak benchmark's own arithmetic and set-up (bench/soak.py): it starts the Daphne the
-Procfile starts, its per-cycle figure is a least-squares slope over the rounds after the first, and
-its verdict tells a leak from a flat but noisy RSS."""
+Procfile starts, its per-cycle figure is a least-squares slope over the rounds after the first, its
+verdict tells a leak from a flat but noisy RSS, and it names the allocation sites that grew between
+two tracemalloc snapshots."""
 
 from __future__ import annotations
 
 import random
 import sys
+import tracemalloc
 
 import pytest
 
-from bench.soak import grown_types, passed, procfile_web_command, slope, summarize
+from bench.soak import ROOT, grown_types, passed, procfile_web_command, slope, summarize, tracemalloc_growth
 
 
 def test_the_daphne_is_started_with_the_procfiles_web_flags(tmp_path):
@@ -91,3 +93,39 @@ def test_too_few_rounds_are_not_judged_and_fail_strict():
     summary = _summary([140.0, 140.0])
     assert (summary["target_met"], summary["last_half_flat"], passed(summary)) == (None, None, False)
 
+
+def _snapshot(path, traces: list[tuple[str, int, int, int]]) -> str:
+    """A tracemalloc snapshot of blocks [(file, line, size, how many)], each traced to one frame."""
+    raw = [(0, size, ((filename, line),), 1) for filename, line, size, count in traces for _ in range(count)]
+    tracemalloc.Snapshot(raw, 1).dump(str(path))
+    return str(path)
+
+
+def test_the_allocation_sites_that_grew_most_between_two_snapshots(tmp_path):
+    # given a first snapshot and a later one in which three sites grew, one shrank and one is unchanged,
+    # plus allocations of the tracing and the import system (which are not the server's)
+    site_packages = "/venv/lib/python3.11/site-packages"
+    first = _snapshot(tmp_path / "first", [
+        (f"{site_packages}/autobahn/websocket/protocol.py", 100, 512, 10),
+        (f"{site_packages}/twisted/internet/tcp.py", 200, 1024, 4),
+        (f"{ROOT}/realtime/hub.py", 50, 256, 2),
+        ("/usr/lib/python3.11/asyncio/events.py", 80, 1024, 8),
+    ])
+    last = _snapshot(tmp_path / "last", [
+        (f"{site_packages}/autobahn/websocket/protocol.py", 100, 512, 10 + 2000),  # +1,000 KB
+        (f"{site_packages}/twisted/internet/tcp.py", 200, 1024, 4 + 300),  # +300 KB
+        (f"{ROOT}/realtime/hub.py", 50, 256, 2 + 4),  # +1 KB
+        ("/usr/lib/python3.11/asyncio/events.py", 80, 1024, 2),  # shrank
+        ("/usr/lib/python3.11/tracemalloc.py", 558, 1024, 5000),
+        ("<frozen importlib._bootstrap_external>", 729, 1024, 5000),
+    ])
+
+    # then the growing sites come first, the largest growth first, with their growth in KB and blocks
+    growth = tracemalloc_growth(first, last)
+    assert [(g["site"], g["kb"], g["count"]) for g in growth] == [
+        ("autobahn/websocket/protocol.py:100", 1000.0, 2000),
+        ("twisted/internet/tcp.py:200", 300.0, 300),
+        ("realtime/hub.py:50", 1.0, 4),
+    ]
+    assert growth[0]["kb_at_end"] == pytest.approx(1005.0)
+    assert len(tracemalloc_growth(first, last, limit=2)) == 2
