@@ -94,6 +94,21 @@ def test_too_few_rounds_are_not_judged_and_fail_strict():
     assert (summary["target_met"], summary["last_half_flat"], passed(summary)) == (None, None, False)
 
 
+def test_a_daphne_tracing_its_allocations_is_judged_on_the_memory_traced():
+    # given a run under --tracemalloc: the RSS grows 30 KB a cycle (the tracing's own tables and each
+    # census's copy of every trace), the memory traced stays at 60 MB
+    rounds = [_round(1000 * (n + 1), 400.0 + n * 30) for n in range(4)]
+    for r in rounds:
+        r.update(traced_bytes=60 * 2**20 + 1000, tracemalloc_bytes=200 * 2**20)
+    summary = summarize(rounds, {"by_type": {}}, {"by_type": {}}, 1000)
+
+    # then the verdict is on the memory traced, and says so
+    assert (summary["judged_on"], summary["target_met"], summary["last_half_flat"]) == ("traced_bytes", True, True)
+    assert summary["traced"] == {"mb_after_first_round": 60.0, "mb_at_end": 60.0, "kb_per_cycle_after_first_round": 0.0,
+                                 "tracing_own_mb_at_end": 200.0}
+    assert summary["kb_per_cycle_after_first_round"] == 30.72  # (the RSS, still reported)
+
+
 def _snapshot(path, traces: list[tuple[str, int, int, int]]) -> str:
     """A tracemalloc snapshot of blocks [(file, line, size, how many)], each traced to one frame."""
     raw = [(0, size, ((filename, line),), 1) for filename, line, size, count in traces for _ in range(count)]
