@@ -8,9 +8,9 @@ port (or --redis-url: a server of the benchmark's own, databases 0-2 flushed), w
 connection cap lifted (WS_MAX_CONNECTIONS_PER_USER, on purpose: the clients are --users users) and
 the opt-in memory census armed (REALTIME_CENSUS, realtime/census.py). Then rounds of --round clients
 each connect, read their greeting (`connection_established`) and close, --cycles in all; after each
-round (and --settle seconds) the census reports the server's RSS, its objects by type, its
-per-connection tables and, since the previous census, its garbage collections and how late its
-event loop ran (a probe every 20 ms).
+round (--settle seconds, then until Daphne has reaped the round's connections) the census reports
+the server's RSS, its objects by type, its per-connection tables and, since the previous census, its
+garbage collections and how late its event loop ran (a probe every 20 ms).
 
 Reported, per 1,000 cycles after the first round: RSS growth (KB per cycle, least squares over
 the rounds), the object types that grew most, and the loop's p99 lateness and longest collection
