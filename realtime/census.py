@@ -8,7 +8,9 @@
 - SIGUSR1 does the same after a full collection (`gc.collect()`): what is garbage not yet collected
   and what is really kept apart;
 - with tracemalloc tracing (`PYTHONTRACEMALLOC=25`), dump a snapshot next to the line
-  (`<path>.<n>.tracemalloc`) for `tracemalloc.Snapshot.load(...).compare_to(...)`.
+  (`<path>.<n>.tracemalloc`) for `tracemalloc.Snapshot.load(...).compare_to(...)`, and record the
+  memory traced (the process's Python allocations) and the tracing's own: under tracing the RSS is
+  mostly the tracing's (its tables, each snapshot's copy of every trace), not the server's.
 
 The soak benchmark (`python -m bench.soak`) reads these between rounds of clients coming and
 going; docs/performance.md ("Clients that come and go") names what it found. A census walks every
@@ -106,6 +108,8 @@ class Census:
             "loop_lateness_ms": _summary(lateness),
         }
         if tracemalloc.is_tracing():
+            record["traced_bytes"] = tracemalloc.get_traced_memory()[0]  # (before the snapshot's copy)
+            record["tracemalloc_bytes"] = tracemalloc.get_tracemalloc_memory()
             snapshot = f"{self.path}.{self.taken}.tracemalloc"
             tracemalloc.take_snapshot().dump(snapshot)
             record["tracemalloc"] = snapshot

@@ -16,7 +16,9 @@ import jsonschema
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
+from backend.accounts import services
 from backend.accounts.models import User
+from backend.accounts.services import user_set_password, user_update_access
 from backend.events.schema import SCHEMAS
 from tests.support.realtime import close_code, relocate_async
 from tests.support.ws import collect_updates, connect, recv_json, recv_until
@@ -105,12 +107,23 @@ def _refresh_token(world):
     return str(RefreshToken.for_user(world.approver))
 
 
+def _token_from_before_a_password_change(world):
+    # a genuine token of this very user and unit, minted before the user's password was changed
+    # (by the service every path of a new password goes through); the socket's own token is minted
+    # after it, so only the refresh's token is stale
+    before = str(_token(world.approver))
+    user_set_password(user=world.approver, password="another-long-pass-2026!")
+    return before
+
+
 @pytest.mark.parametrize("make", [
-    _other_users_token, _expired_token, _another_units_token, _refresh_token,
+    _other_users_token, _expired_token, _another_units_token, _refresh_token, _token_from_before_a_password_change,
     lambda world: "not-a-jwt", lambda world: "",
-], ids=["another user", "expired", "another unit's claim", "a refresh token", "garbage", "empty"])
+], ids=["another user", "expired", "another unit's claim", "a refresh token", "minted before a password change",
+        "garbage", "empty"])
 def test_a_refresh_with_any_other_token_closes_the_socket_4001(daphne, unit_a, make):
-    # given a connected approver
+    # given a connected approver (a token that is refused is never taken: without the check, the
+    # server answers `refreshed` and the socket stays open, and close_code times out)
     other = make(unit_a)
 
     async def scenario():
@@ -144,6 +157,42 @@ def test_a_refresh_for_a_user_who_lost_access_since_closes_4003(daphne, unit_a, 
 
     # then the socket closes with 4003, as the re-validation would have closed it
     assert asyncio.run(scenario()) == ([], 4003)
+
+
+@pytest.mark.parametrize("change", ["moved", "deactivated"])
+def test_a_refreshed_socket_is_still_closed_4003_when_the_user_is_moved(spawn_daphne, unit_a, unit_b, change,
+                                                                        monkeypatch):
+    # given a Daphne that re-validates its users every second, and a socket that has refreshed its
+    # token on the open connection (the same user and unit: `refreshed`)
+    _, port = spawn_daphne(REALTIME_REVALIDATE_SECONDS="1")
+    user = unit_a.approver
+    # The service's own close (a USER_CLOSE pushed to the user's sockets once its change commits) is
+    # recorded, not sent: the close can then come only from the hub's periodic re-validation, the net
+    # under that push, which must still cover a connection whose credentials were swapped.
+    pushed = []
+    monkeypatch.setattr(services, "user_close_send", lambda user_id, code: pushed.append((str(user_id), code)))
+
+    async def scenario():
+        ws = await connect(port, token=str(_token(user, seconds=600)))
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "refresh", "token": str(_token(user, seconds=1200))}))
+        answer = await recv_until(ws, "refreshed")
+        # when the user is moved to another unit (or deactivated) by the service the admin site uses
+        if change == "moved":
+            await asyncio.to_thread(user_update_access, user=user, unit=unit_b.unit)
+        else:
+            await asyncio.to_thread(user_update_access, user=user, is_active=False)
+        return answer, await close_code(ws)
+
+    answer, (messages, code) = asyncio.run(scenario())
+
+    # then the refresh was taken, the service asked for the close (withheld here), and the hub's
+    # re-validation closed the refreshed socket with 4003 within its tick. (Were a refreshed
+    # connection lost to the re-validation, as a refresh that re-registered it under its new
+    # credentials and dropped it from the hub's users would be, no close came: close_code times out.)
+    assert answer["type"] == "refreshed"
+    assert pushed == [(str(user.id), 4003)]
+    assert (messages, code) == ([], 4003)
 
 
 def test_a_refresh_without_a_token_is_an_invalid_message_and_the_socket_stays_open(daphne, unit_a):
