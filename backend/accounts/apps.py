@@ -7,8 +7,13 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         from axes.signals import user_locked_out
+        from django.contrib.auth.signals import user_login_failed
+
+        from .signin import password_check_failed
 
         user_locked_out.connect(_locked_out, dispatch_uid="accounts.signin_locked_out")
+        # What the per-username sign-in rate counts: a password check that failed (signin.py).
+        user_login_failed.connect(password_check_failed, dispatch_uid="accounts.password_check_failed")
         from . import simplejwt_stamp
 
         simplejwt_stamp.install()

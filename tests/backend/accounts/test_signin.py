@@ -14,9 +14,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from backend.accounts.api import LoginAddressThrottle, LoginUsernameThrottle
 from backend.accounts.models import Role
 from backend.accounts.services import user_set_password, user_update_access
+from backend.accounts.signin import LoginAddressThrottle, LoginUsernameThrottle
 from backend.audit.models import AuditEntry
 from tests.support.db import run_concurrently
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory
@@ -181,3 +181,53 @@ def test_a_refresh_token_of_another_unit_is_refused_even_if_not_revoked():
     user.save(update_fields=["unit"])
     answer = refresh(token)
     assert (answer.status_code, answer.json()["code"]) == (401, "unit_changed")
+
+
+def test_a_sustained_username_flood_never_keeps_the_owner_out():
+    # given the owner, who signs in from his usual address (the office)
+    user = UserFactory(role=Role.APPROVER)
+    assert sign_in(user.username, address="10.0.9.1").status_code == 200
+
+    for round_ in range(2):  # a flood that goes on, and the owner who comes back in the middle of it
+        # when an outsider sends 60 wrong passwords, 20 from each of three addresses (under the
+        # per-address limit of 30 a minute), and the next round from three more
+        flood = [sign_in(user.username, "wrong", address=f"203.0.113.{10 * round_ + n}").status_code
+                 for n in range(3) for _ in range(20)]
+        # then the outsider gets nowhere: wrong (401), or refused (429: locked out, or slowed)
+        assert set(flood) <= {401, 429} and 429 in flood, flood
+        # and the owner, from his usual address, signs in: nobody else's failures slow him there
+        owner = sign_in(user.username, address="10.0.9.1")
+        assert owner.status_code == 200, owner.content
+
+
+def test_a_flood_from_one_address_never_slows_the_username_anywhere():
+    # given an outsider on one address: 10 failures lock that (username, address) pair; what it is
+    # refused afterwards (locked_out) is no password check and counts against nothing
+    user = UserFactory(role=Role.APPROVER)
+    codes = [sign_in(user.username, "wrong", address="203.0.113.66").status_code for _ in range(60)]
+    assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}
+    # (nor do spellings in other cases, from a second address: each is another, nonexistent account,
+    # with a lockout and a budget of its own)
+    for spelling in (user.username.upper(), user.username.title()):
+        assert {sign_in(spelling, "wrong", address="203.0.113.77").status_code for _ in range(12)} == {401, 429}
+
+    # when the owner signs in from an address he has never used, the right password works
+    assert sign_in(user.username, address="10.0.9.44").status_code == 200
+
+
+def test_a_guesser_spread_over_many_addresses_is_still_slowed(monkeypatch):
+    # given the per-username rate (20 failed checks a minute), a clock that does not tick, and a
+    # guesser who tries one password from each of many addresses
+    monkeypatch.setattr(LoginUsernameThrottle, "timer", lambda self: 1_000_000.0)
+    user = UserFactory(role=Role.APPROVER)
+    hashed = []
+    real_check = base_user.check_password
+    monkeypatch.setattr(base_user, "check_password", lambda *a, **k: hashed.append(1) or real_check(*a, **k))
+    codes = [sign_in(user.username, "wrong", address=f"198.51.100.{n}") for n in range(25)]
+
+    # then the 21st and later are refused before any password is hashed: 429 throttled
+    assert [c.status_code for c in codes] == [401] * 20 + [429] * 5
+    assert {c.json()["code"] for c in codes[20:]} == {"throttled"} and len(hashed) == 20
+    # and the right password from another new address is refused the same way: no oracle
+    right = sign_in(user.username, address="198.51.100.200")
+    assert (right.status_code, right.json()["code"]) == (429, "throttled") and len(hashed) == 20
