@@ -32,14 +32,6 @@ class UnitSerializer(serializers.ModelSerializer):
 # --- electronic signatures on decisions ------------------------------------------------------------
 
 
-class SignatureInputSerializer(serializers.Serializer):
-    """`signature` in a decision's body. The password is checked and forgotten: never stored,
-    logged, put in a job or a task message."""
-
-    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096, style={"input_type": "password"})
-    meaning = serializers.CharField(max_length=32, help_text="approved (approve), rejected (reject), returned (send back)")
-
-
 class SignatureThrottle(UserRateThrottle):
     """Signed decisions per user (`signature` rate): each one costs a password hash."""
 

@@ -9,8 +9,12 @@ class AccountsConfig(AppConfig):
         from axes.signals import user_locked_out
         from django.contrib.auth.signals import user_login_failed
 
-        from .signin import password_check_failed
+        from backend.audit.vocabulary import actions_register
 
+        from .signin import password_check_failed
+        from .vocabulary import ENTRY_WORDS
+
+        actions_register(ENTRY_WORDS)  # what the trail's `user` entries are called
         user_locked_out.connect(_locked_out, dispatch_uid="accounts.signin_locked_out")
         # What the per-username sign-in rate counts: a password check that failed (signin.py).
         user_login_failed.connect(password_check_failed, dispatch_uid="accounts.password_check_failed")
