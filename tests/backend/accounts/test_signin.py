@@ -4,7 +4,7 @@ change, a deactivation or a move, and access tokens that carry the user's curren
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from axes.models import AccessAttempt
@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from backend.accounts.models import Role
+from backend.accounts.models import Role, User
 from backend.accounts.services import user_set_password, user_update_access
 from backend.accounts.signin import LoginAddressThrottle, LoginUsernameThrottle
 from backend.audit.models import AuditEntry
@@ -57,7 +57,10 @@ def test_repeated_failures_lock_the_username_from_that_address_until_a_unit_admi
     assert 800 < int(locked["Retry-After"]) <= 900
     # and the lockout is in the trail of the user's unit, with the address it came from
     (entry,) = AuditEntry.objects.filter(record_id=user.id, action="signin_locked")
-    assert entry.entity == "user" and "10.0.1.9" in entry.reason and entry.changes == {"locked_out": [False, True]}
+    assert entry.entity == "user" and "10.0.1.9" in entry.reason and entry.changes["locked_out"] == [False, True]
+    # with when it lifts by itself (the cool-off after the last failure), which writes no entry of its own
+    until = datetime.fromisoformat(entry.changes["locked_until"][1])
+    assert timedelta(minutes=14) < until - entry.at <= timedelta(minutes=15)
     # and the unit admin sees it, and unlocks it (audited, with the admin as actor)
     listed = {row["username"]: row["locked_out"] for row in api(admin).get("/api/users/").json()}
     assert listed[user.username] is True
@@ -143,10 +146,12 @@ def test_a_refresh_token_used_twice_at_once_works_once():
 
 
 def test_a_refreshed_access_token_carries_the_users_current_role():
+    # (a role changed past the model, e.g. by SQL: a save would have revoked the token, as a role
+    # change does; the refresh still reads the role afresh)
     user = UserFactory(role=Role.REQUESTER)
     token = sign_in(user.username).json()["refresh"]
-    user.role = Role.APPROVER
-    user.save(update_fields=["role"])
+    User.objects.filter(id=user.id).update(role=Role.APPROVER)
+    user.refresh_from_db()
     access = AccessToken(refresh(token).json()["access"])
     assert (access["role"], access["unit_id"]) == (Role.APPROVER, str(user.unit_id))
 
@@ -174,11 +179,11 @@ def test_losing_access_revokes_the_refresh_tokens(change):
 
 
 def test_a_refresh_token_of_another_unit_is_refused_even_if_not_revoked():
-    # (a move saved without the service, e.g. by a script: the token's unit no longer matches)
+    # (a move made past the model, e.g. by SQL, so nothing revoked the token: its unit no longer
+    # matches; a save of the move, by any path, revokes it: test_access_changes.py)
     user = UserFactory()
     token = sign_in(user.username).json()["refresh"]
-    user.unit = UnitFactory()
-    user.save(update_fields=["unit"])
+    User.objects.filter(id=user.id).update(unit=UnitFactory())
     answer = refresh(token)
     assert (answer.status_code, answer.json()["code"]) == (401, "unit_changed")
 
