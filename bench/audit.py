@@ -68,8 +68,9 @@ def seed(count: int) -> dict:
     rng = random.Random(7)
     started = time.monotonic()
     units = [Unit.objects.create(code=code, name=code) for code in ("big", "small")]
-    people = [User.objects.create(username=f"big.person{i}", unit=units[0], role=Role.APPROVER) for i in range(10)]
-    admin = User.objects.create(username="big.admin", unit=units[0], role=Role.ADMIN)
+    # Straight into the table (no `created` entries: this trail's positions are the bench's own).
+    people = User.objects.bulk_create([User(username=f"big.person{i}", unit=units[0], role=Role.APPROVER) for i in range(10)])
+    (admin,) = User.objects.bulk_create([User(username="big.admin", unit=units[0], role=Role.ADMIN)])
     records = [uuid.uuid4() for _ in range(max(count // 20, 1))]
     watched = records[len(records) // 2]
     actions = [("withdrawal", "approved"), ("destruction", "rejected"), ("crate", "relocated"), ("crate", "withdrawn"),

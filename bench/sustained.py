@@ -205,7 +205,7 @@ def seed(args) -> dict:
     for i in range(args.clients):
         unit = units[i % len(units)]
         crate = crates[unit.id][i // len(units)]
-        user = User.objects.create(username=f"{unit.code}.bench{i}", unit=unit, role=Role.STORE, password="!")
+        (user,) = User.objects.bulk_create([User(username=f"{unit.code}.bench{i}", unit=unit, role=Role.STORE, password="!")])
         clients.append({
             "index": i, "unit": str(unit.id), "user": str(user.id), "crate": str(crate.id), "version": crate.version,
             "token": str(UnitTokenObtainPairSerializer.get_token(user).access_token),

@@ -6,9 +6,23 @@ from __future__ import annotations
 
 from django.views.generic import TemplateView
 
+from backend.audit.vocabulary import action_words
+from backend.records.actions import vocabulary
+
+
+def console_vocabulary() -> dict:
+    """What the console says of actions, from the server's own tables: every spelling of each
+    request action and signed act (backend/records/actions.py) and the word of every action the audit
+    trail can record (backend/audit/vocabulary.py). The page carries it as JSON (json_script: data,
+    not a script, so the CSP stands); the console's scripts have no table of their own."""
+    return {**vocabulary(), "entries": action_words()}
+
 
 class ConsoleView(TemplateView):
     template_name = "realtime/console.html"
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "vocabulary": console_vocabulary()}
 
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)

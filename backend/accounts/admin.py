@@ -5,7 +5,7 @@ from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreation
 from django.db import transaction
 
 from .models import Unit, User
-from .services import access_change, user_access_saved, user_create, user_set_password
+from .services import access_change, user_create_check, user_set_password
 
 REASON = forms.CharField(
     label="Reason for the change", max_length=2000, widget=forms.Textarea(attrs={"rows": 2}),
@@ -57,12 +57,9 @@ class UserAdmin(BaseUserAdmin):
 
     def save_model(self, request, obj, form, change):
         reason = form.cleaned_data.get("change_reason", "")
+        # Created, deactivated, moved or given another role here: the save audits it (once) with this
+        # admin and reason, and revokes, as every save of a user does (accounts.services).
         with transaction.atomic(), access_change(actor=request.user, reason=reason, creating=not change):
             if not change:
-                super().save_model(request, obj, form, change)
-                user_create(actor=request.user, user=obj, reason=reason)
-                return
-            before = User.objects.select_for_update().only("is_active", "unit_id", "role").get(pk=obj.pk)
+                user_create_check(obj)
             super().save_model(request, obj, form, change)
-            # Deactivated, moved or given another role here: the same audit and revocation as the service's.
-            user_access_saved(user=obj, was_active=before.is_active, was_unit_id=before.unit_id, was_role=before.role)

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import math
 
-from axes.handlers.proxy import AxesProxyHandler
-from axes.helpers import get_cool_off
-from axes.models import AccessAttempt
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
@@ -23,6 +19,7 @@ from .models import Role, Unit, User
 from .selectors import locked_out_usernames
 from .services import user_unlock
 from .signatures import signing_unlock
+from .signin import LoginAddressThrottle, SignInGuard
 from .tickets import ticket_issue
 
 
@@ -33,14 +30,6 @@ class UnitSerializer(serializers.ModelSerializer):
 
 
 # --- electronic signatures on decisions ------------------------------------------------------------
-
-
-class SignatureInputSerializer(serializers.Serializer):
-    """`signature` in a decision's body. The password is checked and forgotten: never stored,
-    logged, put in a job or a task message."""
-
-    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096, style={"input_type": "password"})
-    meaning = serializers.CharField(max_length=32, help_text="approved (approve), rejected (reject), returned (send back)")
 
 
 class SignatureThrottle(UserRateThrottle):
@@ -117,81 +106,76 @@ class WsTicketView(APIView):
 # --- sign-in -------------------------------------------------------------------------------------
 
 
-class LoginAddressThrottle(AnonRateThrottle):
-    """Sign-in attempts per client address (LOGIN_RATE_PER_ADDRESS)."""
-
-    scope = "login_address"
-
-
-class LoginUsernameThrottle(SimpleRateThrottle):
-    """Sign-in attempts per username, whatever the address (LOGIN_RATE_PER_USERNAME)."""
-
-    scope = "login_username"
-
-    def get_cache_key(self, request, view):
-        username = request.data.get("username") if isinstance(request.data, dict) else None
-        if not isinstance(username, str) or not username:
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": username.strip().lower()[:150]}
-
-
 class LockedOut(exceptions.Throttled):
     default_code = "locked_out"
     default_detail = "Too many failed sign-ins for this user; try again later or ask your unit admin."
 
 
-def _lockout_wait(username: str) -> int:
-    """Seconds until the lockout of `username` lifts (its last failure plus the cool-off)."""
-    last = AccessAttempt.objects.filter(username=username).order_by("-attempt_time").values_list("attempt_time", flat=True)
-    cool_off = get_cool_off()
-    if not last or cool_off is None:
-        return 60
-    return max(1, math.ceil((last[0] + cool_off - timezone.now()).total_seconds()))
-
-
 class SignInView(TokenObtainPairView):
-    """`POST /api/auth/token/`. Throttled per address and per username before any password is
-    hashed (each check costs the server a password hash); a username with
-    AXES_FAILURE_LIMIT failures within AXES_COOLOFF_TIME is locked out (429 `locked_out`,
-    Retry-After) until the cool-off ends or a unit admin unlocks it."""
+    """`POST /api/auth/token/`. Throttled per address, then refused while the (username, address)
+    pair is locked out (429 `locked_out`, Retry-After: AXES_FAILURE_LIMIT failures within
+    AXES_COOLOFF_TIME, until the cool-off ends or a unit admin unlocks it), then slowed per username
+    (429 `throttled`) unless the pair signed in before: all before any password is hashed (each
+    check costs the server a password hash). backend/accounts/signin.py has the rules."""
 
-    throttle_classes = [LoginAddressThrottle, LoginUsernameThrottle]
+    throttle_classes = [LoginAddressThrottle]
 
     @extend_schema(responses={429: OpenApiResponse(description="Throttled, or locked out after repeated failures")})
     def post(self, request, *args, **kwargs):
         username = request.data.get("username") if isinstance(request.data, dict) else None
-        if isinstance(username, str) and len(username) > User._meta.get_field("username").max_length:
+        if not isinstance(username, str) or not username:
+            return super().post(request, *args, **kwargs)  # the serializer's 400: no password is checked
+        if len(username) > User._meta.get_field("username").max_length:
             # No account has such a name, and the failed-attempt record could not store it (a 500).
             raise exceptions.ValidationError({"username": ["No account has a username this long."]})
-        if isinstance(username, str) and not AxesProxyHandler.is_allowed(request, {"username": username}):
-            raise LockedOut(wait=_lockout_wait(username))
-        return super().post(request, *args, **kwargs)
+        guard = SignInGuard(request, username, request.META.get("REMOTE_ADDR", ""))
+        refused = guard.refusal()
+        if refused is not None:
+            code, wait = refused
+            raise LockedOut(wait=wait) if code == "locked_out" else exceptions.Throttled(wait=wait)
+        succeeded = False
+        try:
+            response = super().post(request, *args, **kwargs)
+            succeeded = response.status_code == status.HTTP_200_OK
+            return response
+        finally:
+            guard.settle(succeeded=succeeded)
 
 
 def admin_login_guarded(login_view):
-    """The Django admin's sign-in behind the API's: the same per-address and per-username rates and
-    the same lockout, answered 429 with Retry-After before any password is hashed."""
+    """The Django admin's sign-in behind the API's guards: the same per-address rate, lockout and
+    per-username rate, answered 429 with Retry-After before any password is hashed."""
     from django.http import HttpResponse
 
     def guarded(request, *args, **kwargs):
-        if request.method == "POST":
-            username = request.POST.get("username") or ""
-            probe = _ThrottleProbe(request, {"username": username})
-            for throttle in (LoginAddressThrottle(), LoginUsernameThrottle()):
-                if not throttle.allow_request(probe, None):
-                    return _too_many(HttpResponse, throttle.wait())
-            if username and not AxesProxyHandler.is_allowed(request, {"username": username}):
-                return _too_many(HttpResponse, _lockout_wait(username))
-        return login_view(request, *args, **kwargs)
+        if request.method != "POST":
+            return login_view(request, *args, **kwargs)
+        username = request.POST.get("username") or ""
+        throttle = LoginAddressThrottle()
+        if not throttle.allow_request(_ThrottleProbe(request), None):
+            return _too_many(HttpResponse, throttle.wait())
+        if not username or len(username) > User._meta.get_field("username").max_length:
+            return login_view(request, *args, **kwargs)  # the form refuses it: no password is checked
+        guard = SignInGuard(request, username, request.META.get("REMOTE_ADDR", ""))
+        refused = guard.refusal()
+        if refused is not None:
+            return _too_many(HttpResponse, refused[1])
+        succeeded = False
+        try:
+            response = login_view(request, *args, **kwargs)
+            succeeded = bool(request.user.is_authenticated and request.user.get_username() == username)
+            return response
+        finally:
+            guard.settle(succeeded=succeeded)
 
     return guarded
 
 
 class _ThrottleProbe:
-    """What the DRF throttles read of a request (its address, user and body), for a plain Django view."""
+    """What the DRF throttles read of a request (its address and user), for a plain Django view."""
 
-    def __init__(self, request, data: dict):
-        self.META, self.headers, self.user, self.data = request.META, request.headers, request.user, data
+    def __init__(self, request):
+        self.META, self.headers, self.user = request.META, request.headers, request.user
 
 
 def _too_many(response_class, wait) -> object:

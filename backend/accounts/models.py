@@ -3,7 +3,7 @@ import zoneinfo
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 
 
 def validate_timezone(name: str) -> None:
@@ -68,7 +68,10 @@ class User(AbstractUser):
             fields = kwargs.get("update_fields")
             if fields is not None and "password" in fields and "password_epoch" not in fields:
                 kwargs["update_fields"] = [*fields, "password_epoch"]
-        super().save(*args, **kwargs)
+        # One transaction for the save and what its signals write: the audit entry of an access
+        # change and the revocation of a new password (accounts.services) commit with it or not at all.
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
 
     def clean(self) -> None:
         super().clean()

@@ -10,6 +10,14 @@ who made it, when and why) and revokes at once what it makes stale:
 - a role change (the next token carries the new role; the old ones are revoked);
 - a sign-in lockout (django-axes) and its lifting by a unit admin.
 
+Creation, (de/re)activation, a move and a role change are audited on every save of a user, whoever
+makes it (the admin site, a service, a shell, a script): `access_before_save` / `access_after_save`
+(pre_save / post_save of User, connected in apps.py) compare the access fields with the stored row
+and write the entry, with the actor and reason of the surrounding `access_change` (the system's,
+with no reason given, outside one). `User.save` runs in a transaction, so the change and its entry
+commit together. What sends no signal (a queryset `update()`, `bulk_create`, raw SQL, `loaddata`) is
+outside the model, like any SQL the database's owner runs.
+
 The realtime tier's periodic re-validation (realtime/hub.py) is the net under the socket closes.
 """
 
@@ -90,40 +98,76 @@ def user_revoke_all(user: User) -> None:
     transaction.on_commit(lambda: user_close_send(user.id, CLOSE_ACCESS_REVOKED))
 
 
-@transaction.atomic
-def user_create(*, actor: User | None, user: User, reason: str = "") -> User:
-    """A new account (already saved by its form or command): audited as `created`. One who signs
-    (SIGNING_ROLES) must have a printed name (refused, and the save rolled back, otherwise)."""
+def user_create_check(user: User) -> None:
+    """Before a new account is saved: one who signs (SIGNING_ROLES) must have a printed name. (Its
+    `created` entry is the save's: access_after_save.)"""
     if printed_name_missing(user.role, user.first_name, user.last_name):
         raise ValidationFailed(PRINTED_NAME_REQUIRED, code="printed_name_required")
-    access_audit(user=user, action="created", actor=actor, reason=reason or "account created", changes={
-        "role": [None, user.role], "unit": [None, user.unit.code if user.unit_id else None],
-        "is_active": [None, user.is_active],
-    })
-    return user
 
 
 @transaction.atomic
 def user_update_access(*, user: User, is_active: bool | None = None, unit: Unit | None = None,
-                       role: str | None = None) -> User:
-    """Activate/deactivate `user`, move them to `unit` or give them `role`: audited, and revoking."""
-    before = User.objects.select_for_update().only("id", "is_active", "unit_id", "role").get(id=user.id)
+                       role: str | None = None, actor: User | None = None, reason: str = "") -> User:
+    """Activate/deactivate `user`, move them to `unit` or give them `role`, as `actor` for `reason`
+    (the surrounding access_change's when not given): audited by the save, and revoking."""
     fields = []
-    if is_active is not None and is_active != before.is_active:
+    if is_active is not None and is_active != user.is_active:
         user.is_active = is_active
         fields.append("is_active")
-    if unit is not None and unit.id != before.unit_id:
+    if unit is not None and unit.id != user.unit_id:
         user.unit = unit
         fields.append("unit")
-    if role is not None and role != before.role:
+    if role is not None and role != user.role:
         if printed_name_missing(role, user.first_name, user.last_name):
             raise ValidationFailed(PRINTED_NAME_REQUIRED, code="printed_name_required")
         user.role = role
         fields.append("role")
     if fields:
-        user.save(update_fields=fields)
-        user_access_saved(user=user, was_active=before.is_active, was_unit_id=before.unit_id, was_role=before.role)
+        because = _because.get()
+        with access_change(actor=actor or because.actor, reason=reason or because.reason):
+            user.save(update_fields=fields)
     return user
+
+
+# The access fields of a user, by the names a save's `update_fields` may give them.
+_ACCESS_FIELDS = {"is_active": "is_active", "unit": "unit_id", "unit_id": "unit_id", "role": "role"}
+
+
+def access_before_save(sender, instance: User, raw: bool = False, update_fields=None, **kwargs) -> None:
+    """pre_save of User: the stored access fields this save may change (locked when in a
+    transaction, which User.save always opens), for access_after_save to compare."""
+    instance.__dict__.pop("_access_was", None)
+    if raw:
+        return
+    fields = set(_ACCESS_FIELDS.values()) if update_fields is None else {
+        _ACCESS_FIELDS[name] for name in update_fields if name in _ACCESS_FIELDS
+    }
+    if not fields or instance.pk is None:
+        return
+    rows = User.objects.filter(pk=instance.pk)
+    if transaction.get_connection().in_atomic_block:
+        rows = rows.select_for_update()
+    instance._access_was = (rows.values("is_active", "unit_id", "role").first(), fields)
+
+
+def access_after_save(sender, instance: User, created: bool, raw: bool = False, **kwargs) -> None:
+    """post_save of User: a new account is audited as `created` (its first password with it); a
+    change of is_active, unit or role as what it is, and revoking (user_access_saved)."""
+    was = instance.__dict__.pop("_access_was", None)
+    if raw:
+        return
+    if created:
+        instance._first_password = instance._password is not None  # part of the creation
+        access_audit(user=instance, action="created", reason=_because.get().reason or "account created", changes={
+            "role": [None, instance.role], "unit": [None, instance.unit.code if instance.unit_id else None],
+            "is_active": [None, instance.is_active],
+        })
+        return
+    if was is None or was[0] is None:
+        return
+    stored, fields = was
+    before = {name: stored[name] if name in fields else getattr(instance, name) for name in ("is_active", "unit_id", "role")}
+    user_access_saved(user=instance, was_active=before["is_active"], was_unit_id=before["unit_id"], was_role=before["role"])
 
 
 def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: str) -> bool:
@@ -159,8 +203,9 @@ def user_set_password(*, user: User, password: str, actor: User | None = None, r
 def password_changed(user: User) -> None:
     """Whatever path saved a new password: audited (unless the account is being created) and
     everything issued under the old one revoked."""
+    first = user.__dict__.pop("_first_password", False)
     with transaction.atomic():
-        if not _because.get().creating:
+        if not (first or _because.get().creating):
             access_audit(user=user, action="password_changed")
         user_revoke_all(user)
 
@@ -194,8 +239,14 @@ def user_unlock(*, user: User, actor: User | None = None, reason: str = "") -> i
 
 
 def signin_locked_out(*, username: str, address: str) -> None:
-    """django-axes locked `username` out from `address`: audited when the account exists."""
+    """django-axes locked `username` out from `address`: audited when the account exists, with the
+    moment the lock lifts by itself (its last failure, now, plus the cool-off). That lift writes no
+    entry of its own: docs/audit.md, "Access changes", says why."""
+    from axes.helpers import get_cool_off
+
     user = User.objects.filter(username=username).first()
     if user is not None:
+        cool_off = get_cool_off()
+        until = (timezone.now() + cool_off).isoformat(timespec="seconds") if cool_off else None
         access_audit(user=user, action="signin_locked", reason=f"too many failed sign-ins from {address}",
-                     changes={"locked_out": [False, True]})
+                     changes={"locked_out": [False, True], "locked_until": [None, until]})

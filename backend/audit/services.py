@@ -29,6 +29,7 @@ from .checkpoints import checkpoints_write
 from .context import Origin, current_origin
 from .export import entry_document
 from .models import AuditEntry, AuditPurge, Signature, SignedRecord
+from .vocabulary import action_known
 
 
 class Actor(Protocol):
@@ -80,6 +81,9 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("journal_write() must run inside the transaction that makes the change")
     changes, entries = list(changes), list(entries)
+    unknown = sorted({e.action for e in entries if not action_known(e.action)})
+    if unknown:  # every action in the trail has a word people read it by (backend/audit/vocabulary.py)
+        raise ValueError(f"audit actions not registered: {', '.join(map(repr, unknown))}")
     locked = units_lock([c.unit_id for c in changes] + [e.unit_id for e in entries])
     events = outbox_prepare(changes, locked)
     event_of = {id(change): event for change, event in zip(changes, events, strict=True)}

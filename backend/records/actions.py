@@ -28,6 +28,16 @@ class Action:
     def label(self) -> str:
         return self.name.replace("_", " ")
 
+    @property
+    def word(self) -> str:
+        """How its audit entry reads ("Sent back")."""
+        return self.notice[:1].upper() + self.notice[1:]
+
+    def spelled(self) -> dict[str, str | None]:
+        """Every spelling of it, as a client receives them (the console's page: realtime/views.py)."""
+        return {"name": self.name, "path": self.path, "label": self.label[:1].upper() + self.label[1:],
+                "past": self.past, "meaning": self.meaning, "notice": self.notice, "word": self.word}
+
 
 APPROVE = Action("approve", "approve", "approved", "approved", "approved")
 REJECT = Action("reject", "reject", "rejected", "rejected", "rejected")
@@ -47,6 +57,23 @@ SIGNED_ACTS: dict[str, Action] = {a.name: a for a in (HOLD, RELEASE, REVIEW)}
 MEANINGS: tuple[str, ...] = tuple(a.meaning for a in (*ACTIONS.values(), *SIGNED_ACTS.values()) if a.meaning)
 _SPELLINGS: dict[str, Action] = {**ACTIONS, **{a.path: a for a in ACTIONS.values()}}
 SPELLINGS: tuple[str, ...] = tuple(sorted(_SPELLINGS))
+
+
+# The word of every audit action the records write (backend/audit/vocabulary.py, registered when the
+# app is ready): the past tenses above, and the lifecycle's other entries.
+ENTRY_WORDS: dict[str, str] = {
+    **{a.past: a.word for a in (*ACTIONS.values(), *SIGNED_ACTS.values())},
+    "created": "Created", "updated": "Updated", "deleted": "Deleted", "relocated": "Relocated",
+    "withdrawn": "Withdrawn", "destroyed": "Destroyed", "transferred": "Transferred out", "received": "Received",
+    "placed": "Hold placed", "released": "Hold released", "printed": "Printed",
+    "signature_not_applied": "Signature not applied (the request changed, or was refused)",
+}
+
+
+def vocabulary() -> dict[str, dict[str, dict[str, str | None]]]:
+    """The request actions and the other signed acts, every spelling of each: what a client shows."""
+    return {"actions": {a.name: a.spelled() for a in ACTIONS.values()},
+            "acts": {a.name: a.spelled() for a in SIGNED_ACTS.values()}}
 
 
 def action_named(spelling: str) -> Action | None:

@@ -15,7 +15,7 @@ from rest_framework.decorators import action
 from rest_framework.filters import OrderingFilter
 from rest_framework.response import Response
 
-from backend.accounts.api import SignatureInputSerializer, signature_throttle
+from backend.accounts.api import signature_throttle
 from backend.audit.api import AuditEntrySerializer, SignatureRefSerializer, history_response, signature_ref
 from backend.audit.selectors import binding_matches, signatures_of
 from backend.common.api import MAX_VERSION, ListFiltersForListsOnly, expected_version
@@ -24,7 +24,15 @@ from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 
 from . import selectors, services
 from .actions import SEND_BACK
-from .api_common import ERROR_RESPONSES, INCLUDE_DELETED, DeleteSerializer, StaleDetails, delete_input, include_deleted
+from .api_common import (
+    ERROR_RESPONSES,
+    INCLUDE_DELETED,
+    DeleteSerializer,
+    SignatureInputSerializer,
+    StaleDetails,
+    delete_input,
+    include_deleted,
+)
 from .decisions import Decision, decide_one
 from .list_filters import RequestCrateNumberFilter, RequestSearchFilter
 from .models import (

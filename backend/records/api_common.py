@@ -12,9 +12,11 @@ from backend.audit.selectors import entries_since_version
 from backend.common.api import MAX_VERSION, expected_version
 from backend.common.errors import StaleVersion
 
+from .actions import ACTIONS, SIGNED_ACTS
+
 ERROR_RESPONSES = {
     400: OpenApiResponse(description="Invalid input: `{code, message, details}`"),
-    403: OpenApiResponse(description="Your role does not allow this, or `four_eyes`: you filed this request"),
+    403: OpenApiResponse(description="Your role does not allow this, or `four_eyes`: you filed or changed this request"),
     404: OpenApiResponse(description="No such object in your unit"),
     409: OpenApiResponse(
         description="Stale `version` (details: `current_version`, `current` state, `history` since your version) "
@@ -25,6 +27,16 @@ INCLUDE_DELETED = OpenApiParameter(
     "include_deleted", OpenApiTypes.BOOL, required=False,
     description="Unit admins: list (and fetch) deleted records too (they are kept, never erased)",
 )
+
+
+class SignatureInputSerializer(serializers.Serializer):
+    """`signature` in a decision's body. The password is checked and forgotten: never stored,
+    logged, put in a job or a task message."""
+
+    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096, style={"input_type": "password"})
+    meaning = serializers.CharField(max_length=32, help_text=", ".join(
+        f"{a.meaning} ({a.label})" for a in (*ACTIONS.values(), *SIGNED_ACTS.values()) if a.meaning
+    ))
 
 
 def include_deleted(request) -> bool:

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from backend.accounts.api import SignatureInputSerializer, signature_throttle
+from backend.accounts.api import signature_throttle
 from backend.common.api import MAX_VERSION
 from backend.common.errors import ValidationFailed
 from backend.jobs import registry
@@ -18,6 +18,7 @@ from backend.jobs.api import JobEnvelopeSerializer, job_accepted
 from backend.jobs.models import Job, JobStatus
 
 from .actions import SPELLINGS
+from .api_common import SignatureInputSerializer
 from .bulk_preview import bulk_preview, resolve_numbers
 from .decisions import Decision, decide_many
 from .lifecycle import REQUEST_KINDS

@@ -13,11 +13,12 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backend.accounts.api import SignatureInputSerializer, signature_throttle
+from backend.accounts.api import signature_throttle
 from backend.accounts.signatures import signature_sign
 from backend.audit.models import Signature
 
 from .actions import HOLD, RELEASE
+from .api_common import SignatureInputSerializer
 from .models import LegalHold
 from .selectors import holds_visible_to
 from .services.holds import ENTITY, hold_place, hold_precheck, hold_release, hold_release_check
@@ -43,12 +44,12 @@ class LegalHoldSerializer(serializers.ModelSerializer):
 class HoldInputSerializer(serializers.Serializer):
     crates = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=1000)
     reason = serializers.CharField(max_length=2000, allow_blank=True, help_text="Why: required, kept in the trail")
-    signature = SignatureInputSerializer(required=False, help_text="Your password and the meaning `hold`")
+    signature = SignatureInputSerializer(required=False, help_text=f"Your password and the meaning `{HOLD.meaning}`")
 
 
 class ReleaseInputSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000, allow_blank=True, help_text="Why: required, kept in the trail")
-    signature = SignatureInputSerializer(required=False, help_text="Your password and the meaning `released`")
+    signature = SignatureInputSerializer(required=False, help_text=f"Your password and the meaning `{RELEASE.meaning}`")
 
 
 def _sign(request, view, meaning: str, act: str, signature: dict) -> Signature:

@@ -13,12 +13,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from backend.accounts.api import SignatureInputSerializer, signature_throttle
+from backend.accounts.api import signature_throttle
 from backend.accounts.signatures import signature_sign
 from backend.audit.models import AuditReview
 from backend.audit.reviews import ENTITY, reviews_visible_to
 
 from .actions import REVIEW
+from .api_common import SignatureInputSerializer
 from .services.reviews import review_precheck, review_sign_off
 
 
@@ -40,7 +41,7 @@ class AuditReviewSerializer(serializers.ModelSerializer):
 class ReviewInputSerializer(serializers.Serializer):
     through = serializers.DateTimeField(help_text="Sign off the entries up to this moment (inclusive)")
     comment = serializers.CharField(max_length=4000, allow_blank=True, help_text="What was checked and found: required")
-    signature = SignatureInputSerializer(required=False, help_text="Your password and the meaning `reviewed`")
+    signature = SignatureInputSerializer(required=False, help_text=f"Your password and the meaning `{REVIEW.meaning}`")
 
 
 @extend_schema_view(create=extend_schema(request=ReviewInputSerializer, responses={

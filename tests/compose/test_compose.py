@@ -4,6 +4,7 @@ real in test_commands.py and test_nginx.py."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -11,6 +12,7 @@ import subprocess
 
 import pytest
 
+from backend.common.proxies import parse_networks
 from bench.processes import procfile_web_command
 from tests.support.deploy import (
     COMPOSE,
@@ -163,6 +165,32 @@ def test_web_runs_daphne_with_the_procfile_production_flags_on_all_interfaces():
     assert "tcp:port=8000:interface=0.0.0.0:backlog=4096" in web
     # Daphne never believes X-Forwarded-For itself: the web tier trusts nginx alone (TRUSTED_PROXIES)
     assert "--proxy-headers" not in web
+
+
+@pytest.mark.parametrize("network", [None, ("10.99.7.0/24", "10.99.7.33")], ids=["example", "another-subnet"])
+def test_the_app_trusts_exactly_nginxs_fixed_address(network, tmp_path):
+    # given compose/.env as the example has it, or with the subnet and nginx's address both changed
+    text = deployed_env_text()
+    if network is not None:
+        subnet, address = network
+        text = re.sub(r"(?m)^COMPOSE_SUBNET=.*$", f"COMPOSE_SUBNET={subnet}", text)
+        text = re.sub(r"(?m)^NGINX_ADDRESS=.*$", f"NGINX_ADDRESS={address}", text)
+    env_file = tmp_path / ".env"
+    env_file.write_text(text)
+
+    # when docker-compose renders the file
+    services = rendered_compose(env_file)["services"]
+    nginx_address = services["nginx"]["networks"]["default"]["ipv4_address"]
+    subnet = rendered_compose(env_file)["networks"]["default"]["ipam"]["config"][0]["subnet"]
+
+    # then every app service trusts nginx's fixed address, that one address alone, inside the subnet
+    assert ipaddress.ip_address(nginx_address) in ipaddress.ip_network(subnet)
+    for name in sorted(APP_SERVICES):
+        trusted = services[name]["environment"].get("TRUSTED_PROXIES")
+        assert trusted == nginx_address, (name, trusted, nginx_address)
+        assert parse_networks(trusted.split(",")) == (ipaddress.ip_network(f"{nginx_address}/32"),)
+    if network is not None:
+        assert nginx_address == network[1]
 
 
 def test_flower_is_served_under_its_prefix_with_basic_auth():

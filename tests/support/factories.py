@@ -49,6 +49,19 @@ class UserFactory(factory.django.DjangoModelFactory):
     last_name = factory.LazyAttributeSequence(lambda o, n: f"Tester{n}" if _signs(o) else "")
     password = factory.LazyFunction(lambda: make_password(PASSWORD))
 
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        """Straight into the table, like CrateFactory: the starting world, not an audited creation
+        (every save of a user writes its `created` entry; tests/backend/accounts/
+        test_access_changes.py makes accounts the ways production does). An existing username is
+        returned as it is (get-or-create)."""
+        existing = model_class.objects.filter(username=kwargs["username"]).first()
+        if existing is not None:
+            return existing
+        user = model_class(*args, **kwargs)
+        model_class.objects.bulk_create([user])
+        return user
+
 
 class CrateFactory(factory.django.DjangoModelFactory):
     """A crate straight in the table (no event): for setting the scene only."""

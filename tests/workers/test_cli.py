@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from backend.accounts.models import Role
-from backend.audit.models import Signature, SignedRecord
+from backend.audit.models import AuditEntry, Signature, SignedRecord
 from backend.records import services
 from backend.records.models import WithdrawalRequest
+from tests.support.auth import access_token
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
 from workers.cli import read_ids, split_versions
 
@@ -94,6 +95,42 @@ def test_decisions_are_signed_with_the_password_file_and_never_from_an_argument(
     assert set(SignedRecord.objects.filter(signature=signature).values_list("record_id", flat=True)) == {
         uuid.UUID(i) for i in ids
     }
+
+
+def test_send_back_is_signed_and_exits_0(daphne, worker, tmp_path):
+    # given two pending withdrawals, and an approver on the batch host
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    ids = [str(r.id) for r in pending_requests_fast("withdrawal", requester, 3)]
+    returned, kept = ids[:2], ids[2]
+
+    # when the CLI sends two back (the send-back spelling of the URL and the CLI), signing with the right password
+    result = run_cli(daphne, approver, "send-back", "--entity", "withdrawal", "--reason", "add the missing crate",
+                     stdin="\n".join(returned))
+
+    # then it exits 0, each is sent back, and one signature meaning "returned" covers both
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "succeeded: 2 succeeded" in result.stdout
+    assert set(WithdrawalRequest.objects.filter(id__in=returned).values_list("status", flat=True)) == {"sent_back"}
+    signature = Signature.objects.get(signer_id=approver.id)
+    assert (signature.meaning, signature.action) == ("returned", "send_back")
+    assert {str(r) for r in SignedRecord.objects.filter(signature=signature).values_list("record_id", flat=True)} == set(returned)
+    entries = AuditEntry.objects.filter(record_id__in=returned, action="sent_back")
+    assert entries.count() == 2 and {e.signature_id for e in entries} == {signature.id}
+
+    # when the third is sent back with a wrong signature password (signed in with a token, so the
+    # signature is the only check that fails)
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password\n")
+    refused = run_cli(daphne, approver, "send-back", "--entity", "withdrawal", "--reason", "again", stdin=kept,
+                      env={"RECORDS_PASSWORD": "", "RECORDS_TOKEN": access_token(approver), "RECORDS_PASSWORD_FILE": str(wrong)})
+
+    # then it exits non-zero, nothing is sent back, and the wrong password is counted and audited
+    assert refused.returncode == 1 and "signature_invalid" in refused.stderr, refused.stderr
+    assert WithdrawalRequest.objects.get(id=kept).status == "pending"
+    (failed,) = AuditEntry.objects.filter(entity="user", record_id=approver.id, action="signature_failed")
+    assert failed.actor_id == approver.id and "returned" in failed.reason
+    assert Signature.objects.filter(signer_id=approver.id).count() == 1
 
 
 def test_read_ids_accepts_lines_commas_and_comments():

@@ -91,11 +91,14 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 # username *from one address* lock that pair for AXES_COOLOFF_TIME, or until a unit admin unlocks it
 # (POST /api/users/{id}/unlock/). The pair, not the username alone: an outsider who knows a username
 # cannot lock its owner out from everywhere by failing on purpose. The username is slowed everywhere
-# instead (LOGIN_RATE_PER_USERNAME, whatever the address: at most a minute's wait), and each address
-# too (LOGIN_RATE_PER_ADDRESS). docs/security.md, "Sign-in", has the trade. A success resets the
-# count. Addresses come from REMOTE_ADDR only, which TrustedProxyMiddleware sets from
-# X-Forwarded-For only when a trusted proxy sent it.
+# instead (LOGIN_RATE_PER_USERNAME: failed password checks from addresses the username has not signed
+# in from within LOGIN_KNOWN_ADDRESS_DAYS; a locked pair's refusals count for nothing, and a known
+# pair is never slowed by others' failures), and each address too (LOGIN_RATE_PER_ADDRESS).
+# backend/accounts/signin.py has the order; docs/security.md, "Sign-in", the trade. Addresses come
+# from REMOTE_ADDR only, which TrustedProxyMiddleware sets from X-Forwarded-For only when a trusted
+# proxy sent it.
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_KNOWN_ADDRESS_DAYS = env.int("LOGIN_KNOWN_ADDRESS_DAYS", default=30)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True

@@ -28,23 +28,25 @@ const STATUS_LABEL = {
   reserved: 'Reserved', partly_failed: 'Partly failed',
 };
 const BADGE_TEXT = { [STATUS.LIVE]: 'Live', [STATUS.SYNCING]: 'Syncing', [STATUS.OFFLINE]: 'Offline' };
+// Every word for an action comes from the server, in the page (realtime/views.py renders it from
+// backend/records/actions.py and the audit trail's vocabulary): no table of the console's own.
+const VOCABULARY = JSON.parse(document.getElementById('vocabulary').textContent);
+const spelling = (field) => Object.fromEntries(
+  Object.values(VOCABULARY.actions).filter((a) => a[field]).map((a) => [a.name, a[field]]));
 // How the history panel words an audit entry's action ("Approved by …").
-const ACTION_WORDS = {
-  created: 'Created', updated: 'Updated', relocated: 'Relocated', deleted: 'Deleted', approved: 'Approved',
-  rejected: 'Rejected', sent_back: 'Sent back', resubmitted: 'Resubmitted', withdrawn: 'Withdrawn',
-  destroyed: 'Destroyed', transferred: 'Transferred out', received: 'Received',
-  signature_failed: 'Signature refused (wrong password)', signature_locked: 'Signing locked',
-  signature_unlocked: 'Signing unlocked',
-};
+const ENTRY_WORDS = VOCABULARY.entries;
 // What each decision means when signed (the server checks the same pairs; Part 11 §11.50).
-const MEANING = { approve: 'approved', reject: 'rejected', send_back: 'returned' };
+const MEANING = spelling('meaning');
+const ACTION_PATH = spelling('path');
+const ACTION_LABEL = spelling('label');
+const DONE_WORD = spelling('notice');
 const LOCKED_TEXT = 'signing is locked after too many wrong passwords. Ask a unit admin to unlock it.';
 const FIELD_LABEL = {
   crate_number: 'crate number', destruction_due: 'destruction due', destination_unit: 'destination unit',
 };
 // Why ids of a bulk job failed, as its summary counts them.
 const OUTCOME_LABEL = {
-  four_eyes: 'filed by you: four eyes', stale_version: 'changed since you saw them', not_found: 'not found',
+  four_eyes: 'filed or changed by you: four eyes', stale_version: 'changed since you saw them', not_found: 'not found',
   invalid_transition: 'no longer in a status that allows it', crate_unavailable: 'crates not available',
   permission_denied: 'not allowed for your role', reason_required: 'reason missing',
   duplicate: 'named twice', signature_invalid: 'signature not valid',
@@ -249,8 +251,14 @@ function errorCode(error) {
   return error instanceof ApiError && error.body ? error.body.code : undefined;
 }
 
+/** The server's four_eyes refusal, in the words of what the user did: filed it, or changed it since. */
+function fourEyesText(details = {}) {
+  const did = details && details.contributors === 'you changed it' ? 'changed' : 'filed';
+  return `you ${did} this request, so someone else must decide on it (four eyes).`;
+}
+
 function errorText(error) {
-  if (errorCode(error) === 'four_eyes') return 'you filed this request, so someone else must decide on it (four eyes).';
+  if (errorCode(error) === 'four_eyes') return fourEyesText(error.body.details);
   if (error instanceof ApiError) return error.message;
   return 'The server cannot be reached.';
 }
@@ -300,7 +308,7 @@ const changeText = ({ label, before, after }) => (before === null ? `${label}: $
 
 /** One entry as a sentence: "north.requester updated it: crates: A → A, B — reason given: forgot one". */
 function entrySentence(entry) {
-  const verb = (ACTION_WORDS[entry.action] || entry.action).toLowerCase();
+  const verb = (ENTRY_WORDS[entry.action] || entry.action).toLowerCase();
   let text = `${actorName(entry.actor)} ${verb} it`;
   const lines = changeLines(entry.changes, entry.action);
   if (lines.length) text += `: ${lines.map(changeText).join('; ')}`;
@@ -314,7 +322,7 @@ function jobRef(jobId) {
     'via job ', el('span', { class: 'mono' }, jobId.slice(0, 8)), mine ? ` (${mine.label})` : '');
 }
 
-const actionWords = (action) => ACTION_WORDS[action] || (action.charAt(0).toUpperCase() + action.slice(1)).replace(/_/g, ' ');
+const actionWords = (action) => ENTRY_WORDS[action] || (action.charAt(0).toUpperCase() + action.slice(1)).replace(/_/g, ' ');
 
 /** A signature as Part 11 §11.50 wants it shown: "Signed: approved by Ada Approver (north.approver), <time>". */
 function signatureLine(signature) {
@@ -328,7 +336,7 @@ function historyEntry(entry) {
   return el('li', { class: 'history-entry', testid: 'history-entry', 'data-action': entry.action },
     el('div', { class: 'history-head' },
       el('span', { class: 'history-what' },
-        el('strong', {}, ACTION_WORDS[entry.action] || entry.action), ' by ',
+        el('strong', {}, ENTRY_WORDS[entry.action] || entry.action), ' by ',
         el('span', { class: 'history-who', title: actor.full_name ? actor.username : null }, actorName(actor)),
         actor.role ? el('span', { class: 'muted' }, ` (${actor.role})`) : ''),
       timeEl(entry.at)),
@@ -744,21 +752,19 @@ function requestRow(row) {
   const actions = [];
   if (own && row.status === 'pending' && canDecide()) {
     // Four eyes: whoever filed a request never decides on it; the buttons say why they are off.
+    // (One who changed it is refused by the server, which says so: fourEyesText.)
     const mine = filedByMe(row);
     const off = busy || mine;
     const why = mine ? FOUR_EYES_TEXT : undefined;
-    actions.push(
-      actionButton('Approve', `approve-${row.id}`, off, () => decide(row, 'approve'), 'btn--approve', why),
-      actionButton('Reject', `reject-${row.id}`, off, () => decide(row, 'reject'), 'btn--danger', why),
-      actionButton('Send back', `send-back-${row.id}`, off, () => decide(row, 'send_back'), '', why),
-    );
+    actions.push(...Object.keys(MEANING).map((action) => actionButton(
+      ACTION_LABEL[action], `${ACTION_PATH[action]}-${row.id}`, off, () => decide(row, action), `btn--${action}`, why)));
     if (mine) actions.push(el('span', { class: 'sr-only', testid: `four-eyes-${row.id}` }, FOUR_EYES_TEXT));
   }
   if (own && row.status === 'sent_back' && canResubmit()) {
     // Edited first if it needs to be (what the send-back asked for), then resubmitted.
     actions.push(
       actionButton('Edit', `edit-${row.id}`, busy, () => forms.openRequest(row)),
-      actionButton('Resubmit', `resubmit-${row.id}`, busy, () => decide(row, 'resubmit')),
+      actionButton(ACTION_LABEL.resubmit, `${ACTION_PATH.resubmit}-${row.id}`, busy, () => decide(row, 'resubmit')),
     );
   }
   const kind = [KIND_LABEL[row.kind]];
@@ -824,9 +830,6 @@ function actionButton(label, testid, disabled, onclick, variant = '', title = un
 }
 
 // --- actions and jobs -------------------------------------------------------------------------------
-
-const ACTION_PATH = { approve: 'approve', reject: 'reject', send_back: 'send-back', resubmit: 'resubmit' };
-const ACTION_LABEL = { approve: 'Approve', reject: 'Reject', send_back: 'Send back', resubmit: 'Resubmit' };
 
 async function decide(row, action) {
   const label = `${ACTION_LABEL[action]} ${row.request_number}`;
@@ -963,7 +966,7 @@ function finishJob(id) {
   if (entry.job.status === 'failed') {
     const error = entry.job.error || {};
     if (error.code === 'stale_version' && entry.record) explainStaleJob(entry);
-    else if (error.code === 'four_eyes') toast(`${entry.label} failed: you filed this request, so someone else must decide on it (four eyes).`);
+    else if (error.code === 'four_eyes') toast(`${entry.label} failed: ${fourEyesText(error.details)}`);
     else toast(`${entry.label} failed: ${error.message || error.code || 'see the job for details'}`);
   }
   if (entry.bulk && (entry.job.progress || {}).failed) loadFailures(id);
@@ -1300,7 +1303,7 @@ function addToFeed(update) {
  *  WR-2026-0042: signed, meaning approved", on the feed line of that update. */
 function activitySentence(entry) {
   const who = (entry.actor && entry.actor.username) || 'system';
-  const what = (ACTION_WORDS[entry.action] || entry.action || '').toLowerCase();
+  const what = (ENTRY_WORDS[entry.action] || entry.action || '').toLowerCase();
   let text = `${who} ${what} ${entry.record_number || entry.record_id}`;
   if (entry.signature) text += `: signed, meaning ${entry.signature.meaning}`;
   if (entry.reason) text += ` — ${entry.reason}`;
@@ -1632,7 +1635,7 @@ function wire() {
 // What the bulk box (console/bulk.js) and the forms (console/forms.js) use of the console.
 const shared = {
   $, el, api, state, toast, errorText, errorCode, samePath, signDecision, trackJob, refresh, setActivity,
-  isOwn, filedByMe, outcomeText, renderTicks, MEANING, ACTION_LABEL, LOCKED_TEXT,
+  isOwn, filedByMe, outcomeText, renderTicks, MEANING, ACTION_LABEL, DONE_WORD, LOCKED_TEXT,
 };
 const bulk = createBulk(shared);
 const forms = createForms(shared);
@@ -1649,5 +1652,5 @@ async function boot() {
 }
 
 // records-qa.js (Print, Review, legal holds: issue 31) reads the console through this.
-window.recordsConsole = { api, authorized, state, toast, errorText, errorCode, refresh };
+window.recordsConsole = { api, authorized, state, toast, errorText, errorCode, refresh, vocabulary: VOCABULARY };
 boot();

@@ -16,6 +16,8 @@ window.recordsQaStats = stats;
 
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
 const rc = () => window.recordsConsole;
+// The meaning each signed act declares: the server's (the console's page carries its vocabulary).
+const meaningOf = (act) => rc().vocabulary.acts[act].meaning;
 const me = () => (rc() && rc().state.me) || null;
 const canHoldOrReview = () => Boolean(me()) && ['qa', 'admin'].includes(me().role);
 
@@ -230,7 +232,7 @@ function decorateAll() {
 
 async function placeHold(crate) {
   const hold = await signAct({
-    title: `Place ${crate.crate_number} on legal hold`, meaning: 'hold',
+    title: `Place ${crate.crate_number} on legal hold`, meaning: meaningOf('hold'),
     attempt: (signature, reason) => rc().api('/api/legal-holds/', { method: 'POST', body: { crates: [crate.id], reason, signature } }),
   });
   if (!hold) return;
@@ -242,7 +244,7 @@ async function placeHold(crate) {
 
 async function releaseHold(hold) {
   const released = await signAct({
-    title: `Release legal hold ${hold.hold_number}`, meaning: 'released',
+    title: `Release legal hold ${hold.hold_number}`, meaning: meaningOf('release'),
     attempt: (signature, reason) => rc().api(`/api/legal-holds/${hold.id}/release/`, { method: 'POST', body: { reason, signature } }),
   });
   if (!released) return;
@@ -328,7 +330,7 @@ async function signOff(event) {
   }
   if (!review.loadedAt) return;
   $('review-sign').disabled = true;
-  const signature = { password: password.value, meaning: 'reviewed' };
+  const signature = { password: password.value, meaning: meaningOf('review') };
   password.value = '';
   try {
     const done = await rc().api('/api/audit-reviews/', {
@@ -355,7 +357,7 @@ function topbarButtons() {
   const reviewButton = el('button', { type: 'button', class: 'btn btn--ghost btn--small', testid: 'open-review', hidden: true }, 'Review');
   const holdsButton = el('button', { type: 'button', class: 'btn btn--ghost btn--small', testid: 'open-holds', hidden: true }, 'Legal holds');
   reviewButton.addEventListener('click', () => {
-    $('review-manifest').textContent = `Signed by ${signerName()} — meaning: reviewed`;
+    $('review-manifest').textContent = `Signed by ${signerName()} — meaning: ${meaningOf('review')}`;
     $('review-panel').showModal();
     loadReview();
   });

@@ -121,7 +121,8 @@ def test_access_changes_in_the_admin_are_audited_with_who_and_why_and_revoke(adm
 
     assert answer.status_code == 302, answer.content[:500]
     entries = _entries(user, change)
-    assert entries and all((e.actor_id, e.reason) == (superuser.id, "CAPA-7") for e in entries)
+    assert len(entries) == (2 if change == "unit_changed" else 1)  # once (the admin's save, not twice)
+    assert all((e.actor_id, e.reason) == (superuser.id, "CAPA-7") for e in entries)
     if change == "unit_changed":  # both units' trails say it: the one left, the one joined
         assert {e.unit_id for e in entries} == {user.unit_id, elsewhere.id}
     _assert_revoked(refresh, ticket)
@@ -144,3 +145,74 @@ def test_an_account_made_in_the_admin_is_audited_as_created(admin_site, superuse
     assert (entry.actor_id, entry.reason, entry.unit_id) == (superuser.id, "hired", unit.id)
     assert entry.changes["role"] == [None, Role.APPROVER]
     assert not _entries(user, "password_changed")  # the first password is part of the creation
+
+
+def test_a_reactivation_in_the_admin_is_audited_once_with_who_and_why(admin_site, superuser):
+    user = UserFactory(role=Role.APPROVER, is_active=False)
+    data = {**_change_form(admin_site, user), "is_active": "on", "change_reason": "back from leave"}
+
+    answer = admin_site.post(f"/admin/accounts/user/{user.id}/change/", data)
+
+    assert answer.status_code == 302, answer.content[:500]
+    (entry,) = _entries(user, "reactivated")
+    assert (entry.actor_id, entry.reason, entry.changes) == (superuser.id, "back from leave", {"is_active": [False, True]})
+
+
+def _shell_change(user, change: str, elsewhere) -> None:
+    """What a shell, a script or a data migration does: set the field and save, no service, no form."""
+    if change == "deactivated":
+        user.is_active = False
+    elif change == "reactivated":
+        user.is_active = True
+    elif change == "role_changed":
+        user.role = Role.REQUESTER
+    else:
+        user.unit = elsewhere
+    user.save()
+
+
+@pytest.mark.parametrize("change", ["deactivated", "reactivated", "role_changed", "unit_changed"])
+def test_an_access_change_saved_from_a_shell_is_audited_once_as_the_system_and_revokes(change):
+    user = UserFactory(role=Role.APPROVER, is_active=change != "reactivated")
+    refresh, ticket = _signed_in(user) if change != "reactivated" else (None, None)
+    elsewhere = UnitFactory()
+
+    _shell_change(user, change, elsewhere)
+
+    entries = _entries(user, change)
+    assert len(entries) == (2 if change == "unit_changed" else 1)  # a move: the unit left, and the unit joined
+    assert all(e.actor_username == "system" and e.actor_id is None for e in entries)
+    changes = ("deactivated", "reactivated", "role_changed", "unit_changed")
+    assert sum(len(_entries(user, other)) for other in changes) == len(entries)  # and nothing else
+    if refresh:
+        _assert_revoked(refresh, ticket)
+
+
+def test_an_account_made_from_a_shell_is_audited_as_created_once():
+    unit = UnitFactory()
+    user = User.objects.create_user("shell.made", password=NEW_PASSWORD, unit=unit, role=Role.REQUESTER)
+    (entry,) = _entries(user, "created")
+    assert entry.actor_username == "system" and entry.changes["unit"] == [None, unit.code]
+    assert not _entries(user, "password_changed")  # the first password is part of the creation
+    # and a later new password on the same object is its own change
+    user.set_password("another-quite-new-password")
+    user.save()
+    assert len(_entries(user, "password_changed")) == 1
+
+
+def test_a_save_that_changes_no_access_writes_nothing():
+    user = UserFactory(role=Role.APPROVER)
+    user.first_name = "Renamed"
+    user.save()
+    user.save(update_fields=["last_login"])
+    assert not AuditEntry.objects.filter(entity="user", record_id=user.id).exists()
+
+
+def test_the_service_audits_once_with_its_actor_and_reason(superuser):
+    from backend.accounts.services import user_update_access
+
+    user = UserFactory(role=Role.APPROVER)
+    user_update_access(user=user, is_active=False, role=Role.REQUESTER, actor=superuser, reason="left the site")
+    for change in ("deactivated", "role_changed"):
+        (entry,) = _entries(user, change)
+        assert (entry.actor_id, entry.reason) == (superuser.id, "left the site")

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from backend.accounts.models import Role, User
-from backend.accounts.services import user_create, user_update_access
+from backend.accounts.services import user_create_check, user_update_access
 from backend.audit.models import AuditEntry, Signature
 from backend.common.errors import ValidationFailed
 from tests.support.factories import UnitFactory, UserFactory, make_request
@@ -26,10 +26,9 @@ def test_a_signing_account_without_a_printed_name_is_refused(role):
     with pytest.raises(ValidationError) as refused:
         nameless.full_clean()
     assert "first_name" in refused.value.message_dict
-    # and so does the service that records a new account
-    nameless.save()
+    # and so does the check the admin site runs before it saves a new account
     with pytest.raises(ValidationFailed) as refused_service:
-        user_create(actor=None, user=nameless, reason="new starter")
+        user_create_check(nameless)
     assert refused_service.value.code == "printed_name_required"
 
 

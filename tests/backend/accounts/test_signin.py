@@ -4,7 +4,7 @@ change, a deactivation or a move, and access tokens that carry the user's curren
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from axes.models import AccessAttempt
@@ -14,9 +14,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from backend.accounts.api import LoginAddressThrottle, LoginUsernameThrottle
-from backend.accounts.models import Role
+from backend.accounts.models import Role, User
 from backend.accounts.services import user_set_password, user_update_access
+from backend.accounts.signin import LoginAddressThrottle, LoginUsernameThrottle
 from backend.audit.models import AuditEntry
 from tests.support.db import run_concurrently
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory
@@ -57,7 +57,10 @@ def test_repeated_failures_lock_the_username_from_that_address_until_a_unit_admi
     assert 800 < int(locked["Retry-After"]) <= 900
     # and the lockout is in the trail of the user's unit, with the address it came from
     (entry,) = AuditEntry.objects.filter(record_id=user.id, action="signin_locked")
-    assert entry.entity == "user" and "10.0.1.9" in entry.reason and entry.changes == {"locked_out": [False, True]}
+    assert entry.entity == "user" and "10.0.1.9" in entry.reason and entry.changes["locked_out"] == [False, True]
+    # with when it lifts by itself (the cool-off after the last failure), which writes no entry of its own
+    until = datetime.fromisoformat(entry.changes["locked_until"][1])
+    assert timedelta(minutes=14) < until - entry.at <= timedelta(minutes=15)
     # and the unit admin sees it, and unlocks it (audited, with the admin as actor)
     listed = {row["username"]: row["locked_out"] for row in api(admin).get("/api/users/").json()}
     assert listed[user.username] is True
@@ -143,10 +146,12 @@ def test_a_refresh_token_used_twice_at_once_works_once():
 
 
 def test_a_refreshed_access_token_carries_the_users_current_role():
+    # (a role changed past the model, e.g. by SQL: a save would have revoked the token, as a role
+    # change does; the refresh still reads the role afresh)
     user = UserFactory(role=Role.REQUESTER)
     token = sign_in(user.username).json()["refresh"]
-    user.role = Role.APPROVER
-    user.save(update_fields=["role"])
+    User.objects.filter(id=user.id).update(role=Role.APPROVER)
+    user.refresh_from_db()
     access = AccessToken(refresh(token).json()["access"])
     assert (access["role"], access["unit_id"]) == (Role.APPROVER, str(user.unit_id))
 
@@ -174,10 +179,60 @@ def test_losing_access_revokes_the_refresh_tokens(change):
 
 
 def test_a_refresh_token_of_another_unit_is_refused_even_if_not_revoked():
-    # (a move saved without the service, e.g. by a script: the token's unit no longer matches)
+    # (a move made past the model, e.g. by SQL, so nothing revoked the token: its unit no longer
+    # matches; a save of the move, by any path, revokes it: test_access_changes.py)
     user = UserFactory()
     token = sign_in(user.username).json()["refresh"]
-    user.unit = UnitFactory()
-    user.save(update_fields=["unit"])
+    User.objects.filter(id=user.id).update(unit=UnitFactory())
     answer = refresh(token)
     assert (answer.status_code, answer.json()["code"]) == (401, "unit_changed")
+
+
+def test_a_sustained_username_flood_never_keeps_the_owner_out():
+    # given the owner, who signs in from his usual address (the office)
+    user = UserFactory(role=Role.APPROVER)
+    assert sign_in(user.username, address="10.0.9.1").status_code == 200
+
+    for round_ in range(2):  # a flood that goes on, and the owner who comes back in the middle of it
+        # when an outsider sends 60 wrong passwords, 20 from each of three addresses (under the
+        # per-address limit of 30 a minute), and the next round from three more
+        flood = [sign_in(user.username, "wrong", address=f"203.0.113.{10 * round_ + n}").status_code
+                 for n in range(3) for _ in range(20)]
+        # then the outsider gets nowhere: wrong (401), or refused (429: locked out, or slowed)
+        assert set(flood) <= {401, 429} and 429 in flood, flood
+        # and the owner, from his usual address, signs in: nobody else's failures slow him there
+        owner = sign_in(user.username, address="10.0.9.1")
+        assert owner.status_code == 200, owner.content
+
+
+def test_a_flood_from_one_address_never_slows_the_username_anywhere():
+    # given an outsider on one address: 10 failures lock that (username, address) pair; what it is
+    # refused afterwards (locked_out) is no password check and counts against nothing
+    user = UserFactory(role=Role.APPROVER)
+    codes = [sign_in(user.username, "wrong", address="203.0.113.66").status_code for _ in range(60)]
+    assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}
+    # (nor do spellings in other cases, from a second address: each is another, nonexistent account,
+    # with a lockout and a budget of its own)
+    for spelling in (user.username.upper(), user.username.title()):
+        assert {sign_in(spelling, "wrong", address="203.0.113.77").status_code for _ in range(12)} == {401, 429}
+
+    # when the owner signs in from an address he has never used, the right password works
+    assert sign_in(user.username, address="10.0.9.44").status_code == 200
+
+
+def test_a_guesser_spread_over_many_addresses_is_still_slowed(monkeypatch):
+    # given the per-username rate (20 failed checks a minute), a clock that does not tick, and a
+    # guesser who tries one password from each of many addresses
+    monkeypatch.setattr(LoginUsernameThrottle, "timer", lambda self: 1_000_000.0)
+    user = UserFactory(role=Role.APPROVER)
+    hashed = []
+    real_check = base_user.check_password
+    monkeypatch.setattr(base_user, "check_password", lambda *a, **k: hashed.append(1) or real_check(*a, **k))
+    codes = [sign_in(user.username, "wrong", address=f"198.51.100.{n}") for n in range(25)]
+
+    # then the 21st and later are refused before any password is hashed: 429 throttled
+    assert [c.status_code for c in codes] == [401] * 20 + [429] * 5
+    assert {c.json()["code"] for c in codes[20:]} == {"throttled"} and len(hashed) == 20
+    # and the right password from another new address is refused the same way: no oracle
+    right = sign_in(user.username, address="198.51.100.200")
+    assert (right.status_code, right.json()["code"]) == (429, "throttled") and len(hashed) == 20

@@ -207,7 +207,7 @@ def test_an_entry_is_reviewed_exactly_when_someone_else_signed_it_off(steps):
             actor = people[who] if who < 3 else None
             with transaction.atomic():
                 (entry,) = journal_write(actor=actor, entries=[Entry(
-                    unit_id=unit.id, entity="crate", record_id=unit.id, record_number="X", action="noted")])
+                    unit_id=unit.id, entity="crate", record_id=unit.id, record_number="X", action="updated")])
             actors[entry.position] = actor.id if actor else None
             continue
         reviewer = people[who]

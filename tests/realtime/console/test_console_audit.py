@@ -115,6 +115,27 @@ def test_the_decision_buttons_are_off_on_requests_the_user_filed(console_daphne,
     )
 
 
+def test_a_decision_on_a_request_the_user_changed_is_refused_in_those_words(console_daphne, consoles):
+    # given a requester's pending withdrawal that the unit admin edited (their buttons stay on: the
+    # console knows who filed a request, the server who changed it)
+    console_daphne.ensure_running()
+    unit = UnitFactory()
+    people = staff(unit, Role.REQUESTER, Role.ADMIN)
+    request = make_request("withdrawal", people[Role.REQUESTER])
+    services.request_update(entity="withdrawal", actor=people[Role.ADMIN], request_id=request.id, expected_version=1,
+                            reason="one more crate", change_reason="asked by phone")
+    page = consoles.open(console_daphne.port, people[Role.ADMIN].username)
+
+    # when the admin approves it
+    page.get_by_test_id(f"approve-{request.id}").click()
+    sign_in_dialog(page)
+
+    # then the server's four_eyes refusal says what the admin did: changed it, not filed it
+    expect(page.get_by_test_id("toasts")).to_contain_text(
+        f"Approve {request.request_number}: you changed this request, so someone else must decide on it (four eyes)."
+    )
+
+
 def test_a_stale_approval_says_who_changed_what_since_and_shows_the_request_as_it_is(console_daphne, consoles):
     # given an approver looking at a pending withdrawal (version 1)
     console_daphne.ensure_running()

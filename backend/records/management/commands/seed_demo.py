@@ -86,11 +86,16 @@ class Command(BaseCommand):
 
     def _user(self, username: str, unit: Unit, role: str, password: str, first_name: str = "") -> User:
         names = {"first_name": first_name or DEMO_FIRST_NAMES.get(role, "Demo"), "last_name": unit.code.title()}
-        user, created = User.objects.get_or_create(username=username, defaults={"unit": unit, "role": role, **names})
+        user = User.objects.filter(username=username).first()
+        if user is None:  # one save: the account and its first password (audited as `created`)
+            user = User(username=username, unit=unit, role=role, **names)
+            user.set_password(password)
+            user.save()
+            return user
         if not user.get_full_name().strip():  # a demo user seeded before printed names existed
             User.objects.filter(id=user.id).update(**names)
             user.first_name, user.last_name = names["first_name"], names["last_name"]
-        if created or not user.check_password(password):
+        if not user.check_password(password):
             user.set_password(password)
             user.save(update_fields=["password"])
         return user

@@ -126,10 +126,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * @description `POST /api/auth/token/`. Throttled per address and per username before any password is
-         *     hashed (each check costs the server a password hash); a username with
-         *     AXES_FAILURE_LIMIT failures within AXES_COOLOFF_TIME is locked out (429 `locked_out`,
-         *     Retry-After) until the cool-off ends or a unit admin unlocks it.
+         * @description `POST /api/auth/token/`. Throttled per address, then refused while the (username, address)
+         *     pair is locked out (429 `locked_out`, Retry-After: AXES_FAILURE_LIMIT failures within
+         *     AXES_COOLOFF_TIME, until the cool-off ends or a unit admin unlocks it), then slowed per username
+         *     (429 `throttled`) unless the pair signed in before: all before any password is hashed (each
+         *     check costs the server a password hash). backend/accounts/signin.py has the rules.
          */
         post: operations["auth_token_create"];
         delete?: never;
@@ -1754,7 +1755,7 @@ export interface components {
          */
         SignatureInputRequest: {
             password: string;
-            /** @description approved (approve), rejected (reject), returned (send back) */
+            /** @description approved (approve), rejected (reject), returned (send back), hold (hold), released (release), reviewed (review) */
             meaning: string;
         };
         SignatureRef: {
@@ -2488,7 +2489,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2582,7 +2583,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2640,7 +2641,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2703,7 +2704,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2821,7 +2822,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2973,7 +2974,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3067,7 +3068,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3125,7 +3126,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3188,7 +3189,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3251,7 +3252,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3369,7 +3370,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3472,7 +3473,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3535,7 +3536,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4161,7 +4162,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4255,7 +4256,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4313,7 +4314,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4376,7 +4377,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4439,7 +4440,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4557,7 +4558,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4660,7 +4661,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4723,7 +4724,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5033,7 +5034,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5127,7 +5128,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5185,7 +5186,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5248,7 +5249,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5311,7 +5312,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5429,7 +5430,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5532,7 +5533,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5595,7 +5596,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Your role does not allow this, or `four_eyes`: you filed this request */
+            /** @description Your role does not allow this, or `four_eyes`: you filed or changed this request */
             403: {
                 headers: {
                     [name: string]: unknown;

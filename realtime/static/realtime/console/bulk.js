@@ -7,7 +7,6 @@
 
 const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
 const RESULTS_SHOWN = 500; // a job of up to this many requests lists every one; a bigger one its failures
-const DONE_WORD = { approve: 'approved', reject: 'rejected', send_back: 'sent back', resubmit: 'resubmitted' };
 
 export function createBulk(c) {
   const { $, el, api } = c;
@@ -143,7 +142,7 @@ export function createBulk(c) {
       const check = await api('/api/bulk-actions/preview/', { method: 'POST', body: { entity, action, ...because, ...body } });
       const refused = check.items.filter((item) => !item.ok).map((item) => ({ ...item, ref: entryOf.get(item.ref) || item.ref }));
       if (refused.length) {
-        showError(`${refused.length} of ${check.items.length} cannot be ${DONE_WORD[action]}: remove them or correct them, then run again.`);
+        showError(`${refused.length} of ${check.items.length} cannot be ${c.DONE_WORD[action]}: remove them or correct them, then run again.`);
         showRefusals(refused);
         return;
       }
@@ -212,7 +211,7 @@ export function createBulk(c) {
       const number = names.get(row.target) || row.target;
       const text = row.status === 'failed'
         ? ` — failed: ${c.outcomeText(row.code)}${row.message ? ` (${row.message})` : ''}`
-        : ` — ${DONE_WORD[action] || 'done'}`;
+        : ` — ${c.DONE_WORD[action] || 'done'}`;
       return el('li', { class: `item item--${row.status}`, testid: `bulk-result-${number}`, 'data-status': row.status, 'data-code': row.code || '' },
         el('span', { class: 'mono' }, number), text);
     }));
