@@ -7,12 +7,15 @@ every REALTIME_REPORT_SECONDS and that expires five ticks after it stops. A conn
 slot with one Lua script that counts the user's members whose process is alive, prunes the others
 (a process that was killed: its members go with its heartbeat) and adds the new member only if the
 count is below the cap, so two tabs racing for the last slot cannot both get it. A closing
-connection removes its member. The per-tick cost is one key per process, whatever its number of
-connections.
+connection removes its member; one whose removal failed (the keys server slow or away at the
+close) is remembered and removed again at the next heartbeat, so a lost removal frees its slot one
+tick later, not when the set's key expires a day later. The per-tick cost is one key per process,
+whatever its number of connections.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -20,12 +23,19 @@ import uuid
 
 from django.conf import settings
 
+from backend.common.faults import afault_point
 from backend.common.redis import keys_client_async
+
+logger = logging.getLogger(__name__)
 
 USER_KEY = "ws:user:"
 PROCESS_KEY = "ws:proc:"
 # Members are kept a day at most even if every release were lost.
 USER_KEY_TTL = 86_400
+# Releases that failed, retried at each heartbeat: (user id, connection). Bounded: beyond it (the keys
+# server away through a storm of closes) the day-long TTL above is what frees them.
+MAX_UNRELEASED = 100_000
+_unreleased: set[tuple[str, str]] = set()
 
 _CLAIM = """
 local key, member, cap, prefix = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -62,6 +72,11 @@ async def heartbeat() -> None:
     global _last_heartbeat
     await keys_client_async().set(PROCESS_KEY + PROCESS, 1, ex=heartbeat_ttl())
     _last_heartbeat = time.monotonic()
+    if _unreleased:
+        try:
+            await release_pending()
+        except Exception:  # noqa: BLE001 - still remembered: the next heartbeat tries again
+            logger.warning("freeing %d connection slots failed", len(_unreleased), exc_info=True)
 
 
 async def claim(user_id: str, connection: str) -> bool:
@@ -76,7 +91,30 @@ async def claim(user_id: str, connection: str) -> bool:
 
 
 async def release(user_id: str, connection: str) -> None:
-    await keys_client_async().srem(USER_KEY + user_id, f"{PROCESS}|{connection}")
+    """Free the connection's slot; if that fails, it is retried at the next heartbeat (and raises)."""
+    try:
+        await afault_point("connections.release", user=user_id)
+        await keys_client_async().srem(USER_KEY + user_id, f"{PROCESS}|{connection}")
+    except BaseException:
+        if len(_unreleased) < MAX_UNRELEASED:
+            _unreleased.add((user_id, connection))
+        raise
+
+
+async def release_pending() -> int:
+    """Remove the members whose release failed, in one round trip; how many were removed."""
+    pending = list(_unreleased)
+    pipe = keys_client_async().pipeline(transaction=False)
+    for user_id, connection in pending:
+        pipe.srem(USER_KEY + user_id, f"{PROCESS}|{connection}")
+    await pipe.execute()
+    _unreleased.difference_update(pending)
+    return len(pending)
+
+
+def unreleased() -> int:
+    """How many failed releases wait for the next heartbeat (the hub reports it)."""
+    return len(_unreleased)
 
 
 async def count(user_id: str) -> int:

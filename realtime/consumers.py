@@ -250,5 +250,5 @@ class UpdatesConsumer(ClientMessages, Presence, Delivery, AsyncWebsocketConsumer
             slot, self.claimed = self.claimed, None
             try:
                 await connections.release(self.user_id, slot)
-            except Exception:  # noqa: BLE001 - the slot is pruned with its process's heartbeat anyway
-                logger.warning("releasing a connection slot failed", exc_info=True)
+            except Exception:  # noqa: BLE001 - retried at the next heartbeat (connections.release)
+                logger.warning("releasing a connection slot failed; retried at the next heartbeat", exc_info=True)

@@ -35,6 +35,7 @@ POINTS = {
     "hub.group_add": "a Daphne process is about to join a channel-layer group for a connection",
     "consumer.receive": "a WebSocket consumer is about to handle a client message",
     "credentials.refresh": "a WebSocket's new access token (`refresh`) is about to be checked",
+    "connections.release": "a closing WebSocket is about to free its slot of the user's connection cap",
 }
 
 

@@ -86,6 +86,37 @@ def test_the_slots_of_a_killed_daphne_are_freed_by_its_expired_heartbeat(spawn_d
     assert hello["type"] == "connection_established" and waited < 15
 
 
+def test_a_slot_whose_release_failed_at_the_close_is_freed_at_the_next_heartbeat(spawn_daphne, unit_a):
+    # given a Daphne allowing one connection per user, whose every release at a close fails (the keys
+    # server dropped the connection just then)
+    proc, port = spawn_daphne(WS_MAX_CONNECTIONS_PER_USER="1", FAULT_POINTS="connections.release=drop")
+    token = unit_a.token()
+
+    async def scenario():
+        ws = await connect(port, token=token)
+        await recv_json(ws)
+        # when the user closes their only socket and opens another
+        await ws.close()
+        deadline = time.monotonic() + 10
+        while True:
+            ws = await connect(port, token=token)
+            try:
+                hello = await recv_json(ws, 10)
+                break
+            except websockets.ConnectionClosed:
+                assert ws.close_code == 4029 and time.monotonic() < deadline, "the slot stayed taken"
+                await asyncio.sleep(0.2)
+        await ws.close()
+        return hello, 10 - (deadline - time.monotonic())
+
+    hello, waited = asyncio.run(scenario())
+    # then the failed release is retried at the next heartbeat (every second here): the slot is free
+    # again within a few ticks, not when the set's key expires a day later, while the process lives
+    proc.wait_for_output("releasing a connection slot failed; retried at the next heartbeat")
+    assert hello["type"] == "connection_established" and waited < 5
+    assert proc.alive
+
+
 def test_a_client_flooding_messages_is_rate_limited_and_stays_connected(spawn_daphne, unit_a):
     # given a Daphne allowing 10 messages a second in bursts of 20
     _, port = spawn_daphne(WS_CLIENT_MESSAGES_PER_SECOND="10", WS_CLIENT_MESSAGES_BURST="20")
