@@ -22,6 +22,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 PING = json.dumps({"type": "ping"})
 
 
+async def greeted_once_a_slot_frees(port: int, token: str, within: float, every: float) -> tuple[dict, float]:
+    """Connect until greeted, each refusal a 4029 (all the user's slots taken) and none after `within`
+    seconds: (the greeting, seconds waited)."""
+    started = time.monotonic()
+    while True:
+        ws = await connect(port, token=token)
+        try:
+            hello = await recv_json(ws, 10)
+            break
+        except websockets.ConnectionClosed:
+            assert ws.close_code == 4029 and time.monotonic() - started < within, "the slot stayed taken"
+            await asyncio.sleep(every)
+    await ws.close()
+    return hello, time.monotonic() - started
+
+
 def test_a_users_connections_are_capped_across_daphne_processes(spawn_daphne, unit_a):
     # given two Daphne processes and a cap of three connections per user
     first, port_a = spawn_daphne(WS_MAX_CONNECTIONS_PER_USER="3")
@@ -67,17 +83,7 @@ def test_the_slots_of_a_killed_daphne_are_freed_by_its_expired_heartbeat(spawn_d
         doomed.kill()
         doomed.popen.wait(10)
         # when the user reconnects to the surviving process (as clients do after a crash)
-        deadline = time.monotonic() + 30
-        while True:
-            ws = await connect(port_b, token=token)
-            try:
-                hello = await recv_json(ws, 10)
-                break
-            except websockets.ConnectionClosed:
-                assert ws.close_code == 4029 and time.monotonic() < deadline
-                await asyncio.sleep(0.5)
-        waited = 30 - (deadline - time.monotonic())
-        await ws.close()
+        hello, waited = await greeted_once_a_slot_frees(port_b, token, within=30, every=0.5)
         return refused_while_alive, hello, waited
 
     refused, hello, waited = asyncio.run(scenario())
@@ -97,17 +103,7 @@ def test_a_slot_whose_release_failed_at_the_close_is_freed_at_the_next_heartbeat
         await recv_json(ws)
         # when the user closes their only socket and opens another
         await ws.close()
-        deadline = time.monotonic() + 10
-        while True:
-            ws = await connect(port, token=token)
-            try:
-                hello = await recv_json(ws, 10)
-                break
-            except websockets.ConnectionClosed:
-                assert ws.close_code == 4029 and time.monotonic() < deadline, "the slot stayed taken"
-                await asyncio.sleep(0.2)
-        await ws.close()
-        return hello, 10 - (deadline - time.monotonic())
+        return await greeted_once_a_slot_frees(port, token, within=10, every=0.2)
 
     hello, waited = asyncio.run(scenario())
     # then the failed release is retried at the next heartbeat (every second here): the slot is free

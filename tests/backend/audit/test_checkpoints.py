@@ -35,6 +35,7 @@ from backend.audit.watch import verification_compute
 from backend.jobs.models import Job
 from backend.jobs.services import job_execute
 from backend.records import services
+from backend.records.models import WithdrawalRequest
 from backend.records.services.integrity import audit_chain_watch
 from tests.conftest import METRICS_TOKEN
 from tests.support.factories import UnitFactory, make_request, unit_staff
@@ -82,16 +83,21 @@ def test_a_checkpoint_signs_the_units_head_and_a_second_one_waits_for_the_head_t
     assert [doc["position"] for _, doc in read_copy(sink_file)] == [3, 4]
 
 
-def test_a_bulk_job_ends_with_a_checkpoint(unit, settings):
+def bulk_approval(unit) -> Job:
+    """A signed bulk approval of three withdrawal requests, queued (not yet run)."""
     approver, requester = unit.staff["approver"], unit.staff["requester"]
     requests = [make_request("withdrawal", requester) for _ in range(3)]
-    (before,) = checkpoints_write()
-    job = Job.objects.create(
+    return Job.objects.create(
         kind="bulk.withdrawal.approve", unit=unit, requested_by=approver, targets=[str(r.id) for r in requests],
         params={"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve")),
                 "versions": {str(r.id): r.version for r in requests}},  # (the versions the decider saw)
         progress={"total": 3, "done": 0, "failed": 0},
     )
+
+
+def test_a_bulk_job_ends_with_a_checkpoint(unit, settings):
+    job = bulk_approval(unit)
+    (before,) = checkpoints_write()
 
     finished = job_execute(job_id=str(job.id))
 
@@ -104,15 +110,8 @@ def test_a_bulk_job_ends_with_a_checkpoint(unit, settings):
 
 def test_a_bulk_job_whose_checkpoint_the_sink_refuses_keeps_its_work_and_logs_the_failure(
         unit, settings, sink_file, caplog):
-    approver, requester = unit.staff["approver"], unit.staff["requester"]
-    requests = [make_request("withdrawal", requester) for _ in range(3)]
+    job = bulk_approval(unit)
     (before,) = checkpoints_write()
-    job = Job.objects.create(
-        kind="bulk.withdrawal.approve", unit=unit, requested_by=approver, targets=[str(r.id) for r in requests],
-        params={"reason": "", "signature_id": str(sign(approver, "withdrawal", "approve")),
-                "versions": {str(r.id): r.version for r in requests}},
-        progress={"total": 3, "done": 0, "failed": 0},
-    )
     with socket.create_server(("127.0.0.1", 0)) as closed:  # the collector is down as the job ends
         port = closed.getsockname()[1]
     settings.AUDIT_CHECKPOINT_SINK = f"syslog+tcp://127.0.0.1:{port}"
@@ -122,7 +121,8 @@ def test_a_bulk_job_whose_checkpoint_the_sink_refuses_keeps_its_work_and_logs_th
 
     # the job's work stands: it succeeded and its decisions are in the trail ...
     assert (finished.status, finished.progress["done"], finished.progress["failed"]) == ("succeeded", 3, 0)
-    assert {type(r).objects.get(id=r.id).status for r in requests} == {"approved"}
+    assert set(WithdrawalRequest.objects.filter(id__in=job.targets).values_list("status", flat=True)) == {"approved"}
+    assert WithdrawalRequest.objects.filter(id__in=job.targets).count() == 3
     head = AuditEntry.objects.filter(unit=unit).order_by("-position").first()
     assert head.position >= before.position + 3
     # ... unsigned (no checkpoint in the database either), and the failure is logged with the job
