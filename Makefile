@@ -106,10 +106,11 @@ lock: venv
 
 # The realtime benchmark, then the audit trail's reads at AUDIT_BENCH_ENTRIES entries (seeding a
 # million takes several minutes; `make bench AUDIT_BENCH_ENTRIES=50000` for a quick look), then a
-# burst of 50 signatures against plain API reads (issue 30; its own database and a Redis server of
-# its own, SIGNING_REDIS_URL: databases 0-2 are flushed).
+# burst of 50 signatures against plain API reads (issue 30; its own database and a private
+# redis-server of its own; SIGNING_ARGS="--redis-url redis://127.0.0.1:6386" for a server you run,
+# whose databases 0-2 are flushed).
 AUDIT_BENCH_ENTRIES ?= 1000000
-SIGNING_REDIS_URL ?= redis://127.0.0.1:6386
+SIGNING_ARGS ?=
 # Then clients that come and go (issue 34, bench/soak.py): SOAK_ARGS (default 100,000 connect/close
 # cycles in rounds of 1,000) against one Daphne run as the Procfile's web line, on a private
 # redis-server of its own and records_bench_soak (dropped and created); --strict fails the make unless
@@ -123,7 +124,7 @@ TAIL_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/records_bench_tail
 bench: venv redis
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.audit --entries $(AUDIT_BENCH_ENTRIES)
-	$(BIN)/python -m bench.signing --redis-url $(SIGNING_REDIS_URL)
+	$(BIN)/python -m bench.signing $(SIGNING_ARGS)
 	$(BIN)/python -m bench.soak --strict $(SOAK_ARGS)
 	$(BIN)/python -m bench.tail --database-url sqlite:///$(CURDIR)/var/bench-tail.sqlite3 --database-url $(TAIL_POSTGRES_URL) $(TAIL_ARGS)
 

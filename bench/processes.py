@@ -3,6 +3,7 @@ test's own, on free ports, with their output kept under test-artifacts/logs/ for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -172,6 +173,21 @@ class RedisServer:
             pass  # the server closes our connection as it exits
         self.proc.popen.wait(10)
         self.proc.stop()
+
+
+@contextlib.contextmanager
+def own_redis(url: str | None):
+    """`url` when given (a server of the caller's own), else a private redis-server on a free port
+    for the block, stopped at its end: a benchmark flushes its Redis, and needs nobody to start one."""
+    if url:
+        yield url
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
 
 
 def start_relay(env: dict[str, str], name: str = "relay") -> LiveProcess:

@@ -3,8 +3,8 @@
     python -m bench.signing [--signers 50] [--readers 4] [--idle-seconds 8] [--workers 0,64]
 
 Starts one Daphne as the Procfile runs it (production's hashers: Argon2id, m=19 MiB, t=3, p=1) on
-its own PostgreSQL database records_bench_signing (dropped and created) and Redis server (default
-redis://127.0.0.1:6386, databases 0-2 flushed), with --signers approvers, each with a pending
+its own PostgreSQL database records_bench_signing (dropped and created) and Redis server (a private
+redis-server on a free port unless --redis-url names one: databases 0-2 flushed), with --signers approvers, each with a pending
 withdrawal request of their unit. For each value of --workers (PASSWORD_CHECK_WORKERS: 0 = the
 cores, the default; a large number = in effect no bound), a fresh Daphne is started and:
 
@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", default="0,64", help="PASSWORD_CHECK_WORKERS values to compare (0: the cores)")
     p.add_argument("--database-url", default=os.environ.get(
         "BENCH_SIGNING_DATABASE_URL", f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"))
-    p.add_argument("--redis-url", default=os.environ.get("BENCH_SIGNING_REDIS_URL", "redis://127.0.0.1:6386"))
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_SIGNING_REDIS_URL", ""),
+                   help="a Redis server of your own (databases 0-2 are flushed); default: a private redis-server")
     return p.parse_args(argv)
 
 
@@ -72,8 +73,9 @@ def seed(args) -> dict:
     for i in range(args.signers):
         unit = unit_list[i % units]
         # (straight into the table: the bench's starting world, not audited account creations)
+        # (a printed name: every signature manifests one, and a signer without one is refused)
         (user,) = User.objects.bulk_create([User(username=f"{unit.code}.signer{i}", unit=unit, role=Role.APPROVER,
-                                                 password=hashed)])
+                                                 password=hashed, first_name="Signer", last_name=str(i))])
         request = pending[unit.id][i // units]
         signers.append({"token": str(access_token_for(user)), "request": str(request.id), "version": request.version})
     reader = User.objects.filter(role=Role.STORE).first()
@@ -184,6 +186,13 @@ async def run_config(args, world, env, workers: int) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from bench.processes import own_redis
+
+    with own_redis(args.redis_url) as args.redis_url:
+        run_bench(args)
+
+
+def run_bench(args) -> None:
     from bench.sustained import bench_environment
 
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
@@ -213,6 +222,9 @@ def main(argv=None) -> None:
               f"ms (n={i['n']}), during the burst {d['p50']}/{d['p99']} ms (n={d['n']}); Daphne RSS +{run['rss_growth_mib']} "
               f"MiB (peak {run['rss_peak_mib']})")
     print(f"\nresults: {out.relative_to(ROOT)}")
+    refused = {code: n for run in results for code, n in run["signature_statuses"].items() if code != 202}
+    if refused:  # a burst of refusals measures the refusal, not the signing
+        sys.exit(f"bench signing: signatures answered {refused}, not 202: the numbers above are not signing's")
 
 
 def check_cpu_ms(parameters: str, checks: int = 20) -> dict:

@@ -463,16 +463,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    redis_server = None
-    if not args.redis_url:  # a private redis-server on a free port, stopped at the end
-        redis_server = processes.RedisServer()
-        redis_server.start()
-        args.redis_url = f"redis://127.0.0.1:{redis_server.port}"
-    try:
+    with processes.own_redis(args.redis_url) as args.redis_url:  # (a private one unless given)
         results, out, census_path = soak(args)
-    finally:
-        if redis_server is not None:
-            redis_server.stop()
     print_table(results)
     print(f"\n  results: {out.relative_to(ROOT)}  census lines: {census_path.relative_to(ROOT)}")
     if args.strict and not passed(results["summary"]):
