@@ -8,26 +8,23 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from axes.signals import user_locked_out
         from django.contrib.auth.signals import user_login_failed
+        from django.db.models.signals import post_save, pre_save
 
         from backend.audit.vocabulary import actions_register
 
+        from . import simplejwt_stamp
+        from .services import access_after_save, access_before_save
         from .signin import password_check_failed
         from .vocabulary import ENTRY_WORDS
 
         actions_register(ENTRY_WORDS)  # what the trail's `user` entries are called
         user_locked_out.connect(_locked_out, dispatch_uid="accounts.signin_locked_out")
         # Every save of a user that creates it or changes its access is audited (services.py).
-        from django.db.models.signals import post_save, pre_save
-
-        from .services import access_after_save, access_before_save
-
         user = self.get_model("User")
         pre_save.connect(access_before_save, sender=user, dispatch_uid="accounts.access_before_save")
         post_save.connect(access_after_save, sender=user, dispatch_uid="accounts.access_after_save")
         # What the per-username sign-in rate counts: a password check that failed (signin.py).
         user_login_failed.connect(password_check_failed, dispatch_uid="accounts.password_check_failed")
-        from . import simplejwt_stamp
-
         simplejwt_stamp.install()
         from . import schema  # noqa: F401 - registers the OpenAPI scheme of StampedJWTAuthentication
 
