@@ -112,13 +112,11 @@ def a_row_in_every_audit_table(unit, staff, entries) -> None:
 
 
 @pytest.mark.parametrize("table", audit_db.ALL_TABLES)
-def test_insert_or_replace_is_refused_on_every_audit_table(trail, table):
-    # SQLite's INSERT OR REPLACE deletes the row it conflicts with without running its DELETE
-    # trigger: refused before the conflict, on the primary key and on every other unique key (a
-    # new id in the same place: an entry's unit and position, a signature's record)
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite's INSERT OR REPLACE; PostgreSQL's upsert is an UPDATE, which the append-only trigger "
-                    "refuses (test_tamper.py::test_insert_or_replace_over_an_entry)")
+def test_an_upsert_is_refused_on_every_audit_table(trail, table):
+    # an upsert rewrites the row it conflicts with: SQLite's INSERT OR REPLACE deletes it without
+    # running its DELETE trigger, PostgreSQL's INSERT ... ON CONFLICT DO UPDATE updates it in place.
+    # Both are refused, on the primary key and on every other unique key (a new id in the same
+    # place: an entry's unit and position, a signature's record)
     unit, staff, entries = trail
     a_row_in_every_audit_table(unit, staff, entries)
     (model,) = [m for m in apps.get_app_config("audit").get_models() if m._meta.db_table == table]
@@ -134,9 +132,13 @@ def test_insert_or_replace_is_refused_on_every_audit_table(trail, table):
         changed = next(f.column for f in fields if isinstance(f, CharField | TextField) and f.column not in key)
         select = ", ".join("%s" if c == "id" and key != ("id",) else "'overwritten'" if c == changed else c
                            for c in columns)
-        params = [] if key == ("id",) else [uuid.uuid4().hex]
-        message = refused(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) SELECT {select} FROM {table} "
-                          "WHERE id = %s", *params, pk(row))
+        params = [] if key == ("id",) else [uuid.uuid4().hex if connection.vendor == "sqlite" else uuid.uuid4()]
+        if connection.vendor == "sqlite":
+            sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) SELECT {select} FROM {table} WHERE id = %s"
+        else:
+            sql = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select} FROM {table} WHERE id = %s "
+                   f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {changed} = EXCLUDED.{changed}")
+        message = refused(sql, *params, pk(row))
         assert "append-only" in message and table in message, (key, message)
 
     assert list(model.objects.order_by("pk").values()) == before
