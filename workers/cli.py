@@ -3,8 +3,9 @@
     RECORDS_URL=https://records.example.com RECORDS_USERNAME=north.approver RECORDS_PASSWORD=... \\
         python -m workers.cli approve --entity withdrawal --ids-file ids.txt
 
-Reads ids (one per line, `#` comments allowed; `ID@VERSION` binds a decision to the version the
-decider saw) from --ids-file or stdin, authenticates against the
+Reads requests (one per line, `#` comments allowed) from --ids-file or stdin: ids or request numbers
+as people see them (`WR-2026-0042`); `ID@VERSION` or `NUMBER@VERSION` binds a decision to the version
+the decider saw. Authenticates against the
 REST API (RECORDS_TOKEN, or RECORDS_USERNAME + RECORDS_PASSWORD or RECORDS_PASSWORD_FILE), submits POST /api/bulk-actions/,
 shows a progress bar until the job ends (unless --no-wait) and prints a summary.
 
@@ -24,8 +25,10 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import httpx
 from tqdm import tqdm
@@ -44,37 +47,92 @@ def read_ids(lines: Iterable[str]) -> list[str]:
     return ids
 
 
-def split_versions(tokens: list[str]) -> tuple[list[str], list[dict]]:
-    """`ID` or `ID@VERSION` tokens -> (ids, items). An item carries the version the decider saw, so a
-    request changed since (edited, resubmitted) gets a `stale_version` outcome instead of a decision
-    on what nobody reviewed. Raises ValueError naming the first malformed token."""
-    ids, items = [], []
+@dataclass
+class Targets:
+    """What the input names: ids, request numbers, and those of either with the version the decider saw."""
+
+    ids: list[str] = field(default_factory=list)
+    numbers: list[str] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)  # {"id", "version"}
+    numbered: dict[str, int] = field(default_factory=dict)  # NUMBER@VERSION: number -> version, resolved later
+
+    def __len__(self) -> int:
+        return len(self.ids) + len(self.numbers) + len(self.items) + len(self.numbered)
+
+
+def _is_id(ref: str) -> bool:
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_targets(tokens: list[str]) -> Targets:
+    """`ID`, `NUMBER`, `ID@VERSION` or `NUMBER@VERSION` tokens -> Targets. Anything not an id is a
+    request number (the server refuses the whole action if one names nothing: `unknown_numbers`). A
+    version makes a request changed since (edited, resubmitted) a `stale_version` outcome instead of
+    a decision on what nobody reviewed. Raises ValueError naming the first malformed token."""
+    targets = Targets()
     for token in tokens:
         if "@" not in token:
-            ids.append(token)
+            (targets.ids if _is_id(token) else targets.numbers).append(token)
             continue
         target, _, version = token.partition("@")
         if not target or not version.isdigit() or int(version) < 1:
-            raise ValueError(f"{token!r}: expected ID or ID@VERSION (a version from 1)")
-        items.append({"id": target, "version": int(version)})
-    return ids, items
+            raise ValueError(f"{token!r}: expected ID, NUMBER, ID@VERSION or NUMBER@VERSION (a version from 1)")
+        if _is_id(target):
+            targets.items.append({"id": target, "version": int(version)})
+        elif targets.numbered.setdefault(target, int(version)) != int(version):
+            raise ValueError(f"{token!r}: {target} is named with two versions")
+    return targets
 
 
-def bulk_body(action: str, entity: str, tokens: list[str], reason: str, password: Callable[[], str | None]) -> dict:
-    """The POST /api/bulk-actions/ body for `tokens` (ID or ID@VERSION). A decision is signed with
-    `password()` and the meaning the records' vocabulary fixes for the action. Raises ValueError
-    naming what stops it (a malformed token, a decision without a password) before anything is sent."""
-    ids, items = split_versions(tokens)
-    body = {"entity": entity, "action": action, "ids": ids, "reason": reason}
-    if items:
-        body["items"] = items
-    meaning = action_named(action).meaning  # the server refuses any other meaning
-    if meaning:
-        secret = password()
-        if not secret:
-            raise ValueError(f"{action} is a signed decision: set RECORDS_PASSWORD_FILE (or RECORDS_PASSWORD) to sign it")
-        body["signature"] = {"password": secret, "meaning": meaning}
+def resolve_numbered(client: httpx.Client, action: str, entity: str, reason: str, targets: Targets) -> None:
+    """Turns NUMBER@VERSION into {id, version} items through POST /api/bulk-actions/preview/ (which
+    reads only and asks for no password): the API pins versions by id. Raises ValueError naming the
+    numbers that name no request of the caller's unit, so nothing is signed for a typo."""
+    if not targets.numbered:
+        return
+    answer = client.post("/api/bulk-actions/preview/", json={
+        "entity": entity, "action": action, "numbers": list(targets.numbered), "reason": reason,
+    })
+    if answer.status_code != 200:
+        raise ValueError(f"the request numbers could not be looked up ({answer.status_code}): {answer.text[:300]}")
+    found = {item["ref"]: item["id"] for item in answer.json()["items"] if item["id"]}
+    unknown = [number for number in targets.numbered if number not in found]
+    if unknown:
+        raise ValueError(f"no {entity} request of your unit has the number {', '.join(unknown)}")
+    targets.items += [{"id": found[number], "version": version} for number, version in targets.numbered.items()]
+    targets.numbered = {}
+
+
+def bulk_body(action: str, entity: str, targets: Targets, reason: str, password: Callable[[], str | None]) -> dict:
+    """The POST /api/bulk-actions/ body for `targets` (numbers with versions already resolved), signed
+    when the action is a decision (signature_for)."""
+    assert not targets.numbered, "resolve_numbered first"
+    body = {"entity": entity, "action": action, "ids": targets.ids, "reason": reason}
+    if targets.numbers:
+        body["numbers"] = targets.numbers
+    if targets.items:
+        body["items"] = targets.items
+    signature = signature_for(action, password)
+    if signature:
+        body["signature"] = signature
     return body
+
+
+def signature_for(action: str, password: Callable[[], str | None]) -> dict | None:
+    """The signature a decision carries (`password()` and the meaning the records' vocabulary fixes
+    for the action: the server refuses any other); None for an action that is not signed. Raises
+    ValueError when a decision has no password to sign with."""
+    meaning = action_named(action).meaning
+    if not meaning:
+        return None
+    secret = password()
+    if not secret:
+        raise ValueError(f"{action} is a signed decision: set RECORDS_PASSWORD_FILE (or RECORDS_PASSWORD) to sign it")
+    return {"password": secret, "meaning": meaning}
 
 
 def _password() -> str | None:
@@ -143,14 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         print("no ids given", file=sys.stderr)
         return EXIT_ERROR
     try:
-        body = bulk_body(args.action, args.entity, tokens, args.reason, _password)
+        targets = parse_targets(tokens)
+        signature_for(args.action, _password)  # a decision without a password stops here, before any request
     except ValueError as exc:
         print(f"nothing sent: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    if "signature" in body and not args.quiet:
-        print(f"signing {len(tokens)} {args.entity} requests: {body['signature']['meaning']}", file=sys.stderr)
     with httpx.Client(base_url=args.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {_token(client)}"
+        try:
+            resolve_numbered(client, args.action, args.entity, args.reason, targets)
+            body = bulk_body(args.action, args.entity, targets, args.reason, _password)
+        except ValueError as exc:
+            print(f"nothing signed: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if "signature" in body and not args.quiet:
+            print(f"signing {len(targets)} {args.entity} requests: {body['signature']['meaning']}", file=sys.stderr)
         answer = client.post("/api/bulk-actions/", json=body)
         if answer.status_code != 202:
             print(f"bulk action refused ({answer.status_code}): {answer.text[:500]}", file=sys.stderr)

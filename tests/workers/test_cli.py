@@ -15,7 +15,7 @@ from backend.records import services
 from backend.records.models import WithdrawalRequest
 from tests.support.auth import access_token
 from tests.support.factories import PASSWORD, UnitFactory, UserFactory, pending_requests_fast
-from workers.cli import read_ids, split_versions
+from workers.cli import Targets, parse_targets, read_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -163,7 +163,52 @@ def test_a_malformed_version_sends_nothing(token):
     assert result.returncode == 1 and "nothing sent" in result.stderr and "ID@VERSION" in result.stderr
 
 
-def test_split_versions_keeps_plain_ids_and_reads_versions():
-    assert split_versions(["a", "b@2", "c@10"]) == (["a"], [{"id": "b", "version": 2}, {"id": "c", "version": 10}])
+def test_parse_targets_tells_ids_from_numbers_and_reads_versions():
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    assert parse_targets([a, "WR-2026-0042", f"{b}@2", f"{c}@10", "wr-2026-0043@3", "WR-2026-0042@3"]) == Targets(
+        ids=[a], numbers=["WR-2026-0042"], items=[{"id": b, "version": 2}, {"id": c, "version": 10}],
+        numbered={"wr-2026-0043": 3, "WR-2026-0042": 3},
+    )
     with pytest.raises(ValueError, match="'b@two'"):
-        split_versions(["a", "b@two"])
+        parse_targets([a, "b@two"])
+    with pytest.raises(ValueError, match="two versions"):
+        parse_targets(["WR-2026-0042@1", "WR-2026-0042@2"])
+
+
+def test_request_numbers_and_number_at_version_are_decided_as_named(daphne, worker):
+    # given three pending requests known by their numbers (as a report exports them), one edited
+    # since the export
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    plain, kept, edited = pending_requests_fast("withdrawal", requester, 3)
+    services.request_update(entity="withdrawal", actor=requester, request_id=edited.id, expected_version=1,
+                            reason="more crates", change_reason="scope grew")
+
+    # when the batch host approves them by number, two with the version exported (any case)
+    stdin = f"{plain.request_number}\n{kept.request_number.lower()}@1\n{edited.request_number}@1"
+    result = run_cli(daphne, approver, "approve", "--entity", "withdrawal", stdin=stdin)
+
+    # then the plain and the unchanged are approved, the edited one is stale, not approved unseen
+    assert result.returncode == 2, result.stderr
+    assert "succeeded: 2 succeeded, 1 stale_version" in result.stdout
+    assert f"  {edited.id}: stale_version:" in result.stdout
+    statuses = dict(WithdrawalRequest.objects.filter(unit=unit).values_list("id", "status"))
+    assert statuses == {plain.id: "approved", kept.id: "approved", edited.id: "pending"}
+
+
+@pytest.mark.parametrize("typo", ["WR-2026-9999", "WR-2026-9999@1"])
+def test_a_number_that_names_nothing_signs_nothing(daphne, worker, typo):
+    # given a pending request and an approver whose input has a typo in one number
+    unit = UnitFactory()
+    requester, approver = UserFactory(unit=unit, role=Role.REQUESTER), UserFactory(unit=unit, role=Role.APPROVER)
+    (request,) = pending_requests_fast("withdrawal", requester, 1)
+
+    # when the batch host runs the approval
+    result = run_cli(daphne, approver, "approve", "--entity", "withdrawal", stdin=f"{request.request_number}\n{typo}")
+
+    # then the whole action is refused before a signature: nothing decided, no signature, no failure counted
+    assert result.returncode == 1 and "WR-2026-9999" in result.stderr, result.stderr
+    request.refresh_from_db()
+    assert request.status == "pending"
+    assert not Signature.objects.filter(signer_id=approver.id).exists()
+    assert not AuditEntry.objects.filter(action="signature_failed", actor_id=approver.id).exists()

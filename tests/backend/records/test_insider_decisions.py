@@ -7,6 +7,8 @@ while the job waits, or use another spelling of an action to skip the signature 
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +22,7 @@ from backend.records.lifecycle import request_kind
 from backend.records.models import Crate, CrateStatus, RequestStatus
 from tests.support.factories import PASSWORD, CrateFactory, UnitFactory, UserFactory, make_request, unit_staff
 from tests.support.signing import signed
-from workers.cli import bulk_body
+from workers.cli import bulk_body, parse_targets
 
 pytestmark = pytest.mark.django_db
 KINDS = {"withdrawal": "withdrawal-requests", "destruction": "destruction-requests"}
@@ -78,7 +80,7 @@ def test_a_signature_never_lands_on_crates_swapped_in_while_the_job_waits(api, e
     else:
         body = (
             signed("approve", {"entity": "withdrawal", "action": "approve", "ids": [str(request.id)]})
-            if path == "bulk-ids" else bulk_body("approve", "withdrawal", [str(request.id)], "", lambda: PASSWORD)
+            if path == "bulk-ids" else bulk_body("approve", "withdrawal", parse_targets([str(request.id)]), "", lambda: PASSWORD)
         )
         answer = client.post("/api/bulk-actions/", body, format="json")
     assert answer.status_code == 202, answer.content
@@ -143,11 +145,11 @@ def test_every_spelling_of_send_back_checks_counts_and_audits_the_signature(api,
 
 
 def test_the_cli_body_for_send_back_is_signed_with_the_vocabularys_meaning():
-    body = bulk_body("send-back", "withdrawal", ["a", "b@2"], "why", lambda: "pw")
+    body = bulk_body("send-back", "withdrawal", parse_targets(["WR-2026-0001", f"{uuid.uuid4()}@2"]), "why", lambda: "pw")
     assert body["signature"] == {"password": "pw", "meaning": "returned"}
     with pytest.raises(ValueError, match="signed decision"):
-        bulk_body("approve", "withdrawal", ["a"], "", lambda: None)
-    assert "signature" not in bulk_body("resubmit", "withdrawal", ["a"], "", lambda: None)
+        bulk_body("approve", "withdrawal", parse_targets(["WR-2026-0001"]), "", lambda: None)
+    assert "signature" not in bulk_body("resubmit", "withdrawal", parse_targets(["WR-2026-0001"]), "", lambda: None)
 
 
 # --- the generated campaign ----------------------------------------------------------------------
@@ -205,7 +207,7 @@ def test_campaign_no_decision_by_a_contributor_nor_on_a_version_after_the_pinned
         answer = api(actor).post("/api/bulk-actions/", body, format="json")
     else:  # the batch CLI's own body (ID or ID@VERSION)
         token = f"{request.id}@{seen}" if send_version else str(request.id)
-        body = bulk_body(action.path, kind, [token], reason, lambda: password)
+        body = bulk_body(action.path, kind, parse_targets([token]), reason, lambda: password)
         answer = api(actor).post("/api/bulk-actions/", body, format="json")
     # and someone edits the request while the job waits
     if racing_edit and answer.status_code == 202:
