@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import threading
@@ -199,6 +200,7 @@ def run_bench(args) -> None:
     env = bench_environment(args, DATABASE_NAME, {
         "JWT_ACCESS_MINUTES": "240", "SIGNATURE_RATE": "10000/min", "LOGIN_RATE_PER_ADDRESS": "10000/min",
     })
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Django's LOGGING made it INFO: one line a request
     results = []
     for workers in (int(w) for w in args.workers.split(",")):
         world = seed(args)  # fresh pending requests each time (an approval moves its request on)
