@@ -34,6 +34,7 @@ from .api_common import (
     include_deleted,
 )
 from .decisions import Decision, decide_one
+from .lifecycle import REQUEST_KINDS
 from .list_filters import RequestCrateNumberFilter, RequestSearchFilter
 from .models import (
     DestructionRequest,
@@ -46,6 +47,8 @@ from .services.journal import signed_content
 
 # --- requests ---------------------------------------------------------------------------------
 
+ENTITY_OF_MODEL = {kind.model: kind.entity for kind in REQUEST_KINDS.values()}
+
 
 class SignatureShownSerializer(SignatureRefSerializer):
     """A signature as the record shows it: the entries' signature, and whether it still binds."""
@@ -57,24 +60,42 @@ class SignatureShownSerializer(SignatureRefSerializer):
 
 
 class SignedListSerializer(serializers.ListSerializer):
-    """Reads the signatures of a whole page in one query."""
+    """Reads the signatures of a whole page, and who contributed to its requests, in one query each."""
 
     def to_representation(self, data):
         items = list(data.all() if hasattr(data, "all") else data)
         self.child.signatures = signatures_of([item.id for item in items])
+        self.child.contributors = self.child.contributors_of(items)
         return super().to_representation(items)
 
 
 class RequestSerializer(serializers.ModelSerializer):
     crates = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     signatures = serializers.SerializerMethodField()
+    contributed = serializers.SerializerMethodField()
 
     class Meta:
         fields = ["id", "request_number", "unit", "crates", "status", "reason", "created_by", "created_at",
                   "updated_at", "version", "decided_by", "decided_at", "decision_reason",
-                  "deleted_at", "deleted_by", "delete_reason", "signatures"]
+                  "deleted_at", "deleted_by", "delete_reason", "signatures", "contributed"]
         read_only_fields = fields
         list_serializer_class = SignedListSerializer
+
+    def contributors_of(self, requests) -> dict:
+        """{request id: who filed or changed it} for the caller's `contributed` (none without a caller)."""
+        if getattr(self.context.get("request"), "user", None) is None:
+            return {}
+        return selectors.request_contributors(ENTITY_OF_MODEL[self.Meta.model], requests)
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_contributed(self, obj) -> bool:
+        """True when you filed or changed this request's content: four eyes keeps you from deciding on
+        it (the API answers `403 four_eyes`), so a client can say so before anyone signs."""
+        found = getattr(self, "contributors", None)
+        if found is None:
+            found = self.contributors_of([obj])
+        user = getattr(self.context.get("request"), "user", None)
+        return user is not None and user.id in found.get(obj.id, ())
 
     @extend_schema_field(SignatureShownSerializer(many=True))
     def get_signatures(self, obj) -> list[dict]:

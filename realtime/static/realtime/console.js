@@ -53,6 +53,7 @@ const OUTCOME_LABEL = {
 };
 const outcomeText = (code) => OUTCOME_LABEL[code] || (code || 'failed').replace(/_/g, ' ');
 const FOUR_EYES_TEXT = 'You filed this request: someone else decides (four eyes)';
+const FOUR_EYES_CHANGED_TEXT = 'You changed this request: someone else decides (four eyes)';
 // Which lists an update's entity makes stale: a request's change also changes which crates it
 // reserves (filed, edited, decided, deleted), so the crates are read again too.
 const LIST_OF_ENTITY = {
@@ -618,6 +619,9 @@ const canResubmit = () => ['requester', 'admin'].includes(state.me.role);
 const isOwn = (row) => !state.me.unit || row.unit === state.me.unit.id;
 // Four eyes: a request this user filed is someone else's to decide.
 const filedByMe = (row) => Boolean(state.me && row.created_by) && String(row.created_by) === String(state.me.id);
+/** Four eyes: the user filed the request or changed its content (the API's `contributed`), so
+ *  someone else decides on it; the server refuses it either way (403 four_eyes). */
+const contributedByMe = (row) => row.contributed === true || filedByMe(row);
 
 // --- lists ------------------------------------------------------------------------------------------
 
@@ -724,7 +728,7 @@ function renderRequests({ rows, total }) {
 /** Can this user take a bulk action on the row (so it gets a tick box)? */
 function tickable(row) {
   if (!isOwn(row) || !state.me.unit) return false;
-  if (row.status === 'pending') return canDecide() && !filedByMe(row);
+  if (row.status === 'pending') return canDecide() && !contributedByMe(row);
   return row.status === 'sent_back' && canResubmit();
 }
 
@@ -751,14 +755,14 @@ function requestRow(row) {
   const busy = state.busyTargets.has(row.id);
   const actions = [];
   if (own && row.status === 'pending' && canDecide()) {
-    // Four eyes: whoever filed a request never decides on it; the buttons say why they are off.
-    // (One who changed it is refused by the server, which says so: fourEyesText.)
-    const mine = filedByMe(row);
+    // Four eyes: whoever filed a request or changed it never decides on it; the buttons say why
+    // they are off. (A change the list has not heard of yet is refused by the server: fourEyesText.)
+    const mine = contributedByMe(row);
     const off = busy || mine;
-    const why = mine ? FOUR_EYES_TEXT : undefined;
+    const why = mine ? (filedByMe(row) ? FOUR_EYES_TEXT : FOUR_EYES_CHANGED_TEXT) : undefined;
     actions.push(...Object.keys(MEANING).map((action) => actionButton(
       ACTION_LABEL[action], `${ACTION_PATH[action]}-${row.id}`, off, () => decide(row, action), `btn--${action}`, why)));
-    if (mine) actions.push(el('span', { class: 'sr-only', testid: `four-eyes-${row.id}` }, FOUR_EYES_TEXT));
+    if (mine) actions.push(el('span', { class: 'sr-only', testid: `four-eyes-${row.id}` }, why));
   }
   if (own && row.status === 'sent_back' && canResubmit()) {
     // Edited first if it needs to be (what the send-back asked for), then resubmitted.
@@ -1635,7 +1639,7 @@ function wire() {
 // What the bulk box (console/bulk.js) and the forms (console/forms.js) use of the console.
 const shared = {
   $, el, api, state, toast, errorText, errorCode, samePath, signDecision, trackJob, refresh, setActivity,
-  isOwn, filedByMe, outcomeText, renderTicks, MEANING, ACTION_LABEL, DONE_WORD, LOCKED_TEXT,
+  isOwn, contributedByMe, outcomeText, renderTicks, MEANING, ACTION_LABEL, DONE_WORD, LOCKED_TEXT,
 };
 const bulk = createBulk(shared);
 const forms = createForms(shared);

@@ -10,6 +10,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +68,49 @@ def test_an_admin_who_changed_a_destruction_request_cannot_approve_it(api, enque
     # and crate B is still in storage
     crate_b.refresh_from_db()
     assert crate_b.status == CrateStatus.IN_STORAGE
+
+
+def test_a_request_tells_its_reader_whether_they_filed_or_changed_it(api):
+    # given a transfer request filed by the requester and edited by the admin, and a second one
+    # nobody edited (a transfer: its destination unit reads it too)
+    staff = unit_staff(UnitFactory())
+    destination = unit_staff(UnitFactory())
+    edited = make_request("transfer", staff["requester"], destination_unit_id=destination["admin"].unit_id)
+    untouched = make_request("transfer", staff["requester"], destination_unit_id=destination["admin"].unit_id)
+    changed = api(staff["admin"]).patch(f"/api/transfer-requests/{edited.id}/",
+                                        {"change_reason": "by phone", "reason": "a better reason"}, format="json")
+    assert changed.status_code == 200, changed.content
+
+    # when each reads the requests, listed and one by one
+    # then `contributed` says who four eyes keeps from deciding: whoever filed or changed it
+    expected = {"requester": {edited.id: True, untouched.id: True}, "admin": {edited.id: True, untouched.id: False},
+                "approver": {edited.id: False, untouched.id: False}}
+    readers = [*((staff[who], who) for who in expected), (destination["admin"], "approver")]
+    for user, like in readers:
+        listed = api(user).get("/api/transfer-requests/").json()["results"]
+        assert {uuid.UUID(r["id"]): r["contributed"] for r in listed} == expected[like], user.username
+        for request in (edited, untouched):
+            one = api(user).get(f"/api/transfer-requests/{request.id}/").json()
+            assert one["contributed"] is expected[like][request.id], (user.username, request.request_number)
+    # and what it says is what the server enforces
+    refused = api(staff["admin"]).post(f"/api/transfer-requests/{edited.id}/approve/", signed("approve"), format="json")
+    assert (refused.status_code, refused.json()["code"]) == (403, "four_eyes")
+
+
+def test_contributed_is_read_for_a_whole_page_at_once(api):
+    # given an approver's unit with 3 and then 12 pending requests, each edited by someone
+    staff = unit_staff(UnitFactory())
+    client = api(staff["approver"])
+
+    def queries_for_the_list(n: int) -> int:
+        for _ in range(n):
+            _edit(api, staff["admin"], "withdrawal", make_request("withdrawal", staff["requester"]), reason="edited")
+        with CaptureQueriesContext(connection) as seen:
+            assert client.get("/api/withdrawal-requests/?page_size=50").status_code == 200
+        return len(seen)
+
+    # then the list's queries do not grow with its rows
+    assert queries_for_the_list(3) == queries_for_the_list(9)
 
 
 @pytest.mark.parametrize("path", ["single", "bulk-ids", "cli"])

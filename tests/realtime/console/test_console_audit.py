@@ -21,6 +21,7 @@ from .signing import sign_in_dialog
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 FOUR_EYES = "You filed this request: someone else decides (four eyes)"
+FOUR_EYES_CHANGED = "You changed this request: someone else decides (four eyes)"
 # A console whose lists do not refetch on their own within a test: what it shows stays what the user
 # saw while the record changes behind its back (the update still reaches the live feed).
 FROZEN_LISTS = {**CONSOLE_OPTIONS, "debounceMs": 600_000}
@@ -115,22 +116,35 @@ def test_the_decision_buttons_are_off_on_requests_the_user_filed(console_daphne,
     )
 
 
-def test_a_decision_on_a_request_the_user_changed_is_refused_in_those_words(console_daphne, consoles):
-    # given a requester's pending withdrawal that the unit admin edited (their buttons stay on: the
-    # console knows who filed a request, the server who changed it)
+def test_a_request_the_user_changed_has_its_decisions_off_and_the_server_refuses_in_those_words(console_daphne, consoles):
+    # given a requester's pending withdrawal that the unit admin edited, and another nobody changed
     console_daphne.ensure_running()
     unit = UnitFactory()
     people = staff(unit, Role.REQUESTER, Role.ADMIN)
     request = make_request("withdrawal", people[Role.REQUESTER])
+    untouched = make_request("withdrawal", people[Role.REQUESTER])
     services.request_update(entity="withdrawal", actor=people[Role.ADMIN], request_id=request.id, expected_version=1,
                             reason="one more crate", change_reason="asked by phone")
+
+    # when the admin opens the console
     page = consoles.open(console_daphne.port, people[Role.ADMIN].username)
 
-    # when the admin approves it
-    page.get_by_test_id(f"approve-{request.id}").click()
-    sign_in_dialog(page)
+    # then the edited request's decisions are off, saying the admin changed it (the API's
+    # `contributed`), and it has no tick box for a bulk action; the untouched one's are on
+    for action in ("approve", "reject", "send-back"):
+        button = page.get_by_test_id(f"{action}-{request.id}")
+        expect(button).to_be_disabled()
+        expect(button).to_have_attribute("title", FOUR_EYES_CHANGED)
+        expect(page.get_by_test_id(f"{action}-{untouched.id}")).to_be_enabled()
+    expect(page.get_by_test_id(f"select-{request.id}")).to_have_count(0)
+    expect(page.get_by_test_id(f"select-{untouched.id}")).to_have_count(1)
 
-    # then the server's four_eyes refusal says what the admin did: changed it, not filed it
+    # and were the approval sent anyway, the server's four_eyes refusal says what the admin did:
+    # changed it, not filed it
+    approve = page.get_by_test_id(f"approve-{request.id}")
+    approve.evaluate("button => { button.disabled = false; }")
+    approve.click()
+    sign_in_dialog(page)
     expect(page.get_by_test_id("toasts")).to_contain_text(
         f"Approve {request.request_number}: you changed this request, so someone else must decide on it (four eyes)."
     )
@@ -213,7 +227,7 @@ def test_select_all_pending_sends_the_versions_seen_and_the_check_refuses_what_c
     ids = page.get_by_test_id("bulk-ids")
     expect(ids).not_to_have_value("")
     assert set(ids.input_value().split()) == {kept.request_number, edited.request_number}
-    expect(page.get_by_test_id("bulk-note")).to_have_text("Left out 1 request you filed (four eyes).")
+    expect(page.get_by_test_id("bulk-note")).to_have_text("Left out 1 request you filed or changed (four eyes).")
     # and one of them is edited meanwhile, one more is filed, and the admin types that one's number
     # and their own by hand, and runs it
     services.request_update(

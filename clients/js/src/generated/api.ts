@@ -1351,6 +1351,7 @@ export interface components {
             readonly deleted_by: string | null;
             readonly delete_reason: string;
             readonly signatures: components["schemas"]["SignatureShown"][];
+            readonly contributed: boolean;
         };
         /**
          * @description * `destruction` - destruction
@@ -1812,6 +1813,7 @@ export interface components {
             readonly deleted_by: string | null;
             readonly delete_reason: string;
             readonly signatures: components["schemas"]["SignatureShown"][];
+            readonly contributed: boolean;
             /** Format: uuid */
             readonly destination_unit: string;
         };
@@ -1898,6 +1900,7 @@ export interface components {
             readonly deleted_by: string | null;
             readonly delete_reason: string;
             readonly signatures: components["schemas"]["SignatureShown"][];
+            readonly contributed: boolean;
         };
         /**
          * @description The error's stable, machine-readable code (docs/api.md, Errors).

@@ -70,7 +70,7 @@ export function createBulk(c) {
   const ticked = (row) => $('bulk-entity').value === row.kind && refs().some((ref) => ref === row.request_number || ref === String(row.id));
 
   /** Fill the box with the unit's pending requests of the kind, by number, remembering the version of
-   *  each (the job refuses any that changed after). The user's own are left out (four eyes). */
+   *  each (the job refuses any that changed after). Those the user filed or changed are left out (four eyes). */
   async function selectAllPending() {
     const entity = $('bulk-entity').value;
     let skipped = 0;
@@ -81,7 +81,7 @@ export function createBulk(c) {
       while (url && numbers.length < 20000) {
         const page = await api(url);
         for (const row of page.results.filter(c.isOwn)) {
-          if (c.filedByMe(row)) {
+          if (c.contributedByMe(row)) {
             skipped += 1;
           } else {
             remember(entity, row.request_number, row);
@@ -92,8 +92,8 @@ export function createBulk(c) {
       }
       setRefs(numbers);
       showRefusals([]);
-      showError(numbers.length ? '' : `No pending ${entity} requests${skipped ? ' filed by someone else' : ''}.`);
-      showNote(skipped ? `Left out ${skipped} request${skipped === 1 ? '' : 's'} you filed (four eyes).` : '');
+      showError(numbers.length ? '' : `No pending ${entity} requests${skipped ? ' you may decide on' : ''}.`);
+      showNote(skipped ? `Left out ${skipped} request${skipped === 1 ? '' : 's'} you filed or changed (four eyes).` : '');
       c.renderTicks();
     } catch (error) {
       showError(c.errorText(error));
