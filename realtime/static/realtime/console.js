@@ -626,6 +626,7 @@ const contributedByMe = (row) => row.contributed === true || filedByMe(row);
 // --- lists ------------------------------------------------------------------------------------------
 
 const PAGE_SIZE = 50;
+const API_MAX_PAGE_SIZE = 500; // the API's largest page (backend/common/pagination.py)
 const lists = {
   requests: { generation: 0, timer: null, dirty: false, load: loadRequests, render: renderRequests, page: 1, pages: 1 },
   crates: { generation: 0, timer: null, dirty: false, load: loadCrates, render: renderCrates, page: 1, pages: 1 },
@@ -643,23 +644,46 @@ async function listPage(path, params, page) {
     return await api(`${path}?${query({ ...params, page_size: PAGE_SIZE, page: page > 1 ? page : '' })}`);
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 404 && page > 1)) throw error;
-    // Past this list's end (a kind with fewer pages, or the list shrank): no rows, but its count.
+    // Past this list's end (the list shrank since its pages were counted): no rows, but its count.
     const first = await api(`${path}?${query({ ...params, page_size: 1 })}`);
     return { results: [], count: first.count };
   }
 }
 
-/** The requests' current page: with all kinds, page n holds page n of each kind, newest first. */
+/** The first `n` rows of a list (its own order), read in pages of the API's largest, and its count. */
+async function firstRows(path, params, n) {
+  const rows = [];
+  let count = 0;
+  for (let page = 1; rows.length < n; page += 1) {
+    const size = Math.min(n, API_MAX_PAGE_SIZE);
+    const found = await api(`${path}?${query({ ...params, page_size: size, page: page > 1 ? page : '' })}`);
+    rows.push(...found.results);
+    count = found.count || 0;
+    if (!found.next || rows.length >= count) break;
+  }
+  return { rows: rows.slice(0, n), count };
+}
+
+// The order the API lists requests in (`-created_at`, then `id`): the merge of all kinds keeps it.
+const newestFirst = (a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1
+  : String(a.id).localeCompare(String(b.id)));
+
+/** The requests' current page. With all kinds it is rows (n-1)*P to n*P of the three lists merged
+ *  newest first: no kind can put more than n*P rows on pages 1 to n, so each kind's first n*P rows
+ *  are read, merged and cut (deep pages read more; the one-kind list reads one page). */
 async function loadRequests() {
   const kind = $('request-kind').value;
   const params = { search: $('request-search').value.trim(), status: $('request-status-filter').value };
-  const kinds = kind ? [kind] : KINDS;
   const { page } = lists.requests;
-  const pages = await Promise.all(kinds.map((k) => listPage(`/api/${k}-requests/`, params, page)));
-  const rows = pages.flatMap((p, i) => p.results.map((row) => ({ ...row, kind: kinds[i] })));
-  rows.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
-  const counts = pages.map((p) => p.count || 0);
-  return { rows, total: counts.reduce((sum, n) => sum + n, 0), pages: Math.max(1, ...counts.map((n) => Math.ceil(n / PAGE_SIZE))) };
+  if (kind) {
+    const found = await listPage(`/api/${kind}-requests/`, params, page);
+    const total = found.count || 0;
+    return { rows: found.results.map((row) => ({ ...row, kind })), total, pages: Math.max(1, Math.ceil(total / PAGE_SIZE)) };
+  }
+  const heads = await Promise.all(KINDS.map((k) => firstRows(`/api/${k}-requests/`, params, page * PAGE_SIZE)));
+  const merged = heads.flatMap((head, i) => head.rows.map((row) => ({ ...row, kind: KINDS[i] }))).sort(newestFirst);
+  const total = heads.reduce((sum, head) => sum + head.count, 0);
+  return { rows: merged.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE), total, pages: Math.max(1, Math.ceil(total / PAGE_SIZE)) };
 }
 
 // The crate status filter: a status, or `available` (free for a new request) / `reserved` (in an open one).

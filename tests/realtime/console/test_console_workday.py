@@ -8,16 +8,21 @@ before it is resubmitted; the lists page and filter."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from backend.accounts.models import Role
 from backend.audit.models import AuditEntry, Signature
 from backend.jobs.models import Job
 from backend.records import services
+from backend.records.lifecycle import REQUEST_KINDS
 from backend.records.models import Crate, RequestStatus, WithdrawalRequest
 from tests.support.browser import CONSOLE_OPTIONS, WAIT_MS
-from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request
+from tests.support.factories import CrateFactory, UnitFactory, UserFactory, make_request, pending_requests_fast
 from tests.support.signing import sign, transition_now
 
 from .signing import sign_in_dialog
@@ -250,6 +255,50 @@ def test_the_lists_page_and_filter_and_requests_are_found_by_crate_number(consol
     expect(page.get_by_test_id("requests-body").locator("tr")).to_have_count(1)
     expect(page.get_by_test_id(f"request-row-{request.id}")).to_be_visible()
     expect(page.get_by_test_id(f"request-row-{other.id}")).to_have_count(0)
+
+
+def test_all_kinds_pages_through_the_three_lists_merged_newest_first(console_daphne, consoles):
+    # given 40 requests of each kind, the withdrawals newest, then the destructions, then the
+    # transfers (so the newest 50 are 40 withdrawals and 10 destructions), and an approver
+    console_daphne.ensure_running()
+    unit = UnitFactory()
+    people = staff(unit, Role.REQUESTER, Role.APPROVER)
+    now, order = timezone.now(), {}
+    for rank, entity in enumerate(("withdrawal", "destruction", "transfer")):
+        model = REQUEST_KINDS[entity].model
+        for i, request in enumerate(pending_requests_fast(entity, people[Role.REQUESTER], 40)):
+            model.objects.filter(id=request.id).update(created_at=now - timedelta(minutes=100 * rank + i))
+            order[request.id] = (entity, i)
+    page = consoles.open(console_daphne.port, people[Role.APPROVER].username)
+    rows = page.get_by_test_id("requests-body").locator("tr")
+
+    # then "All kinds" shows the 120 as three pages of the merged list: page 1 is the newest 50
+    expect(page.get_by_test_id("request-count")).to_have_text("50 of 120")
+    expect(page.get_by_test_id("requests-page")).to_have_text("Page 1 of 3")
+    expect(rows).to_have_count(50)
+    assert shown(rows, order) == [("withdrawal", i) for i in range(40)] + [("destruction", i) for i in range(10)]
+    # and the next pages hold the rest, in the same order, each request once
+    page.get_by_test_id("requests-next").click()
+    expect(page.get_by_test_id("requests-page")).to_have_text("Page 2 of 3")
+    expect(rows.first).to_have_attribute("data-kind", "destruction")
+    expect(rows).to_have_count(50)
+    assert shown(rows, order) == [("destruction", i) for i in range(10, 40)] + [("transfer", i) for i in range(20)]
+    page.get_by_test_id("requests-next").click()
+    expect(page.get_by_test_id("requests-page")).to_have_text("Page 3 of 3")
+    expect(rows).to_have_count(20)
+    assert shown(rows, order) == [("transfer", i) for i in range(20, 40)]
+    expect(page.get_by_test_id("requests-next")).to_be_disabled()
+
+    # and one kind alone pages as the API does: 40 withdrawals on one page
+    page.get_by_test_id("request-kind").select_option("withdrawal")
+    expect(page.get_by_test_id("request-count")).to_have_text("40")
+    expect(rows).to_have_count(40)
+
+
+def shown(rows, order: dict) -> list:
+    """The (kind, rank) of each request row on the page, top to bottom."""
+    ids = rows.evaluate_all("rows => rows.map(row => row.dataset.testid.replace('request-row-', ''))")
+    return [order[uuid.UUID(pk)] for pk in ids]
 
 
 def test_after_resync_required_the_console_reads_its_lists_again_without_a_reload(console_daphne, consoles):
