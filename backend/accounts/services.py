@@ -10,7 +10,7 @@ who made it, when and why) and revokes at once what it makes stale:
 - a role change (the next token carries the new role; the old ones are revoked);
 - a sign-in lockout (django-axes) and its lifting by a unit admin.
 
-Creation, (de/re)activation, a move and a role change are audited on every save of a user, whoever
+Creation, (de/re)activation, a move and a role change (superuser and staff too) are audited on every save of a user, whoever
 makes it (the admin site, a service, a shell, a script): `access_before_save` / `access_after_save`
 (pre_save / post_save of User, connected in apps.py) compare the access fields with the stored row
 and write the entry, with the actor and reason of the surrounding `access_change` (the system's,
@@ -130,7 +130,11 @@ def user_update_access(*, user: User, is_active: bool | None = None, unit: Unit 
 
 
 # The access fields of a user, by the names a save's `update_fields` may give them.
-_ACCESS_FIELDS = {"is_active": "is_active", "unit": "unit_id", "unit_id": "unit_id", "role": "role"}
+# Superuser (every role in every unit) and staff (the admin site) are access too: a change of either
+# is a `role_changed`, audited and revoking like a change of role.
+_ACCESS_FIELDS = {"is_active": "is_active", "unit": "unit_id", "unit_id": "unit_id", "role": "role",
+                  "is_superuser": "is_superuser", "is_staff": "is_staff"}
+_PRIVILEGES = ("is_superuser", "is_staff")
 
 
 def access_before_save(sender, instance: User, raw: bool = False, update_fields=None, **kwargs) -> None:
@@ -147,7 +151,7 @@ def access_before_save(sender, instance: User, raw: bool = False, update_fields=
     rows = User.objects.filter(pk=instance.pk)
     if transaction.get_connection().in_atomic_block:
         rows = rows.select_for_update()
-    instance._access_was = (rows.values("is_active", "unit_id", "role").first(), fields)
+    instance._access_was = (rows.values(*set(_ACCESS_FIELDS.values())).first(), fields)
 
 
 def access_after_save(sender, instance: User, created: bool, raw: bool = False, **kwargs) -> None:
@@ -166,14 +170,16 @@ def access_after_save(sender, instance: User, created: bool, raw: bool = False, 
     if was is None or was[0] is None:
         return
     stored, fields = was
-    before = {name: stored[name] if name in fields else getattr(instance, name) for name in ("is_active", "unit_id", "role")}
-    user_access_saved(user=instance, was_active=before["is_active"], was_unit_id=before["unit_id"], was_role=before["role"])
+    before = {name: stored[name] if name in fields else getattr(instance, name) for name in set(_ACCESS_FIELDS.values())}
+    user_access_saved(user=instance, was_active=before["is_active"], was_unit_id=before["unit_id"], was_role=before["role"],
+                      was_privileges={name: before[name] for name in _PRIVILEGES})
 
 
-def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: str) -> bool:
+def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: str,
+                      was_privileges: dict[str, bool] | None = None) -> bool:
     """After a change of `user` was saved (here, or by the admin site's form): audit what changed
-    (deactivated / reactivated, unit, role) and, if it narrows or moves their access, revoke
-    everything they hold. Returns whether anything was revoked."""
+    (deactivated / reactivated, unit, role, superuser or staff) and, if it narrows, widens or moves
+    their access, revoke everything they hold. Returns whether anything was revoked."""
     codes = dict(Unit.objects.filter(id__in={was_unit_id, user.unit_id} - {None}).values_list("id", "code"))
     if was_active != user.is_active:
         access_audit(user=user, action="reactivated" if user.is_active else "deactivated",
@@ -185,7 +191,12 @@ def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: st
             access_audit(user=user, action="unit_changed", changes=moved)  # and the unit joined
     if was_role != user.role:
         access_audit(user=user, action="role_changed", changes={"role": [was_role, user.role]})
-    lost = (was_active and not user.is_active) or was_unit_id != user.unit_id or was_role != user.role
+    privileges = {
+        name: [was, getattr(user, name)] for name, was in (was_privileges or {}).items() if was != getattr(user, name)
+    }
+    if privileges:
+        access_audit(user=user, action="role_changed", changes=privileges)
+    lost = (was_active and not user.is_active) or was_unit_id != user.unit_id or was_role != user.role or bool(privileges)
     if lost:
         user_revoke_all(user)
     return lost

@@ -216,3 +216,54 @@ def test_the_service_audits_once_with_its_actor_and_reason(superuser):
     for change in ("deactivated", "role_changed"):
         (entry,) = _entries(user, change)
         assert (entry.actor_id, entry.reason) == (superuser.id, "left the site")
+
+
+# --- superuser and staff: the widest access there is --------------------------------------------
+
+
+def _assert_refresh_revoked_and_sockets_closed(refresh: str, closed) -> None:
+    """What a role change revokes (a ticket carries the role, not the superuser flag, and a socket
+    shows the unit's events whatever the flag: it is closed instead)."""
+    answer = APIClient().post("/api/auth/token/refresh/", {"refresh": refresh}, format="json")
+    assert answer.status_code == 401, answer.content
+    assert closed.call_count == 1 and closed.call_args.args[1] == CLOSE_ACCESS_REVOKED
+
+
+def test_making_someone_a_superuser_in_the_admin_is_audited_with_who_and_why_and_revokes(
+    admin_site, superuser, django_capture_on_commit_callbacks
+):
+    # given an approver of a unit, signed in
+    user = UserFactory(role=Role.APPROVER)
+    refresh, _ = _signed_in(user)
+    # when an admin of the site ticks "superuser" (every role in every unit) and "staff", with a reason
+    data = {**_change_form(admin_site, user), "is_superuser": "on", "is_staff": "on", "change_reason": "CAPA-9"}
+    with mock.patch("backend.accounts.services.user_close_send") as closed, \
+            django_capture_on_commit_callbacks(execute=True):
+        answer = admin_site.post(f"/admin/accounts/user/{user.id}/change/", data)
+
+    # then the user is a superuser, and the unit's trail says so once, with who and why
+    assert answer.status_code == 302, answer.content[:500]
+    user.refresh_from_db()
+    assert user.is_superuser and user.is_staff
+    (entry,) = _entries(user, "role_changed")
+    assert (entry.actor_id, entry.reason) == (superuser.id, "CAPA-9")
+    assert entry.changes == {"is_superuser": [False, True], "is_staff": [False, True]}
+    # and what was issued under the old access is revoked, as for any role change
+    _assert_refresh_revoked_and_sockets_closed(refresh, closed)
+
+
+def test_taking_superuser_away_from_a_shell_is_audited_once_as_the_system_and_revokes(
+    django_capture_on_commit_callbacks,
+):
+    # given a superuser of a unit, signed in
+    user = UserFactory(role=Role.APPROVER, is_superuser=True, is_staff=True)
+    refresh, _ = _signed_in(user)
+    # when a shell takes it away
+    with mock.patch("backend.accounts.services.user_close_send") as closed, \
+            django_capture_on_commit_callbacks(execute=True):
+        user.is_superuser = False
+        user.save()
+    # then it is audited once, by the system, and everything issued before is revoked
+    (entry,) = _entries(user, "role_changed")
+    assert entry.actor_username == "system" and entry.changes == {"is_superuser": [True, False]}
+    _assert_refresh_revoked_and_sockets_closed(refresh, closed)
