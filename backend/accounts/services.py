@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -238,15 +239,32 @@ class RevokeOnPasswordChange:
 
 
 def user_unlock(*, user: User, actor: User | None = None, reason: str = "") -> int:
-    """Lift a sign-in lockout (django-axes) before its cool-off ends, audited; returns the attempts
-    cleared."""
+    """Lift a sign-in lockout (django-axes) before its cool-off ends, audited (attempt_deleted);
+    returns the attempts cleared."""
     from axes.utils import reset
 
-    cleared = reset(username=user.username)
-    if cleared:
-        access_audit(user=user, action="signin_unlocked", actor=actor, reason=reason or "unlocked by a unit admin",
+    with transaction.atomic(), access_change(actor=actor, reason=reason or "unlocked by a unit admin"):
+        return reset(username=user.username)
+
+
+def attempt_deleted(sender, instance, **kwargs) -> None:
+    """post_delete of django-axes' AccessAttempt: deleting the attempts of a (username, address) pair
+    that is locked now lifts its lock, whatever deletes them (the unit admin's unlock, the admin site,
+    django-axes' reset commands, a shell): audited `signin_unlocked`, once per pair, with the actor and
+    reason of the surrounding `access_change` (the system's outside one). Deleting attempts that lock
+    nothing (too few, or a lock already lifted by time: django-axes' own clean-up) writes nothing."""
+    from axes.helpers import get_cool_off
+
+    if instance.failures_since_start < settings.AXES_FAILURE_LIMIT:
+        return
+    cool_off = get_cool_off()
+    if cool_off and instance.attempt_time + cool_off <= timezone.now():
+        return
+    user = User.objects.filter(username=instance.username).first()
+    if user is not None:
+        reason = _because.get().reason or f"sign-in from {instance.ip_address} unlocked"
+        access_audit(user=user, action="signin_unlocked", reason=reason,
                      changes={"locked_out": [True, False]})
-    return cleared
 
 
 def signin_locked_out(*, username: str, address: str) -> None:
