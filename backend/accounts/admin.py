@@ -66,6 +66,11 @@ class UserAdmin(BaseUserAdmin):
                 user_create_check(obj)
             super().save_model(request, obj, form, change)
 
+    def save_related(self, request, form, formsets, change):
+        # The groups and permissions of the form (saved after the user): audited with the same admin and reason.
+        with access_change(actor=request.user, reason=form.cleaned_data.get("change_reason", ""), creating=not change):
+            super().save_related(request, form, formsets, change)
+
 
 class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
     """django-axes' admin deletes a locked attempt, which lifts the lock: the unlock is audited by the

@@ -203,6 +203,34 @@ def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: st
     return lost
 
 
+def _grant_name(grant) -> str:
+    """A group by its name, a permission as `app_label.codename` (how has_perm names it)."""
+    if hasattr(grant, "codename"):
+        return f"{grant.content_type.app_label}.{grant.codename}"
+    return grant.name
+
+
+def grants_changed(sender, instance, action: str, reverse: bool, model, pk_set, **kwargs) -> None:
+    """m2m_changed of User.groups and User.user_permissions, from either side (`user.groups.add(g)`,
+    `group.user_set.remove(u)`, the admin's form): what they give beyond the role is access too.
+    Each user who gains or loses a group or permission gets one `role_changed` entry naming it,
+    `{field: [taken, given]}`, with the surrounding `access_change`'s actor and reason."""
+    field = "groups" if sender is User.groups.through else "user_permissions"
+    if action == "pre_clear":
+        users = list(instance.user_set.all()) if reverse else [instance]
+        grants = [instance] if reverse else list(getattr(instance, field).all())
+    elif action in ("post_add", "post_remove") and pk_set:
+        users = list(User.objects.filter(pk__in=pk_set)) if reverse else [instance]
+        grants = [instance] if reverse else list(model.objects.filter(pk__in=pk_set))
+    else:
+        return
+    names = sorted(_grant_name(grant) for grant in grants)
+    if names:
+        for user in users:
+            access_audit(user=user, action="role_changed",
+                         changes={field: [[], names] if action == "post_add" else [names, []]})
+
+
 @transaction.atomic
 def user_set_password(*, user: User, password: str, actor: User | None = None, reason: str = "") -> User:
     """A new password (the save runs the revocation and the audit entry, as every path's does)."""

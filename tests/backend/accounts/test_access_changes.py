@@ -267,3 +267,49 @@ def test_taking_superuser_away_from_a_shell_is_audited_once_as_the_system_and_re
     (entry,) = _entries(user, "role_changed")
     assert entry.actor_username == "system" and entry.changes == {"is_superuser": [True, False]}
     _assert_refresh_revoked_and_sockets_closed(refresh, closed)
+
+
+def test_a_permission_or_group_given_in_the_admin_is_audited_with_who_and_why(admin_site, superuser):
+    # given a staff member of a unit (the admin site, nothing in it yet)
+    from django.contrib.auth.models import Group, Permission
+
+    user = UserFactory(role=Role.APPROVER, is_staff=True)
+    may_change_users = Permission.objects.get(codename="change_user", content_type__app_label="accounts")
+    group = Group.objects.create(name="archivists")
+    # when an admin of the site gives them the permission to change users, and a group, with a reason
+    data = {**_change_form(admin_site, user), "is_staff": "on", "change_reason": "CAPA-11",
+            "user_permissions": [str(may_change_users.pk)], "groups": [str(group.pk)]}
+    answer = admin_site.post(f"/admin/accounts/user/{user.id}/change/", data)
+
+    # then the unit's trail says what was given, by whom and why
+    assert answer.status_code == 302, answer.content[:500]
+    assert user.has_perm("accounts.change_user")
+    entries = _entries(user, "role_changed")
+    assert {(e.actor_id, e.reason) for e in entries} == {(superuser.id, "CAPA-11")}
+    given = {key: value for e in entries for key, value in e.changes.items()}
+    assert given == {"user_permissions": [[], ["accounts.change_user"]], "groups": [[], ["archivists"]]}
+
+
+def test_a_permission_taken_from_a_shell_is_audited_as_the_system():
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(role=Role.APPROVER, is_staff=True)
+    permission = Permission.objects.get(codename="change_user", content_type__app_label="accounts")
+    user.user_permissions.add(permission)
+    user.user_permissions.remove(permission)
+    given, taken = sorted(_entries(user, "role_changed"), key=lambda e: e.position)
+    assert given.changes == {"user_permissions": [[], ["accounts.change_user"]]}
+    assert taken.changes == {"user_permissions": [["accounts.change_user"], []]}
+    assert taken.actor_username == "system"
+
+
+def test_a_group_emptied_from_its_side_is_audited_for_each_member():
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.create(name="night shift")
+    members = [UserFactory(role=Role.APPROVER), UserFactory(role=Role.APPROVER)]
+    group.user_set.add(*members)
+    group.user_set.clear()
+    for member in members:
+        given, taken = sorted(_entries(member, "role_changed"), key=lambda e: e.position)
+        assert (given.changes, taken.changes) == ({"groups": [[], ["night shift"]]}, {"groups": [["night shift"], []]})
