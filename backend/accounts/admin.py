@@ -1,3 +1,5 @@
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -63,3 +65,26 @@ class UserAdmin(BaseUserAdmin):
             if not change:
                 user_create_check(obj)
             super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        # The groups and permissions of the form (saved after the user): audited with the same admin and reason.
+        with access_change(actor=request.user, reason=form.cleaned_data.get("change_reason", ""), creating=not change):
+            super().save_related(request, form, formsets, change)
+
+
+class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
+    """django-axes' admin deletes a locked attempt, which lifts the lock: the unlock is audited by the
+    delete (services.attempt_deleted), with this admin as its actor."""
+
+    def delete_model(self, request, obj):
+        with transaction.atomic(), access_change(actor=request.user, reason=""):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic(), access_change(actor=request.user, reason=""):
+            super().delete_queryset(request, queryset)
+
+
+if admin.site.is_registered(AccessAttempt):  # (axes.admin, imported above, registers its own unless told not to)
+    admin.site.unregister(AccessAttempt)
+    admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)

@@ -10,7 +10,7 @@ who made it, when and why) and revokes at once what it makes stale:
 - a role change (the next token carries the new role; the old ones are revoked);
 - a sign-in lockout (django-axes) and its lifting by a unit admin.
 
-Creation, (de/re)activation, a move and a role change are audited on every save of a user, whoever
+Creation, (de/re)activation, a move and a role change (superuser and staff too) are audited on every save of a user, whoever
 makes it (the admin site, a service, a shell, a script): `access_before_save` / `access_after_save`
 (pre_save / post_save of User, connected in apps.py) compare the access fields with the stored row
 and write the entry, with the actor and reason of the surrounding `access_change` (the system's,
@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -130,7 +131,11 @@ def user_update_access(*, user: User, is_active: bool | None = None, unit: Unit 
 
 
 # The access fields of a user, by the names a save's `update_fields` may give them.
-_ACCESS_FIELDS = {"is_active": "is_active", "unit": "unit_id", "unit_id": "unit_id", "role": "role"}
+# Superuser (every role in every unit) and staff (the admin site) are access too: a change of either
+# is a `role_changed`, audited and revoking like a change of role.
+_ACCESS_FIELDS = {"is_active": "is_active", "unit": "unit_id", "unit_id": "unit_id", "role": "role",
+                  "is_superuser": "is_superuser", "is_staff": "is_staff"}
+_PRIVILEGES = ("is_superuser", "is_staff")
 
 
 def access_before_save(sender, instance: User, raw: bool = False, update_fields=None, **kwargs) -> None:
@@ -147,7 +152,7 @@ def access_before_save(sender, instance: User, raw: bool = False, update_fields=
     rows = User.objects.filter(pk=instance.pk)
     if transaction.get_connection().in_atomic_block:
         rows = rows.select_for_update()
-    instance._access_was = (rows.values("is_active", "unit_id", "role").first(), fields)
+    instance._access_was = (rows.values(*set(_ACCESS_FIELDS.values())).first(), fields)
 
 
 def access_after_save(sender, instance: User, created: bool, raw: bool = False, **kwargs) -> None:
@@ -166,14 +171,16 @@ def access_after_save(sender, instance: User, created: bool, raw: bool = False, 
     if was is None or was[0] is None:
         return
     stored, fields = was
-    before = {name: stored[name] if name in fields else getattr(instance, name) for name in ("is_active", "unit_id", "role")}
-    user_access_saved(user=instance, was_active=before["is_active"], was_unit_id=before["unit_id"], was_role=before["role"])
+    before = {name: stored[name] if name in fields else getattr(instance, name) for name in set(_ACCESS_FIELDS.values())}
+    user_access_saved(user=instance, was_active=before["is_active"], was_unit_id=before["unit_id"], was_role=before["role"],
+                      was_privileges={name: before[name] for name in _PRIVILEGES})
 
 
-def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: str) -> bool:
+def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: str,
+                      was_privileges: dict[str, bool] | None = None) -> bool:
     """After a change of `user` was saved (here, or by the admin site's form): audit what changed
-    (deactivated / reactivated, unit, role) and, if it narrows or moves their access, revoke
-    everything they hold. Returns whether anything was revoked."""
+    (deactivated / reactivated, unit, role, superuser or staff) and, if it narrows, widens or moves
+    their access, revoke everything they hold. Returns whether anything was revoked."""
     codes = dict(Unit.objects.filter(id__in={was_unit_id, user.unit_id} - {None}).values_list("id", "code"))
     if was_active != user.is_active:
         access_audit(user=user, action="reactivated" if user.is_active else "deactivated",
@@ -185,10 +192,43 @@ def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: st
             access_audit(user=user, action="unit_changed", changes=moved)  # and the unit joined
     if was_role != user.role:
         access_audit(user=user, action="role_changed", changes={"role": [was_role, user.role]})
-    lost = (was_active and not user.is_active) or was_unit_id != user.unit_id or was_role != user.role
+    privileges = {
+        name: [was, getattr(user, name)] for name, was in (was_privileges or {}).items() if was != getattr(user, name)
+    }
+    if privileges:
+        access_audit(user=user, action="role_changed", changes=privileges)
+    lost = (was_active and not user.is_active) or was_unit_id != user.unit_id or was_role != user.role or bool(privileges)
     if lost:
         user_revoke_all(user)
     return lost
+
+
+def _grant_name(grant) -> str:
+    """A group by its name, a permission as `app_label.codename` (how has_perm names it)."""
+    if hasattr(grant, "codename"):
+        return f"{grant.content_type.app_label}.{grant.codename}"
+    return grant.name
+
+
+def grants_changed(sender, instance, action: str, reverse: bool, model, pk_set, **kwargs) -> None:
+    """m2m_changed of User.groups and User.user_permissions, from either side (`user.groups.add(g)`,
+    `group.user_set.remove(u)`, the admin's form): what they give beyond the role is access too.
+    Each user who gains or loses a group or permission gets one `role_changed` entry naming it,
+    `{field: [taken, given]}`, with the surrounding `access_change`'s actor and reason."""
+    field = "groups" if sender is User.groups.through else "user_permissions"
+    if action == "pre_clear":
+        users = list(instance.user_set.all()) if reverse else [instance]
+        grants = [instance] if reverse else list(getattr(instance, field).all())
+    elif action in ("post_add", "post_remove") and pk_set:
+        users = list(User.objects.filter(pk__in=pk_set)) if reverse else [instance]
+        grants = [instance] if reverse else list(model.objects.filter(pk__in=pk_set))
+    else:
+        return
+    names = sorted(_grant_name(grant) for grant in grants)
+    if names:
+        for user in users:
+            access_audit(user=user, action="role_changed",
+                         changes={field: [[], names] if action == "post_add" else [names, []]})
 
 
 @transaction.atomic
@@ -227,15 +267,32 @@ class RevokeOnPasswordChange:
 
 
 def user_unlock(*, user: User, actor: User | None = None, reason: str = "") -> int:
-    """Lift a sign-in lockout (django-axes) before its cool-off ends, audited; returns the attempts
-    cleared."""
+    """Lift a sign-in lockout (django-axes) before its cool-off ends, audited (attempt_deleted);
+    returns the attempts cleared."""
     from axes.utils import reset
 
-    cleared = reset(username=user.username)
-    if cleared:
-        access_audit(user=user, action="signin_unlocked", actor=actor, reason=reason or "unlocked by a unit admin",
+    with transaction.atomic(), access_change(actor=actor, reason=reason or "unlocked by a unit admin"):
+        return reset(username=user.username)
+
+
+def attempt_deleted(sender, instance, **kwargs) -> None:
+    """post_delete of django-axes' AccessAttempt: deleting the attempts of a (username, address) pair
+    that is locked now lifts its lock, whatever deletes them (the unit admin's unlock, the admin site,
+    django-axes' reset commands, a shell): audited `signin_unlocked`, once per pair, with the actor and
+    reason of the surrounding `access_change` (the system's outside one). Deleting attempts that lock
+    nothing (too few, or a lock already lifted by time: django-axes' own clean-up) writes nothing."""
+    from axes.helpers import get_cool_off
+
+    if instance.failures_since_start < settings.AXES_FAILURE_LIMIT:
+        return
+    cool_off = get_cool_off()
+    if cool_off and instance.attempt_time + cool_off <= timezone.now():
+        return
+    user = User.objects.filter(username=instance.username).first()
+    if user is not None:
+        reason = _because.get().reason or f"sign-in from {instance.ip_address} unlocked"
+        access_audit(user=user, action="signin_unlocked", reason=reason,
                      changes={"locked_out": [True, False]})
-    return cleared
 
 
 def signin_locked_out(*, username: str, address: str) -> None:

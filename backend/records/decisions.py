@@ -78,6 +78,7 @@ def decide_many(decision: Decision, ids: list[str]) -> Job:
         current = _current_versions(decision.entity, decision.actor, [i for i, v in versions.items() if v is None])
         versions.update({i: v for i, v in current.items() if versions[i] is None})
     params = _params(decision, transition, versions, unit_id=decision.actor.unit_id)
+    params["unit_id"] = str(decision.actor.unit_id)  # another unit's request is not_found, even to a superuser
     unit = decision.actor.unit.code
     return job_submit(
         actor=decision.actor, kind=kind, targets=unique, params=params,

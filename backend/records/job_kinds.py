@@ -31,7 +31,7 @@ def _transition_apply(entity: str, action: str):
             entity=entity, action=action, actor=actor, request_ids=[uuid.UUID(t) for t in targets],
             reason=params.get("reason", ""),
             expected_versions={uuid.UUID(t): versions.get(t, expected) for t in targets},
-            signature_id=params.get("signature_id"),
+            signature_id=params.get("signature_id"), unit_id=params.get("unit_id"),
         )
         return {
             str(request_id): outcome if isinstance(outcome, DomainError)

@@ -111,6 +111,7 @@ def requests_transition(
     reason: str = "",
     expected_versions: dict[uuid.UUID, int | None] | None = None,
     signature_id: uuid.UUID | None = None,
+    unit_id: uuid.UUID | str | None = None,
 ) -> dict[uuid.UUID, BaseRequest | DomainError]:
     """Apply one transition to many requests in one transaction, set-based.
 
@@ -123,7 +124,8 @@ def requests_transition(
     (`expected_versions`): without them nothing is decided. A request that changed since is
     refused (`stale_version`), and so is one its decider filed or edited (`four_eyes`); the
     signature is then recorded as not applied to it (an audit entry `signature_not_applied`).
-    Each decided request is bound to the signature and its audit entry references it.
+    Each decided request is bound to the signature and its audit entry references it. `unit_id` (a
+    bulk's: the decider's unit) makes every request of another unit `not_found`, whoever decides.
     Locks are taken requests first, then crates, each in id order, then the unit counters: the same
     order everywhere, so concurrent transitions queue instead of deadlocking.
     """
@@ -142,7 +144,7 @@ def requests_transition(
     for request_id in ids:
         request = locked.get(request_id)
         try:
-            if request is None:
+            if request is None or (unit_id is not None and str(request.unit_id) != str(unit_id)):
                 raise NotFound(f"No such {kind.entity} request.")
             pinned = expected_versions.get(request_id)
             request_transition_check(

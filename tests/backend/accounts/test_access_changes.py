@@ -216,3 +216,100 @@ def test_the_service_audits_once_with_its_actor_and_reason(superuser):
     for change in ("deactivated", "role_changed"):
         (entry,) = _entries(user, change)
         assert (entry.actor_id, entry.reason) == (superuser.id, "left the site")
+
+
+# --- superuser and staff: the widest access there is --------------------------------------------
+
+
+def _assert_refresh_revoked_and_sockets_closed(refresh: str, closed) -> None:
+    """What a role change revokes (a ticket carries the role, not the superuser flag, and a socket
+    shows the unit's events whatever the flag: it is closed instead)."""
+    answer = APIClient().post("/api/auth/token/refresh/", {"refresh": refresh}, format="json")
+    assert answer.status_code == 401, answer.content
+    assert closed.call_count == 1 and closed.call_args.args[1] == CLOSE_ACCESS_REVOKED
+
+
+def test_making_someone_a_superuser_in_the_admin_is_audited_with_who_and_why_and_revokes(
+    admin_site, superuser, django_capture_on_commit_callbacks
+):
+    # given an approver of a unit, signed in
+    user = UserFactory(role=Role.APPROVER)
+    refresh, _ = _signed_in(user)
+    # when an admin of the site ticks "superuser" (every role in every unit) and "staff", with a reason
+    data = {**_change_form(admin_site, user), "is_superuser": "on", "is_staff": "on", "change_reason": "CAPA-9"}
+    with mock.patch("backend.accounts.services.user_close_send") as closed, \
+            django_capture_on_commit_callbacks(execute=True):
+        answer = admin_site.post(f"/admin/accounts/user/{user.id}/change/", data)
+
+    # then the user is a superuser, and the unit's trail says so once, with who and why
+    assert answer.status_code == 302, answer.content[:500]
+    user.refresh_from_db()
+    assert user.is_superuser and user.is_staff
+    (entry,) = _entries(user, "role_changed")
+    assert (entry.actor_id, entry.reason) == (superuser.id, "CAPA-9")
+    assert entry.changes == {"is_superuser": [False, True], "is_staff": [False, True]}
+    # and what was issued under the old access is revoked, as for any role change
+    _assert_refresh_revoked_and_sockets_closed(refresh, closed)
+
+
+def test_taking_superuser_away_from_a_shell_is_audited_once_as_the_system_and_revokes(
+    django_capture_on_commit_callbacks,
+):
+    # given a superuser of a unit, signed in
+    user = UserFactory(role=Role.APPROVER, is_superuser=True, is_staff=True)
+    refresh, _ = _signed_in(user)
+    # when a shell takes it away
+    with mock.patch("backend.accounts.services.user_close_send") as closed, \
+            django_capture_on_commit_callbacks(execute=True):
+        user.is_superuser = False
+        user.save()
+    # then it is audited once, by the system, and everything issued before is revoked
+    (entry,) = _entries(user, "role_changed")
+    assert entry.actor_username == "system" and entry.changes == {"is_superuser": [True, False]}
+    _assert_refresh_revoked_and_sockets_closed(refresh, closed)
+
+
+def test_a_permission_or_group_given_in_the_admin_is_audited_with_who_and_why(admin_site, superuser):
+    # given a staff member of a unit (the admin site, nothing in it yet)
+    from django.contrib.auth.models import Group, Permission
+
+    user = UserFactory(role=Role.APPROVER, is_staff=True)
+    may_change_users = Permission.objects.get(codename="change_user", content_type__app_label="accounts")
+    group = Group.objects.create(name="archivists")
+    # when an admin of the site gives them the permission to change users, and a group, with a reason
+    data = {**_change_form(admin_site, user), "is_staff": "on", "change_reason": "CAPA-11",
+            "user_permissions": [str(may_change_users.pk)], "groups": [str(group.pk)]}
+    answer = admin_site.post(f"/admin/accounts/user/{user.id}/change/", data)
+
+    # then the unit's trail says what was given, by whom and why
+    assert answer.status_code == 302, answer.content[:500]
+    assert user.has_perm("accounts.change_user")
+    entries = _entries(user, "role_changed")
+    assert {(e.actor_id, e.reason) for e in entries} == {(superuser.id, "CAPA-11")}
+    given = {key: value for e in entries for key, value in e.changes.items()}
+    assert given == {"user_permissions": [[], ["accounts.change_user"]], "groups": [[], ["archivists"]]}
+
+
+def test_a_permission_taken_from_a_shell_is_audited_as_the_system():
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(role=Role.APPROVER, is_staff=True)
+    permission = Permission.objects.get(codename="change_user", content_type__app_label="accounts")
+    user.user_permissions.add(permission)
+    user.user_permissions.remove(permission)
+    given, taken = sorted(_entries(user, "role_changed"), key=lambda e: e.position)
+    assert given.changes == {"user_permissions": [[], ["accounts.change_user"]]}
+    assert taken.changes == {"user_permissions": [["accounts.change_user"], []]}
+    assert taken.actor_username == "system"
+
+
+def test_a_group_emptied_from_its_side_is_audited_for_each_member():
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.create(name="night shift")
+    members = [UserFactory(role=Role.APPROVER), UserFactory(role=Role.APPROVER)]
+    group.user_set.add(*members)
+    group.user_set.clear()
+    for member in members:
+        given, taken = sorted(_entries(member, "role_changed"), key=lambda e: e.position)
+        assert (given.changes, taken.changes) == ({"groups": [[], ["night shift"]]}, {"groups": [["night shift"], []]})

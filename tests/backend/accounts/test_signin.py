@@ -4,12 +4,15 @@ change, a deactivation or a move, and access tokens that carry the user's curren
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta
 
 import pytest
 from axes.models import AccessAttempt
 from django.contrib.auth import base_user
+from django.core.management import call_command
 from django.db.models import Sum
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
@@ -87,6 +90,46 @@ def test_a_lockout_lifts_by_itself_after_the_cool_off(settings):
     assert sign_in(user.username, address="10.0.3.1").status_code == 429
     AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
     assert sign_in(user.username, address="10.0.3.1").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["admin", "axes_reset_username", "axes_reset"])
+def test_a_lockout_lifted_outside_the_unlock_api_is_audited_once(path):
+    # given a user locked out from one address (10 failures)
+    user = UserFactory(role=Role.APPROVER)
+    for _ in range(10):
+        sign_in(user.username, "wrong", address="10.0.5.1")
+    assert sign_in(user.username, address="10.0.5.1").status_code == 429
+    # when the lock is lifted another way than the unit admin's unlock: the admin site's delete of the
+    # attempt, or django-axes' own reset commands
+    root = User.objects.create_superuser("root.unlocker", "root@example.org", PASSWORD)
+    if path == "admin":
+        site = Client()
+        site.force_login(root)
+        (attempt,) = AccessAttempt.objects.filter(username=user.username)
+        answer = site.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+        assert answer.status_code == 302, answer.content[:500]
+    else:
+        call_command(path, *([user.username] if path == "axes_reset_username" else []), stdout=io.StringIO())
+
+    # then the user signs in again from there, and the unlock is in the unit's trail, once, with who
+    assert sign_in(user.username, address="10.0.5.1").status_code == 200
+    (entry,) = AuditEntry.objects.filter(record_id=user.id, action="signin_unlocked")
+    assert entry.changes["locked_out"] == [True, False] and "10.0.5.1" in entry.reason
+    assert entry.actor_id == (root.id if path == "admin" else None)
+
+
+def test_expired_or_unlocked_attempts_cleared_write_no_unlock():
+    # given a lock that lifted by itself, and a few failures short of a lock from another address
+    user = UserFactory(role=Role.APPROVER)
+    for _ in range(10):
+        sign_in(user.username, "wrong", address="10.0.6.1")
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    for _ in range(3):
+        sign_in(user.username, "wrong", address="10.0.6.2")
+    # when every attempt is cleared
+    call_command("axes_reset", stdout=io.StringIO())
+    # then nothing was unlocked, and the trail says nothing of it
+    assert not AuditEntry.objects.filter(record_id=user.id, action="signin_unlocked").exists()
 
 
 def test_only_the_users_own_unit_admin_may_unlock(api):

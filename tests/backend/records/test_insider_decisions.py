@@ -197,6 +197,28 @@ def test_the_cli_body_for_send_back_is_signed_with_the_vocabularys_meaning():
     assert "signature" not in bulk_body("resubmit", "withdrawal", parse_targets(["WR-2026-0001"]), "", lambda: None)
 
 
+@pytest.mark.parametrize("named", ["items", "ids"])
+def test_a_superuser_of_a_unit_decides_nothing_of_another_unit_in_bulk(api, enqueued, named):
+    # given a superuser who belongs to a unit (and signs), and a pending request of another unit
+    home, other = UnitFactory(), UnitFactory()
+    root = UserFactory(unit=home, role=Role.APPROVER, is_superuser=True, first_name="Root", last_name="Signer")
+    request = make_request("withdrawal", unit_staff(other)["requester"])
+    # when they approve it in a bulk of their unit (by id with the version they read, or by plain id)
+    target = {"items": [{"id": str(request.id), "version": request.version}]} if named == "items" else {"ids": [str(request.id)]}
+    answer = api(root).post(
+        "/api/bulk-actions/", signed("approve", {"entity": "withdrawal", "action": "approve", **target}), format="json",
+    )
+    assert answer.status_code == 202, answer.content
+    (job,) = _run_queued()
+
+    # then, as for any id of another unit, its outcome is not_found and it is never touched
+    (outcome,) = JobOutcome.objects.filter(job=job)
+    assert (outcome.succeeded, outcome.code) == (False, "not_found")
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    assert not AuditEntry.objects.filter(record_id=request.id, action="approved").exists()
+
+
 # --- the generated campaign ----------------------------------------------------------------------
 
 
