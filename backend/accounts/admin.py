@@ -5,6 +5,8 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm, UserChangeForm
 from django.db import transaction
+from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from .models import Unit, User
 from .services import access_change, user_create_check, user_set_password
@@ -88,3 +90,26 @@ class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
 if admin.site.is_registered(AccessAttempt):  # (axes.admin, imported above, registers its own unless told not to)
     admin.site.unregister(AccessAttempt)
     admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)
+
+
+class ReadOnlyBlacklistedTokenAdmin(BlacklistedTokenAdmin):
+    """SimpleJWT's admin edits and deletes blacklist rows, and a deleted row revives the refresh token
+    it revoked (a rotated one, or one a deactivation, move or password change revoked) without a trace.
+    Here the list is read-only: a revocation is undone by nobody; a new sign-in issues a new token."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+
+
+if admin.site.is_registered(BlacklistedToken):  # (simplejwt's admin, imported above, registers its own)
+    admin.site.unregister(BlacklistedToken)
+    admin.site.register(BlacklistedToken, ReadOnlyBlacklistedTokenAdmin)

@@ -313,3 +313,32 @@ def test_a_group_emptied_from_its_side_is_audited_for_each_member():
     for member in members:
         given, taken = sorted(_entries(member, "role_changed"), key=lambda e: e.position)
         assert (given.changes, taken.changes) == ({"groups": [[], ["night shift"]]}, {"groups": [["night shift"], []]})
+
+
+def test_a_revoked_refresh_token_cannot_be_revived_in_the_admin(admin_site, superuser):
+    # given a user whose refresh token was revoked by a deactivation, then reactivated
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+
+    user = UserFactory(unit=UnitFactory(), role=Role.APPROVER)
+    refresh, _ = _signed_in(user)
+    user.is_active = False
+    user.save()
+    user.is_active = True
+    user.save()
+    (revoked,) = BlacklistedToken.objects.filter(token__user=user)
+    url = f"/admin/token_blacklist/blacklistedtoken/{revoked.id}/"
+
+    # when a superuser tries to delete its blacklist row in the admin, or edit it, one by one or from the list
+    attempts = [
+        admin_site.post(f"{url}delete/", {"post": "yes"}),
+        admin_site.post(f"{url}change/", {"token": str(revoked.token_id), "blacklisted_at_0": "2026-01-01",
+                                          "blacklisted_at_1": "00:00:00"}),
+        admin_site.post("/admin/token_blacklist/blacklistedtoken/",
+                        {"action": "delete_selected", "_selected_action": [str(revoked.id)], "post": "yes"}),
+    ]
+
+    # then each is refused, the row stays, and the token stays revoked (the list itself can be read)
+    assert [a.status_code for a in attempts[:2]] == [403, 403], [a.status_code for a in attempts]
+    assert BlacklistedToken.objects.filter(id=revoked.id).exists()
+    assert APIClient().post("/api/auth/token/refresh/", {"refresh": refresh}, format="json").status_code == 401
+    assert admin_site.get("/admin/token_blacklist/blacklistedtoken/").status_code == 200
