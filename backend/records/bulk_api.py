@@ -54,6 +54,13 @@ class BulkActionSerializer(serializers.Serializer):
     def validate(self, attrs):
         if not attrs["ids"] and not attrs["items"] and not attrs["numbers"]:
             raise serializers.ValidationError({"ids": ["No ids given: send ids, numbers, items or any of them."]})
+        seen: dict = {}
+        for item in attrs["items"]:  # a request named with two versions: which one was seen is unknown
+            if seen.setdefault(item["id"], item["version"]) != item["version"]:
+                raise serializers.ValidationError({"items": [
+                    f"{item['id']} is named with versions {seen[item['id']]} and {item['version']}: name each "
+                    "request once, with the version you saw."
+                ]})
         return attrs
 
 

@@ -12,6 +12,7 @@ from django.db import connection
 from django.test import override_settings
 
 from backend.accounts.models import Role
+from backend.audit.models import Signature
 from backend.events.models import OutboxEvent
 from backend.jobs.models import Job, JobOutcome, JobStatus
 from backend.jobs.services import job_execute
@@ -74,6 +75,9 @@ def test_mixed_ids_get_exact_outcomes_and_nothing_else_changes(django_capture_on
     assert OutboxEvent.objects.filter(unit=other).count() == 1  # only its own `created`
 
 
+SAME = str(uuid.uuid4())
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "body, status, code",
@@ -84,6 +88,9 @@ def test_mixed_ids_get_exact_outcomes_and_nothing_else_changes(django_capture_on
         ({"entity": "withdrawal", "action": "approve", "ids": ["not-a-uuid"]}, 400, "invalid"),
         ({"entity": "withdrawal", "action": "reject", "ids": [str(uuid.uuid4())]}, 400, "reason_required"),
         ({"entity": "withdrawal", "action": "approve", "ids": [str(uuid.uuid4()) for _ in range(4)]}, 400, "too_many_ids"),
+        # one request named with two versions: which one the decider saw is not known
+        ({"entity": "withdrawal", "action": "approve", "items": [{"id": SAME, "version": 1}, {"id": SAME, "version": 2}]},
+         400, "invalid"),
     ],
 )
 def test_bulk_request_validation(api, body, status, code):
@@ -92,6 +99,7 @@ def test_bulk_request_validation(api, body, status, code):
         answer = api(approver).post("/api/bulk-actions/", signed(body["action"], body), format="json")
     assert (answer.status_code, answer.json()["code"]) == (status, code)
     assert not Job.objects.exists()
+    assert not Signature.objects.exists()  # refused before the signature is checked
 
 
 @pytest.mark.django_db
