@@ -2,8 +2,10 @@ from axes.admin import AccessAttemptAdmin
 from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.db import transaction
 from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
@@ -113,3 +115,17 @@ class ReadOnlyBlacklistedTokenAdmin(BlacklistedTokenAdmin):
 if admin.site.is_registered(BlacklistedToken):  # (simplejwt's admin, imported above, registers its own)
     admin.site.unregister(BlacklistedToken)
     admin.site.register(BlacklistedToken, ReadOnlyBlacklistedTokenAdmin)
+
+
+class AuditedGroupAdmin(GroupAdmin):
+    """A group's permissions are its members' (services.group_permissions_changed audits each change
+    for each member): saved here with this admin as the actor."""
+
+    def save_related(self, request, form, formsets, change):
+        with transaction.atomic(), access_change(actor=request.user, reason=""):
+            super().save_related(request, form, formsets, change)
+
+
+if admin.site.is_registered(Group):  # (django.contrib.auth's admin registers its own)
+    admin.site.unregister(Group)
+    admin.site.register(Group, AuditedGroupAdmin)

@@ -8,13 +8,14 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from axes.models import AccessAttempt
         from axes.signals import user_locked_out
+        from django.contrib.auth.models import Group
         from django.contrib.auth.signals import user_login_failed
         from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
         from backend.audit.vocabulary import actions_register
 
         from . import simplejwt_stamp
-        from .services import access_after_save, access_before_save, attempt_deleted, grants_changed
+        from .services import access_after_save, access_before_save, attempt_deleted, grants_changed, group_permissions_changed
         from .signin import password_check_failed
         from .vocabulary import ENTRY_WORDS
 
@@ -29,6 +30,9 @@ class AccountsConfig(AppConfig):
         # and so is every group or permission given to or taken from a user, from either side
         m2m_changed.connect(grants_changed, sender=user.groups.through, dispatch_uid="accounts.groups_changed")
         m2m_changed.connect(grants_changed, sender=user.user_permissions.through, dispatch_uid="accounts.perms_changed")
+        # and every permission given to or taken from a group, for each of its members
+        m2m_changed.connect(group_permissions_changed, sender=Group.permissions.through,
+                            dispatch_uid="accounts.group_permissions_changed")
         # What the per-username sign-in rate counts: a password check that failed (signin.py).
         user_login_failed.connect(password_check_failed, dispatch_uid="accounts.password_check_failed")
         simplejwt_stamp.install()

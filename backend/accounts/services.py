@@ -231,6 +231,28 @@ def grants_changed(sender, instance, action: str, reverse: bool, model, pk_set, 
                          changes={field: [[], names] if action == "post_add" else [names, []]})
 
 
+def group_permissions_changed(sender, instance, action: str, reverse: bool, model, pk_set, **kwargs) -> None:
+    """m2m_changed of Group.permissions, from either side (`group.permissions.add(p)`,
+    `permission.group_set.remove(g)`, the admin's group form): a permission given to or taken from a
+    group is given to or taken from each of its members. Each member gets one `role_changed` entry,
+    `{"group_permissions": [taken, given]}`, naming `group: app_label.codename`."""
+    if action == "pre_clear":
+        pairs = [(group, instance) for group in instance.group_set.all()] if reverse else [
+            (instance, permission) for permission in instance.permissions.all()]
+    elif action in ("post_add", "post_remove") and pk_set:
+        pairs = [(group, instance) for group in model.objects.filter(pk__in=pk_set)] if reverse else [
+            (instance, permission) for permission in model.objects.filter(pk__in=pk_set)]
+    else:
+        return
+    by_group: dict = {}
+    for group, permission in pairs:
+        by_group.setdefault(group, []).append(f"{group.name}: {_grant_name(permission)}")
+    for group, names in by_group.items():
+        for user in group.user_set.all():
+            access_audit(user=user, action="role_changed",
+                         changes={"group_permissions": [[], sorted(names)] if action == "post_add" else [sorted(names), []]})
+
+
 @transaction.atomic
 def user_set_password(*, user: User, password: str, actor: User | None = None, reason: str = "") -> User:
     """A new password (the save runs the revocation and the audit entry, as every path's does)."""

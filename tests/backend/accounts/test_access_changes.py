@@ -342,3 +342,33 @@ def test_a_revoked_refresh_token_cannot_be_revived_in_the_admin(admin_site, supe
     assert BlacklistedToken.objects.filter(id=revoked.id).exists()
     assert APIClient().post("/api/auth/token/refresh/", {"refresh": refresh}, format="json").status_code == 401
     assert admin_site.get("/admin/token_blacklist/blacklistedtoken/").status_code == 200
+
+
+def test_a_permission_given_to_a_group_is_audited_for_each_member(admin_site, superuser):
+    # given a group with two staff members, and a third user outside it
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.create(name="archivists")
+    members = [UserFactory(role=Role.APPROVER, is_staff=True), UserFactory(role=Role.REQUESTER, is_staff=True)]
+    outsider = UserFactory(role=Role.APPROVER, is_staff=True)
+    group.user_set.add(*members)
+    may_change_users = Permission.objects.get(codename="change_user", content_type__app_label="accounts")
+
+    # when a site admin gives the group the permission to change users in the admin's group form
+    answer = admin_site.post(f"/admin/auth/group/{group.id}/change/",
+                             {"name": "archivists", "permissions": [str(may_change_users.pk)]})
+
+    # then each member's trail says so, with who gave it; the outsider's says nothing
+    assert answer.status_code == 302, answer.content[:500]
+    for member in members:
+        (given,) = [e for e in _entries(member, "role_changed") if "group_permissions" in e.changes]
+        assert given.changes == {"group_permissions": [[], ["archivists: accounts.change_user"]]}
+        assert given.actor_id == superuser.id
+    assert not _entries(outsider, "role_changed")
+
+    # and when it is taken back from a shell, from the permission's side, each member's trail says that too
+    may_change_users.group_set.remove(group)
+    for member in members:
+        taken = [e for e in _entries(member, "role_changed") if e.changes.get("group_permissions", [[], []])[0]]
+        assert [(e.changes, e.actor_username) for e in taken] == [
+            ({"group_permissions": [["archivists: accounts.change_user"], []]}, "system")]
