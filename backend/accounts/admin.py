@@ -1,5 +1,5 @@
-from axes.admin import AccessAttemptAdmin
-from axes.models import AccessAttempt
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin
@@ -9,6 +9,8 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+
+from backend.common.admin import ReadOnlyAdmin
 
 from .models import Unit, User
 from .services import access_change, user_create_check, user_set_password
@@ -21,8 +23,18 @@ REASON = forms.CharField(
 
 @admin.register(Unit)
 class UnitAdmin(admin.ModelAdmin):
+    """Units are made and their settings changed here (each change audited in the unit's trail with
+    this admin, services.unit_after_save); never deleted: a unit's trail outlives it."""
+
     list_display = ["code", "name", "timezone", "id"]
     search_fields = ["code", "name"]
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic(), access_change(actor=request.user, reason=""):
+            super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class ReasonedPasswordChangeForm(AdminPasswordChangeForm):
@@ -61,6 +73,10 @@ class UserAdmin(BaseUserAdmin):
         with access_change(actor=request.user, reason=""):
             return super().user_change_password(request, id, form_url)
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # An account is deactivated (audited, revoking), never deleted: its name stays on what it did.
+        return False
+
     def save_model(self, request, obj, form, change):
         reason = form.cleaned_data.get("change_reason", "")
         # Created, deactivated, moved or given another role here: the save audits it (once) with this
@@ -88,28 +104,32 @@ class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
         with transaction.atomic(), access_change(actor=request.user, reason=""):
             super().delete_queryset(request, queryset)
 
+    def has_change_permission(self, request, obj=None) -> bool:  # (every field is read-only anyway)
+        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+
+
+class ReadOnlyAccessLogAdmin(ReadOnlyAdmin, AccessLogAdmin):
+    """Who signed in and out, when and from where: django-axes' admin deletes these; here nobody does."""
+
+
+class ReadOnlyAccessFailureLogAdmin(ReadOnlyAdmin, AccessFailureLogAdmin):
+    """Every failed sign-in: django-axes' admin deletes these; here nobody does."""
+
+
+for model, model_admin in ((AccessLog, ReadOnlyAccessLogAdmin), (AccessFailureLog, ReadOnlyAccessFailureLogAdmin)):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+        admin.site.register(model, model_admin)
 
 if admin.site.is_registered(AccessAttempt):  # (axes.admin, imported above, registers its own unless told not to)
     admin.site.unregister(AccessAttempt)
     admin.site.register(AccessAttempt, AuditedAccessAttemptAdmin)
 
 
-class ReadOnlyBlacklistedTokenAdmin(BlacklistedTokenAdmin):
+class ReadOnlyBlacklistedTokenAdmin(ReadOnlyAdmin, BlacklistedTokenAdmin):
     """SimpleJWT's admin edits and deletes blacklist rows, and a deleted row revives the refresh token
     it revoked (a rotated one, or one a deactivation, move or password change revoked) without a trace.
     Here the list is read-only: a revocation is undone by nobody; a new sign-in issues a new token."""
-
-    def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
 
 
 if admin.site.is_registered(BlacklistedToken):  # (simplejwt's admin, imported above, registers its own)
@@ -119,11 +139,19 @@ if admin.site.is_registered(BlacklistedToken):  # (simplejwt's admin, imported a
 
 class AuditedGroupAdmin(GroupAdmin):
     """A group's permissions are its members' (services.group_permissions_changed audits each change
-    for each member): saved here with this admin as the actor."""
+    for each member, services.group_deleted a deleted group's): saved here with this admin as actor."""
 
     def save_related(self, request, form, formsets, change):
         with transaction.atomic(), access_change(actor=request.user, reason=""):
             super().save_related(request, form, formsets, change)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic(), access_change(actor=request.user, reason=""):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic(), access_change(actor=request.user, reason=""):
+            super().delete_queryset(request, queryset)
 
 
 if admin.site.is_registered(Group):  # (django.contrib.auth's admin registers its own)

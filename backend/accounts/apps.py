@@ -10,12 +10,21 @@ class AccountsConfig(AppConfig):
         from axes.signals import user_locked_out
         from django.contrib.auth.models import Group
         from django.contrib.auth.signals import user_login_failed
-        from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
+        from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
         from backend.audit.vocabulary import actions_register
 
         from . import simplejwt_stamp
-        from .services import access_after_save, access_before_save, attempt_deleted, grants_changed, group_permissions_changed
+        from .services import (
+            access_after_save,
+            access_before_save,
+            attempt_deleted,
+            grants_changed,
+            group_deleted,
+            group_permissions_changed,
+            unit_after_save,
+            unit_before_save,
+        )
         from .signin import password_check_failed
         from .vocabulary import ENTRY_WORDS
 
@@ -30,9 +39,14 @@ class AccountsConfig(AppConfig):
         # and so is every group or permission given to or taken from a user, from either side
         m2m_changed.connect(grants_changed, sender=user.groups.through, dispatch_uid="accounts.groups_changed")
         m2m_changed.connect(grants_changed, sender=user.user_permissions.through, dispatch_uid="accounts.perms_changed")
+        pre_delete.connect(group_deleted, sender=Group, dispatch_uid="accounts.group_deleted")  # (links go by cascade)
         # and every permission given to or taken from a group, for each of its members
         m2m_changed.connect(group_permissions_changed, sender=Group.permissions.through,
                             dispatch_uid="accounts.group_permissions_changed")
+        # A unit's settings changed (code, name, time zone): audited in its own trail (services.py).
+        unit = self.get_model("Unit")
+        pre_save.connect(unit_before_save, sender=unit, dispatch_uid="accounts.unit_before_save")
+        post_save.connect(unit_after_save, sender=unit, dispatch_uid="accounts.unit_after_save")
         # What the per-username sign-in rate counts: a password check that failed (signin.py).
         user_login_failed.connect(password_check_failed, dispatch_uid="accounts.password_check_failed")
         simplejwt_stamp.install()

@@ -253,6 +253,40 @@ def group_permissions_changed(sender, instance, action: str, reverse: bool, mode
                          changes={"group_permissions": [[], sorted(names)] if action == "post_add" else [sorted(names), []]})
 
 
+def group_deleted(sender, instance, **kwargs) -> None:
+    """pre_delete of Group: deleting a group takes it from its members without an m2m_changed (the
+    links go by cascade), so each member gets the `role_changed` entry here, `groups: [[name], []]`."""
+    for user in instance.user_set.all():
+        access_audit(user=user, action="role_changed", changes={"groups": [[instance.name], []]})
+
+
+# A unit's settings: what its trail and reports are known by, and the zone their times are shown in.
+_UNIT_SETTINGS = ("code", "name", "timezone")
+
+
+def unit_before_save(sender, instance: Unit, raw: bool = False, **kwargs) -> None:
+    """pre_save of Unit: the stored settings, for unit_after_save to compare (none for a new unit)."""
+    adding = raw or instance._state.adding
+    instance._settings_was = None if adding else Unit.objects.filter(pk=instance.pk).values(*_UNIT_SETTINGS).first()
+
+
+def unit_after_save(sender, instance: Unit, created: bool, raw: bool = False, **kwargs) -> None:
+    """post_save of Unit: a change of its code, name or time zone (the admin site, a shell) is one
+    `settings_changed` entry in the unit's own trail, `{field: [before, after]}`, with the actor and
+    reason of the surrounding `access_change` (the system's outside one)."""
+    was, instance._settings_was = getattr(instance, "_settings_was", None), None
+    if created or raw or not was:
+        return
+    changes = {name: [was[name], getattr(instance, name)] for name in _UNIT_SETTINGS if was[name] != getattr(instance, name)}
+    if changes:
+        because = _because.get()
+        with transaction.atomic():
+            journal_write(actor=because.actor, entries=[Entry(
+                unit_id=instance.id, entity="unit", record_id=instance.id, record_number=instance.code,
+                action="settings_changed", changes=changes, reason=because.reason or "site settings changed",
+            )])
+
+
 @transaction.atomic
 def user_set_password(*, user: User, password: str, actor: User | None = None, reason: str = "") -> User:
     """A new password (the save runs the revocation and the audit entry, as every path's does)."""

@@ -1,5 +1,6 @@
-"""The audit actions of access changes and signatures (entity `user`), and their words: registered
-with the audit trail's vocabulary when the app is ready (backend/audit/vocabulary.py). Plain Python."""
+"""The audit actions of access changes and signatures (entity `user`) and of a unit's settings
+(entity `unit`), and their words: registered with the audit trail's vocabulary when the app is ready
+(backend/audit/vocabulary.py). Plain Python."""
 
 ENTRY_WORDS: dict[str, str] = {
     "created": "Created",
@@ -13,4 +14,5 @@ ENTRY_WORDS: dict[str, str] = {
     "signature_failed": "Signature refused (wrong password)",
     "signature_locked": "Signing locked",
     "signature_unlocked": "Signing unlocked",
+    "settings_changed": "Site settings changed",  # entity `unit`: its code, name or time zone
 }
