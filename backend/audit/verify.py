@@ -7,7 +7,8 @@ entries), in this order:
 2. every purge record is covered by a checkpoint written after it (`purge_not_checkpointed`), its
    entries were beyond retention by the checkpoints' own signed times (`purge_inside_retention`),
    and it agrees with any checkpoint at its position (`checkpoint_missing_from_chain`);
-3. the chain, walked from the last purge: positions follow (`entries_missing`), each entry links to
+3. no entry lies at or below the last purge's position (or 0) (`entry_outside_chain`); the chain,
+   walked from the last purge: positions follow (`entries_missing`), each entry links to
    the previous one (`prev_hash_mismatch`) and matches its hash (`hash_mismatch`), and each
    checkpoint's position holds the hash it signed (`checkpoint_missing_from_chain`: the chain was
    rewritten between the previous checkpoint and this one);
@@ -42,6 +43,8 @@ ENTRY_REASONS = {
     "entries_missing": "entries {start} to {end} of the unit's chain are missing",
     "prev_hash_mismatch": "its prev_hash is not the previous entry's hash (an entry was removed, inserted or edited)",
     "hash_mismatch": "its content does not match its hash (the entry was edited)",
+    "entry_outside_chain": "it lies at or before position {floor}, where the unit's chain does not reach (before its "
+                           "first entry, or among the entries a purge removed): it was put in by hand",
 }
 
 
@@ -138,6 +141,15 @@ def _check_purges(unit_id: uuid.UUID, keys) -> tuple[int, str]:
     return floor
 
 
+def _check_outside(unit_id: uuid.UUID, floor: int) -> None:
+    """No entry at or below the chain's floor (0, or the last purge's position): the walk never
+    reads there, yet the trail and a record's history would show it."""
+    stray = AuditEntry.objects.filter(unit_id=unit_id, position__lte=floor).order_by("position").first()
+    if stray is not None:
+        raise _Broken("entry_outside_chain", ENTRY_REASONS["entry_outside_chain"].format(floor=floor),
+                      id=str(stray.id), position=stray.position)
+
+
 def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[AuditCheckpoint], chunk_size: int) -> None:
     """Rules 3 and 4 from `start` (position, hash); `checkpoints` are those after it, in order."""
     position, prev_hash = start
@@ -189,6 +201,7 @@ def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None 
         for checkpoint in checkpoints:
             _check_signature(checkpoint, keys)
         floor = _check_purges(unit_id, keys)
+        _check_outside(unit_id, floor[0])
         begin = floor
         if start is not None and start.position > floor[0]:
             anchor = AuditEntry.objects.filter(unit_id=unit_id, position=start.position).first()
