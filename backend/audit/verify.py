@@ -1,7 +1,9 @@
 """The chain check that knows what should be there.
 
-For every unit known to the Unit table or to the checkpoints (not only units that still have
-entries), in this order:
+For every unit known to the Unit table, to the checkpoints (not only units that still have
+entries) or, when every unit is verified, to the entries, in this order:
+
+0. a unit with entries is known to the Unit table or to its checkpoints (`unit_unknown`);
 
 1. every checkpoint is signed by a known key (`checkpoint_signature_invalid`);
 2. every purge record is covered by a checkpoint written after it (`purge_not_checkpointed`), its
@@ -94,6 +96,9 @@ def known_units(unit_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, str]
     # (distinct ids first: an index-only scan; a code only for a unit the Unit table lost)
     for unit_id in set(checkpoints.order_by().values_list("unit_id", flat=True).distinct()) - set(known):
         known[unit_id] = checkpoints.filter(unit_id=unit_id).values_list("unit_code", flat=True).first()
+    if unit_ids is None:  # entries under a unit neither knows (unit_verify: `unit_unknown`), by its id
+        for unit_id in set(AuditEntry.objects.order_by().values_list("unit_id", flat=True).distinct()) - set(known):
+            known[unit_id] = unit_id.hex
     return known
 
 
@@ -139,6 +144,16 @@ def _check_purges(unit_id: uuid.UUID, keys) -> tuple[int, str]:
         if purge.through_position > floor[0]:
             floor = (purge.through_position, purge.through_hash)
     return floor
+
+
+def _check_known(unit_id: uuid.UUID, checkpoints: list[AuditCheckpoint]) -> None:
+    """A unit with entries is in the Unit table (its row is PROTECTed) or, once gone, in its checkpoints."""
+    if checkpoints or AuditEntry._meta.get_field("unit").related_model.objects.filter(id=unit_id).exists():
+        return
+    first = AuditEntry.objects.filter(unit_id=unit_id).order_by("position").first()
+    if first is not None:
+        raise _Broken("unit_unknown", "entries of a unit neither the Unit table nor any checkpoint knows: its row was "
+                      "deleted, or the entries were put in by hand", id=str(first.id), position=first.position)
 
 
 def _check_outside(unit_id: uuid.UUID, floor: int) -> None:
@@ -198,6 +213,7 @@ def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None 
         checkpoints = checkpoints.filter(position__gte=start.position)
     checkpoints = list(checkpoints.order_by("position", "at"))
     try:
+        _check_known(unit_id, checkpoints)
         for checkpoint in checkpoints:
             _check_signature(checkpoint, keys)
         floor = _check_purges(unit_id, keys)

@@ -20,7 +20,7 @@ from backend.audit.selectors import audit_verify, record_history
 from backend.audit.services import audit_purge
 from backend.records import services
 from backend.records.services.integrity import audit_chain_watch
-from tests.backend.audit.test_tamper import ENTRIES, MODES, Scene, caught, chain_ok, rehash_from
+from tests.backend.audit.test_tamper import ENTRIES, MODES, Scene, caught, chain_ok, pk, rehash_from, tamper
 from tests.support.factories import UnitFactory, unit_staff
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +86,36 @@ def test_entries_put_in_at_positions_a_purge_removed(sink_file, settings):
     assert (bad["rule"], bad["position"], bad["id"]) == ("entry_outside_chain", 1, str(first.id))
     audit_chain_watch(full=False)
     assert chain_ok() == {"east": 0}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_entries_of_a_unit_nobody_knows(sink_file, mode):
+    # given east's chain, checkpointed and verified by the schedule
+    scene = Scene(sink_file, mode)
+    crate = scene.entries[0]
+    # when the owner drops the entries' foreign key to the Unit table (SQLite's cannot be dropped:
+    # there it is deferred, and the row is taken out again before the test's transaction ends) and
+    # writes a self-consistent chain of one entry about east's crate under a unit id no Unit row
+    # and no checkpoint knows
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            (fk,) = [name for name, c in connection.introspection.get_constraints(cursor, ENTRIES).items()
+                     if c["foreign_key"] and c["columns"] == ["unit_id"]]
+            cursor.execute(f"ALTER TABLE {ENTRIES} DROP CONSTRAINT {fk}")
+    stranger = uuid.uuid4()
+    forged = forge(crate, 1, unit_id=stranger, action="deleted", reason="destroyed as agreed")
+    # it shows in the crate's history, like any entry
+    assert forged.id in [e.id for e in record_history(crate.record_id)]
+
+    # then verify (full and as scheduled) names the unit and its first entry
+    try:
+        bad = audit_verify().first_bad
+        assert bad is not None and (bad["rule"], bad["unit"], bad["position"], bad["id"]) == (
+            "unit_unknown", str(stranger), 1, str(forged.id)), bad
+        run = audit_chain_watch(full=mode == "full")
+        assert run.full == (mode == "full")
+        assert {u.unit_id: u.first_bad and u.first_bad["rule"] for u in run.units}[stranger] == "unit_unknown"
+        assert chain_ok()[stranger.hex] == 0
+    finally:
+        tamper(f"DELETE FROM {ENTRIES} WHERE id = %s", pk(forged.id))
