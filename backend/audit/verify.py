@@ -15,6 +15,8 @@ entries) or, when every unit is verified, to the entries, in this order:
    checkpoint's position holds the hash it signed (`checkpoint_missing_from_chain`: the chain was
    rewritten between the previous checkpoint and this one);
 4. the chain reaches the last checkpoint (`tail_truncated`; `unit_wiped` when nothing is left);
+5. each signed entry's `signature_digest` still describes its signature and binding rows
+   (`signature_mismatch`);
 
 then the database's checkpoints are compared with the sink's copy (`sink_mismatch`): a database
 restored from an older copy lacks the newer ones, an edited checkpoint differs, and a sink edited
@@ -35,10 +37,10 @@ from typing import Any
 
 from django.conf import settings
 
-from .chain import GENESIS, canonical_time, entry_hash
+from .chain import GENESIS, canonical_time, entry_hash, signature_digest
 from .checkpoints import checkpoint_document, payload
 from .keys import public_keys, signature_valid
-from .models import AuditCheckpoint, AuditEntry, AuditPurge
+from .models import AuditCheckpoint, AuditEntry, AuditPurge, Signature, SignedRecord
 from .sinks import read_copy, sink
 
 ENTRY_REASONS = {
@@ -204,6 +206,34 @@ def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[Au
         )
 
 
+def _check_signatures(unit_id: uuid.UUID, after: int, chunk_size: int) -> None:
+    """Each signed entry after position `after` against the signature and binding rows as they are
+    now (`signature_mismatch`): the entry's `signature_digest` (inside its hash) is what they were."""
+    signed = (AuditEntry.objects.filter(unit_id=unit_id, position__gt=after, signature_digest__isnull=False)
+              .order_by("position").only("id", "position", "record_id", "signature_id", "signature_digest"))
+    chunk: list[AuditEntry] = []
+    for entry in signed.iterator(chunk_size=chunk_size):
+        chunk.append(entry)
+        if len(chunk) >= chunk_size:
+            _signatures_match(chunk)
+            chunk = []
+    _signatures_match(chunk)
+
+
+def _signatures_match(entries: list[AuditEntry]) -> None:
+    ids = {e.signature_id for e in entries}
+    signatures = Signature.objects.in_bulk(ids)
+    bound = {(s.signature_id, s.record_id): s for s in SignedRecord.objects.filter(
+        signature_id__in=ids, record_id__in={e.record_id for e in entries})}
+    for entry in entries:
+        signature = signatures.get(entry.signature_id)
+        if signature is None or signature_digest(signature, bound.get((entry.signature_id, entry.record_id))) != \
+                entry.signature_digest:
+            raise _Broken("signature_mismatch", "the signature this entry was written under, or its binding to the "
+                          "record, is not what it was then (rewritten, moved to another record or removed)",
+                          id=str(entry.id), position=entry.position, signature=str(entry.signature_id))
+
+
 def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None = None, chunk_size: int = 2000,
                 keys=None) -> UnitVerification:
     keys = public_keys() if keys is None else keys
@@ -226,6 +256,7 @@ def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None 
             begin = (start.position, start.hash)
             result.through = start
         _walk(result, begin, [c for c in checkpoints if c.position > begin[0]], chunk_size)
+        _check_signatures(unit_id, begin[0], chunk_size)
         if result.through is None and checkpoints and checkpoints[-1].position <= floor[0]:
             result.through = checkpoints[-1]
     except _Broken as broken:
