@@ -297,10 +297,12 @@ class Hub(PeriodicChecks, ProcessChannel):
         else:
             notes = [(note.get("id"), Outgoing(0, schema.encode(schema.notification(notification=note))))
                      for note in message.get("notifications", ())]
+        unit_id = message.get("unit_id") if notes is None else None
         for listener in listeners:
             try:
                 if notes is None:
-                    listener.job_frame(frame)
+                    if unit_id is None or listener.unit_id == unit_id:  # (a moved user: not the old unit's)
+                        listener.job_frame(frame)
                 else:
                     for notification_id, note_frame in notes:
                         listener.notification_frame(notification_id, note_frame)

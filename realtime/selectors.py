@@ -39,12 +39,12 @@ mine_request_ids = realtime_db(records.mine_request_ids)
 
 def _owed_on_resume(unit_id: str, user_id: str, last_seq: int) -> tuple[list[dict], list[dict]]:
     """What a resuming connection's user may have missed while away (realtime/resuming.py): the
-    state of their queued and running jobs, and their unread notifications (about their current
+    state of their queued and running jobs of the unit, and their unread notifications (about their current
     unit) created since the update at `last_seq` committed, less a margin (all unread ones when
     that update is not in the outbox): backend/notifications/selectors.py, OWED_MARGIN."""
     since = events.outbox_created_at(unit_id, last_seq) if last_seq > 0 else None
     owed = notifications.unread_since(user_id, since)
-    return user_unfinished_jobs(user_id), [notification_document(row) for row in owed]
+    return user_unfinished_jobs(user_id, unit_id), [notification_document(row) for row in owed]
 
 
 owed_on_resume = realtime_db(_owed_on_resume)

@@ -68,7 +68,8 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         model = AuditEntry
         fields = [
             "id", "unit", "position", "at", "actor", "entity", "record_id", "record_number", "action", "version",
-            "changes", "reason", "signature", "job_id", "client", "seq", "hash", "prev_hash", "reviewed",
+            "changes", "reason", "signature", "signature_digest", "job_id", "client", "seq", "hash", "prev_hash",
+            "reviewed",
         ]
         read_only_fields = fields
 

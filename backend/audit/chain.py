@@ -68,6 +68,8 @@ def payload(entry) -> dict[str, Any]:
         "client": {"ip": entry.client_ip, "user_agent": entry.user_agent},
         "seq": entry.seq,
         "prev_hash": entry.prev_hash,
+        # (only where set: entries written before it existed keep their hashes)
+        **({"signature_digest": entry.signature_digest} if getattr(entry, "signature_digest", None) else {}),
     }
 
 
@@ -89,6 +91,31 @@ def binding_hash(signature, *, entity: str, record_id, version: int, content: di
                 "signed_at": canonical_time(signature.signed_at),
             },
             "record": {"entity": entity, "id": str(record_id), "version": version, "content": plain(content)},
+        },
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def signature_digest(signature, signed) -> str:
+    """SHA-256 of `signature` (a Signature: who signed, when, meaning what, from where) and of
+    `signed`, its SignedRecord for the entry's record (None where it has none: a crate a decision
+    moved, a refused decision), as an entry written under it holds them (`signature_digest`)."""
+    bound = None if signed is None else {
+        "id": str(signed.id), "entity": signed.entity, "record_id": str(signed.record_id),
+        "record_number": signed.record_number, "version": signed.version, "binding": signed.binding,
+    }
+    encoded = json.dumps(
+        {
+            "signature": {
+                "id": str(signature.id), "unit": str(signature.unit_id),
+                "signer": {"id": str(signature.signer_id), "username": signature.signer_username,
+                           "full_name": signature.signer_full_name},
+                "meaning": signature.meaning, "action": signature.action, "entity": signature.entity,
+                "signed_at": canonical_time(signature.signed_at),
+                "client": {"ip": signature.client_ip, "user_agent": signature.user_agent},
+            },
+            "bound": bound,
         },
         sort_keys=True, separators=(",", ":"), ensure_ascii=False,
     )

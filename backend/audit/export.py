@@ -67,6 +67,7 @@ def entry_document(entry: AuditEntry) -> dict[str, Any]:
         "changes": entry.changes,
         "reason": entry.reason,
         "signature": signature,
+        "signature_digest": entry.signature_digest,
         "job_id": _str(entry.job_id),
         "client": {"ip": entry.client_ip, "user_agent": entry.user_agent},
         "seq": entry.seq,

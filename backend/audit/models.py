@@ -37,6 +37,9 @@ class AuditEntry(models.Model):
     reason = models.TextField(blank=True)
     # The electronic signature under which a decision was made (its meaning and time show with it).
     signature = models.ForeignKey("Signature", on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
+    # The signature as it was when the entry was written, and its binding to the entry's record
+    # (chain.signature_digest; inside `hash`): verify compares it with the rows. None before 0008.
+    signature_digest = models.CharField(max_length=64, null=True, blank=True)
     job_id = models.UUIDField(null=True, blank=True)
     client_ip = models.CharField(max_length=45, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)

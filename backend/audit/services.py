@@ -24,7 +24,7 @@ from backend.events import schema
 from backend.events.services import Change, outbox_insert, outbox_prepare, units_lock
 
 from . import db as audit_db
-from .chain import GENESIS, binding_hash, entry_hash, plain
+from .chain import GENESIS, binding_hash, entry_hash, plain, signature_digest
 from .checkpoints import checkpoints_write
 from .context import Origin, current_origin
 from .export import entry_document
@@ -92,6 +92,9 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
         outbox_insert(events)
         return []
     signatures = Signature.objects.in_bulk({e.signature_id for e in entries if e.signature_id})
+    # Each signed entry's binding to its record (written before it: signature_apply, then this).
+    bound = {(s.signature_id, s.record_id): s for s in SignedRecord.objects.filter(
+        signature_id__in=list(signatures), record_id__in={e.record_id for e in entries if e.signature_id})}
     now = timezone.now()
     origin = current_origin()
     who = _actor_fields(actor)
@@ -114,6 +117,9 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
                 seq=seq_of.get(id(draft.change)) if draft.change is not None else None,
                 prev_hash=prev_hash,
             )
+            if draft.signature_id:
+                row.signature_digest = signature_digest(signatures[draft.signature_id],
+                                                        bound.get((draft.signature_id, draft.record_id)))
             row.hash = prev_hash = entry_hash(row)
             rows.append(row)
             if draft.change is not None:  # the activity feed: this entry, right after its update
@@ -124,8 +130,8 @@ def journal_write(*, actor: Actor | None, changes: Iterable[Change] = (), entrie
     return rows
 
 
-# What an activity frame leaves out of an entry: where the client was, and the chain's hashes.
-ACTIVITY_OMITS = ("client", "hash", "prev_hash")
+# What an activity frame leaves out of an entry: where the client was, and the chain's hashes (and digests).
+ACTIVITY_OMITS = ("client", "hash", "prev_hash", "signature_digest")
 
 
 def activity_frame(entry: AuditEntry) -> str:

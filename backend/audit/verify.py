@@ -1,17 +1,22 @@
 """The chain check that knows what should be there.
 
-For every unit known to the Unit table or to the checkpoints (not only units that still have
-entries), in this order:
+For every unit known to the Unit table, to the checkpoints (not only units that still have
+entries) or, when every unit is verified, to the entries, in this order:
+
+0. a unit with entries is known to the Unit table or to its checkpoints (`unit_unknown`);
 
 1. every checkpoint is signed by a known key (`checkpoint_signature_invalid`);
 2. every purge record is covered by a checkpoint written after it (`purge_not_checkpointed`), its
    entries were beyond retention by the checkpoints' own signed times (`purge_inside_retention`),
    and it agrees with any checkpoint at its position (`checkpoint_missing_from_chain`);
-3. the chain, walked from the last purge: positions follow (`entries_missing`), each entry links to
+3. no entry lies at or below the last purge's position (or 0) (`entry_outside_chain`); the chain,
+   walked from the last purge: positions follow (`entries_missing`), each entry links to
    the previous one (`prev_hash_mismatch`) and matches its hash (`hash_mismatch`), and each
    checkpoint's position holds the hash it signed (`checkpoint_missing_from_chain`: the chain was
    rewritten between the previous checkpoint and this one);
 4. the chain reaches the last checkpoint (`tail_truncated`; `unit_wiped` when nothing is left);
+5. each signed entry's `signature_digest` still describes its signature and binding rows
+   (`signature_mismatch`);
 
 then the database's checkpoints are compared with the sink's copy (`sink_mismatch`): a database
 restored from an older copy lacks the newer ones, an edited checkpoint differs, and a sink edited
@@ -32,16 +37,18 @@ from typing import Any
 
 from django.conf import settings
 
-from .chain import GENESIS, canonical_time, entry_hash
+from .chain import GENESIS, canonical_time, entry_hash, signature_digest
 from .checkpoints import checkpoint_document, payload
 from .keys import public_keys, signature_valid
-from .models import AuditCheckpoint, AuditEntry, AuditPurge
+from .models import AuditCheckpoint, AuditEntry, AuditPurge, Signature, SignedRecord
 from .sinks import read_copy, sink
 
 ENTRY_REASONS = {
     "entries_missing": "entries {start} to {end} of the unit's chain are missing",
     "prev_hash_mismatch": "its prev_hash is not the previous entry's hash (an entry was removed, inserted or edited)",
     "hash_mismatch": "its content does not match its hash (the entry was edited)",
+    "entry_outside_chain": "it lies at or before position {floor}, where the unit's chain does not reach (before its "
+                           "first entry, or among the entries a purge removed): it was put in by hand",
 }
 
 
@@ -91,6 +98,9 @@ def known_units(unit_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, str]
     # (distinct ids first: an index-only scan; a code only for a unit the Unit table lost)
     for unit_id in set(checkpoints.order_by().values_list("unit_id", flat=True).distinct()) - set(known):
         known[unit_id] = checkpoints.filter(unit_id=unit_id).values_list("unit_code", flat=True).first()
+    if unit_ids is None:  # entries under a unit neither knows (unit_verify: `unit_unknown`), by its id
+        for unit_id in set(AuditEntry.objects.order_by().values_list("unit_id", flat=True).distinct()) - set(known):
+            known[unit_id] = unit_id.hex
     return known
 
 
@@ -138,6 +148,25 @@ def _check_purges(unit_id: uuid.UUID, keys) -> tuple[int, str]:
     return floor
 
 
+def _check_known(unit_id: uuid.UUID, checkpoints: list[AuditCheckpoint]) -> None:
+    """A unit with entries is in the Unit table (its row is PROTECTed) or, once gone, in its checkpoints."""
+    if checkpoints or AuditEntry._meta.get_field("unit").related_model.objects.filter(id=unit_id).exists():
+        return
+    first = AuditEntry.objects.filter(unit_id=unit_id).order_by("position").first()
+    if first is not None:
+        raise _Broken("unit_unknown", "entries of a unit neither the Unit table nor any checkpoint knows: its row was "
+                      "deleted, or the entries were put in by hand", id=str(first.id), position=first.position)
+
+
+def _check_outside(unit_id: uuid.UUID, floor: int) -> None:
+    """No entry at or below the chain's floor (0, or the last purge's position): the walk never
+    reads there, yet the trail and a record's history would show it."""
+    stray = AuditEntry.objects.filter(unit_id=unit_id, position__lte=floor).order_by("position").first()
+    if stray is not None:
+        raise _Broken("entry_outside_chain", ENTRY_REASONS["entry_outside_chain"].format(floor=floor),
+                      id=str(stray.id), position=stray.position)
+
+
 def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[AuditCheckpoint], chunk_size: int) -> None:
     """Rules 3 and 4 from `start` (position, hash); `checkpoints` are those after it, in order."""
     position, prev_hash = start
@@ -177,6 +206,34 @@ def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[Au
         )
 
 
+def _check_signatures(unit_id: uuid.UUID, after: int, chunk_size: int) -> None:
+    """Each signed entry after position `after` against the signature and binding rows as they are
+    now (`signature_mismatch`): the entry's `signature_digest` (inside its hash) is what they were."""
+    signed = (AuditEntry.objects.filter(unit_id=unit_id, position__gt=after, signature_digest__isnull=False)
+              .order_by("position").only("id", "position", "record_id", "signature_id", "signature_digest"))
+    chunk: list[AuditEntry] = []
+    for entry in signed.iterator(chunk_size=chunk_size):
+        chunk.append(entry)
+        if len(chunk) >= chunk_size:
+            _signatures_match(chunk)
+            chunk = []
+    _signatures_match(chunk)
+
+
+def _signatures_match(entries: list[AuditEntry]) -> None:
+    ids = {e.signature_id for e in entries}
+    signatures = Signature.objects.in_bulk(ids)
+    bound = {(s.signature_id, s.record_id): s for s in SignedRecord.objects.filter(
+        signature_id__in=ids, record_id__in={e.record_id for e in entries})}
+    for entry in entries:
+        signature = signatures.get(entry.signature_id)
+        if signature is None or signature_digest(signature, bound.get((entry.signature_id, entry.record_id))) != \
+                entry.signature_digest:
+            raise _Broken("signature_mismatch", "the signature this entry was written under, or its binding to the "
+                          "record, is not what it was then (rewritten, moved to another record or removed)",
+                          id=str(entry.id), position=entry.position, signature=str(entry.signature_id))
+
+
 def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None = None, chunk_size: int = 2000,
                 keys=None) -> UnitVerification:
     keys = public_keys() if keys is None else keys
@@ -186,9 +243,11 @@ def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None 
         checkpoints = checkpoints.filter(position__gte=start.position)
     checkpoints = list(checkpoints.order_by("position", "at"))
     try:
+        _check_known(unit_id, checkpoints)
         for checkpoint in checkpoints:
             _check_signature(checkpoint, keys)
         floor = _check_purges(unit_id, keys)
+        _check_outside(unit_id, floor[0])
         begin = floor
         if start is not None and start.position > floor[0]:
             anchor = AuditEntry.objects.filter(unit_id=unit_id, position=start.position).first()
@@ -197,6 +256,7 @@ def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None 
             begin = (start.position, start.hash)
             result.through = start
         _walk(result, begin, [c for c in checkpoints if c.position > begin[0]], chunk_size)
+        _check_signatures(unit_id, begin[0], chunk_size)
         if result.through is None and checkpoints and checkpoints[-1].position <= floor[0]:
             result.through = checkpoints[-1]
     except _Broken as broken:

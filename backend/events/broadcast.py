@@ -91,11 +91,13 @@ def unit_events_send(by_unit: Iterable[tuple[str, list[tuple]]]) -> None:
         _run(_send_unit_events(batches, trace_for_message()))
 
 
-def job_update_send(user_id: Any, job: dict[str, Any]) -> None:
-    """Progress of a job, to the connections of the user who started it. Best effort: the job
+def job_update_send(user_id: Any, job: dict[str, Any], unit_id: Any = None) -> None:
+    """Progress of a job, to the connections of the user who started it that are in the job's unit
+    (`unit_id`; a user moved since hears nothing of the old unit's jobs). Best effort: the job
     itself is durable and readable at /api/jobs/{id}/."""
     layer = get_channel_layer()
-    message = {"type": groups.JOB_UPDATE, "user_id": str(user_id), "job": job}
+    message = {"type": groups.JOB_UPDATE, "user_id": str(user_id), "job": job,
+               "unit_id": str(unit_id) if unit_id is not None else None}
     try:
         _run(layer.group_send(user_group_name(user_id), message))
     except Exception:  # noqa: BLE001 - a lost progress message must never fail the job

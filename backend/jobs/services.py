@@ -70,7 +70,7 @@ def job_notice(job: Job) -> Draft:
 
 def job_push(job: Job) -> None:
     """Tell the connections of the job's user how it stands (best effort: the row is the truth)."""
-    job_update_send(job.requested_by_id, job_as_message(job))
+    job_update_send(job.requested_by_id, job_as_message(job), job.unit_id)
 
 
 # --- HTTP side --------------------------------------------------------------------------------

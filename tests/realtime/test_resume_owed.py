@@ -17,6 +17,7 @@ from backend.accounts.models import User
 from backend.events.models import OutboxEvent
 from backend.events.schema import SCHEMAS
 from backend.jobs.models import Job, JobStatus
+from backend.jobs.services import job_push
 from backend.notifications.models import Notification
 from backend.notifications.selectors import OWED_MARGIN
 from backend.notifications.services import Draft, notify
@@ -219,3 +220,33 @@ def test_reading_nothing_new_sends_nothing(daphne, unit_a, api):
     fresh, frames = asyncio.run(scenario())
     assert [f["type"] for f in frames] == ["notification", "notification_read"]
     assert frames[0]["notification"]["id"] == str(fresh.id)
+
+
+def test_a_moved_user_hears_nothing_of_the_old_units_jobs(daphne, unit_a, unit_b):
+    # given a user of unit A with a running job of A (its progress, its refusals: A's business)
+    user = unit_a.requester
+    old = _job(user, JobStatus.RUNNING, done=1)
+    # when the user is moved to unit B (and starts a job there), then resumes B's stream
+    User.objects.filter(id=user.id).update(unit=unit_b.unit)
+    user.refresh_from_db()
+    new = _job(user, JobStatus.QUEUED)
+    _, frames = asyncio.run(_frames_after_greeting(daphne, access_token(user), last_seq=0))
+
+    # then only B's job is owed, as GET /api/jobs/ shows only B's (A's is a 404 there)
+    assert [f["job"]["id"] for f in frames if f["type"] == "job_update"] == [str(new.id)]
+
+    # and live: A's job moving on reaches none of the user's B sockets; B's job does
+    async def live() -> list[str]:
+        ws = await connect(daphne, token=access_token(user))
+        await recv_json(ws, 10)
+        await asyncio.to_thread(job_push, old)
+        await asyncio.to_thread(job_push, new)
+        heard: list[str] = []
+        while str(new.id) not in heard:  # (pushed after A's: once it is here, A's would be too)
+            message = await recv_json(ws, 10)
+            if message["type"] == "job_update":
+                heard.append(message["job"]["id"])
+        await ws.close()
+        return heard
+
+    assert asyncio.run(live()) == [str(new.id)]

@@ -296,9 +296,11 @@ def test_the_export_streams_asynchronously_under_asgi(north):
 
 def hash_of(document: dict) -> str:
     """An entry's hash from its NDJSON line, as docs/audit.md ("Export") tells an inspector: without
-    `hash` and `reviewed` (a review's fact, not the entry's), `signature` as its id, `at` in UTC to
-    the microsecond; SHA-256 of the sorted, compact JSON."""
+    `hash` and `reviewed` (a review's fact, not the entry's) and `signature_digest` where it is null,
+    `signature` as its id, `at` in UTC to the microsecond; SHA-256 of the sorted, compact JSON."""
     payload = {name: value for name, value in document.items() if name not in ("hash", "reviewed")}
+    if payload["signature_digest"] is None:
+        del payload["signature_digest"]
     payload["signature"] = document["signature"]["id"] if document["signature"] else None
     payload["at"] = datetime.fromisoformat(document["at"]).astimezone(UTC).isoformat(timespec="microseconds")
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()

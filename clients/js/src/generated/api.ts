@@ -1130,6 +1130,7 @@ export interface components {
             readonly changes: unknown;
             readonly reason: string;
             readonly signature: components["schemas"]["SignatureRef"] | null;
+            readonly signature_digest: string | null;
             /** Format: uuid */
             readonly job_id: string | null;
             readonly client: components["schemas"]["Client"];
