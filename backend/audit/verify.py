@@ -99,9 +99,21 @@ def known_units(unit_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, str]
     for unit_id in set(checkpoints.order_by().values_list("unit_id", flat=True).distinct()) - set(known):
         known[unit_id] = checkpoints.filter(unit_id=unit_id).values_list("unit_code", flat=True).first()
     if unit_ids is None:  # entries under a unit neither knows (unit_verify: `unit_unknown`), by its id
-        for unit_id in set(AuditEntry.objects.order_by().values_list("unit_id", flat=True).distinct()) - set(known):
+        for unit_id in entry_unit_ids() - set(known):
             known[unit_id] = unit_id.hex
     return known
+
+
+def entry_unit_ids() -> set[uuid.UUID]:
+    """The unit ids the entries name, one probe of the (unit, position) index per unit (a loose index
+    scan: flat in the trail's length, where a DISTINCT reads every entry at each scheduled run)."""
+    found: set[uuid.UUID] = set()
+    rows = AuditEntry.objects.order_by("unit_id").values_list("unit_id", flat=True)
+    after = rows.first()
+    while after is not None:
+        found.add(after)
+        after = rows.filter(unit_id__gt=after).first()
+    return found
 
 
 def _signed(checkpoint: AuditCheckpoint, keys) -> bool:
@@ -168,14 +180,20 @@ def _check_outside(unit_id: uuid.UUID, floor: int) -> None:
 
 
 def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[AuditCheckpoint], chunk_size: int) -> None:
-    """Rules 3 and 4 from `start` (position, hash); `checkpoints` are those after it, in order."""
+    """Rules 3, 4 and 5 from `start` (position, hash); `checkpoints` are those after it, in order."""
     position, prev_hash = start
     pending = iter(checkpoints)
     expected = next(pending, None)
     matched = start[0]
     entries = AuditEntry.objects.filter(unit_id=result.unit_id, position__gt=position).order_by("position")
+    signed: list[AuditEntry] = []  # rule 5, read in the same pass: checked a chunk at a time
     for entry in entries.iterator(chunk_size=chunk_size):
         result.entries += 1
+        if entry.signature_digest:
+            signed.append(entry)
+        if result.entries % chunk_size == 0:
+            _signatures_match(signed)
+            signed = []
         where = {"id": str(entry.id), "position": entry.position}
         if entry.position != position + 1:
             reason = ENTRY_REASONS["entries_missing"].format(start=position + 1, end=entry.position - 1)
@@ -195,6 +213,7 @@ def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[Au
                 )
             matched, result.through = position, expected
             expected = next(pending, None)
+    _signatures_match(signed)
     if expected is not None:
         last = max(checkpoints, key=lambda c: c.position)
         wiped = position == start[0] and not AuditEntry.objects.filter(unit_id=result.unit_id).exists()
@@ -206,21 +225,11 @@ def _walk(result: UnitVerification, start: tuple[int, str], checkpoints: list[Au
         )
 
 
-def _check_signatures(unit_id: uuid.UUID, after: int, chunk_size: int) -> None:
-    """Each signed entry after position `after` against the signature and binding rows as they are
-    now (`signature_mismatch`): the entry's `signature_digest` (inside its hash) is what they were."""
-    signed = (AuditEntry.objects.filter(unit_id=unit_id, position__gt=after, signature_digest__isnull=False)
-              .order_by("position").only("id", "position", "record_id", "signature_id", "signature_digest"))
-    chunk: list[AuditEntry] = []
-    for entry in signed.iterator(chunk_size=chunk_size):
-        chunk.append(entry)
-        if len(chunk) >= chunk_size:
-            _signatures_match(chunk)
-            chunk = []
-    _signatures_match(chunk)
-
-
 def _signatures_match(entries: list[AuditEntry]) -> None:
+    """Rule 5 for signed entries: each one's `signature_digest` (inside its hash) against the
+    signature and binding rows as they are now (`signature_mismatch`)."""
+    if not entries:
+        return
     ids = {e.signature_id for e in entries}
     signatures = Signature.objects.in_bulk(ids)
     bound = {(s.signature_id, s.record_id): s for s in SignedRecord.objects.filter(
@@ -256,7 +265,6 @@ def unit_verify(unit_id: uuid.UUID, code: str, *, start: AuditCheckpoint | None 
             begin = (start.position, start.hash)
             result.through = start
         _walk(result, begin, [c for c in checkpoints if c.position > begin[0]], chunk_size)
-        _check_signatures(unit_id, begin[0], chunk_size)
         if result.through is None and checkpoints and checkpoints[-1].position <= floor[0]:
             result.through = checkpoints[-1]
     except _Broken as broken:
