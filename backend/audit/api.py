@@ -155,6 +155,11 @@ class VerificationSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     entries = serializers.IntegerField()
     first_bad = serializers.DictField(allow_null=True)
+    sink = serializers.CharField(
+        help_text="Whether the checkpoints were compared with the sink's copy outside the database: `compared`, "
+        "`not configured`, or why not (a syslog sink without AUDIT_CHECKPOINT_SINK_COPY: then a database restored "
+        "from an older copy, or stripped of its newest checkpoints and the entries they covered, is not caught)",
+    )
 
 
 class _ExportRenderer(BaseRenderer):

@@ -61,7 +61,7 @@ class Verification:
     units: dict[str, UnitVerification] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "entries": self.entries, "first_bad": self.first_bad}
+        return {"ok": self.ok, "entries": self.entries, "first_bad": self.first_bad, "sink": self.sink}
 
 
 @dataclass

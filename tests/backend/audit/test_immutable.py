@@ -158,7 +158,7 @@ def pk(entry) -> object:
 
 def test_an_intact_trail_verifies(trail):
     _, _, entries = trail
-    assert audit_verify().as_dict() == {"ok": True, "entries": len(entries), "first_bad": None}
+    assert audit_verify().as_dict() == {"ok": True, "entries": len(entries), "first_bad": None, "sink": "not configured"}
 
 
 def test_an_edited_entry_is_found(trail):
@@ -211,7 +211,26 @@ def test_verify_over_http_is_for_unit_admins(trail, api):
     # and another unit's admin checks their own chain, which is intact
     other = unit_staff(UnitFactory(code="other"))
     services.crate_create(actor=other["store"])
-    assert api(other["admin"]).get("/api/audit-trail/verify/").json() == {"ok": True, "entries": 1, "first_bad": None}
+    assert api(other["admin"]).get("/api/audit-trail/verify/").json() == {
+        "ok": True, "entries": 1, "first_bad": None, "sink": "not configured"}
+
+
+def test_verify_says_whether_the_sink_was_compared(api, settings, sink_file, tmp_path):
+    # given a unit whose checkpoint went to a file sink (verify compares the file)
+    staff = unit_staff(UnitFactory())
+    services.crate_create(actor=staff["store"])
+    checkpoints_write()
+    assert api(staff["admin"]).get("/api/audit-trail/verify/").json()["sink"] == "compared"
+    # when the sink is syslog with no copy of its archive to read: verify cannot compare, and says so
+    settings.AUDIT_CHECKPOINT_SINK = "syslog+udp://127.0.0.1:9"
+    settings.AUDIT_CHECKPOINT_SINK_COPY = ""
+    answer = api(staff["admin"]).get("/api/audit-trail/verify/").json()
+    assert (answer["ok"], answer["sink"]) == (True, "not configured")
+    # and with the collector's archive named, it compares it (here: the archive lacks the checkpoint)
+    settings.AUDIT_CHECKPOINT_SINK_COPY = str(tmp_path / "empty-archive.log")
+    (tmp_path / "empty-archive.log").write_text("")
+    answer = api(staff["admin"]).get("/api/audit-trail/verify/").json()
+    assert (answer["ok"], answer["sink"], answer["first_bad"]["rule"]) == (False, "compared", "sink_mismatch")
 
 
 def test_verify_command_exits_1_naming_the_broken_entry(trail):

@@ -1873,6 +1873,8 @@ export interface components {
             first_bad: {
                 [key: string]: unknown;
             } | null;
+            /** @description Whether the checkpoints were compared with the sink's copy outside the database: `compared`, `not configured`, or why not (a syslog sink without AUDIT_CHECKPOINT_SINK_COPY: then a database restored from an older copy, or stripped of its newest checkpoints and the entries they covered, is not caught) */
+            sink: string;
         };
         WithdrawalRequest: {
             /** Format: uuid */
