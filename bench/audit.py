@@ -49,9 +49,14 @@ def prepare(args) -> None:
     reset_stores(env)
 
 
+# The decisions a bench trail signs: action -> (the signature's action, its meaning).
+SIGNED = {"approved": ("approve", "approved"), "rejected": ("reject", "rejected"), "sent_back": ("send_back", "returned")}
+
+
 def seed(count: int) -> dict:
-    """A unit of `count` entries: bulk decisions of 1-2,000 items sharing a moment, ten people,
-    every entity and action; and a second unit of count/10 beside it."""
+    """A unit of `count` entries: bulk decisions of 1-2,000 items sharing a moment (each signed decision
+    with its signature, bindings and digests), ten people, every entity and action; and a second
+    unit of count/10 beside it."""
     import random
 
     import django
@@ -61,8 +66,8 @@ def seed(count: int) -> dict:
     from django.db import connection
 
     from backend.accounts.models import Role, Unit, User
-    from backend.audit.chain import GENESIS, entry_hash
-    from backend.audit.models import AuditEntry
+    from backend.audit.chain import GENESIS, binding_hash, entry_hash, signature_digest
+    from backend.audit.models import AuditEntry, Signature, SignedRecord
 
     call_command("migrate", verbosity=0)
     rng = random.Random(7)
@@ -77,16 +82,36 @@ def seed(count: int) -> dict:
                ("transfer", "sent_back"), ("withdrawal", "created"), ("crate", "created")]
     start = datetime(2026, 1, 1, tzinfo=datetime.now().astimezone().tzinfo) - timedelta(days=365)
     last = {}
+    def flush(signatures: list, bindings: list, entries: list) -> None:
+        Signature.objects.bulk_create(signatures)  # (what the entries and bindings refer to, first)
+        SignedRecord.objects.bulk_create(bindings)
+        AuditEntry.objects.bulk_create(entries)
+        for rows in (signatures, bindings, entries):
+            rows.clear()
+
     for unit, total in ((units[0], count), (units[1], max(count // 10, 1))):
-        position, prev, moment, batch = 0, GENESIS, start, []
+        position, prev, moment, batch, signatures, bindings = 0, GENESIS, start, [], [], []
         while position < total:
             group = min(rng.choice([1, 1, 1, 5, 50, 500, 2000]), total - position)
             moment += timedelta(seconds=rng.randint(1, 600))
             actor = rng.choice(people)
             entity, action = rng.choice(actions)
+            # A decision is signed, once for the whole group (a bulk decision), bound to each request
+            # it decided, as the services sign them; its entries carry the signature's digest.
+            signature, decided = None, set()
+            if action in SIGNED and group <= len(records) // 2:
+                verb, meaning = SIGNED[action]
+                signature = Signature(
+                    id=uuid.uuid4(), unit_id=unit.id, signer_id=actor.id, signer_username=actor.username,
+                    signer_full_name="", meaning=meaning, action=verb, entity=entity, signed_at=moment,
+                    client_ip="10.0.0.1", user_agent="bench",
+                )
+                signatures.append(signature)
             for _ in range(group):
                 position += 1
                 record = watched if unit is units[0] and position % 997 == 0 else rng.choice(records)
+                while signature is not None and record in decided:  # (one binding per record and signature)
+                    record = rng.choice(records)
                 row = AuditEntry(
                     id=uuid.uuid4(), unit_id=unit.id, position=position, at=moment, actor_id=actor.id,
                     actor_username=actor.username, actor_full_name="", actor_role=actor.role, entity=entity,
@@ -94,12 +119,21 @@ def seed(count: int) -> dict:
                     changes={"status": ["pending", action]}, reason="", job_id=None, client_ip="10.0.0.1",
                     user_agent="bench", seq=position, prev_hash=prev,
                 )
+                if signature is not None:
+                    decided.add(record)
+                    bound = SignedRecord(
+                        id=uuid.uuid4(), signature_id=signature.id, entity=entity, record_id=record,
+                        record_number=row.record_number, version=2,
+                        binding=binding_hash(signature, entity=entity, record_id=record, version=2,
+                                             content={"status": action}),
+                    )
+                    bindings.append(bound)
+                    row.signature_id, row.signature_digest = signature.id, signature_digest(signature, bound)
                 row.hash = prev = entry_hash(row)
                 batch.append(row)
             if len(batch) >= 5000:
-                AuditEntry.objects.bulk_create(batch)
-                batch = []
-        AuditEntry.objects.bulk_create(batch)
+                flush(signatures, bindings, batch)
+        flush(signatures, bindings, batch)
         last[unit.code] = moment
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
