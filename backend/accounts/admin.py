@@ -92,9 +92,9 @@ class UserAdmin(BaseUserAdmin):
             super().save_related(request, form, formsets, change)
 
 
-class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
-    """django-axes' admin deletes a locked attempt, which lifts the lock: the unlock is audited by the
-    delete (services.attempt_deleted), with this admin as its actor."""
+class DeletesAsActor:
+    """An admin whose deletes are access changes (audited by their signals in accounts.services):
+    made inside `access_change`, so the entries name this admin as their actor."""
 
     def delete_model(self, request, obj):
         with transaction.atomic(), access_change(actor=request.user, reason=""):
@@ -103,6 +103,11 @@ class AuditedAccessAttemptAdmin(AccessAttemptAdmin):
     def delete_queryset(self, request, queryset):
         with transaction.atomic(), access_change(actor=request.user, reason=""):
             super().delete_queryset(request, queryset)
+
+
+class AuditedAccessAttemptAdmin(DeletesAsActor, AccessAttemptAdmin):
+    """django-axes' admin deletes a locked attempt, which lifts the lock: the unlock is audited by the
+    delete (services.attempt_deleted), with this admin as its actor."""
 
     def has_change_permission(self, request, obj=None) -> bool:  # (every field is read-only anyway)
         return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
@@ -137,21 +142,13 @@ if admin.site.is_registered(BlacklistedToken):  # (simplejwt's admin, imported a
     admin.site.register(BlacklistedToken, ReadOnlyBlacklistedTokenAdmin)
 
 
-class AuditedGroupAdmin(GroupAdmin):
+class AuditedGroupAdmin(DeletesAsActor, GroupAdmin):
     """A group's permissions are its members' (services.group_permissions_changed audits each change
     for each member, services.group_deleted a deleted group's): saved here with this admin as actor."""
 
     def save_related(self, request, form, formsets, change):
         with transaction.atomic(), access_change(actor=request.user, reason=""):
             super().save_related(request, form, formsets, change)
-
-    def delete_model(self, request, obj):
-        with transaction.atomic(), access_change(actor=request.user, reason=""):
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic(), access_change(actor=request.user, reason=""):
-            super().delete_queryset(request, queryset)
 
 
 if admin.site.is_registered(Group):  # (django.contrib.auth's admin registers its own)
