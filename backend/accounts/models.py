@@ -26,6 +26,12 @@ class Unit(models.Model):
     def __str__(self) -> str:
         return self.code
 
+    def save(self, *args, **kwargs):
+        # One transaction for the save and the audit entry of a settings change its signal writes
+        # (accounts.services.unit_after_save): both commit, or neither.
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+
 
 class Role(models.TextChoices):
     REQUESTER = "requester", "Requester"

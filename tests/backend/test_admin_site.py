@@ -87,3 +87,22 @@ def test_a_group_deleted_in_the_admin_is_taken_from_each_member_in_their_trail()
     for member in members:
         (taken,) = AuditEntry.objects.filter(record_id=member.id, action="role_changed", changes__groups=[["night shift"], []])
         assert taken.actor_id == superuser.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_units_settings_change_and_its_entry_commit_together():
+    # given a unit, saved from a shell (autocommit: no transaction around it)
+    from unittest import mock
+
+    unit = UnitFactory(code="west", timezone="UTC")
+    unit.timezone = "Asia/Tokyo"
+
+    # when its audit entry cannot be written
+    with mock.patch("backend.accounts.services.journal_write", side_effect=RuntimeError("the trail is down")):
+        with pytest.raises(RuntimeError):
+            unit.save()
+
+    # then the change is not kept either: no setting changes without its entry
+    unit.refresh_from_db()
+    assert unit.timezone == "UTC"
+    assert not AuditEntry.objects.filter(unit=unit, entity="unit").exists()
