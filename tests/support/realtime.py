@@ -278,9 +278,11 @@ def wait_for_hub_connections(proc: processes.LiveProcess, expected: int, timeout
 
 def fresh_hub_snapshot(proc: processes.LiveProcess, timeout: float = 5.0, absent_wait: float = 2.0) -> dict[str, int] | None:
     """The numbers of a report the Daphne made after this call began, without a fixed wait: each
-    report replaces the process's key and sets its TTL afresh, so a TTL higher than the first one
-    read marks the next report (half a REALTIME_REPORT_SECONDS on average). None when the process
-    has made no report within `absent_wait` (its hub never started: no connection, no fill)."""
+    report replaces the process's key and sets its TTL afresh, so a TTL higher than the lowest read
+    since marks the next report (half a REALTIME_REPORT_SECONDS on average). (Not higher than the
+    first read: a first read in the millisecond of a report is already the highest TTL there is, and
+    no later report exceeds it.) None when the process has made no report within `absent_wait` (its
+    hub never started: no connection, no fill)."""
     client = redis.Redis.from_url(settings.KEYS_REDIS_URL)
     try:
         key = next((k for k in client.scan_iter("metrics:realtime:*")
@@ -292,10 +294,11 @@ def fresh_hub_snapshot(proc: processes.LiveProcess, timeout: float = 5.0, absent
             time.sleep(0.05)
             key = next((k for k in client.scan_iter("metrics:realtime:*")
                         if k.decode().rsplit(":", 1)[-1] == str(proc.popen.pid)), None)
-        first = client.pttl(key)
+        lowest = client.pttl(key)
         deadline = time.monotonic() + timeout
-        while (ttl := client.pttl(key)) <= first:
+        while (ttl := client.pttl(key)) <= lowest:
             assert ttl != -2 and time.monotonic() < deadline, f"the Daphne (pid {proc.popen.pid}) stopped reporting"
+            lowest = ttl
             time.sleep(0.05)
         return {k.decode(): int(float(v)) for k, v in client.hgetall(key).items()}
     finally:
