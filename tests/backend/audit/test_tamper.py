@@ -276,14 +276,21 @@ def test_a_purge_record_put_in_by_hand_does_not_let_young_entries_be_deleted(sce
     assert AuditEntry.objects.filter(unit=scene.other).count() == 1
 
 
-def test_a_purge_made_while_retention_was_lowered_is_caught(sink_file, settings):
-    # scene: entries two years old, purged while AUDIT_RETENTION_YEARS said 1, then set back to 15
+def east_with_two_old_entries(crates: int) -> tuple:
+    """(unit, staff): east, `crates` crates created, its entries 1 and 2 back-dated two years (beyond
+    a one-year retention, within fifteen) and the chain re-hashed after them, as written then."""
     unit = UnitFactory(code="east")
     staff = unit_staff(unit)
-    for _ in range(4):
+    for _ in range(crates):
         services.crate_create(actor=staff["store"])
-    rehash_from(unit.id, 1, at=timezone.now() - timedelta(days=800))
-    rehash_from(unit.id, 2, at=timezone.now() - timedelta(days=800))
+    for position in (1, 2):
+        rehash_from(unit.id, position, at=timezone.now() - timedelta(days=800))
+    return unit, staff
+
+
+def test_a_purge_made_while_retention_was_lowered_is_caught(sink_file, settings):
+    # scene: entries two years old, purged while AUDIT_RETENTION_YEARS said 1, then set back to 15
+    unit, staff = east_with_two_old_entries(4)
     checkpoints_write()
     services.crate_create(actor=staff["store"])
     checkpoints_write()
@@ -342,12 +349,7 @@ def test_a_purge_record_whose_hash_disagrees_with_its_checkpoint(sink_file, sett
     # scene: entries 1 and 2 two years old, checkpointed at 2 and at 4, entries 1 and 2 purged
     # (lawfully: AUDIT_RETENTION_YEARS is 1 throughout)
     settings.AUDIT_RETENTION_YEARS = 1
-    unit = UnitFactory(code="east")
-    staff = unit_staff(unit)
-    for _ in range(2):
-        services.crate_create(actor=staff["store"])
-    rehash_from(unit.id, 1, at=timezone.now() - timedelta(days=800))
-    rehash_from(unit.id, 2, at=timezone.now() - timedelta(days=800))
+    unit, staff = east_with_two_old_entries(2)
     (at_purge,) = checkpoints_write()
     for _ in range(2):
         services.crate_create(actor=staff["store"])

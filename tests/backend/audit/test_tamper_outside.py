@@ -18,10 +18,17 @@ from backend.audit.checkpoints import checkpoints_write
 from backend.audit.models import AuditEntry
 from backend.audit.selectors import audit_verify, record_history
 from backend.audit.services import audit_purge
-from backend.records import services
 from backend.records.services.integrity import audit_chain_watch
-from tests.backend.audit.test_tamper import ENTRIES, MODES, Scene, caught, chain_ok, pk, rehash_from, tamper
-from tests.support.factories import UnitFactory, unit_staff
+from tests.backend.audit.test_tamper import (
+    ENTRIES,
+    MODES,
+    Scene,
+    caught,
+    chain_ok,
+    east_with_two_old_entries,
+    pk,
+    tamper,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -65,12 +72,7 @@ def test_entries_put_in_at_positions_a_purge_removed(sink_file, settings):
     # given east's entries 1 and 2 two years old, lawfully purged (AUDIT_RETENTION_YEARS 1), and
     # entries 3 and 4 kept; verify holds
     settings.AUDIT_RETENTION_YEARS = 1
-    unit = UnitFactory(code="east")
-    staff = unit_staff(unit)
-    for _ in range(4):
-        services.crate_create(actor=staff["store"])
-    rehash_from(unit.id, 1, at=timezone.now() - timedelta(days=800))
-    rehash_from(unit.id, 2, at=timezone.now() - timedelta(days=800))
+    unit, _ = east_with_two_old_entries(4)
     checkpoints_write()
     (purge,) = audit_purge(before=timezone.now() - timedelta(days=700), purged_by="qa", reason="retention")
     assert purge.through_position == 2 and audit_verify().ok
