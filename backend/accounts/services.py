@@ -177,7 +177,7 @@ def access_after_save(sender, instance: User, created: bool, raw: bool = False, 
 
 
 def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: str,
-                      was_privileges: dict[str, bool] | None = None) -> bool:
+                      was_privileges: dict[str, bool]) -> bool:
     """After a change of `user` was saved (here, or by the admin site's form): audit what changed
     (deactivated / reactivated, unit, role, superuser or staff) and, if it narrows, widens or moves
     their access, revoke everything they hold. Returns whether anything was revoked."""
@@ -193,7 +193,7 @@ def user_access_saved(*, user: User, was_active: bool, was_unit_id, was_role: st
     if was_role != user.role:
         access_audit(user=user, action="role_changed", changes={"role": [was_role, user.role]})
     privileges = {
-        name: [was, getattr(user, name)] for name, was in (was_privileges or {}).items() if was != getattr(user, name)
+        name: [was, getattr(user, name)] for name, was in was_privileges.items() if was != getattr(user, name)
     }
     if privileges:
         access_audit(user=user, action="role_changed", changes=privileges)

@@ -86,6 +86,24 @@ def test_the_history_panel_lists_who_did_what_oldest_first_with_the_job(console_
     expect(page.get_by_test_id("feed")).to_contain_text(f"{request.request_number} updated by {approver.username}")
 
 
+def decisions_off(page, request, why: str, *, beside) -> None:
+    """`request`'s decisions are disabled, titled `why`; those of `beside` are on, with no such title."""
+    for action in ("approve", "reject", "send-back"):
+        button = page.get_by_test_id(f"{action}-{request.id}")
+        expect(button).to_be_disabled()
+        expect(button).to_have_attribute("title", why)
+        expect(page.get_by_test_id(f"{action}-{beside.id}")).to_be_enabled()
+        expect(page.get_by_test_id(f"{action}-{beside.id}")).not_to_have_attribute("title", why)
+
+
+def approve_anyway(page, request) -> None:
+    """What a user who re-enables a disabled Approve (the browser's tools) would send: signed."""
+    approve = page.get_by_test_id(f"approve-{request.id}")
+    approve.evaluate("button => { button.disabled = false; }")
+    approve.click()
+    sign_in_dialog(page)
+
+
 def test_the_decision_buttons_are_off_on_requests_the_user_filed(console_daphne, consoles):
     # given a unit admin (who holds every role) and two pending requests: one the admin filed
     console_daphne.ensure_running()
@@ -97,20 +115,12 @@ def test_the_decision_buttons_are_off_on_requests_the_user_filed(console_daphne,
     # when the admin opens the console
     page = consoles.open(console_daphne.port, people[Role.ADMIN].username)
 
-    # then the admin's own request shows its decisions disabled, saying why (four eyes)
-    for action in ("approve", "reject", "send-back"):
-        button = page.get_by_test_id(f"{action}-{own.id}")
-        expect(button).to_be_disabled()
-        expect(button).to_have_attribute("title", FOUR_EYES)
-        # and the other request's decisions are the admin's to take
-        expect(page.get_by_test_id(f"{action}-{theirs.id}")).to_be_enabled()
-        expect(page.get_by_test_id(f"{action}-{theirs.id}")).not_to_have_attribute("title", FOUR_EYES)
+    # then the admin's own request shows its decisions disabled, saying why (four eyes), and the
+    # other request's decisions are the admin's to take
+    decisions_off(page, own, FOUR_EYES, beside=theirs)
     consoles.shot(page, "four-eyes")
     # and were the decision sent anyway, the API's refusal (403 four_eyes) is a clear toast
-    approve = page.get_by_test_id(f"approve-{own.id}")
-    approve.evaluate("button => { button.disabled = false; }")
-    approve.click()
-    sign_in_dialog(page)
+    approve_anyway(page, own)
     expect(page.get_by_test_id("toasts")).to_contain_text(
         f"Approve {own.request_number}: you filed this request, so someone else must decide on it (four eyes)."
     )
@@ -131,20 +141,13 @@ def test_a_request_the_user_changed_has_its_decisions_off_and_the_server_refuses
 
     # then the edited request's decisions are off, saying the admin changed it (the API's
     # `contributed`), and it has no tick box for a bulk action; the untouched one's are on
-    for action in ("approve", "reject", "send-back"):
-        button = page.get_by_test_id(f"{action}-{request.id}")
-        expect(button).to_be_disabled()
-        expect(button).to_have_attribute("title", FOUR_EYES_CHANGED)
-        expect(page.get_by_test_id(f"{action}-{untouched.id}")).to_be_enabled()
+    decisions_off(page, request, FOUR_EYES_CHANGED, beside=untouched)
     expect(page.get_by_test_id(f"select-{request.id}")).to_have_count(0)
     expect(page.get_by_test_id(f"select-{untouched.id}")).to_have_count(1)
 
     # and were the approval sent anyway, the server's four_eyes refusal says what the admin did:
     # changed it, not filed it
-    approve = page.get_by_test_id(f"approve-{request.id}")
-    approve.evaluate("button => { button.disabled = false; }")
-    approve.click()
-    sign_in_dialog(page)
+    approve_anyway(page, request)
     expect(page.get_by_test_id("toasts")).to_contain_text(
         f"Approve {request.request_number}: you changed this request, so someone else must decide on it (four eyes)."
     )
